@@ -159,6 +159,7 @@ class _SotwType:
     nonce: str = ""
     watch_open: bool = False
     nacked_version: str | None = None
+    answered_nonce: str = ""
 
 
 class SotwStream(_Stream):
@@ -182,7 +183,8 @@ class SotwStream(_Stream):
             log.debug("node %s %s: stale nonce %s (latest %s) ignored", self.node_id, T.short(type_url),
                       req.response_nonce, st.nonce)
             return []
-        if req.response_nonce:
+        if req.response_nonce and req.response_nonce != st.answered_nonce:
+            st.answered_nonce = req.response_nonce  # one ACK/NACK per response
             if req.HasField("error_detail"):
                 st.nacked_version = st.sent_version
                 msg = req.error_detail.message
@@ -234,6 +236,7 @@ class _DeltaType:
     watch_open: bool = True
     initial_pending: bool = True
     last_version: str = ""  # system_version_info of the latest response
+    answered_nonce: str = ""
 
 
 class DeltaStream(_Stream):
@@ -261,7 +264,8 @@ class DeltaStream(_Stream):
         if req.response_nonce:
             if req.response_nonce != st.nonce:
                 log.debug("node %s %s: stale nonce %s ignored", self.node_id, T.short(type_url), req.response_nonce)
-            else:
+            elif req.response_nonce != st.answered_nonce:
+                st.answered_nonce = req.response_nonce  # one ACK/NACK per response
                 st.watch_open = True
                 if req.HasField("error_detail"):
                     msg = req.error_detail.message

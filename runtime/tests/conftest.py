@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import Upstream, make_config, rmtree, short_tmpdir  # noqa: E402
+
+
+@pytest.fixture
+def workdir():
+    path = short_tmpdir()
+    yield path
+    rmtree(path)
+
+
+@pytest.fixture
+def config(workdir):
+    return make_config(workdir)
+
+
+@pytest.fixture
+def upstreams():
+    """Factory of named upstream apps, closed after the test."""
+    made: list[Upstream] = []
+
+    def make(name: str) -> Upstream:
+        up = Upstream(name)
+        made.append(up)
+        return up
+
+    yield make
+    for up in made:
+        up.close()

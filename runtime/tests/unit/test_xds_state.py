@@ -1,0 +1,321 @@
+"""The xDS state machine against request sequences as Envoy sends them.
+
+Each test drives one ADS stream of our server directly (no network) with the
+requests an Envoy sends, and checks the responses: versions per type, nonces per
+stream, stale nonces ignored, NACK recorded and not re-pushed, delta diffs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
+from google.rpc import status_pb2
+
+from envoyage.model import ServiceState, parse_service
+from envoyage.xds import types as T
+from envoyage.xds.assemble import HomeSettings, assemble_home
+from envoyage.xds.cache import SnapshotCache
+from envoyage.xds.server import AdsServer
+from envoyage.xds.status import BaseCallbacks, StatusTracker
+from envoyage.xds.translate import TranslationCache
+
+SETTINGS = HomeSettings("127.0.0.1", 8080, "/tmp/access.log")
+
+
+def snapshot(*names, port=80):
+    states = [ServiceState(parse_service({"name": n, "domains": [f"{n}.example.com"],
+                                          "upstreams": [f"10.0.0.1:{port}"]}), i, i) for i, n in enumerate(names)]
+    return assemble_home(states, SETTINGS, TranslationCache()).snapshot
+
+
+def node(node_id="envoy-1"):
+    md = struct_pb2.Struct()
+    md.update({"role": "home"})
+    return base_pb2.Node(id=node_id, cluster="envoyage-home", metadata=md)
+
+
+class _Ctx:
+    def __init__(self):
+        self.cbs = []
+
+    def add_callback(self, cb):
+        self.cbs.append(cb)
+        return True
+
+
+class Harness:
+    """One stream: `send` a request, `recv` responses, `quiet` asserts nothing came."""
+
+    def __init__(self, server: AdsServer, delta: bool):
+        self.requests: queue.Queue = queue.Queue()
+        self.responses: queue.Queue = queue.Queue()
+        self.ctx = _Ctx()
+        method = server.DeltaAggregatedResources if delta else server.StreamAggregatedResources
+        gen = method(iter(self.requests.get, None), self.ctx)
+
+        def pump():
+            for resp in gen:
+                self.responses.put(resp)
+            self.responses.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def send(self, req):
+        self.requests.put(req)
+
+    def recv(self, timeout=2.0):
+        resp = self.responses.get(timeout=timeout)
+        assert resp is not None, "stream ended"
+        return resp
+
+    def quiet(self, wait=0.2):
+        with pytest.raises(queue.Empty):
+            self.responses.get(timeout=wait)
+
+    def close(self):
+        self.requests.put(None)
+
+
+class Recorder(BaseCallbacks):
+    def __init__(self):
+        self.acks, self.nacks = [], []
+
+    def on_ack(self, sid, node_id, type_url, version):
+        self.acks.append((T.short(type_url), version))
+
+    def on_nack(self, sid, node_id, type_url, version, message):
+        self.nacks.append((T.short(type_url), version, message))
+
+
+@pytest.fixture
+def env():
+    cache = SnapshotCache()
+    rec = Recorder()
+    tracker = StatusTracker()
+    server = AdsServer(cache, callbacks=[rec, tracker])
+    return cache, server, rec, tracker
+
+
+def req(type_url, version="", nonce="", names=(), error=None, with_node=False):
+    r = discovery_pb2.DiscoveryRequest(type_url=type_url, version_info=version, response_nonce=nonce,
+                                       resource_names=list(names))
+    if with_node:
+        r.node.CopyFrom(node())
+    if error:
+        r.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    return r
+
+
+def names_of(resp):
+    cls = T.MESSAGE_CLASSES[resp.type_url]
+    out = []
+    for a in resp.resources:
+        m = cls.FromString(a.value)
+        out.append(m.cluster_name if resp.type_url == T.ENDPOINT else m.name)
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- state of the world
+
+def test_sotw_initial_ack_and_push(env):
+    cache, server, rec, tracker = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=False)
+    h.send(req(T.CLUSTER, with_node=True))
+    r1 = h.recv()
+    assert r1.type_url == T.CLUSTER and names_of(r1) == ["svc_a"] and r1.nonce
+    v1 = r1.version_info
+    h.send(req(T.CLUSTER, version=v1, nonce=r1.nonce))  # ACK
+    h.quiet()
+    assert rec.acks == [("cds", v1)]
+    cache.set_snapshot("home", snapshot("a", "b"))
+    r2 = h.recv()
+    assert names_of(r2) == ["svc_a", "svc_b"] and r2.version_info != v1 and r2.nonce != r1.nonce
+    st = tracker.snapshot()[0]
+    assert st["node_id"] == "envoy-1" and st["types"]["cds"]["last_sent_version"] == r2.version_info
+    h.close()
+
+
+def test_sotw_stale_nonce_ignored(env):
+    cache, server, rec, _ = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=False)
+    h.send(req(T.CLUSTER, with_node=True))
+    r1 = h.recv()
+    h.send(req(T.CLUSTER, version=r1.version_info, nonce=r1.nonce))
+    cache.set_snapshot("home", snapshot("a", "b"))
+    r2 = h.recv()
+    # A request crossing r2 in flight still names r1's nonce: stale, no ACK, no reply.
+    h.send(req(T.CLUSTER, version=r1.version_info, nonce=r1.nonce, error="late"))
+    h.quiet()
+    assert rec.nacks == []
+    h.send(req(T.CLUSTER, version=r2.version_info, nonce=r2.nonce))
+    h.quiet()
+    assert rec.acks[-1] == ("cds", r2.version_info)
+
+
+def test_sotw_nack_recorded_not_repushed_then_next_snapshot_sent(env):
+    cache, server, rec, tracker = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=False)
+    h.send(req(T.ROUTE, names=["home_http"], with_node=True))
+    r1 = h.recv()
+    h.send(req(T.ROUTE, version=r1.version_info, nonce=r1.nonce, names=["home_http"]))
+    cache.set_snapshot("home", snapshot("a", "b"))
+    r2 = h.recv()
+    # NACK: previous version, r2's nonce, error_detail
+    for _ in range(3):  # Envoy may repeat its request; never a re-push loop
+        h.send(req(T.ROUTE, version=r1.version_info, nonce=r2.nonce, names=["home_http"], error="bad regex"))
+    h.quiet(0.5)
+    assert rec.nacks == [("rds", r2.version_info, "bad regex")]
+    st = tracker.snapshot()[0]["types"]["rds"]
+    assert st["last_nack_message"] == "bad regex" and st["last_acked_version"] == r1.version_info
+    cache.set_snapshot("home", snapshot("a", "b", "c"))
+    r3 = h.recv()
+    assert r3.version_info not in (r1.version_info, r2.version_info)
+
+
+def test_sotw_named_subscription_and_new_names_force_reply(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a", "b"))
+    h = Harness(server, delta=False)
+    h.send(req(T.ENDPOINT, names=["svc_a"], with_node=True))
+    r1 = h.recv()
+    assert names_of(r1) == ["svc_a"]
+    # the same version, but a new name: Envoy is warming a cluster and needs it
+    h.send(req(T.ENDPOINT, version=r1.version_info, nonce=r1.nonce, names=["svc_a", "svc_b"]))
+    r2 = h.recv()
+    assert names_of(r2) == ["svc_a", "svc_b"] and r2.version_info == r1.version_info
+
+
+def test_sotw_reconnect_with_current_version_gets_nothing(env):
+    cache, server, _, _ = env
+    snap = snapshot("a")
+    cache.set_snapshot("home", snap)
+    h = Harness(server, delta=False)
+    h.send(req(T.CLUSTER, version=snap.version(T.CLUSTER), with_node=True))
+    h.quiet()
+
+
+def test_sotw_first_request_needs_node(env):
+    _, server, _, _ = env
+    h = Harness(server, delta=False)
+    h.send(req(T.CLUSTER))
+    assert h.responses.get(timeout=2) is None  # stream closed
+
+
+def test_sotw_push_order_cds_eds_lds_rds(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=False)
+    first = True
+    for t, names in ((T.ROUTE, ["home_http"]), (T.LISTENER, []), (T.ENDPOINT, ["svc_a"]), (T.CLUSTER, [])):
+        h.send(req(t, names=names, with_node=first))
+        first = False
+        r = h.recv()
+        h.send(req(t, version=r.version_info, nonce=r.nonce, names=names))
+    h.quiet()
+    cache.set_snapshot("home", snapshot("a", port=81))  # only endpoints change
+    r = h.recv()
+    assert r.type_url == T.ENDPOINT
+    h.quiet()
+    cache.set_snapshot("home", snapshot("a", "b", port=81))
+    order = [h.recv().type_url for _ in range(2)]
+    assert order == [T.CLUSTER, T.ROUTE]
+
+
+# ---------------------------------------------------------------- delta
+
+def dreq(type_url, subscribe=(), unsubscribe=(), nonce="", error=None, initial=None, with_node=False):
+    r = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(subscribe),
+                                            resource_names_unsubscribe=list(unsubscribe), response_nonce=nonce)
+    if initial:
+        r.initial_resource_versions.update(initial)
+    if with_node:
+        r.node.CopyFrom(node())
+    if error:
+        r.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+    return r
+
+
+def dnames(resp):
+    return sorted(r.name for r in resp.resources)
+
+
+def test_delta_sends_only_changes_and_removals(env):
+    cache, server, rec, _ = env
+    cache.set_snapshot("home", snapshot("a", "b", "c"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.CLUSTER, with_node=True))
+    r1 = h.recv()
+    assert dnames(r1) == ["svc_a", "svc_b", "svc_c"] and not r1.removed_resources
+    h.send(dreq(T.CLUSTER, nonce=r1.nonce))
+    h.quiet()
+    cache.set_snapshot("home", snapshot("a", "c", "d"))
+    r2 = h.recv()
+    assert dnames(r2) == ["svc_d"] and list(r2.removed_resources) == ["svc_b"]
+    assert rec.acks == [("cds", r1.system_version_info)]
+
+
+def test_delta_reconnect_with_initial_versions_sends_only_difference(env):
+    cache, server, _, _ = env
+    snap = snapshot("a", "b")
+    cache.set_snapshot("home", snap)
+    have = {n: r.version for n, r in snap.get(T.CLUSTER).items()}
+    have["svc_gone"] = "old"
+    have["svc_a"] = "stale"
+    h = Harness(server, delta=True)
+    h.send(dreq(T.CLUSTER, initial=have, with_node=True))
+    r = h.recv()
+    assert dnames(r) == ["svc_a"] and list(r.removed_resources) == ["svc_gone"]
+
+
+def test_delta_nack_not_repushed(env):
+    cache, server, rec, _ = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.ROUTE, subscribe=["home_http"], with_node=True))
+    r1 = h.recv()
+    h.send(dreq(T.ROUTE, nonce=r1.nonce))
+    cache.set_snapshot("home", snapshot("a", "b"))
+    r2 = h.recv()
+    h.send(dreq(T.ROUTE, nonce=r2.nonce, error="rejected"))
+    h.quiet(0.5)
+    assert rec.nacks == [("rds", r2.system_version_info, "rejected")]
+    cache.set_snapshot("home", snapshot("a", "b", "c"))
+    assert dnames(h.recv()) == ["home_http"]
+
+
+def test_delta_named_subscribe_unsubscribe(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a", "b"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.ENDPOINT, subscribe=["svc_a"], with_node=True))
+    r1 = h.recv()
+    assert dnames(r1) == ["svc_a"]
+    h.send(dreq(T.ENDPOINT, nonce=r1.nonce))
+    h.send(dreq(T.ENDPOINT, subscribe=["svc_b"], unsubscribe=["svc_a"]))
+    r2 = h.recv()
+    assert dnames(r2) == ["svc_b"] and not r2.removed_resources
+    h.send(dreq(T.ENDPOINT, nonce=r2.nonce))
+    cache.set_snapshot("home", snapshot("a", "b", port=99))  # both change; only b is subscribed
+    assert dnames(h.recv()) == ["svc_b"]
+
+
+def test_delta_subscription_change_in_stale_request_still_applies(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a", "b"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.ENDPOINT, subscribe=["svc_a"], with_node=True))
+    r1 = h.recv()
+    h.send(dreq(T.ENDPOINT, nonce=r1.nonce))
+    cache.set_snapshot("home", snapshot("a", "b", port=7))
+    r2 = h.recv()
+    h.send(dreq(T.ENDPOINT, subscribe=["svc_b"], nonce=r1.nonce))  # stale nonce
+    h.send(dreq(T.ENDPOINT, nonce=r2.nonce))
+    assert dnames(h.recv()) == ["svc_b"]
