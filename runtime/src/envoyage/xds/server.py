@@ -195,7 +195,12 @@ class SotwStream(_Stream):
                 self._callbacks("on_ack", type_url, req.version_info)
         st.envoy_version = req.version_info
         names = set(req.resource_names) - {"*"}
-        new_names = bool(names - st.sent_names) if type_url not in T.WILDCARD_TYPES else False
+        # Names Envoy newly asks for need an answer even at an unchanged version (a
+        # warming cluster waits for them) -- unless this is a reconnect and Envoy
+        # already holds the current version.
+        new_names = False
+        if type_url not in T.WILDCARD_TYPES and st.sent_version is not None:
+            new_names = bool(names - st.sent_names)
         st.names = names
         st.watch_open = True
         resp = self.respond(type_url, force=new_names)
