@@ -1,0 +1,281 @@
+"""The `envoyage` command line.
+
+The CLI never touches SQLite: it talks to the running control plane through the
+control API, so every change is validated and pushed (DESIGN.md).
+Exit codes: 0 ok, 1 the control plane refused or failed, 2 bad arguments,
+3 the control plane is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import yaml
+
+from .. import __version__
+from ..bootstrap import BootstrapError, bootstrap
+from ..config import ConfigError, load_config
+from .client import ApiError, ControlClient, Unreachable
+
+DEFAULT_CONFIG = "/etc/envoyage/control.yaml"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _config_path(args) -> str | None:
+    path = args.config or os.environ.get("ENVOYAGE_CONFIG")
+    if path:
+        return path
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+
+
+def _client(args) -> ControlClient:
+    if args.socket:
+        return ControlClient(args.socket)
+    return ControlClient(str(load_config(_config_path(args)).socket_path))
+
+
+def _service_body(args, partial: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if not partial:
+        body["name"] = args.name
+    if args.domain:
+        body["domains"] = [d for item in args.domain for d in item.split(",") if d]
+    if args.upstream:
+        body["upstreams"] = list(args.upstream)
+    if args.path is not None:
+        body["path"] = args.path
+    if args.access is not None:
+        body["access"] = args.access
+    if args.no_health_check:
+        body["health_check"] = None
+    elif args.health_path is not None or args.health_interval or args.health_timeout or args.health_expect:
+        hc: dict[str, Any] = {"path": args.health_path or "/"}
+        if args.health_interval:
+            hc["interval"] = args.health_interval
+        if args.health_timeout:
+            hc["timeout"] = args.health_timeout
+        if args.health_expect:
+            hc["expected"] = args.health_expect
+        body["health_check"] = hc
+    return body
+
+
+def _print_services(services: list[dict[str, Any]]) -> None:
+    if not services:
+        print("no services (add one with: envoyage service add NAME --domain D --upstream HOST:PORT)")
+        return
+    rows = [("NAME", "SOURCE", "DOMAINS", "UPSTREAMS", "ACCESS", "STATUS")]
+    for s in services:
+        status = "ok" if not s["problems"] else "PROBLEM"
+        rows.append((s["name"], s["source"], ",".join(s["domains"]), ",".join(s["upstreams"]), s["access"], status))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for s in services:
+        for p in s["problems"]:
+            print(f"problem: {s['name']}: {p}")
+
+
+def _ago(ts: float) -> str:
+    if not ts:
+        return "never"
+    secs = max(0, time.time() - ts)
+    if secs < 120:
+        return f"{secs:.0f}s ago"
+    if secs < 7200:
+        return f"{secs / 60:.0f}m ago"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    snap = st["snapshot"]
+    print(f"control plane {st['version']}, up since {_ago(st['started_at'])}")
+    print(f"services: {st['services']['total']} ({st['services']['with_problems']} with problems)")
+    versions = " ".join(f"{k}={v}" for k, v in snap["versions"].items()) or "none"
+    print(f"snapshot ({snap['role']}): {versions}")
+    last = st.get("last_reconcile") or {}
+    if last and not last.get("ok"):
+        print(f"LAST SNAPSHOT REFUSED: {last.get('error')} (the previous snapshot keeps serving)")
+    if not st["nodes"]:
+        print("envoys: none connected yet")
+    for node in st["nodes"]:
+        state = f"connected {_ago(node['connected_since'])}" if node["connected"] else \
+            f"DISCONNECTED {_ago(node['disconnected_at'])}"
+        print(f"envoy {node['node_id']} (role {node['role']}, {'delta' if node['delta'] else 'sotw'}): {state}")
+        for tname in ("cds", "eds", "lds", "rds"):
+            t = node["types"].get(tname)
+            if not t:
+                continue
+            current = snap["versions"].get(
+                {"cds": "Cluster", "eds": "ClusterLoadAssignment", "lds": "Listener", "rds": "RouteConfiguration"}[tname], "")
+            mark = "in sync" if t["last_acked_version"] == current and current else "behind"
+            line = f"  {tname}: acked {t['last_acked_version'] or '-'} ({mark}), sent {t['last_sent_version'] or '-'}"
+            print(line)
+            if t["last_nack_message"]:
+                print(f"    last NACK {_ago(t['last_nack_at'])} for {t['last_nack_version']}: {t['last_nack_message']}")
+
+
+def cmd_control(args) -> int:
+    from ..control.daemon import run
+
+    cfg = load_config(_config_path(args))
+    level = (args.log_level or cfg.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("peewee").setLevel(logging.INFO)
+    return run(cfg)
+
+
+def cmd_service_add(args) -> int:
+    svc = _client(args).post("/services", _service_body(args, partial=False))
+    print(f"added {svc['name']}: {', '.join(svc['domains'])} -> {', '.join(svc['upstreams'])}")
+    for p in svc["problems"]:
+        print(f"problem: {p}")
+    return EXIT_OK if not svc["problems"] else EXIT_FAIL
+
+
+def cmd_service_update(args) -> int:
+    body = _service_body(args, partial=True)
+    if not body:
+        print("nothing to change: give at least one option", file=sys.stderr)
+        return EXIT_USAGE
+    svc = _client(args).patch(f"/services/{quote(args.name, safe='')}", body)
+    print(f"updated {svc['name']}: {', '.join(svc['domains'])} -> {', '.join(svc['upstreams'])}")
+    for p in svc["problems"]:
+        print(f"problem: {p}")
+    return EXIT_OK if not svc["problems"] else EXIT_FAIL
+
+
+def cmd_service_rm(args) -> int:
+    client = _client(args)
+    rc = EXIT_OK
+    for name in args.names:
+        try:
+            client.delete(f"/services/{quote(name, safe='')}")
+            print(f"removed {name}")
+        except ApiError as exc:
+            print(f"error: {name}: {exc.message}", file=sys.stderr)
+            rc = EXIT_FAIL
+    return rc
+
+
+def cmd_service_ls(args) -> int:
+    services = _client(args).get("/services")["services"]
+    if args.json:
+        print(json.dumps(services, indent=2))
+    else:
+        _print_services(services)
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    st = _client(args).get("/status")
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        _print_status(st)
+    return EXIT_OK
+
+
+def cmd_bootstrap(args) -> int:
+    data = bootstrap(args.node_id, args.role, delta=args.delta, xds_address=args.xds_address,
+                     xds_port=args.xds_port, admin_port=args.admin_port)
+    text = yaml.safe_dump(data, sort_keys=False)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _add_service_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("name", help="service name: lowercase letters, digits and '-'")
+    p.add_argument("--domain", "-d", action="append", required=required,
+                   help="domain to serve (repeat or comma-separate; '*.example.com' wildcards allowed)")
+    p.add_argument("--upstream", "-u", action="append", required=required,
+                   help="upstream HOST:PORT (repeat for several endpoints)")
+    p.add_argument("--path", help="path prefix to route (default /; not stripped)")
+    p.add_argument("--access", choices=["public", "vpn-only", "link-only", "auth"],
+                   help="who may reach it (default public; modes not built yet answer 403)")
+    p.add_argument("--health-path", help="HTTP health check path (default: TCP connect check)")
+    p.add_argument("--health-interval", help="health check interval, e.g. 10s")
+    p.add_argument("--health-timeout", help="health check timeout, e.g. 2s")
+    p.add_argument("--health-expect", help="expected status codes, e.g. 200-399")
+    p.add_argument("--no-health-check", action="store_true", help="use the TCP connect check")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="envoyage", description="Envoyage control plane and admin CLI")
+    parser.add_argument("--version", action="version", version=f"envoyage {__version__}")
+    parser.add_argument("--config", "-c", help=f"config file (default $ENVOYAGE_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("--socket", help="control API socket (default from the config)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("control", help="run the control plane (xDS server + control API)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_control)
+
+    svc = sub.add_parser("service", help="manage manually added services")
+    ssub = svc.add_subparsers(dest="service_command", metavar="ACTION", required=True)
+    p = ssub.add_parser("add", help="add a service")
+    _add_service_options(p, required=True)
+    p.set_defaults(func=cmd_service_add)
+    p = ssub.add_parser("update", help="change a service (only the options given)")
+    _add_service_options(p, required=False)
+    p.set_defaults(func=cmd_service_update)
+    p = ssub.add_parser("rm", aliases=["remove"], help="remove services")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_service_rm)
+    p = ssub.add_parser("ls", aliases=["list"], help="list services and their problems")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_service_ls)
+
+    p = sub.add_parser("services", help="alias for `service ls`")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_service_ls)
+
+    p = sub.add_parser("status", help="connected Envoys, ACKed versions, last NACK")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("envoy-bootstrap", help="print an Envoy bootstrap for a node")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--role", required=True, choices=["home", "edge"])
+    p.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC) instead of state of the world")
+    p.add_argument("--xds-address", default="127.0.0.1")
+    p.add_argument("--xds-port", type=int, default=18000)
+    p.add_argument("--admin-port", type=int, default=9901)
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_bootstrap)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except Unreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiError as exc:
+        where = f"{exc.field}: " if exc.field and exc.field != "name" else ""
+        print(f"error: {where}{exc.message}", file=sys.stderr)
+        return EXIT_USAGE if exc.status == 400 else EXIT_FAIL
+    except (ConfigError, BootstrapError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

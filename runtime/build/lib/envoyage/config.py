@@ -1,0 +1,140 @@
+"""Control-plane configuration: a YAML file, overridden by ENVOYAGE_* variables.
+
+Every setting has a default (DESIGN.md day-one decisions). The file is optional; a
+missing file means "all defaults". Unknown keys and wrong types are errors that name
+the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration file or an ENVOYAGE_* variable is invalid."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # where things live
+    state_dir: Path = Path("/var/lib/envoyage")
+    run_dir: Path = Path("/run/envoyage")
+    log_dir: Path = Path("/var/log/envoyage")
+    # the control API (JSON over HTTP on a Unix socket); defaults to run_dir/control.sock
+    control_socket: Path | None = None
+    # the xDS (ADS) gRPC server
+    xds_address: str = "127.0.0.1"
+    xds_port: int = 18000
+    # the home Envoy's HTTP listener (what translation puts into the listener)
+    home_http_address: str = "0.0.0.0"
+    home_http_port: int = 80
+    # logging of the control plane itself: debug | info | warning | error
+    log_level: str = "info"
+    # extra: nothing else yet
+    _source: str = field(default="defaults", compare=False, repr=False)
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "envoyage.db"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.control_socket or (self.run_dir / "control.sock")
+
+    @property
+    def access_log_path(self) -> Path:
+        return self.log_dir / "access.log"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
+_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket"}
+_INTS = {"xds_port", "home_http_port"}
+_LEVELS = {"debug", "info", "warning", "error"}
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    if key in _PATHS:
+        if value is None and key == "control_socket":
+            return None
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise ConfigError(f"{origin}: '{key}' must be a path, got {value!r}")
+        return Path(value)
+    if key in _INTS:
+        if isinstance(value, bool):
+            raise ConfigError(f"{origin}: '{key}' must be a port number, got {value!r}")
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{origin}: '{key}' must be a port number, got {value!r}") from None
+        if not 0 < port < 65536:
+            raise ConfigError(f"{origin}: '{key}' must be between 1 and 65535, got {port}")
+        return port
+    if key == "log_level":
+        if str(value).lower() not in _LEVELS:
+            raise ConfigError(f"{origin}: 'log_level' must be one of {sorted(_LEVELS)}, got {value!r}")
+        return str(value).lower()
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{origin}: '{key}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _flatten(data: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """Accept both flat keys and the nested sections used in docs (xds: {port: ..})."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and key in ("xds", "home_http", "home"):
+            prefix = "home_http" if key == "home" else key
+            for sub, subval in value.items():
+                name = f"{prefix}_{sub}" if key != "home" else f"home_{sub}"
+                flat[name] = subval
+        else:
+            flat[key] = value
+    for key in flat:
+        if key not in _FIELDS:
+            raise ConfigError(f"{origin}: unknown setting '{key}' (known: {', '.join(sorted(_FIELDS))})")
+    return flat
+
+
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config file (if given) and apply ENVOYAGE_<SETTING> overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+        for key, value in _flatten(data, str(p)).items():
+            values[key] = _coerce(key, value, str(p))
+        source = str(p)
+    for key in _FIELDS:
+        env_key = f"ENVOYAGE_{key.upper()}"
+        if env_key in environ:
+            values[key] = _coerce(key, environ[env_key], env_key)
+    return Config(**values, _source=source)
+
+
+def dump_config(cfg: Config) -> dict[str, Any]:
+    """The effective configuration as plain data (for `envoyage status` and docs)."""
+    out: dict[str, Any] = {}
+    for key in _FIELDS:
+        value = getattr(cfg, key)
+        out[key] = str(value) if isinstance(value, Path) else value
+    out["control_socket"] = str(cfg.socket_path)
+    return out

@@ -1,0 +1,113 @@
+"""The control API: JSON over HTTP, served on the control Unix socket.
+
+Every error is JSON: {"error": "...", "field": "..."} with a 4xx status for bad input.
+Nothing is changed unless the whole request is valid. See docs/control-api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..model import InputError, parse_service
+from .plane import Conflict, ControlPlane, NotFound
+
+bp = Blueprint("control_api", __name__, url_prefix="/v1")
+
+
+def _plane() -> ControlPlane:
+    return current_app.extensions["envoyage.plane"]
+
+
+def _error(status: int, message: str, field: str | None = None):
+    body: dict[str, Any] = {"error": message}
+    if field:
+        body["field"] = field
+    return jsonify(body), status
+
+
+def _json_body() -> Any:
+    if not request.data:
+        raise InputError("body", "a JSON object is required")
+    data = request.get_json(force=True, silent=True)
+    if data is None:
+        raise InputError("body", "not valid JSON")
+    return data
+
+
+@bp.get("/status")
+def status():
+    return jsonify(_plane().status_report())
+
+
+@bp.get("/services")
+def list_services():
+    return jsonify({"services": _plane().list_services()})
+
+
+@bp.post("/services")
+def add_service():
+    svc = _plane().add_service(_json_body())
+    return jsonify(svc), 201
+
+
+@bp.get("/services/<name>")
+def get_service(name: str):
+    return jsonify(_plane().get_service(name))
+
+
+@bp.route("/services/<name>", methods=["PUT", "PATCH"])
+def update_service(name: str):
+    plane = _plane()
+    body = _json_body()
+    if request.method == "PUT":
+        # PUT replaces the whole desired state: validate it as a complete service first.
+        if isinstance(body, dict) and "name" in body and body["name"] != name:
+            raise InputError("name", "does not match the service in the URL")
+        parse_service(body, name=name)
+    return jsonify(plane.update_service(name, body))
+
+
+@bp.delete("/services/<name>")
+def remove_service(name: str):
+    _plane().remove_service(name)
+    return "", 204
+
+
+@bp.get("/events")
+def events():
+    try:
+        limit = int(request.args.get("limit", "100"))
+    except ValueError:
+        raise InputError("limit", "must be a number") from None
+    if not 1 <= limit <= 10_000:
+        raise InputError("limit", "must be between 1 and 10000")
+    return jsonify({"events": _plane().registry.events(limit=limit)})
+
+
+def create_app(plane: ControlPlane) -> Flask:
+    app = Flask("envoyage.control")
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["envoyage.plane"] = plane
+    app.register_blueprint(bp)
+
+    @app.errorhandler(InputError)
+    def _input_error(exc: InputError):
+        return _error(400, exc.message, exc.field)
+
+    @app.errorhandler(NotFound)
+    def _not_found(exc: NotFound):
+        return _error(404, f"no service named '{exc.args[0]}'", "name")
+
+    @app.errorhandler(Conflict)
+    def _conflict(exc: Conflict):
+        return _error(409, f"a service named '{exc.args[0]}' already exists", "name")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    return app

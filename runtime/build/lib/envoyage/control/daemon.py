@@ -1,0 +1,109 @@
+"""`envoyage control`: run the xDS server and the control API until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from ..config import Config
+from ..xds.server import serve
+from .api import create_app
+from .plane import ControlPlane
+
+log = logging.getLogger("envoyage.control")
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def _prepare_socket(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket from a crashed run
+        else:
+            raise AlreadyRunning(f"another control plane is serving {path}")
+        finally:
+            probe.close()
+
+
+class ControlDaemon:
+    """The running control plane: gRPC xDS server + control API on a Unix socket."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        for d in (config.state_dir, config.run_dir, config.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.state_dir, 0o700)
+        self.plane = ControlPlane(config)
+        self.grpc_server = None
+        self.http_server = None
+        self.xds_port = 0
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        sock = self.config.socket_path
+        _prepare_socket(sock)
+        self.plane.reconcile(reason="startup")
+        self.grpc_server, self.xds_port = serve(self.plane.ads, self.config.xds_address, self.config.xds_port)
+        log.info("xDS (ADS, SotW and delta) listening on %s:%d", self.config.xds_address, self.xds_port)
+        old = os.umask(0o177)  # the socket is created 0600: the control API is root's
+        try:
+            self.http_server = make_server(f"unix://{sock}", 0, create_app(self.plane), threaded=True)
+        finally:
+            os.umask(old)
+        os.chmod(sock, 0o600)
+        threading.Thread(target=self.http_server.serve_forever, name="control-api", daemon=True).start()
+        log.info("control API listening on %s", sock)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down")
+        if self.http_server is not None:
+            self.http_server.shutdown()
+            self.http_server.server_close()
+            try:
+                self.config.socket_path.unlink()
+            except FileNotFoundError:
+                pass
+        self.plane.ads.stopping.set()
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=0.5).wait()
+        self.plane.registry.close()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def run(config: Config) -> int:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    daemon = ControlDaemon(config)
+    try:
+        daemon.start()
+    except (AlreadyRunning, OSError) as exc:
+        log.error("%s", exc)
+        daemon.stop()
+        return 1
+    done = threading.Event()
+
+    def _on_signal(signum, _frame):
+        log.info("received %s", signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    done.wait()
+    daemon.stop()
+    return 0

@@ -1,0 +1,148 @@
+"""The control plane's core: registry -> translate -> validate -> snapshot cache.
+
+One `ControlPlane` object owns the pieces; the control API, discovery and the CLI all
+change desired state through it, and every change ends in `reconcile()`, which pushes
+a new snapshot (or keeps the last good one and says why).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .. import __version__
+from ..config import Config, dump_config
+from ..model import ServiceSpec, merge_update, parse_service
+from ..store.registry import Registry
+from ..xds.assemble import HomeSettings, assemble_home
+from ..xds.cache import SnapshotCache
+from ..xds.server import AdsServer
+from ..xds.snapshot import InconsistentSnapshot
+from ..xds.status import StatusTracker
+from ..xds.translate import TranslationCache
+
+log = logging.getLogger("envoyage.control")
+
+ROLE_HOME = "home"
+
+
+class NotFound(KeyError):
+    pass
+
+
+class Conflict(KeyError):
+    pass
+
+
+class ControlPlane:
+    def __init__(self, config: Config, registry: Registry | None = None):
+        self.config = config
+        self.registry = registry or Registry(config.db_path)
+        self.cache = SnapshotCache()
+        self.translations = TranslationCache()
+        self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect)
+        self.ads = AdsServer(self.cache, callbacks=[self.status])
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self.last_reconcile: dict[str, Any] = {}
+        self.home_settings = HomeSettings(
+            http_address=config.home_http_address,
+            http_port=config.home_http_port,
+            access_log_path=str(config.access_log_path),
+        )
+
+    # -- desired state ----------------------------------------------------------
+    def list_services(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self.registry.services()]
+
+    def get_service(self, name: str) -> dict[str, Any]:
+        state = self.registry.get(name)
+        if state is None:
+            raise NotFound(name)
+        return state.to_json()
+
+    def add_service(self, data: Any) -> dict[str, Any]:
+        spec = parse_service(data)
+        try:
+            self.registry.add(spec)
+        except KeyError:
+            raise Conflict(spec.name) from None
+        self.reconcile(reason=f"service {spec.name} added")
+        return self.get_service(spec.name)
+
+    def update_service(self, name: str, changes: Any) -> dict[str, Any]:
+        state = self.registry.get(name)
+        if state is None:
+            raise NotFound(name)
+        spec: ServiceSpec = merge_update(state.spec, changes)
+        self.registry.update(spec)
+        self.reconcile(reason=f"service {name} updated")
+        return self.get_service(name)
+
+    def remove_service(self, name: str) -> None:
+        if not self.registry.remove(name):
+            raise NotFound(name)
+        self.reconcile(reason=f"service {name} removed")
+
+    # -- the spine ----------------------------------------------------------------
+    def reconcile(self, reason: str = "") -> dict[str, Any]:
+        """Rebuild the home snapshot from the registry and hand it to the cache."""
+        with self._lock:
+            started = time.perf_counter()
+            states = self.registry.services()
+            try:
+                assembly = assemble_home(states, self.home_settings, self.translations)
+                changed = self.cache.set_snapshot(ROLE_HOME, assembly.snapshot)
+            except InconsistentSnapshot as exc:
+                # An invariant failed: a bug. Keep serving the last good snapshot.
+                log.error("snapshot refused (%s); the last good snapshot keeps serving: %s", reason, exc)
+                self.registry.event("snapshot.refused", ROLE_HOME, str(exc))
+                self.last_reconcile = {"ok": False, "error": str(exc), "reason": reason, "at": time.time()}
+                return self.last_reconcile
+            for name, problems in self.registry.set_problems(assembly.problems):
+                if problems:
+                    log.warning("service %s: %s", name, "; ".join(problems))
+                else:
+                    log.info("service %s: problems resolved", name)
+            elapsed = (time.perf_counter() - started) * 1000
+            self.last_reconcile = {
+                "ok": True,
+                "reason": reason,
+                "at": time.time(),
+                "changed": changed,
+                "served": len(assembly.served),
+                "versions": {k.rsplit(".", 1)[-1]: v for k, v in assembly.snapshot.versions.items()},
+                "build_ms": round(elapsed, 2),
+            }
+            if changed:
+                log.info("snapshot pushed (%s): %d services, %.1f ms", reason or "startup", len(assembly.served), elapsed)
+            return self.last_reconcile
+
+    # -- status ---------------------------------------------------------------------
+    def status_report(self) -> dict[str, Any]:
+        snap = self.cache.get_snapshot(ROLE_HOME)
+        services = self.registry.services()
+        return {
+            "version": __version__,
+            "started_at": self.started_at,
+            "config": dump_config(self.config),
+            "services": {
+                "total": len(services),
+                "with_problems": sum(1 for s in services if s.problems),
+            },
+            "snapshot": {
+                "role": ROLE_HOME,
+                "versions": {k.rsplit(".", 1)[-1]: v for k, v in snap.versions.items()} if snap else {},
+            },
+            "last_reconcile": self.last_reconcile,
+            "nodes": self.status.snapshot(),
+            "known_nodes": self.registry.nodes(),
+        }
+
+    def _record_nack(self, node_id: str, type_short: str, version: str, message: str) -> None:
+        self.registry.event("xds.nack", node_id, f"{type_short} {version}: {message}")
+
+    def _record_connect(self, node_id: str, role: str) -> None:
+        self.registry.touch_node(node_id, role)

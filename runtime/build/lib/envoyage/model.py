@@ -1,0 +1,277 @@
+"""Desired state of one service, and the pure validation of user input into it.
+
+`parse_service` turns untrusted JSON (control API, CLI) into a `ServiceSpec` or raises
+`InputError` whose `field` names the offending field. Everything downstream (registry,
+translation) only ever sees valid specs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+ACCESS_MODES = ("public", "vpn-only", "link-only", "auth")
+# Access modes translated into real filters so far; the others fail closed (403).
+BUILT_ACCESS_MODES = ("public",)
+SOURCES = ("manual", "docker")
+
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+_HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9.-]{1,253}(?<!-)$")
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+
+
+class InputError(ValueError):
+    """Bad input for one field; `field` is the dotted field name."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Upstream:
+    host: str
+    port: int
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+            return True
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    path: str = "/"
+    interval_ms: int = 10_000
+    timeout_ms: int = 2_000
+    # inclusive ranges of expected HTTP status codes
+    expected: tuple[tuple[int, int], ...] = ((200, 399),)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    domains: tuple[str, ...]
+    upstreams: tuple[Upstream, ...]
+    path: str = "/"
+    access: str = "public"
+    health_check: HealthCheck | None = None
+    source: str = "manual"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["domains"] = list(self.domains)
+        data["upstreams"] = [str(u) for u in self.upstreams]
+        if self.health_check is not None:
+            hc = self.health_check
+            data["health_check"] = {
+                "path": hc.path,
+                "interval": _fmt_ms(hc.interval_ms),
+                "timeout": _fmt_ms(hc.timeout_ms),
+                "expected": ",".join(f"{a}-{b}" if a != b else str(a) for a, b in hc.expected),
+            }
+        return data
+
+    def content_hash(self) -> str:
+        """Stable hash of the desired state; the translation cache key."""
+        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _fmt_ms(ms: int) -> str:
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def parse_duration_ms(field_name: str, value: Any) -> int:
+    """'10s', '500ms', '1m' or a number of seconds -> milliseconds."""
+    if isinstance(value, bool):
+        raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
+    if isinstance(value, (int, float)):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
+    number, unit = float(m.group(1)), m.group(2) or "s"
+    ms = int(number * {"ms": 1, "s": 1000, "m": 60_000}[unit])
+    if not 100 <= ms <= 3_600_000:
+        raise InputError(field_name, f"{value!r} must be between 100ms and 1h")
+    return ms
+
+
+def parse_domain(field_name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(field_name, f"{value!r} is not a domain name")
+    domain = value.strip().lower().rstrip(".")
+    labels = domain.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+        if not labels:
+            raise InputError(field_name, "'*' alone is not allowed; use a wildcard like '*.example.com'")
+    if len(domain) > 253 or not labels or not all(_LABEL_RE.match(lbl) for lbl in labels):
+        raise InputError(field_name, f"{value!r} is not a valid domain name")
+    return domain
+
+
+def parse_upstream(field_name: str, value: Any) -> Upstream:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(field_name, f"{value!r} is not an upstream; use HOST:PORT")
+    text = value.strip()
+    for prefix in ("http://", "https://"):
+        if text.startswith(prefix):
+            raise InputError(field_name, f"{value!r}: give HOST:PORT without a scheme")
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+    else:
+        host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise InputError(field_name, f"{value!r} is not an upstream; use HOST:PORT")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise InputError(field_name, f"{value!r}: '{port_text}' is not a port number")
+    try:
+        host = str(ipaddress.ip_address(host))
+    except ValueError:
+        if not _HOST_RE.match(host) or ".." in host:
+            raise InputError(field_name, f"{value!r}: '{host}' is not a host name or IP address") from None
+        host = host.lower()
+    return Upstream(host, int(port_text))
+
+
+def parse_status_ranges(field_name: str, value: Any) -> tuple[tuple[int, int], ...]:
+    """'200-399', '200,204', '200-299,301' -> inclusive ranges."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if not text:
+        raise InputError(field_name, f"{value!r} is not a list of status codes (e.g. '200-399')")
+    ranges = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        hi = hi or lo
+        if not (lo.isdigit() and hi.isdigit()) or not (100 <= int(lo) <= int(hi) <= 599):
+            raise InputError(field_name, f"'{part.strip()}' is not a status code or range between 100 and 599")
+        ranges.append((int(lo), int(hi)))
+    return tuple(ranges)
+
+
+def parse_health_check(field_name: str, value: Any) -> HealthCheck | None:
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, Mapping):
+        raise InputError(field_name, "expected an object with path, interval, timeout, expected")
+    unknown = set(value) - {"path", "interval", "timeout", "expected"}
+    if unknown:
+        raise InputError(f"{field_name}.{sorted(unknown)[0]}", "unknown field")
+    path = value.get("path", "/")
+    if not isinstance(path, str) or not _PATH_RE.match(path):
+        raise InputError(f"{field_name}.path", f"{path!r} is not an absolute URL path")
+    interval = parse_duration_ms(f"{field_name}.interval", value.get("interval", "10s"))
+    timeout = parse_duration_ms(f"{field_name}.timeout", value.get("timeout", "2s"))
+    if timeout > interval:
+        raise InputError(f"{field_name}.timeout", "must not be longer than the interval")
+    expected = parse_status_ranges(f"{field_name}.expected", value.get("expected", "200-399"))
+    return HealthCheck(path=path, interval_ms=interval, timeout_ms=timeout, expected=expected)
+
+
+_SERVICE_FIELDS = {"name", "domains", "upstreams", "path", "access", "health_check", "source"}
+
+
+def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
+    """Validate untrusted input into a ServiceSpec. `name` (from the URL) wins if given."""
+    if not isinstance(data, Mapping):
+        raise InputError("body", "expected a JSON object")
+    unknown = set(data) - _SERVICE_FIELDS
+    if unknown:
+        raise InputError(sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(_SERVICE_FIELDS))})")
+    svc_name = name if name is not None else data.get("name")
+    if not isinstance(svc_name, str) or not NAME_RE.match(svc_name):
+        raise InputError(
+            "name", f"{svc_name!r} is not a valid service name (lowercase letters, digits and '-', up to 63)"
+        )
+    domains_in = data.get("domains")
+    if isinstance(domains_in, str):
+        domains_in = [d for d in domains_in.split(",")]
+    if not isinstance(domains_in, list) or not domains_in:
+        raise InputError("domains", "at least one domain is required")
+    domains = []
+    for i, d in enumerate(domains_in):
+        dom = parse_domain(f"domains[{i}]", d)
+        if dom in domains:
+            raise InputError(f"domains[{i}]", f"'{dom}' is listed twice")
+        domains.append(dom)
+    ups_in = data.get("upstreams")
+    if isinstance(ups_in, str):
+        ups_in = [ups_in]
+    if not isinstance(ups_in, list) or not ups_in:
+        raise InputError("upstreams", "at least one upstream HOST:PORT is required")
+    upstreams = []
+    for i, u in enumerate(ups_in):
+        up = parse_upstream(f"upstreams[{i}]", u)
+        if up in upstreams:
+            raise InputError(f"upstreams[{i}]", f"'{up}' is listed twice")
+        upstreams.append(up)
+    if any(u.is_ip for u in upstreams) and not all(u.is_ip for u in upstreams):
+        raise InputError("upstreams", "mix of IP addresses and host names; use one kind per service")
+    path = data.get("path", "/")
+    if not isinstance(path, str) or not _PATH_RE.match(path):
+        raise InputError("path", f"{path!r} is not an absolute URL path prefix")
+    access = data.get("access", "public")
+    if access not in ACCESS_MODES:
+        raise InputError("access", f"{access!r} is not one of {', '.join(ACCESS_MODES)}")
+    source = data.get("source", "manual")
+    if source not in SOURCES:
+        raise InputError("source", f"{source!r} is not one of {', '.join(SOURCES)}")
+    return ServiceSpec(
+        name=svc_name,
+        domains=tuple(domains),
+        upstreams=tuple(upstreams),
+        path=path,
+        access=access,
+        health_check=parse_health_check("health_check", data.get("health_check")),
+        source=source,
+    )
+
+
+def merge_update(current: ServiceSpec, changes: Any) -> ServiceSpec:
+    """Apply a partial update (PATCH body) to a spec, validating the result."""
+    if not isinstance(changes, Mapping):
+        raise InputError("body", "expected a JSON object")
+    if "name" in changes and changes["name"] != current.name:
+        raise InputError("name", "a service cannot be renamed; remove it and add it again")
+    merged = current.to_json()
+    merged.update(changes)
+    return parse_service(merged, name=current.name)
+
+
+@dataclass
+class ServiceState:
+    """A service as the registry holds it: desired state plus what the system saw."""
+
+    spec: ServiceSpec
+    first_seen: float
+    updated_at: float
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.spec.to_json()
+        data["first_seen"] = self.first_seen
+        data["updated_at"] = self.updated_at
+        data["problems"] = list(self.problems)
+        return data

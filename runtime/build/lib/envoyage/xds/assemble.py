@@ -1,0 +1,48 @@
+"""Assemble a node role's snapshot from the registry's services (pure, given a cache)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from ..model import ServiceState
+from . import types as T
+from .snapshot import Snapshot
+from .translate import HOME_ROUTES, TranslationCache, home_listener, route_configuration
+from .validate import check_services, check_snapshot
+
+
+@dataclass(frozen=True)
+class HomeSettings:
+    http_address: str
+    http_port: int
+    access_log_path: str
+
+
+@dataclass(frozen=True)
+class Assembly:
+    snapshot: Snapshot
+    problems: dict[str, list[str]]
+    served: tuple[str, ...]
+
+
+def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache) -> Assembly:
+    accepted, problems = check_services(states)
+    pieces = cache.translate_all(s.spec for s in accepted)
+    clusters, endpoints = [], []
+    cluster_bytes, endpoint_bytes = {}, {}
+    for res in pieces.values():
+        clusters.append(res.cluster)
+        cluster_bytes[res.cluster.name] = res.cluster_bytes
+        if res.endpoints is not None:
+            endpoints.append(res.endpoints)
+            endpoint_bytes[res.endpoints.cluster_name] = res.endpoints_bytes
+    listener = home_listener(settings.http_address, settings.http_port, settings.access_log_path)
+    routes = route_configuration(HOME_ROUTES, (r.virtual_host for r in pieces.values()))
+    snapshot = Snapshot.build(
+        {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: [listener], T.ROUTE: [routes]},
+        meta={"role": "home", "services": str(len(pieces))},
+        serialized={T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes},
+    )
+    check_snapshot(snapshot)
+    return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)))

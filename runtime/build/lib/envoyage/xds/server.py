@@ -1,0 +1,375 @@
+"""The ADS server: state of the world and delta, held to the xDS contract.
+
+Each stream runs in one gRPC worker thread as a generator. A small reader thread puts
+Envoy's requests into the stream's queue; the cache puts a wake-up there when the
+snapshot changes. All stream state is touched only by the generator thread.
+
+Rules (see ../../../../docs/xds.md and go-control-plane):
+- per type: one response in flight ("watch"), reopened by the ACK/NACK of that response;
+- a request whose response_nonce is not the latest nonce of its type is stale: ignored
+  (in delta only its ACK/NACK meaning is ignored; subscription changes still apply);
+- NACK: recorded with Envoy's message; the rejected version is not sent again, the next
+  snapshot is;
+- on a snapshot change types are answered in the order CDS, EDS, LDS, RDS.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from . import types as T
+from .cache import SnapshotCache
+from .snapshot import Snapshot
+
+log = logging.getLogger("envoyage.xds")
+
+_stream_ids = itertools.count(1)
+
+_REQ, _WAKE, _END = "req", "wake", "end"
+
+
+def node_role(node) -> str:
+    role = ""
+    if node is not None and node.HasField("metadata"):
+        value = node.metadata.fields.get("role")
+        if value is not None and value.HasField("string_value"):
+            role = value.string_value
+    return role or "home"
+
+
+class _Stream:
+    """Common plumbing of one ADS stream."""
+
+    delta = False
+
+    def __init__(self, server: "AdsServer", requests: Iterator, context: grpc.ServicerContext):
+        self.server = server
+        self.cache = server.cache
+        self.id = next(_stream_ids)
+        self.events: queue.Queue = queue.Queue()
+        self.node_id = ""
+        self.role = ""
+        self.key = ""
+        self.nonce_counter = itertools.count(1)
+        self._cancel_watch = None
+        self._requests = requests
+        context.add_callback(lambda: self.events.put((_END, None)))
+
+    def _read(self) -> None:
+        try:
+            for req in self._requests:
+                self.events.put((_REQ, req))
+        except Exception as exc:  # noqa: BLE001 - stream torn down by the peer
+            log.debug("stream %s: reader ended: %s", self.id, exc)
+        finally:
+            self.events.put((_END, None))
+
+    def _nonce(self) -> str:
+        return f"{self.id}-{next(self.nonce_counter)}"
+
+    def _callbacks(self, name: str, *args) -> None:
+        for cb in self.server.callbacks:
+            try:
+                getattr(cb, name)(self.id, self.node_id, *args)
+            except Exception:  # noqa: BLE001 - a broken observer never breaks a stream
+                log.exception("callback %s failed", name)
+
+    def run(self) -> Iterator:
+        threading.Thread(target=self._read, name=f"xds-reader-{self.id}", daemon=True).start()
+        try:
+            while True:
+                kind, req = self.events.get()
+                if kind == _END or self.server.stopping.is_set():
+                    return
+                out: list = []
+                if kind == _REQ:
+                    if not self.node_id:
+                        if not req.HasField("node") or not req.node.id:
+                            log.warning("stream %s: first request without node id; closing", self.id)
+                            return
+                        self._open(req.node)
+                    out = self.handle(req)
+                elif kind == _WAKE:
+                    out = self.on_snapshot()
+                for resp in out:
+                    yield resp
+        finally:
+            if self._cancel_watch:
+                self._cancel_watch()
+            if self.node_id:
+                self._callbacks("on_stream_closed")
+                log.info("node %s: %s stream %s closed", self.node_id, "delta" if self.delta else "sotw", self.id)
+
+    def _open(self, node) -> None:
+        self.node_id = node.id
+        self.role = node_role(node)
+        self.key = self.server.key_for(node)
+        self._cancel_watch = self.cache.watch(self.key, lambda: self.events.put((_WAKE, None)))
+        self._callbacks("on_stream_open", self.role, self.delta)
+        log.info("node %s (role %s) connected: %s stream %s", self.node_id, self.role,
+                 "delta" if self.delta else "sotw", self.id)
+
+    def snapshot(self) -> Snapshot | None:
+        return self.cache.get_snapshot(self.key)
+
+    def sent_cluster_names(self) -> set[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def push_order(self, snap: Snapshot) -> tuple[str, ...]:
+        """CDS, EDS, LDS, RDS; but when clusters only go away, routes first (break after)."""
+        sent = self.sent_cluster_names()
+        if sent and set(snap.get(T.CLUSTER)) < sent:
+            return (T.LISTENER, T.ROUTE, T.CLUSTER, T.ENDPOINT)
+        return T.PUSH_ORDER
+
+    def on_snapshot(self) -> list:
+        snap = self.snapshot()
+        if snap is None:
+            return []
+        out = []
+        for type_url in self.push_order(snap):
+            resp = self.respond(type_url)
+            if resp is not None:
+                out.append(resp)
+        return out
+
+    def handle(self, req) -> list:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def respond(self, type_url: str, force: bool = False):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class _SotwType:
+    names: set[str] = field(default_factory=set)
+    envoy_version: str = ""  # the version Envoy reported having
+    sent_version: str | None = None
+    sent_names: set[str] = field(default_factory=set)  # names requested when we last sent
+    sent_resources: set[str] = field(default_factory=set)  # names in the last response
+    nonce: str = ""
+    watch_open: bool = False
+    nacked_version: str | None = None
+    answered_nonce: str = ""
+
+
+class SotwStream(_Stream):
+    delta = False
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.types: dict[str, _SotwType] = {}
+
+    def sent_cluster_names(self) -> set[str]:
+        st = self.types.get(T.CLUSTER)
+        return set(st.sent_resources) if st else set()
+
+    def handle(self, req: discovery_pb2.DiscoveryRequest) -> list:
+        type_url = req.type_url
+        if type_url not in T.MESSAGE_CLASSES:
+            log.warning("node %s asked for unsupported type %s", self.node_id, type_url)
+            return []
+        st = self.types.setdefault(type_url, _SotwType())
+        if req.response_nonce and req.response_nonce != st.nonce:
+            log.debug("node %s %s: stale nonce %s (latest %s) ignored", self.node_id, T.short(type_url),
+                      req.response_nonce, st.nonce)
+            return []
+        if req.response_nonce and req.response_nonce != st.answered_nonce:
+            st.answered_nonce = req.response_nonce  # one ACK/NACK per response
+            if req.HasField("error_detail"):
+                st.nacked_version = st.sent_version
+                msg = req.error_detail.message
+                log.warning("node %s NACKed %s version %s: %s", self.node_id, T.short(type_url), st.sent_version, msg)
+                self._callbacks("on_nack", type_url, st.sent_version or "", msg)
+            else:
+                st.nacked_version = None
+                self._callbacks("on_ack", type_url, req.version_info)
+        st.envoy_version = req.version_info
+        names = set(req.resource_names) - {"*"}
+        # Names Envoy newly asks for need an answer even at an unchanged version (a
+        # warming cluster waits for them) -- unless this is a reconnect and Envoy
+        # already holds the current version.
+        new_names = False
+        if type_url not in T.WILDCARD_TYPES and st.sent_version is not None:
+            new_names = bool(names - st.sent_names)
+        st.names = names
+        st.watch_open = True
+        resp = self.respond(type_url, force=new_names)
+        return [resp] if resp is not None else []
+
+    def respond(self, type_url: str, force: bool = False):
+        st = self.types.get(type_url)
+        snap = self.snapshot()
+        if st is None or not st.watch_open or snap is None:
+            return None
+        version = snap.version(type_url)
+        have = st.sent_version if st.sent_version is not None else st.envoy_version
+        if not force and (version == have or version == st.nacked_version):
+            return None
+        resources = snap.get(type_url)
+        if type_url in T.WILDCARD_TYPES:
+            chosen = list(resources.values())
+        else:
+            chosen = [resources[n] for n in sorted(st.names) if n in resources]
+        nonce = self._nonce()
+        resp = discovery_pb2.DiscoveryResponse(
+            version_info=version, type_url=type_url, nonce=nonce, resources=[r.packed for r in chosen]
+        )
+        st.sent_version, st.nonce, st.watch_open = version, nonce, False
+        st.sent_names = set(st.names)
+        st.sent_resources = {r.name for r in chosen}
+        log.debug("node %s: sotw %s version %s, %d resources", self.node_id, T.short(type_url), version, len(chosen))
+        self._callbacks("on_response", type_url, resp)
+        return resp
+
+
+@dataclass
+class _DeltaType:
+    wildcard: bool = False
+    subscribed: set[str] = field(default_factory=set)
+    sent: dict[str, str] = field(default_factory=dict)  # name -> version Envoy has (or rejected)
+    nonce: str = ""
+    watch_open: bool = True
+    initial_pending: bool = True
+    last_version: str = ""  # system_version_info of the latest response
+    answered_nonce: str = ""
+
+
+class DeltaStream(_Stream):
+    delta = True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.types: dict[str, _DeltaType] = {}
+
+    def sent_cluster_names(self) -> set[str]:
+        st = self.types.get(T.CLUSTER)
+        return set(st.sent) if st else set()
+
+    def handle(self, req: discovery_pb2.DeltaDiscoveryRequest) -> list:
+        type_url = req.type_url
+        if type_url not in T.MESSAGE_CLASSES:
+            log.warning("node %s asked for unsupported type %s", self.node_id, type_url)
+            return []
+        st = self.types.get(type_url)
+        if st is None:
+            st = self.types[type_url] = _DeltaType()
+            subscribe = set(req.resource_names_subscribe)
+            st.wildcard = type_url in T.WILDCARD_TYPES and (not subscribe or "*" in subscribe)
+            st.sent = dict(req.initial_resource_versions)
+        if req.response_nonce:
+            if req.response_nonce != st.nonce:
+                log.debug("node %s %s: stale nonce %s ignored", self.node_id, T.short(type_url), req.response_nonce)
+            elif req.response_nonce != st.answered_nonce:
+                st.answered_nonce = req.response_nonce  # one ACK/NACK per response
+                st.watch_open = True
+                if req.HasField("error_detail"):
+                    msg = req.error_detail.message
+                    log.warning("node %s NACKed delta %s: %s", self.node_id, T.short(type_url), msg)
+                    self._callbacks("on_nack", type_url, st.last_version, msg)
+                else:
+                    self._callbacks("on_ack", type_url, st.last_version)
+        for name in req.resource_names_subscribe:
+            if name == "*":
+                st.wildcard = True
+                continue
+            st.subscribed.add(name)
+            if name not in req.initial_resource_versions:
+                st.sent.pop(name, None)  # (re)subscription: Envoy wants it now
+        for name in req.resource_names_unsubscribe:
+            if name == "*":
+                st.wildcard = False
+                continue
+            st.subscribed.discard(name)
+            st.sent.pop(name, None)
+        resp = self.respond(type_url)
+        return [resp] if resp is not None else []
+
+    def respond(self, type_url: str, force: bool = False):
+        st = self.types.get(type_url)
+        snap = self.snapshot()
+        if st is None or not st.watch_open or snap is None:
+            return None
+        resources = snap.get(type_url)
+        if st.wildcard:
+            wanted = resources
+        else:
+            wanted = {n: resources[n] for n in st.subscribed if n in resources}
+        changed = [r for n, r in sorted(wanted.items()) if st.sent.get(n) != r.version]
+        removed = sorted(n for n in st.sent if n not in resources and (st.wildcard or n in st.subscribed))
+        if not changed and not removed and not st.initial_pending:
+            return None
+        st.initial_pending = False
+        nonce = self._nonce()
+        resp = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=snap.version(type_url),
+            type_url=type_url,
+            nonce=nonce,
+            resources=[discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed) for r in changed],
+            removed_resources=removed,
+        )
+        for r in changed:
+            st.sent[r.name] = r.version
+        for n in removed:
+            st.sent.pop(n, None)
+        st.nonce, st.watch_open = nonce, False
+        st.last_version = snap.version(type_url)
+        log.debug("node %s: delta %s +%d -%d", self.node_id, T.short(type_url), len(changed), len(removed))
+        self._callbacks("on_response", type_url, resp)
+        return resp
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """The gRPC servicer. `key_for` maps a node to its snapshot key (its role for now)."""
+
+    def __init__(self, cache: SnapshotCache, callbacks: Iterable = ()):
+        self.cache = cache
+        self.callbacks = list(callbacks)
+        self.stopping = threading.Event()
+
+    def add_callbacks(self, cb) -> None:
+        self.callbacks.append(cb)
+
+    def remove_callbacks(self, cb) -> None:
+        self.callbacks.remove(cb)
+
+    @staticmethod
+    def key_for(node) -> str:
+        return node_role(node)
+
+    def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 - gRPC name
+        return SotwStream(self, request_iterator, context).run()
+
+    def DeltaAggregatedResources(self, request_iterator, context):  # noqa: N802 - gRPC name
+        return DeltaStream(self, request_iterator, context).run()
+
+
+def serve(ads: AdsServer, address: str, port: int, max_streams: int = 256) -> tuple[grpc.Server, int]:
+    """Start the gRPC server; returns it and the bound port (port 0 picks a free one)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="xds"),
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 512 * 1024 * 1024),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=max_streams,
+    )
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    host = f"[{address}]" if ":" in address else address
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen for xDS on {address}:{port} (address in use?)")
+    server.start()
+    return server, bound

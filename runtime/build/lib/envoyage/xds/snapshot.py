@@ -1,0 +1,148 @@
+"""Immutable, versioned, consistent sets of Envoy resources (one per node role).
+
+Versions are content hashes, so the same desired state always yields the same
+versions: after a control-plane restart an Envoy that already has everything is sent
+nothing. A ClusterLoadAssignment's version also covers its cluster, so a changed
+cluster always gets its endpoints re-sent (Envoy keeps a changed EDS cluster warming
+until it receives them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from . import types as T
+
+
+class InconsistentSnapshot(ValueError):
+    """An invariant failed: a reference points at a resource that does not exist."""
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    message: Message
+    version: str
+    packed: any_pb2.Any
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    resources: Mapping[str, Mapping[str, Resource]]
+    versions: Mapping[str, str]
+    # free-form labels for humans (`envoyage status`), not part of any version
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, by_type: Mapping[str, Iterable[Message]], meta: Mapping[str, str] | None = None,
+              serialized: Mapping[str, Mapping[str, bytes]] | None = None) -> "Snapshot":
+        """Pack resources and compute per-resource and per-type versions.
+
+        `serialized` may carry already-serialized bytes per type and name (the
+        translation cache has them), so unchanged resources are not serialized again.
+        """
+        serialized = serialized or {}
+        raw: dict[str, dict[str, tuple[Message, bytes]]] = {}
+        for type_url in T.PUSH_ORDER:
+            entries: dict[str, tuple[Message, bytes]] = {}
+            pre = serialized.get(type_url, {})
+            for msg in by_type.get(type_url, ()):
+                name = msg.name if type_url != T.ENDPOINT else msg.cluster_name
+                if not name:
+                    raise InconsistentSnapshot(f"{T.short(type_url)} resource without a name")
+                if name in entries:
+                    raise InconsistentSnapshot(f"{T.short(type_url)} resource {name!r} appears twice")
+                data = pre.get(name)
+                if data is None:
+                    data = msg.SerializeToString(deterministic=True)
+                entries[name] = (msg, data)
+            raw[type_url] = entries
+        cluster_bytes = {n: d for n, (_, d) in raw[T.CLUSTER].items()}
+        resources: dict[str, dict[str, Resource]] = {}
+        versions: dict[str, str] = {}
+        for type_url, entries in raw.items():
+            out: dict[str, Resource] = {}
+            for name, (msg, data) in entries.items():
+                if type_url == T.ENDPOINT:
+                    version = _digest(data, cluster_bytes.get(name, b""))
+                else:
+                    version = _digest(data)
+                packed = any_pb2.Any(type_url=type_url, value=data)
+                out[name] = Resource(name, msg, version, packed)
+            resources[type_url] = out
+            versions[type_url] = _digest(*(f"{n}={r.version}".encode() for n, r in sorted(out.items())))
+        return cls(resources=resources, versions=versions, meta=dict(meta or {}))
+
+    def get(self, type_url: str) -> Mapping[str, Resource]:
+        return self.resources.get(type_url, {})
+
+    def version(self, type_url: str) -> str:
+        return self.versions.get(type_url, "")
+
+    def messages(self, type_url: str) -> list[Message]:
+        return [r.message for r in self.get(type_url).values()]
+
+    def replace(self, type_url: str, messages: Iterable[Message]) -> "Snapshot":
+        """A new snapshot with all resources of one type replaced (used by tools and tests)."""
+        by_type = {t: self.messages(t) for t in T.PUSH_ORDER}
+        by_type[type_url] = list(messages)
+        return Snapshot.build(by_type, meta=self.meta)
+
+    def consistent(self) -> None:
+        """go-control-plane's Snapshot.Consistent(): every reference resolves."""
+        clusters = self.get(T.CLUSTER)
+        endpoints = self.get(T.ENDPOINT)
+        routes = self.get(T.ROUTE)
+        for name, res in clusters.items():
+            if res.message.type == res.message.EDS:
+                eds_name = res.message.eds_cluster_config.service_name or name
+                if eds_name not in endpoints:
+                    raise InconsistentSnapshot(f"EDS cluster {name!r} has no endpoints resource {eds_name!r}")
+        for name in endpoints:
+            if name not in clusters:
+                raise InconsistentSnapshot(f"endpoints {name!r} belong to no cluster")
+        for lst in self.messages(T.LISTENER):
+            for rds_name in _listener_rds_names(lst):
+                if rds_name not in routes:
+                    raise InconsistentSnapshot(f"listener {lst.name!r} uses missing route configuration {rds_name!r}")
+        for rc in self.messages(T.ROUTE):
+            for vh in rc.virtual_hosts:
+                for route in vh.routes:
+                    if route.HasField("route"):
+                        target = route.route.cluster
+                        if target and target not in clusters:
+                            raise InconsistentSnapshot(
+                                f"route in virtual host {vh.name!r} points at missing cluster {target!r}"
+                            )
+
+
+def _listener_rds_names(listener) -> list[str]:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    names = []
+    chains = list(listener.filter_chains)
+    if listener.HasField("default_filter_chain"):
+        chains.append(listener.default_filter_chain)
+    for chain in chains:
+        for flt in chain.filters:
+            if flt.typed_config.type_url.endswith("HttpConnectionManager"):
+                hcm = hcm_pb2.HttpConnectionManager()
+                flt.typed_config.Unpack(hcm)
+                if hcm.HasField("rds"):
+                    names.append(hcm.rds.route_config_name)
+    return names

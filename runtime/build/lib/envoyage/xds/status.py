@@ -1,0 +1,131 @@
+"""What each connected Envoy has: per node and type, last sent, last ACK, last NACK.
+
+`StatusTracker` is a set of server callbacks (go-control-plane's CallbackFuncs idea);
+the server calls every registered callback object, so tests can record the stream too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol
+
+from . import types as T
+
+
+class Callbacks(Protocol):
+    def on_stream_open(self, stream_id: int, node_id: str, role: str, delta: bool) -> None: ...
+    def on_stream_closed(self, stream_id: int, node_id: str) -> None: ...
+    def on_response(self, stream_id: int, node_id: str, type_url: str, response: Any) -> None: ...
+    def on_ack(self, stream_id: int, node_id: str, type_url: str, version: str) -> None: ...
+    def on_nack(self, stream_id: int, node_id: str, type_url: str, version: str, message: str) -> None: ...
+
+
+class BaseCallbacks:
+    """No-op callbacks to inherit from."""
+
+    def on_stream_open(self, stream_id, node_id, role, delta):  # noqa: D401
+        pass
+
+    def on_stream_closed(self, stream_id, node_id):
+        pass
+
+    def on_response(self, stream_id, node_id, type_url, response):
+        pass
+
+    def on_ack(self, stream_id, node_id, type_url, version):
+        pass
+
+    def on_nack(self, stream_id, node_id, type_url, version, message):
+        pass
+
+
+@dataclass
+class TypeStatus:
+    last_sent_version: str = ""
+    last_sent_at: float = 0.0
+    responses_sent: int = 0
+    last_acked_version: str = ""
+    last_acked_at: float = 0.0
+    last_nack_version: str = ""
+    last_nack_message: str = ""
+    last_nack_at: float = 0.0
+    nacks: int = 0
+
+
+@dataclass
+class NodeStatus:
+    node_id: str
+    role: str
+    delta: bool
+    connected: bool = True
+    connected_since: float = 0.0
+    disconnected_at: float = 0.0
+    streams: int = 0
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def type(self, type_url: str) -> TypeStatus:
+        return self.types.setdefault(T.short(type_url), TypeStatus())
+
+
+class StatusTracker(BaseCallbacks):
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 on_nack: Callable[[str, str, str, str], None] | None = None,
+                 on_connect: Callable[[str, str], None] | None = None):
+        self._lock = threading.Lock()
+        self._nodes: dict[str, NodeStatus] = {}
+        self._clock = clock
+        self._nack_hook = on_nack
+        self._connect_hook = on_connect
+
+    def on_stream_open(self, stream_id, node_id, role, delta):
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None or not node.connected:
+                node = NodeStatus(node_id=node_id, role=role, delta=delta, connected_since=self._clock())
+                self._nodes[node_id] = node
+            node.role, node.delta, node.connected = role, delta, True
+            node.streams += 1
+        if self._connect_hook:
+            self._connect_hook(node_id, role)
+
+    def on_stream_closed(self, stream_id, node_id):
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is not None:
+                node.streams -= 1
+                if node.streams <= 0:
+                    node.connected = False
+                    node.disconnected_at = self._clock()
+
+    def on_response(self, stream_id, node_id, type_url, response):
+        version = getattr(response, "version_info", "") or getattr(response, "system_version_info", "")
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is not None:
+                ts = node.type(type_url)
+                ts.last_sent_version, ts.last_sent_at = version, self._clock()
+                ts.responses_sent += 1
+
+    def on_ack(self, stream_id, node_id, type_url, version):
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is not None:
+                ts = node.type(type_url)
+                ts.last_acked_version, ts.last_acked_at = version, self._clock()
+
+    def on_nack(self, stream_id, node_id, type_url, version, message):
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is not None:
+                ts = node.type(type_url)
+                ts.last_nack_version, ts.last_nack_message = version, message
+                ts.last_nack_at = self._clock()
+                ts.nacks += 1
+        if self._nack_hook:
+            self._nack_hook(node_id, T.short(type_url), version, message)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(n) for n in sorted(self._nodes.values(), key=lambda n: n.node_id)]

@@ -1,0 +1,240 @@
+"""Pure translation: desired state -> Envoy resources, per node role.
+
+`translate_service` maps one ServiceSpec to its own cluster, endpoints and virtual
+host; nothing here does I/O. `TranslationCache` memoizes that per service by content
+hash, so a one-service change costs one service's work. `home_listener` and
+`route_configuration` assemble the shared pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.type.v3 import range_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2
+
+from ..model import BUILT_ACCESS_MODES, ServiceSpec
+
+HOME_LISTENER = "home_http"
+HOME_ROUTES = "home_http"
+
+ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    "method": "%REQ(:METHOD)%",
+    "host": "%REQ(:AUTHORITY)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+    "duration_ms": "%DURATION%",
+    "upstream": "%UPSTREAM_HOST%",
+    "route": "%ROUTE_NAME%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+
+
+def cluster_name(service: str) -> str:
+    return f"svc_{service}"
+
+
+def _duration(ms: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+
+
+def _pack(msg) -> any_pb2.Any:
+    # Deterministic bytes: map fields (Struct) must not change order between runs,
+    # or versions (content hashes) would change after a restart.
+    return any_pb2.Any(
+        type_url="type.googleapis.com/" + msg.DESCRIPTOR.full_name,
+        value=msg.SerializeToString(deterministic=True),
+    )
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(),
+        resource_api_version=config_source_pb2.V3,
+    )
+
+
+def _socket(host: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
+
+
+@dataclass(frozen=True)
+class ServiceResources:
+    """Everything one service contributes to a snapshot, with serialized bytes."""
+
+    key: str
+    cluster: cluster_pb2.Cluster
+    endpoints: endpoint_pb2.ClusterLoadAssignment | None
+    virtual_host: route_components_pb2.VirtualHost
+    cluster_bytes: bytes
+    endpoints_bytes: bytes | None
+
+
+def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
+    hc = spec.health_check
+    if hc is None:
+        # No HTTP check configured: a TCP connect check, so a dead upstream still shows.
+        interval, timeout = 10_000, 2_000
+        check = health_check_pb2.HealthCheck(tcp_health_check=health_check_pb2.HealthCheck.TcpHealthCheck())
+    else:
+        interval, timeout = hc.interval_ms, hc.timeout_ms
+        http = health_check_pb2.HealthCheck.HttpHealthCheck(
+            path=hc.path,
+            host=spec.domains[0].removeprefix("*."),
+            expected_statuses=[range_pb2.Int64Range(start=lo, end=hi + 1) for lo, hi in hc.expected],
+        )
+        check = health_check_pb2.HealthCheck(http_health_check=http)
+    check.interval.CopyFrom(_duration(interval))
+    check.no_traffic_interval.CopyFrom(_duration(interval))
+    check.timeout.CopyFrom(_duration(timeout))
+    check.unhealthy_threshold.value = 2
+    check.healthy_threshold.value = 1
+    return [check]
+
+
+def _lb_endpoints(spec: ServiceSpec) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
+    return [
+        endpoint_components_pb2.LocalityLbEndpoints(
+            lb_endpoints=[
+                endpoint_components_pb2.LbEndpoint(
+                    endpoint=endpoint_components_pb2.Endpoint(address=_socket(u.host, u.port))
+                )
+                for u in spec.upstreams
+            ]
+        )
+    ]
+
+
+def translate_cluster(spec: ServiceSpec) -> tuple[cluster_pb2.Cluster, endpoint_pb2.ClusterLoadAssignment | None]:
+    name = cluster_name(spec.name)
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        connect_timeout=_duration(5_000),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        health_checks=_health_checks(spec),
+    )
+    if all(u.is_ip for u in spec.upstreams):
+        # IP upstreams: an EDS cluster, so endpoint changes never touch the cluster.
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.eds_config.CopyFrom(_ads())
+        endpoints = endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=_lb_endpoints(spec))
+        return cluster, endpoints
+    # Host names: Envoy resolves them itself (EDS endpoints must be IP addresses).
+    cluster.type = cluster_pb2.Cluster.STRICT_DNS
+    cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+    cluster.load_assignment.CopyFrom(endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=_lb_endpoints(spec)))
+    return cluster, None
+
+
+def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHost:
+    route = route_components_pb2.Route(
+        name=spec.name,
+        match=route_components_pb2.RouteMatch(prefix=spec.path),
+    )
+    if spec.access in BUILT_ACCESS_MODES:
+        route.route.cluster = cluster_name(spec.name)
+    else:
+        # Fail closed: an access mode that is not built yet never serves the upstream.
+        route.direct_response.status = 403
+        route.direct_response.body.inline_string = (
+            f"403 Forbidden: access mode '{spec.access}' is not available in this version of Envoyage.\n"
+        )
+    return route_components_pb2.VirtualHost(
+        name=spec.name,
+        domains=list(spec.domains),
+        routes=[route],
+    )
+
+
+def translate_service(spec: ServiceSpec) -> ServiceResources:
+    cluster, endpoints = translate_cluster(spec)
+    return ServiceResources(
+        key=spec.content_hash(),
+        cluster=cluster,
+        endpoints=endpoints,
+        virtual_host=translate_virtual_host(spec),
+        cluster_bytes=cluster.SerializeToString(deterministic=True),
+        endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
+    )
+
+
+class TranslationCache:
+    """Memoizes translate_service by content hash; forgets entries not used by the last build."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ServiceResources] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def translate_all(self, specs: Iterable[ServiceSpec]) -> dict[str, ServiceResources]:
+        fresh: dict[str, ServiceResources] = {}
+        out: dict[str, ServiceResources] = {}
+        for spec in specs:
+            key = spec.content_hash()
+            res = self._entries.get(key) or fresh.get(key)
+            if res is None:
+                self.misses += 1
+                res = translate_service(spec)
+            else:
+                self.hits += 1
+            fresh[key] = res
+            out[spec.name] = res
+        self._entries = fresh
+        return out
+
+
+def home_listener(address: str, port: int, access_log_path: str) -> listener_pb2.Listener:
+    access_log = file_pb2.FileAccessLog(path=access_log_path)
+    access_log.log_format.json_format.CopyFrom(_struct(ACCESS_LOG_FORMAT))
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=HOME_LISTENER,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(route_config_name=HOME_ROUTES, config_source=_ads()),
+        strip_any_host_port=True,
+        http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
+        access_log=[accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_pack(access_log))],
+    )
+    return listener_pb2.Listener(
+        name=HOME_LISTENER,
+        address=_socket(address, port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.http_connection_manager", typed_config=_pack(hcm)
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def route_configuration(name: str, virtual_hosts: Iterable[route_components_pb2.VirtualHost]) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=sorted(virtual_hosts, key=lambda vh: vh.name),
+    )
+
+
+def _struct(data: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(data)
+    return s

@@ -1,0 +1,77 @@
+"""Validation before anything is pushed (pure functions).
+
+Service-level checks turn a bad or conflicting service into a named problem; that
+service is dropped and everything else is pushed. Snapshot-level invariants (every
+reference resolves, every resource is a well-formed message) refuse the whole
+snapshot: failing one of those is a bug, and the last good snapshot keeps serving.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from google.protobuf.message import DecodeError, Message
+
+from ..model import BUILT_ACCESS_MODES, ServiceState
+from . import types as T
+from .snapshot import InconsistentSnapshot, Snapshot
+
+
+def check_services(states: Iterable[ServiceState]) -> tuple[list[ServiceState], dict[str, list[str]]]:
+    """Return the services that may be served and the problems of every service.
+
+    Domain conflicts: the service seen first (first_seen, then name) keeps the domain;
+    the other gets a problem naming the winner and is not served until it is resolved.
+    """
+    ordered = sorted(states, key=lambda s: (s.first_seen, s.spec.name))
+    owner: dict[str, str] = {}
+    accepted: list[ServiceState] = []
+    problems: dict[str, list[str]] = {}
+    for state in ordered:
+        spec = state.spec
+        mine: list[str] = []
+        for domain in spec.domains:
+            if domain in owner:
+                mine.append(f"domain '{domain}' is already served by service '{owner[domain]}'")
+        if mine:
+            problems[spec.name] = mine + ["not served until the conflict is resolved"]
+            continue
+        for domain in spec.domains:
+            owner[domain] = spec.name
+        if spec.access not in BUILT_ACCESS_MODES:
+            problems[spec.name] = [
+                f"access mode '{spec.access}' is not built yet; the service answers 403 (fails closed)"
+            ]
+        accepted.append(state)
+    return accepted, problems
+
+
+def check_message(type_url: str, msg: Message) -> None:
+    """Protobuf validity: the message is initialized and survives a round trip."""
+    expected = T.MESSAGE_CLASSES[type_url]
+    if not isinstance(msg, expected):
+        raise InconsistentSnapshot(f"{T.short(type_url)} resource is a {type(msg).__name__}, not {expected.__name__}")
+    if not msg.IsInitialized():
+        raise InconsistentSnapshot(f"{T.short(type_url)} resource is missing required fields")
+    try:
+        expected.FromString(msg.SerializeToString())
+    except DecodeError as exc:  # pragma: no cover - would be a protobuf bug
+        raise InconsistentSnapshot(f"{T.short(type_url)} resource does not round-trip: {exc}") from exc
+
+
+def check_snapshot(snapshot: Snapshot) -> None:
+    """Invariants; raises InconsistentSnapshot naming the first broken one."""
+    for type_url in T.PUSH_ORDER:
+        for res in snapshot.get(type_url).values():
+            check_message(type_url, res.message)
+    snapshot.consistent()
+    domains: dict[str, str] = {}
+    for rc in snapshot.messages(T.ROUTE):
+        for vh in rc.virtual_hosts:
+            for domain in vh.domains:
+                key = f"{rc.name}:{domain.lower()}"
+                if key in domains:
+                    raise InconsistentSnapshot(
+                        f"domain '{domain}' is in virtual hosts {domains[key]!r} and {vh.name!r}"
+                    )
+                domains[key] = vh.name

@@ -1,0 +1,35 @@
+"""The README's first command: the demo starts, serves hello.localhost, and stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import free_port, http_get
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_demo_script_starts_serves_and_stops(workdir):
+    env = dict(os.environ)
+    ports = {k: str(free_port()) for k in ("HTTP", "XDS", "ADMIN", "APP")}
+    env.update({f"ENVOYAGE_DEMO_{k}_PORT": v for k, v in ports.items()})
+    env["ENVOYAGE_DEMO_DIR"] = str(workdir / "demo")
+    env["ENVOYAGE_VENV"] = str(Path(sys.executable).parent.parent)  # the venv running these tests
+    demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
+    try:
+        out = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"http://hello.localhost:{ports['HTTP']}/" in out.stdout
+        assert "demo.sh stop" in out.stdout
+        code, body = http_get(int(ports["HTTP"]), "hello.localhost")
+        assert code == 200 and "Hello from Envoyage" in body
+        again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and "already running" in again.stderr
+    finally:
+        stop = subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0 and "stopped envoy" in stop.stderr
+    status = subprocess.run(demo + ["status"], env=env, capture_output=True, text=True, timeout=60)
+    assert "running" not in status.stdout

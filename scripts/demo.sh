@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# A local demo of the spine: control plane + a home Envoy + one sample app, all in the
+# background, on the embedded SQLite registry. Returns once everything answers.
+#
+#   bash scripts/demo.sh          start (or show, if already running)
+#   bash scripts/demo.sh stop     stop everything the demo started
+#   bash scripts/demo.sh status   show what runs
+#
+# Settings (environment): ENVOYAGE_DEMO_DIR (default /tmp/envoyage-demo),
+# ENVOYAGE_DEMO_HTTP_PORT (8080), ENVOYAGE_DEMO_XDS_PORT (18000),
+# ENVOYAGE_DEMO_ADMIN_PORT (9901), ENVOYAGE_DEMO_APP_PORT (8081).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+DIR="${ENVOYAGE_DEMO_DIR:-/tmp/envoyage-demo}"
+HTTP_PORT="${ENVOYAGE_DEMO_HTTP_PORT:-8080}"
+XDS_PORT="${ENVOYAGE_DEMO_XDS_PORT:-18000}"
+ADMIN_PORT="${ENVOYAGE_DEMO_ADMIN_PORT:-9901}"
+APP_PORT="${ENVOYAGE_DEMO_APP_PORT:-8081}"
+CONFIG="$DIR/control.yaml"
+SOCK="$DIR/run/control.sock"
+STOP_CMD="bash $ROOT/scripts/demo.sh stop"
+
+running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
+
+stop_all() {
+  local any=0
+  for name in envoy control app; do
+    if running "$name"; then
+      kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
+      for _ in $(seq 50); do running "$name" || break; sleep 0.1; done
+      running "$name" && kill -9 "$(cat "$DIR/$name.pid")" 2>/dev/null || true
+      say "stopped $name"
+      any=1
+    fi
+    rm -f "$DIR/$name.pid"
+  done
+  [ "$any" = 1 ] || say "the demo was not running"
+}
+
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
+  local secs="$1" what="$2"; shift 2
+  local i
+  for i in $(seq $((secs * 10))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "timed out after ${secs}s waiting for $what (logs in $DIR/*.log)"
+}
+
+show() {
+  cat <<INFO
+
+Envoyage demo is running (state in $DIR, registry $DIR/state/envoyage.db).
+
+  Open:          http://hello.localhost:$HTTP_PORT/
+  Or:            curl -H 'Host: hello.localhost' http://127.0.0.1:$HTTP_PORT/
+  CLI:           export PATH=$VENV/bin:\$PATH ENVOYAGE_CONFIG=$CONFIG
+                 envoyage status
+                 envoyage services
+                 envoyage service add blog --domain blog.localhost --upstream 127.0.0.1:$APP_PORT
+  Envoy admin:   http://127.0.0.1:$ADMIN_PORT/ (loopback only)
+  Logs:          $DIR/control.log  $DIR/envoy.log  $DIR/log/access.log (JSON lines)
+
+  Stop it all:   $STOP_CMD
+INFO
+}
+
+case "${1:-start}" in
+  stop) stop_all; exit 0 ;;
+  status)
+    for name in control envoy app; do
+      if running "$name"; then echo "$name: running (pid $(cat "$DIR/$name.pid"))"; else echo "$name: stopped"; fi
+    done
+    exit 0 ;;
+  start) ;;
+  *) die "unknown action '$1' (use: start, stop, status)" ;;
+esac
+
+if running control && running envoy && running app; then
+  say "the demo is already running"
+  show
+  exit 0
+fi
+stop_all >/dev/null 2>&1 || true
+
+ensure_venv
+mkdir -p "$DIR/app" "$DIR/run" "$DIR/log" "$DIR/state"
+for p in "$HTTP_PORT" "$XDS_PORT" "$ADMIN_PORT" "$APP_PORT"; do
+  port_free "$p" || die "port $p is in use; set ENVOYAGE_DEMO_*_PORT (see the top of $0)"
+done
+
+cat > "$CONFIG" <<YAML
+# Envoyage control plane configuration for the demo (docs/configuration.md)
+state_dir: $DIR/state
+run_dir: $DIR/run
+log_dir: $DIR/log
+xds:
+  address: 127.0.0.1
+  port: $XDS_PORT
+home_http_address: 127.0.0.1
+home_http_port: $HTTP_PORT
+log_level: info
+YAML
+
+cat > "$DIR/app/index.html" <<HTML
+<!doctype html>
+<html><head><meta charset="utf-8"><title>Hello from Envoyage</title></head>
+<body><h1>Hello from Envoyage</h1>
+<p>This page is served by a sample app behind a home Envoy that the Envoyage control plane configures over xDS.</p>
+</body></html>
+HTML
+
+say "starting the sample app on 127.0.0.1:$APP_PORT"
+setsid nohup "$PY" -m http.server "$APP_PORT" --bind 127.0.0.1 --directory "$DIR/app" >"$DIR/app.log" 2>&1 </dev/null &
+echo $! > "$DIR/app.pid"
+
+say "starting the control plane (xDS on 127.0.0.1:$XDS_PORT, control API on $SOCK)"
+setsid nohup "$VENV/bin/envoyage" --config "$CONFIG" control >"$DIR/control.log" 2>&1 </dev/null &
+echo $! > "$DIR/control.pid"
+wait_until 20 "the control plane" "$VENV/bin/envoyage" --config "$CONFIG" status
+
+say "starting the home Envoy (HTTP on 127.0.0.1:$HTTP_PORT, admin on 127.0.0.1:$ADMIN_PORT)"
+"$VENV/bin/envoyage" envoy-bootstrap --node-id demo-home --role home --xds-port "$XDS_PORT" \
+  --admin-port "$ADMIN_PORT" -o "$DIR/envoy.yaml"
+# Envoy terminates when the process that started it exits, so it is started through
+# `setsid -f` (a parent that is gone at once) and found again by its config path.
+setsid -f "$VENV/bin/envoy" -c "$DIR/envoy.yaml" --concurrency 1 --log-level warn \
+  >"$DIR/envoy.log" 2>&1 </dev/null
+wait_until 10 "the Envoy process" pgrep -f -- "-c $DIR/envoy.yaml"
+pgrep -f -- "-c $DIR/envoy.yaml" | head -n1 > "$DIR/envoy.pid"
+wait_until 30 "Envoy to become ready" curl -fsS "http://127.0.0.1:$ADMIN_PORT/ready"
+
+if ! "$VENV/bin/envoyage" --config "$CONFIG" service ls --json | grep -q '"name": "hello"'; then
+  say "adding the sample service 'hello' (hello.localhost -> 127.0.0.1:$APP_PORT)"
+  "$VENV/bin/envoyage" --config "$CONFIG" service add hello --domain hello.localhost \
+    --upstream "127.0.0.1:$APP_PORT" --health-path /
+fi
+wait_until 15 "hello.localhost to answer through Envoy" \
+  curl -fsS -H 'Host: hello.localhost' "http://127.0.0.1:$HTTP_PORT/"
+say "hello.localhost answers through Envoy"
+show
