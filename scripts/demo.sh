@@ -49,6 +49,9 @@ wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
+  for log in "$DIR"/*.log; do
+    [ -s "$log" ] && { echo "--- last lines of $log" >&2; tail -n 5 "$log" >&2; }
+  done
   die "timed out after ${secs}s waiting for $what (logs in $DIR/*.log)"
 }
 
@@ -128,11 +131,12 @@ say "starting the home Envoy (HTTP on 127.0.0.1:$HTTP_PORT, admin on 127.0.0.1:$
 "$VENV/bin/envoyage" envoy-bootstrap --node-id demo-home --role home --xds-port "$XDS_PORT" \
   --admin-port "$ADMIN_PORT" -o "$DIR/envoy.yaml"
 # Envoy terminates when the process that started it exits, so it is started through
-# `setsid -f` (a parent that is gone at once) and found again by its config path.
-setsid -f "$VENV/bin/envoy" -c "$DIR/envoy.yaml" --concurrency 1 --log-level warn \
+# `setsid -f` (whose parent is gone at once); the shell in between records its pid.
+rm -f "$DIR/envoy.pid"
+setsid -f bash -c 'echo $$ > "$1"; shift; exec "$@"' envoy-launcher "$DIR/envoy.pid" \
+  "$VENV/bin/envoy" -c "$DIR/envoy.yaml" --concurrency 1 --log-level warn --base-id "$ADMIN_PORT" \
   >"$DIR/envoy.log" 2>&1 </dev/null
-wait_until 10 "the Envoy process" pgrep -f -- "-c $DIR/envoy.yaml"
-pgrep -f -- "-c $DIR/envoy.yaml" | head -n1 > "$DIR/envoy.pid"
+wait_until 10 "the Envoy process" test -s "$DIR/envoy.pid"
 wait_until 30 "Envoy to become ready" curl -fsS "http://127.0.0.1:$ADMIN_PORT/ready"
 
 if ! "$VENV/bin/envoyage" --config "$CONFIG" service ls --json | grep -q '"name": "hello"'; then

@@ -19,6 +19,7 @@ def test_demo_script_starts_serves_and_stops(workdir):
     env["ENVOYAGE_DEMO_DIR"] = str(workdir / "demo")
     env["ENVOYAGE_VENV"] = str(Path(sys.executable).parent.parent)  # the venv running these tests
     demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
+    pids = []
     try:
         out = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -28,8 +29,11 @@ def test_demo_script_starts_serves_and_stops(workdir):
         assert code == 200 and "Hello from Envoyage" in body
         again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "already running" in again.stderr
+        pids = [int((workdir / "demo" / f"{name}.pid").read_text()) for name in ("envoy", "control", "app")]
     finally:
         stop = subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=60)
     assert stop.returncode == 0 and "stopped envoy" in stop.stderr
     status = subprocess.run(demo + ["status"], env=env, capture_output=True, text=True, timeout=60)
     assert "running" not in status.stdout
+    for pid in pids:  # nothing is left behind
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
