@@ -190,6 +190,21 @@ def parse_health_check(field_name: str, value: Any) -> HealthCheck | None:
     return HealthCheck(path=path, interval_ms=interval, timeout_ms=timeout, expected=expected)
 
 
+def _parse_list(field_name: str, value: Any, parse_one, empty_message: str, split) -> list:
+    """A non-empty list (or a string `split` into one) of unique items, each parsed."""
+    if isinstance(value, str):
+        value = split(value)
+    if not isinstance(value, list) or not value:
+        raise InputError(field_name, empty_message)
+    items: list = []
+    for i, raw in enumerate(value):
+        item = parse_one(f"{field_name}[{i}]", raw)
+        if item in items:
+            raise InputError(f"{field_name}[{i}]", f"'{item}' is listed twice")
+        items.append(item)
+    return items
+
+
 _SERVICE_FIELDS = {"name", "domains", "upstreams", "path", "access", "health_check", "source"}
 
 
@@ -205,28 +220,10 @@ def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
         raise InputError(
             "name", f"{svc_name!r} is not a valid service name (lowercase letters, digits and '-', up to 63)"
         )
-    domains_in = data.get("domains")
-    if isinstance(domains_in, str):
-        domains_in = [d for d in domains_in.split(",")]
-    if not isinstance(domains_in, list) or not domains_in:
-        raise InputError("domains", "at least one domain is required")
-    domains = []
-    for i, d in enumerate(domains_in):
-        dom = parse_domain(f"domains[{i}]", d)
-        if dom in domains:
-            raise InputError(f"domains[{i}]", f"'{dom}' is listed twice")
-        domains.append(dom)
-    ups_in = data.get("upstreams")
-    if isinstance(ups_in, str):
-        ups_in = [ups_in]
-    if not isinstance(ups_in, list) or not ups_in:
-        raise InputError("upstreams", "at least one upstream HOST:PORT is required")
-    upstreams = []
-    for i, u in enumerate(ups_in):
-        up = parse_upstream(f"upstreams[{i}]", u)
-        if up in upstreams:
-            raise InputError(f"upstreams[{i}]", f"'{up}' is listed twice")
-        upstreams.append(up)
+    domains = _parse_list("domains", data.get("domains"), parse_domain, "at least one domain is required",
+                          split=lambda text: text.split(","))
+    upstreams = _parse_list("upstreams", data.get("upstreams"), parse_upstream,
+                            "at least one upstream HOST:PORT is required", split=lambda text: [text])
     if any(u.is_ip for u in upstreams) and not all(u.is_ip for u in upstreams):
         raise InputError("upstreams", "mix of IP addresses and host names; use one kind per service")
     path = data.get("path", "/")

@@ -62,6 +62,7 @@ class _Stream:
         self.nonce_counter = itertools.count(1)
         self._cancel_watch = None
         self._requests = requests
+        self.types: dict = {}  # type URL -> per-type stream state
         context.add_callback(lambda: self.events.put((_END, None)))
 
     def _read(self) -> None:
@@ -97,7 +98,10 @@ class _Stream:
                             log.warning("stream %s: first request without node id; closing", self.id)
                             return
                         self._open(req.node)
-                    out = self.handle(req)
+                    if req.type_url in T.MESSAGE_CLASSES:
+                        out = self.handle(req)
+                    else:
+                        log.warning("node %s asked for unsupported type %s", self.node_id, req.type_url)
                 elif kind == _WAKE:
                     out = self.on_snapshot()
                 for resp in out:
@@ -165,19 +169,12 @@ class _SotwType:
 class SotwStream(_Stream):
     delta = False
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.types: dict[str, _SotwType] = {}
-
     def sent_cluster_names(self) -> set[str]:
         st = self.types.get(T.CLUSTER)
         return set(st.sent_resources) if st else set()
 
     def handle(self, req: discovery_pb2.DiscoveryRequest) -> list:
         type_url = req.type_url
-        if type_url not in T.MESSAGE_CLASSES:
-            log.warning("node %s asked for unsupported type %s", self.node_id, type_url)
-            return []
         st = self.types.setdefault(type_url, _SotwType())
         if req.response_nonce and req.response_nonce != st.nonce:
             log.debug("node %s %s: stale nonce %s (latest %s) ignored", self.node_id, T.short(type_url),
@@ -247,19 +244,12 @@ class _DeltaType:
 class DeltaStream(_Stream):
     delta = True
 
-    def __init__(self, *args):
-        super().__init__(*args)
-        self.types: dict[str, _DeltaType] = {}
-
     def sent_cluster_names(self) -> set[str]:
         st = self.types.get(T.CLUSTER)
         return set(st.sent) if st else set()
 
     def handle(self, req: discovery_pb2.DeltaDiscoveryRequest) -> list:
         type_url = req.type_url
-        if type_url not in T.MESSAGE_CLASSES:
-            log.warning("node %s asked for unsupported type %s", self.node_id, type_url)
-            return []
         st = self.types.get(type_url)
         if st is None:
             st = self.types[type_url] = _DeltaType()
