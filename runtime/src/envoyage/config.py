@@ -36,6 +36,11 @@ class Config:
     home_http_port: int = 80
     # logging of the control plane itself: debug | info | warning | error
     log_level: str = "info"
+    # Docker discovery: on by default; docker_host "" means $DOCKER_HOST or the default
+    # socket; docker_mesh creates `envoyage-mesh` and attaches labelled containers
+    docker_enabled: bool = True
+    docker_host: str = ""
+    docker_mesh: bool = False
     # extra: nothing else yet
     _source: str = field(default="defaults", compare=False, repr=False)
 
@@ -55,6 +60,8 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
 _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket"}
 _INTS = {"xds_port", "home_http_port"}
+_BOOLS = {"docker_enabled", "docker_mesh"}
+_OPTIONAL_STRINGS = {"docker_host"}
 _LEVELS = {"debug", "info", "warning", "error"}
 
 
@@ -75,6 +82,19 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if not 0 < port < 65536:
             raise ConfigError(f"{origin}: '{key}' must be between 1 and 65535, got {port}")
         return port
+    if key in _BOOLS:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "1", "on"):
+            return True
+        if text in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{origin}: '{key}' must be true or false, got {value!r}")
+    if key in _OPTIONAL_STRINGS:
+        if not isinstance(value, str):
+            raise ConfigError(f"{origin}: '{key}' must be a string, got {value!r}")
+        return value
     if key == "log_level":
         if str(value).lower() not in _LEVELS:
             raise ConfigError(f"{origin}: 'log_level' must be one of {sorted(_LEVELS)}, got {value!r}")
@@ -88,11 +108,9 @@ def _flatten(data: Mapping[str, Any], origin: str) -> dict[str, Any]:
     """Accept both flat keys and the nested sections used in docs (xds: {port: ..})."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, Mapping) and key in ("xds", "home_http", "home"):
-            prefix = "home_http" if key == "home" else key
+        if isinstance(value, Mapping) and key in ("xds", "docker"):
             for sub, subval in value.items():
-                name = f"{prefix}_{sub}" if key != "home" else f"home_{sub}"
-                flat[name] = subval
+                flat[f"{key}_{sub}"] = subval
         else:
             flat[key] = value
     for key in flat:

@@ -17,6 +17,10 @@ from typing import Any, Mapping
 ACCESS_MODES = ("public", "vpn-only", "link-only", "auth")
 # Access modes translated into real filters so far; the others fail closed (403).
 BUILT_ACCESS_MODES = ("public",)
+# `auth`: "none", "basic" or the name of a configured auth provider. Only "none" is
+# built so far; anything else fails closed (403).
+BUILT_AUTH = ("none",)
+AUTH_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 SOURCES = ("manual", "docker")
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -71,6 +75,8 @@ class ServiceSpec:
     access: str = "public"
     health_check: HealthCheck | None = None
     source: str = "manual"
+    auth: str = "none"
+    tls_upstream: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -205,7 +211,8 @@ def _parse_list(field_name: str, value: Any, parse_one, empty_message: str, spli
     return items
 
 
-_SERVICE_FIELDS = {"name", "domains", "upstreams", "path", "access", "health_check", "source"}
+_SERVICE_FIELDS = {"name", "domains", "upstreams", "path", "access", "health_check", "source", "auth",
+                   "tls_upstream"}
 
 
 def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
@@ -235,8 +242,16 @@ def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
     source = data.get("source", "manual")
     if source not in SOURCES:
         raise InputError("source", f"{source!r} is not one of {', '.join(SOURCES)}")
+    auth = data.get("auth", "none")
+    if not isinstance(auth, str) or not AUTH_RE.match(auth):
+        raise InputError("auth", f"{auth!r} is not 'none', 'basic' or an auth provider name")
+    tls_upstream = data.get("tls_upstream", False)
+    if not isinstance(tls_upstream, bool):
+        raise InputError("tls_upstream", f"{tls_upstream!r} is not true or false")
     return ServiceSpec(
         name=svc_name,
+        auth=auth,
+        tls_upstream=tls_upstream,
         domains=tuple(domains),
         upstreams=tuple(upstreams),
         path=path,
@@ -259,16 +274,37 @@ def merge_update(current: ServiceSpec, changes: Any) -> ServiceSpec:
 
 @dataclass
 class ServiceState:
-    """A service as the registry holds it: desired state plus what the system saw."""
+    """A service as the registry holds it: desired state plus what the system saw.
 
-    spec: ServiceSpec
+    `spec` is None for a discovered service whose labels could not be turned into a
+    valid spec; `source_problems` then says why (and it is not served).
+    """
+
+    name: str
+    source: str
+    spec: ServiceSpec | None
     first_seen: float
     updated_at: float
     problems: list[str] = field(default_factory=list)
+    source_problems: list[str] = field(default_factory=list)
+    origin: str = ""  # e.g. "container:<id>": the tie-breaker between equal first_seen
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: ServiceSpec, first_seen: float = 0.0, **kw: Any) -> "ServiceState":
+        return cls(name=spec.name, source=spec.source, spec=spec, first_seen=first_seen,
+                   updated_at=kw.pop("updated_at", first_seen), **kw)
 
     def to_json(self) -> dict[str, Any]:
-        data = self.spec.to_json()
+        if self.spec is not None:
+            data = self.spec.to_json()
+        else:
+            data = {"name": self.name, "source": self.source, "domains": list(self.detail.get("domains", [])),
+                    "upstreams": [], "path": None, "access": None, "health_check": None, "auth": None,
+                    "tls_upstream": None}
         data["first_seen"] = self.first_seen
         data["updated_at"] = self.updated_at
         data["problems"] = list(self.problems)
+        if self.detail:
+            data["detail"] = dict(self.detail)
         return data

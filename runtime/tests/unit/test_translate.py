@@ -17,7 +17,7 @@ def spec(name="web", **kw):
 
 
 def state(s, first_seen=1.0):
-    return ServiceState(spec=s, first_seen=first_seen, updated_at=first_seen)
+    return ServiceState.of(s, first_seen)
 
 
 def test_ip_upstreams_become_an_eds_cluster_with_endpoints():

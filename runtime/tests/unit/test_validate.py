@@ -15,7 +15,7 @@ SETTINGS = HomeSettings("127.0.0.1", 8080, "/tmp/access.log")
 
 def st(name, domains, first_seen):
     s = parse_service({"name": name, "domains": domains, "upstreams": ["10.0.0.1:80"]})
-    return ServiceState(spec=s, first_seen=first_seen, updated_at=first_seen)
+    return ServiceState.of(s, first_seen)
 
 
 def test_duplicate_domain_earliest_wins_and_other_gets_problem():
@@ -41,7 +41,7 @@ def test_conflict_does_not_break_the_snapshot():
 
 def test_unbuilt_access_mode_is_a_problem_but_served_closed():
     s = parse_service({"name": "v", "domains": ["v.example.com"], "upstreams": ["10.0.0.1:80"], "access": "link-only"})
-    accepted, problems = check_services([ServiceState(s, 1, 1)])
+    accepted, problems = check_services([ServiceState.of(s, 1)])
     assert accepted and "fails closed" in problems["v"][0]
 
 

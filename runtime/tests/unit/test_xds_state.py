@@ -28,8 +28,8 @@ SETTINGS = HomeSettings("127.0.0.1", 8080, "/tmp/access.log")
 
 
 def snapshot(*names, port=80):
-    states = [ServiceState(parse_service({"name": n, "domains": [f"{n}.example.com"],
-                                          "upstreams": [f"10.0.0.1:{port}"]}), i, i) for i, n in enumerate(names)]
+    states = [ServiceState.of(parse_service({"name": n, "domains": [f"{n}.example.com"],
+                                             "upstreams": [f"10.0.0.1:{port}"]}), i) for i, n in enumerate(names)]
     return assemble_home(states, SETTINGS, TranslationCache()).snapshot
 
 

@@ -74,7 +74,8 @@ def _print_services(services: list[dict[str, Any]]) -> None:
     rows = [("NAME", "SOURCE", "DOMAINS", "UPSTREAMS", "ACCESS", "STATUS")]
     for s in services:
         status = "ok" if not s["problems"] else "PROBLEM"
-        rows.append((s["name"], s["source"], ",".join(s["domains"]), ",".join(s["upstreams"]), s["access"], status))
+        rows.append((s["name"], s["source"], ",".join(s["domains"]) or "-", ",".join(s["upstreams"]) or "-",
+                     s["access"] or "-", status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..model import InputError, parse_service
-from .plane import Conflict, ControlPlane, NotFound
+from .plane import Conflict, ControlPlane, NotFound, OwnedBySource
 
 bp = Blueprint("control_api", __name__, url_prefix="/v1")
 
@@ -105,6 +105,10 @@ def create_app(plane: ControlPlane) -> Flask:
     @app.errorhandler(Conflict)
     def _conflict(exc: Conflict):
         return _error(409, f"a service named '{exc.args[0]}' already exists", "name")
+
+    @app.errorhandler(OwnedBySource)
+    def _owned(exc: OwnedBySource):
+        return _error(409, str(exc), "name")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

@@ -48,6 +48,7 @@ class ControlDaemon:
         self.plane = ControlPlane(config)
         self.grpc_server = None
         self.http_server = None
+        self.watcher = None
         self.xds_port = 0
         self._stopped = threading.Event()
 
@@ -65,12 +66,22 @@ class ControlDaemon:
         os.chmod(sock, 0o600)
         threading.Thread(target=self.http_server.serve_forever, name="control-api", daemon=True).start()
         log.info("control API listening on %s", sock)
+        if self.config.docker_enabled:
+            from ..discovery.docker_watch import SOURCE, DockerWatcher
+
+            self.watcher = DockerWatcher(
+                lambda reason, desired: self.plane.sync_discovered(SOURCE, desired, reason),
+                docker_host=self.config.docker_host, mesh=self.config.docker_mesh)
+            self.plane.discovery[SOURCE] = self.watcher
+            self.watcher.start()
 
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("shutting down")
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.http_server is not None:
             self.http_server.shutdown()
             self.http_server.server_close()

@@ -36,6 +36,14 @@ class Conflict(KeyError):
     pass
 
 
+class OwnedBySource(Exception):
+    """A discovered service can only be changed at its source (its container's labels)."""
+
+    def __init__(self, name: str, source: str):
+        super().__init__(f"service '{name}' comes from {source} discovery; change its labels instead")
+        self.name, self.source = name, source
+
+
 class ControlPlane:
     def __init__(self, config: Config, registry: Registry | None = None):
         self.config = config
@@ -47,6 +55,7 @@ class ControlPlane:
         self.started_at = time.time()
         self._lock = threading.Lock()
         self.last_reconcile: dict[str, Any] = {}
+        self.discovery: dict[str, Any] = {}  # source name -> object with .status()
         self.home_settings = HomeSettings(
             http_address=config.home_http_address,
             http_port=config.home_http_port,
@@ -72,19 +81,36 @@ class ControlPlane:
         self.reconcile(reason=f"service {spec.name} added")
         return self.get_service(spec.name)
 
-    def update_service(self, name: str, changes: Any) -> dict[str, Any]:
+    def _manual(self, name: str):
         state = self.registry.get(name)
         if state is None:
             raise NotFound(name)
+        if state.source != "manual":
+            raise OwnedBySource(name, state.source)
+        return state
+
+    def update_service(self, name: str, changes: Any) -> dict[str, Any]:
+        state = self._manual(name)
         spec: ServiceSpec = merge_update(state.spec, changes)
         self.registry.update(spec)
         self.reconcile(reason=f"service {name} updated")
         return self.get_service(name)
 
     def remove_service(self, name: str) -> None:
+        self._manual(name)
         if not self.registry.remove(name):
             raise NotFound(name)
         self.reconcile(reason=f"service {name} removed")
+
+    def sync_discovered(self, source: str, desired: list, reason: str = "") -> bool:
+        """Discovery hands over the complete desired state of its source."""
+        changed, skipped = self.registry.sync_source(source, desired)
+        for name in skipped:
+            log.warning("%s: service name '%s' is taken by a service from another source; "
+                        "set envoyage.name on the container", source, name)
+        if changed:
+            self.reconcile(reason=f"{source}: {reason}" if reason else source)
+        return bool(changed)
 
     # -- the spine ----------------------------------------------------------------
     def reconcile(self, reason: str = "") -> dict[str, Any]:
@@ -138,6 +164,7 @@ class ControlPlane:
             },
             "last_reconcile": self.last_reconcile,
             "nodes": self.status.snapshot(),
+            "discovery": {name: d.status() for name, d in self.discovery.items()},
             "known_nodes": self.registry.nodes(),
         }
 

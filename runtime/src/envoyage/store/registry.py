@@ -33,6 +33,11 @@ class Service(BaseModel):
     problems = pw.TextField(default="[]")  # JSON list of strings
     first_seen = pw.FloatField()
     updated_at = pw.FloatField()
+    # since migration 2: where a discovered service comes from (tie-breaker), the
+    # source's own problems (bad labels), and source details (containers, raw labels)
+    origin = pw.CharField(default="")
+    source_problems = pw.TextField(default="[]")
+    detail = pw.TextField(default="{}")
 
     class Meta:
         table_name = "services"
@@ -59,12 +64,23 @@ class Event(BaseModel):
 
 
 def _m1_initial(db: pw.Database) -> None:
-    db.create_tables([Service, Node, Event])
+    db.execute_sql(
+        'CREATE TABLE IF NOT EXISTS "services" ("id" INTEGER NOT NULL PRIMARY KEY, "name" VARCHAR(255) NOT NULL, '
+        '"source" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "problems" TEXT NOT NULL, '
+        '"first_seen" REAL NOT NULL, "updated_at" REAL NOT NULL)')
+    db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "service_name" ON "services" ("name")')
+    db.create_tables([Node, Event])
+
+
+def _m2_discovery(db: pw.Database) -> None:
+    db.execute_sql("ALTER TABLE services ADD COLUMN origin VARCHAR(255) NOT NULL DEFAULT ''")
+    db.execute_sql("ALTER TABLE services ADD COLUMN source_problems TEXT NOT NULL DEFAULT '[]'")
+    db.execute_sql("ALTER TABLE services ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'")
 
 
 # Schema migrations, applied in order; the database's `user_version` is the index of
 # the last one applied. Append only — never edit a migration that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_m1_initial, _m2_discovery]
 
 EVENT_KEEP = 10_000
 
@@ -117,9 +133,12 @@ class Registry:
     # -- services -------------------------------------------------------------
     @staticmethod
     def _state(row: Service) -> ServiceState:
-        spec = parse_service(json.loads(row.spec), name=row.name)
-        return ServiceState(spec=spec, first_seen=row.first_seen, updated_at=row.updated_at,
-                            problems=json.loads(row.problems))
+        raw = json.loads(row.spec)
+        spec = parse_service(raw, name=row.name) if raw is not None else None
+        return ServiceState(name=row.name, source=row.source, spec=spec, first_seen=row.first_seen,
+                            updated_at=row.updated_at, problems=json.loads(row.problems),
+                            source_problems=json.loads(row.source_problems), origin=row.origin,
+                            detail=json.loads(row.detail))
 
     def services(self) -> list[ServiceState]:
         with self._lock:
@@ -136,7 +155,7 @@ class Registry:
             if Service.get_or_none(Service.name == spec.name):
                 raise KeyError(spec.name)
             Service.create(name=spec.name, source=spec.source, spec=json.dumps(spec.to_json()),
-                           first_seen=now, updated_at=now)
+                           problems="[]", first_seen=now, updated_at=now)
             self._event("service.added", spec.name, ", ".join(spec.domains))
         return self.get(spec.name)  # type: ignore[return-value]
 
@@ -158,6 +177,43 @@ class Registry:
             if removed:
                 self._event("service.removed", name, "")
         return removed
+
+    def sync_source(self, source: str, desired: Iterable[ServiceState]) -> tuple[list[str], list[str]]:
+        """Make the services owned by `source` exactly `desired` (one transaction).
+
+        Existing rows keep their first_seen. A desired name that belongs to another
+        source is skipped and reported. Returns (changed names, skipped names).
+        """
+        now = self.clock()
+        changed: list[str] = []
+        skipped: list[str] = []
+        with self._lock, self.db.atomic():
+            rows = {r.name: r for r in Service.select()}
+            wanted = {d.name: d for d in desired}
+            for name, row in rows.items():
+                if row.source == source and name not in wanted:
+                    row.delete_instance()
+                    self._event("service.removed", name, f"gone from {source}")
+                    changed.append(name)
+            for name, want in wanted.items():
+                spec_json = json.dumps(want.spec.to_json() if want.spec is not None else None)
+                fields = dict(spec=spec_json, origin=want.origin, source_problems=json.dumps(want.source_problems),
+                              detail=json.dumps(want.detail, sort_keys=True))
+                row = rows.get(name)
+                if row is None:
+                    Service.create(name=name, source=source, problems="[]", first_seen=now, updated_at=now, **fields)
+                    self._event("service.added", name, f"from {source}")
+                    changed.append(name)
+                elif row.source != source:
+                    skipped.append(name)
+                elif any(getattr(row, k) != v for k, v in fields.items()):
+                    for k, v in fields.items():
+                        setattr(row, k, v)
+                    row.updated_at = now
+                    row.save()
+                    self._event("service.updated", name, f"from {source}")
+                    changed.append(name)
+        return changed, skipped
 
     def set_problems(self, problems: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
         """Store the problems of every service; returns the services whose problems changed."""

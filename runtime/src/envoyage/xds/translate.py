@@ -19,13 +19,14 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.type.v3 import range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 
-from ..model import BUILT_ACCESS_MODES, ServiceSpec
+from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, ServiceSpec
 
 HOME_LISTENER = "home_http"
 HOME_ROUTES = "home_http"
@@ -131,6 +132,12 @@ def translate_cluster(spec: ServiceSpec) -> tuple[cluster_pb2.Cluster, endpoint_
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         health_checks=_health_checks(spec),
     )
+    if spec.tls_upstream:
+        # The app speaks TLS itself. Encrypted, not verified: apps behind a home proxy
+        # normally use self-signed certificates (verification comes with the internal CA).
+        tls = tls_pb2.UpstreamTlsContext(sni=spec.domains[0].removeprefix("*."))
+        cluster.transport_socket.name = "envoy.transport_sockets.tls"
+        cluster.transport_socket.typed_config.CopyFrom(_pack(tls))
     if all(u.is_ip for u in spec.upstreams):
         # IP upstreams: an EDS cluster, so endpoint changes never touch the cluster.
         cluster.type = cluster_pb2.Cluster.EDS
@@ -149,14 +156,20 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
         name=spec.name,
         match=route_components_pb2.RouteMatch(prefix=spec.path),
     )
-    if spec.access in BUILT_ACCESS_MODES:
-        route.route.cluster = cluster_name(spec.name)
+    if spec.access not in BUILT_ACCESS_MODES:
+        unbuilt = f"access mode '{spec.access}'"
+    elif spec.auth not in BUILT_AUTH:
+        unbuilt = f"auth '{spec.auth}'"
     else:
-        # Fail closed: an access mode that is not built yet never serves the upstream.
+        unbuilt = ""
+    if unbuilt:
+        # Fail closed: a protection that is not built yet never serves the upstream.
         route.direct_response.status = 403
         route.direct_response.body.inline_string = (
-            f"403 Forbidden: access mode '{spec.access}' is not available in this version of Envoyage.\n"
+            f"403 Forbidden: {unbuilt} is not available in this version of Envoyage.\n"
         )
+    else:
+        route.route.cluster = cluster_name(spec.name)
     return route_components_pb2.VirtualHost(
         name=spec.name,
         domains=list(spec.domains),

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from google.protobuf.message import DecodeError, Message
 
-from ..model import BUILT_ACCESS_MODES, ServiceState
+from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, ServiceState
 from . import types as T
 from .snapshot import InconsistentSnapshot, Snapshot
 
@@ -23,25 +23,30 @@ def check_services(states: Iterable[ServiceState]) -> tuple[list[ServiceState], 
     Domain conflicts: the service seen first (first_seen, then name) keeps the domain;
     the other gets a problem naming the winner and is not served until it is resolved.
     """
-    ordered = sorted(states, key=lambda s: (s.first_seen, s.spec.name))
+    ordered = sorted(states, key=lambda s: (s.first_seen, s.origin, s.name))
     owner: dict[str, str] = {}
     accepted: list[ServiceState] = []
     problems: dict[str, list[str]] = {}
     for state in ordered:
         spec = state.spec
-        mine: list[str] = []
+        if spec is None:  # the source could not describe it (e.g. bad labels): not served
+            problems[state.name] = list(state.source_problems) or ["no valid configuration"]
+            continue
+        mine: list[str] = list(state.source_problems)
         for domain in spec.domains:
             if domain in owner:
                 mine.append(f"domain '{domain}' is already served by service '{owner[domain]}'")
-        if mine:
+        if len(mine) > len(state.source_problems):
             problems[spec.name] = mine + ["not served until the conflict is resolved"]
             continue
         for domain in spec.domains:
             owner[domain] = spec.name
         if spec.access not in BUILT_ACCESS_MODES:
-            problems[spec.name] = [
-                f"access mode '{spec.access}' is not built yet; the service answers 403 (fails closed)"
-            ]
+            mine.append(f"access mode '{spec.access}' is not built yet; the service answers 403 (fails closed)")
+        if spec.auth not in BUILT_AUTH:
+            mine.append(f"auth '{spec.auth}' is not built yet; the service answers 403 (fails closed)")
+        if mine:
+            problems[spec.name] = mine
         accepted.append(state)
     return accepted, problems
 
