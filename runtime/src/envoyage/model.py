@@ -149,7 +149,7 @@ def parse_upstream(field_name: str, value: Any) -> Upstream:
         host, sep, port_text = text.rpartition(":")
     if not sep or not host:
         raise InputError(field_name, f"{value!r} is not an upstream; use HOST:PORT")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise InputError(field_name, f"{value!r}: '{port_text}' is not a port number")
     try:
         host = str(ipaddress.ip_address(host))
@@ -169,7 +169,7 @@ def parse_status_ranges(field_name: str, value: Any) -> tuple[tuple[int, int], .
     for part in text.split(","):
         lo, _, hi = part.strip().partition("-")
         hi = hi or lo
-        if not (lo.isdigit() and hi.isdigit()) or not (100 <= int(lo) <= int(hi) <= 599):
+        if not (f"{lo}{hi}".isascii() and lo.isdigit() and hi.isdigit()) or not (100 <= int(lo) <= int(hi) <= 599):
             raise InputError(field_name, f"'{part.strip()}' is not a status code or range between 100 and 599")
         ranges.append((int(lo), int(hi)))
     return tuple(ranges)

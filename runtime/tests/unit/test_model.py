@@ -35,6 +35,7 @@ def test_domains_are_normalized_and_wildcards_allowed():
         (svc(upstreams=["10.0.0.1"]), "upstreams[0]", "HOST:PORT"),
         (svc(upstreams=["10.0.0.1:eighty"]), "upstreams[0]", "'eighty' is not a port number"),
         (svc(upstreams=["10.0.0.1:70000"]), "upstreams[0]", "not a port number"),
+        (svc(upstreams=["10.0.0.1:\u00b9"]), "upstreams[0]", "not a port number"),  # a digit, not ASCII
         (svc(upstreams=["http://10.0.0.1:80"]), "upstreams[0]", "without a scheme"),
         (svc(upstreams=["10.0.0.1:80", "nas.lan:80"]), "upstreams", "mix of IP addresses"),
         (svc(path="relative"), "path", "absolute URL path"),
@@ -81,3 +82,26 @@ def test_merge_update_validates_and_refuses_rename():
     with pytest.raises(InputError) as exc:
         merge_update(s, {"domains": ["nope nope"]})
     assert exc.value.field == "domains[0]"
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+fields = st.sampled_from(["name", "domains", "upstreams", "path", "access", "health_check", "source", "auth",
+                          "tls_upstream", "other"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(fields, json_values, max_size=9))
+def test_hostile_json_only_ever_raises_input_error(data):
+    try:
+        spec = parse_service(data)
+    except InputError as exc:
+        assert exc.field and exc.message
+    else:
+        assert parse_service(spec.to_json()) == spec

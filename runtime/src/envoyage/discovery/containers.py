@@ -95,7 +95,7 @@ def container_address(c: ContainerInfo, lr: LabelResult) -> tuple[str | None, st
 def container_port(c: ContainerInfo, lr: LabelResult) -> tuple[int | None, str | None]:
     if lr.port is not None:
         return lr.port, None
-    tcp = [p for p in c.exposed_ports if p.endswith("/tcp")]
+    tcp = sorted((p for p in c.exposed_ports if p.endswith("/tcp")), key=lambda p: int(p.split("/")[0]))
     if len(tcp) == 1:
         return int(tcp[0].split("/")[0]), None
     if not tcp:

@@ -67,7 +67,7 @@ def parse_bool(label: str, value: str) -> bool:
 
 def parse_port(label: str, value: str) -> int:
     text = value.strip()
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise InputError(label, f"'{value}' is not a port number")
     return int(text)
 
