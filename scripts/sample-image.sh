@@ -7,7 +7,9 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_debian_packages busybox-static
 ensure_dockerd
-if docker image inspect envoyage/sample-app:1 envoyage/sample-app:noexpose >/dev/null 2>&1; then
+recipe="$(sha256sum "$0" | cut -c1-16)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "io.envoyage.sample-recipe"}}' envoyage/sample-app:1 2>/dev/null)" = "$recipe" ] \
+   && docker image inspect envoyage/sample-app:noexpose >/dev/null 2>&1; then
   exit 0
 fi
 say "building the sample app image envoyage/sample-app:1 from busybox-static"
@@ -21,11 +23,14 @@ cat > "$root/bin/serve" <<'SH'
 #!/bin/sh
 # answer every request with this container's name (or a given page)
 [ -f /www/index.html ] || hostname > /www/index.html
-exec httpd -f -p "${PORT:-80}" -h /www
+httpd -f -p "${PORT:-80}" -h /www &
+# as PID 1 only a trapped signal is delivered: `docker stop` ends it at once
+trap 'kill $!; exit 0' TERM INT
+wait
 SH
 chmod +x "$root/bin/serve"
 tar -C "$root" -c . | docker import --change 'CMD ["/bin/serve"]' --change 'EXPOSE 80' \
-  --change 'ENV PATH=/bin' - envoyage/sample-app:1 >/dev/null
+  --change 'ENV PATH=/bin' --change "LABEL io.envoyage.sample-recipe=$recipe" - envoyage/sample-app:1 >/dev/null
 tar -C "$root" -c . | docker import --change 'CMD ["/bin/serve"]' --change 'ENV PATH=/bin' \
-  - envoyage/sample-app:noexpose >/dev/null
+  --change "LABEL io.envoyage.sample-recipe=$recipe" - envoyage/sample-app:noexpose >/dev/null
 say "built envoyage/sample-app:1"

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import yaml
 
 from envoyage.bootstrap import bootstrap
+from envoyage.control.daemon import ControlDaemon
 from envoyage.config import Config
 
 BIN = Path(sys.executable).parent
@@ -47,7 +48,9 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: float = 
         except Exception as exc:  # noqa: BLE001
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else ""))
+    seen = f" ({check!r})" if type(check).__repr__ is not object.__repr__ else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}"
+                         + (f" (last error: {last_exc})" if last_exc else ""))
 
 
 def short_tmpdir(prefix: str = "ey-") -> Path:
@@ -182,3 +185,105 @@ def run_cli(*args: str, socket_path: Path | str, check: bool = False) -> subproc
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+class UnixProxy:
+    """A cuttable Unix-socket proxy: lets a test make dockerd 'unreachable' while it runs."""
+
+    def __init__(self, target: str, path: str):
+        self.target, self.path = target, path
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server: socket.socket | None = None
+
+    def start(self) -> "UnixProxy":
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self.path)
+        self._server.listen(64)
+        threading.Thread(target=self._accept, args=(self._server,), daemon=True).start()
+        return self
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                upstream.connect(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Refuse new connections and drop every open one."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+class Setup:
+    """A running control plane plus one Envoy connected to it."""
+
+    def __init__(self, workdir, config, mode):
+        self.workdir = workdir
+        self.config = config
+        self.mode = mode
+        self.daemon = ControlDaemon(config)
+        self.daemon.start()
+        self.socket = config.socket_path
+        self.http_port = config.home_http_port
+        self.envoys = []
+        self.envoy = self.add_envoy("home-1")
+
+    @property
+    def plane(self):
+        return self.daemon.plane
+
+    def add_envoy(self, node_id: str, wait_ready: bool = True) -> Envoy:
+        env = Envoy(self.workdir, node_id, self.daemon.xds_port, delta=self.mode == "delta")
+        self.envoys.append(env)
+        env.start(wait_ready=wait_ready)
+        return env
+
+    def cli(self, *args, check=False):
+        return run_cli(*args, socket_path=self.socket, check=check)
+
+    def close(self):
+        for env in self.envoys:
+            env.stop()
+        self.daemon.stop()

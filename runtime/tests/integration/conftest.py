@@ -5,47 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from envoyage.control.daemon import ControlDaemon
-from helpers import ENVOYAGE, Envoy, free_port, run_cli, wait_for
+from helpers import ENVOYAGE, Setup, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class Setup:
-    """A running control plane plus one Envoy connected to it."""
-
-    def __init__(self, workdir, config, mode):
-        self.workdir = workdir
-        self.config = config
-        self.mode = mode
-        self.daemon = ControlDaemon(config)
-        self.daemon.start()
-        self.socket = config.socket_path
-        self.http_port = config.home_http_port
-        self.envoys = []
-        self.envoy = self.add_envoy("home-1")
-
-    @property
-    def plane(self):
-        return self.daemon.plane
-
-    def add_envoy(self, node_id: str, wait_ready: bool = True) -> Envoy:
-        env = Envoy(self.workdir, node_id, self.daemon.xds_port, delta=self.mode == "delta")
-        self.envoys.append(env)
-        env.start(wait_ready=wait_ready)
-        return env
-
-    def cli(self, *args, check=False):
-        return run_cli(*args, socket_path=self.socket, check=check)
-
-    def close(self):
-        for env in self.envoys:
-            env.stop()
-        self.daemon.stop()
 
 
 @pytest.fixture(params=["sotw", "delta"])
@@ -58,6 +25,78 @@ def setup(request, workdir, config):
 @pytest.fixture
 def delta_setup(workdir, config):
     s = Setup(workdir, config, "delta")
+    yield s
+    s.close()
+
+
+ROOT = Path(__file__).resolve().parents[3]
+TEST_LABEL = "io.envoyage.test"
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """dockerd running (started if needed) and the sample image built, once per run."""
+    import docker
+
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "sample-image.sh")], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = docker.from_env()
+    yield client
+    _cleanup(client)
+    client.close()
+
+
+def _cleanup(client):
+    for c in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        c.remove(force=True)
+    for n in client.networks.list(filters={"label": TEST_LABEL}):
+        n.remove()
+    for n in client.networks.list(names=["envoyage-mesh"]):
+        if n.name == "envoyage-mesh":
+            n.reload()
+            for c in n.containers:
+                n.disconnect(c, force=True)
+            n.remove()
+
+
+class Docker:
+    """Run labelled sample-app containers for one test; all removed afterwards."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def run(self, name, labels=None, image="envoyage/sample-app:1", **kw):
+        all_labels = {TEST_LABEL: "1", "envoyage.enable": "true"}
+        all_labels.update(labels or {})
+        return self.client.containers.run(image, name=name, labels=all_labels, detach=True, **kw)
+
+    def network(self, name):
+        return self.client.networks.create(name, driver="bridge", labels={TEST_LABEL: "1"})
+
+
+@pytest.fixture
+def docker(docker_client):
+    _cleanup(docker_client)
+    yield Docker(docker_client)
+    _cleanup(docker_client)
+
+
+@pytest.fixture
+def dsetup(workdir, docker):
+    """Control plane with Docker discovery on, and one (SotW) Envoy."""
+    from helpers import make_config
+
+    s = Setup(workdir, make_config(workdir, docker_enabled=True), "sotw")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def mesh_setup(workdir, docker):
+    from helpers import make_config
+
+    s = Setup(workdir, make_config(workdir, docker_enabled=True, docker_mesh=True), "delta")
     yield s
     s.close()
 

@@ -65,7 +65,8 @@ def test_healthcheck_tcp_means_default():
         ({"envoyage.path": "app"}, "envoyage.path: 'app' is not an absolute URL path prefix"),
         ({"envoyage.network": "bad net"}, "envoyage.network: 'bad net' is not a Docker network name"),
         ({"envoyage.name": "Bad_Name"}, "envoyage.name: 'Bad_Name' is not a valid service name"),
-        ({"envoyage.prot": "80"}, "envoyage.prot: unknown label"),
+        ({"envoyage.prot": "80"}, "envoyage.prot: unknown label; did you mean envoyage.port?"),
+        ({"envoyage.colour": "red"}, "envoyage.colour: unknown label; known: envoyage.enable, envoyage.domain"),
     ],
 )
 def test_each_problem_kind(extra, problem):

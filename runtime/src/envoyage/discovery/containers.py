@@ -43,7 +43,8 @@ class ContainerInfo:
             name=(data.get("Name") or "").lstrip("/"),
             labels=dict(config.get("Labels") or {}),
             network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "default",
-            networks={n: (v or {}).get("IPAddress") or "" for n, v in nets.items()},
+            # network_mode "none" shows up as a network called "none": it has no address
+            networks={n: (v or {}).get("IPAddress") or "" for n, v in nets.items() if n != "none"},
             exposed_ports=tuple(sorted((config.get("ExposedPorts") or {}).keys())),
             running=bool(state.get("Running")) and not state.get("Paused") and not state.get("Restarting"),
         )
@@ -72,6 +73,9 @@ def container_address(c: ContainerInfo, lr: LabelResult) -> tuple[str | None, st
     """(ip, problem)."""
     if c.network_mode == "host":
         return "127.0.0.1", None
+    if c.network_mode.startswith("container:"):
+        return None, ("container shares the network of another container (network_mode "
+                      f"{c.network_mode[:22]}); label that container instead")
     attached = sorted(n for n in c.networks)
     if MESH_NETWORK in c.networks:
         chosen = MESH_NETWORK

@@ -23,6 +23,9 @@ from .labels import PREFIX, parse_labels
 
 log = logging.getLogger("envoyage.discovery")
 
+# `docker stop`/`kill` announce themselves with a kill event before the process exits:
+# the route goes at once, so Envoy stops sending new requests before the app is gone.
+STOP_SIGNALS = {"15", "9", "2", "3", "SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "TERM", "KILL", "INT", "QUIT"}
 CONTAINER_ACTIONS = {"start", "die", "stop", "kill", "destroy", "rename", "pause", "unpause", "restart", "oom"}
 NETWORK_ACTIONS = {"connect", "disconnect"}
 SOURCE = "docker"
@@ -161,7 +164,8 @@ class DockerWatcher:
         if not container_id:
             return
         self.events_seen += 1
-        if action == "destroy":
+        stopping = action == "kill" and (actor.get("Attributes") or {}).get("signal") in STOP_SIGNALS
+        if action == "destroy" or stopping:
             info = None
         else:
             info = self._inspect(container_id)

@@ -7,6 +7,7 @@ is affected. docs/labels.md documents every label and every problem text.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -125,7 +126,9 @@ def parse_labels(labels: Mapping[str, str]) -> LabelResult:
 
     for key in sorted(ours):
         if key not in LABELS:
-            res.problems.append(f"{key}: unknown label (known: {', '.join(LABELS)})")
+            close = difflib.get_close_matches(key, LABELS, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(LABELS)}"
+            res.problems.append(f"{key}: unknown label; {hint}")
 
     domain = ours.get("envoyage.domain")
     if domain is None or not domain.strip():

@@ -19,6 +19,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -128,9 +129,12 @@ def translate_cluster(spec: ServiceSpec) -> tuple[cluster_pb2.Cluster, endpoint_
     name = cluster_name(spec.name)
     cluster = cluster_pb2.Cluster(
         name=name,
-        connect_timeout=_duration(5_000),
+        connect_timeout=_duration(2_000),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         health_checks=_health_checks(spec),
+        # An endpoint the control plane removed is gone now, even while it still
+        # passes health checks (Envoy would otherwise keep it until a check fails).
+        ignore_health_on_host_removal=True,
     )
     if spec.tls_upstream:
         # The app speaks TLS itself. Encrypted, not verified: apps behind a home proxy
@@ -170,6 +174,14 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
         )
     else:
         route.route.cluster = cluster_name(spec.name)
+        # A request that could not reach an endpoint (a replica just went away) is
+        # tried once more on another endpoint; nothing that reached the app is retried.
+        retry = route.route.retry_policy
+        retry.retry_on = "connect-failure,refused-stream,reset-before-request"
+        retry.num_retries.value = 2
+        retry.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts").typed_config.CopyFrom(
+            _pack(previous_hosts_pb2.PreviousHostsPredicate()))
+        retry.host_selection_retry_max_attempts = 3
     return route_components_pb2.VirtualHost(
         name=spec.name,
         domains=list(spec.domains),
