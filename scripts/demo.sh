@@ -2,6 +2,10 @@
 # A local demo of the spine: control plane + a home Envoy + one sample app, all in the
 # background, on the embedded SQLite registry. Returns once everything answers.
 #
+# It also installs Debian's docker.io if missing, starts dockerd if it is not running,
+# builds a tiny sample image locally and starts one labelled container: containers
+# you start with `envoyage.*` labels appear live.
+#
 #   bash scripts/demo.sh          start (or show, if already running)
 #   bash scripts/demo.sh stop     stop everything the demo started
 #   bash scripts/demo.sh status   show what runs
@@ -25,6 +29,15 @@ running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; 
 
 stop_all() {
   local any=0
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    local ids
+    ids="$(docker ps -aq --filter name=envoyage-demo- 2>/dev/null || true)"
+    if [ -n "$ids" ]; then
+      docker rm -f $ids >/dev/null
+      say "removed the demo containers"
+      any=1
+    fi
+  fi
   for name in envoy control app; do
     if running "$name"; then
       kill "$(cat "$DIR/$name.pid")" 2>/dev/null || true
@@ -65,7 +78,12 @@ Envoyage demo is running (state in $DIR, registry $DIR/state/envoyage.db).
   CLI:           export PATH=$VENV/bin:\$PATH ENVOYAGE_CONFIG=$CONFIG
                  envoyage status
                  envoyage services
-                 envoyage service add blog --domain blog.localhost --upstream 127.0.0.1:$APP_PORT
+                 envoyage service add notes --domain notes.localhost --upstream 127.0.0.1:$APP_PORT
+  Docker:        http://whoami.localhost:$HTTP_PORT/ is the labelled container envoyage-demo-whoami.
+                 Start your own and it appears live:
+                 docker run -d --name envoyage-demo-blog -l envoyage.enable=true \\
+                   -l envoyage.domain=blog.localhost envoyage/sample-app:1
+                 curl http://blog.localhost:$HTTP_PORT/
   Envoy admin:   http://127.0.0.1:$ADMIN_PORT/ (loopback only)
   Logs:          $DIR/control.log  $DIR/envoy.log  $DIR/log/access.log (JSON lines)
 
@@ -92,6 +110,7 @@ fi
 stop_all >/dev/null 2>&1 || true
 
 ensure_venv
+bash "$ROOT/scripts/sample-image.sh"
 mkdir -p "$DIR/app" "$DIR/run" "$DIR/log" "$DIR/state"
 for p in "$HTTP_PORT" "$XDS_PORT" "$ADMIN_PORT" "$APP_PORT"; do
   port_free "$p" || die "port $p is in use; set ENVOYAGE_DEMO_*_PORT (see the top of $0)"
@@ -108,6 +127,8 @@ xds:
 home_http_address: 127.0.0.1
 home_http_port: $HTTP_PORT
 log_level: info
+docker:
+  enabled: true
 YAML
 
 cat > "$DIR/app/index.html" <<HTML
@@ -147,4 +168,11 @@ fi
 wait_until 15 "hello.localhost to answer through Envoy" \
   curl -fsS -H 'Host: hello.localhost' "http://127.0.0.1:$HTTP_PORT/"
 say "hello.localhost answers through Envoy"
+
+say "starting the labelled container envoyage-demo-whoami (whoami.localhost)"
+docker run -d --name envoyage-demo-whoami -l envoyage.enable=true -l envoyage.domain=whoami.localhost \
+  -l envoyage.healthcheck=/ envoyage/sample-app:1 >/dev/null
+wait_until 15 "whoami.localhost to answer through Envoy (Docker discovery)" \
+  curl -fsS -H 'Host: whoami.localhost' "http://127.0.0.1:$HTTP_PORT/"
+say "whoami.localhost answers through Envoy (discovered from its labels)"
 show

@@ -12,7 +12,7 @@ from helpers import free_port, http_get
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_demo_script_starts_serves_and_stops(workdir):
+def test_demo_script_starts_serves_and_stops(workdir, docker):
     env = dict(os.environ)
     ports = {k: str(free_port()) for k in ("HTTP", "XDS", "ADMIN", "APP")}
     env.update({f"ENVOYAGE_DEMO_{k}_PORT": v for k, v in ports.items()})
@@ -27,12 +27,15 @@ def test_demo_script_starts_serves_and_stops(workdir):
         assert "demo.sh stop" in out.stdout
         code, body = http_get(int(ports["HTTP"]), "hello.localhost")
         assert code == 200 and "Hello from Envoyage" in body
+        # the labelled demo container, found by Docker discovery
+        code, body = http_get(int(ports["HTTP"]), "whoami.localhost")
+        assert code == 200 and len(body.strip()) == 12
         again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "already running" in again.stderr
         pids = [int((workdir / "demo" / f"{name}.pid").read_text()) for name in ("envoy", "control", "app")]
     finally:
         stop = subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=60)
-    assert stop.returncode == 0 and "stopped envoy" in stop.stderr
+    assert stop.returncode == 0 and "stopped envoy" in stop.stderr and "removed the demo containers" in stop.stderr
     status = subprocess.run(demo + ["status"], env=env, capture_output=True, text=True, timeout=60)
     assert "running" not in status.stdout
     for pid in pids:  # nothing is left behind

@@ -104,6 +104,13 @@ def _print_status(st: dict[str, Any]) -> None:
     last = st.get("last_reconcile") or {}
     if last and not last.get("ok"):
         print(f"LAST SNAPSHOT REFUSED: {last.get('error')} (the previous snapshot keeps serving)")
+    for name, d in (st.get("discovery") or {}).items():
+        if d["connected"]:
+            print(f"discovery {name}: connected to {d['host']}, {d['containers']} labelled containers"
+                  f"{', mesh on' if d.get('mesh') else ''}")
+        else:
+            print(f"discovery {name}: NOT CONNECTED to {d['host']} ({d['last_error'] or 'connecting'}); "
+                  "keeping the last known state")
     if not st["nodes"]:
         print("envoys: none connected yet")
     for node in st["nodes"]:
