@@ -4,6 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_venv
+bash "$ROOT/scripts/sample-image.sh"  # docker.io, a running dockerd, the sample app image
 cd "$ROOT/runtime"
 say "running the test suite"
 set +e
