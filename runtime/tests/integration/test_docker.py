@@ -203,8 +203,14 @@ def test_mesh_creates_network_and_attaches(mesh_setup, docker, docker_client):
     # two networks and no envoyage.network: without the mesh this would be a problem
     c = docker.run("ey-meshed", {"envoyage.domain": "mesh.test"}, network="ey-front")
     docker_client.networks.get("ey-back").connect(c)
-    wait_for(serves(mesh_setup, "mesh.test", c.id[:12]), 10, what="the container to be served over envoyage-mesh")
-    c.reload()
-    nets = c.attrs["NetworkSettings"]["Networks"]
-    assert "envoyage-mesh" in nets
-    assert services(mesh_setup)["ey-meshed"]["upstreams"] == [f"{nets['envoyage-mesh']['IPAddress']}:80"]
+
+    def served_over_mesh():
+        c.reload()
+        nets = c.attrs["NetworkSettings"]["Networks"]
+        mesh_ip = (nets.get("envoyage-mesh") or {}).get("IPAddress")
+        return mesh_ip and services(mesh_setup)["ey-meshed"]["upstreams"] == [f"{mesh_ip}:80"]
+    wait_for(served_over_mesh, 10, what="the container to be attached to envoyage-mesh and routed over it")
+    wait_for(serves(mesh_setup, "mesh.test", c.id[:12]), 5, what="the container to answer over envoyage-mesh")
+    assert problems_of(mesh_setup, "ey-meshed") == []
+    net = docker_client.networks.get("envoyage-mesh")
+    assert net.attrs["Labels"] == {"envoyage.managed": "true"}
