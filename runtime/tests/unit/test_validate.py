@@ -75,3 +75,11 @@ def test_duplicate_resource_names_refused():
     c = snap.messages(T.CLUSTER)[0]
     with pytest.raises(InconsistentSnapshot, match="appears twice"):
         Snapshot.build({T.CLUSTER: [c, c]})
+
+
+def test_equal_first_seen_broken_by_origin_container_id():
+    def d(name, cid):
+        s = parse_service({"name": name, "domains": ["x.example.com"], "upstreams": ["10.0.0.1:80"]})
+        return ServiceState.of(s, 5.0, origin=f"container:{cid}")
+    accepted, problems = check_services([d("zzz", "0a"), d("aaa", "ff")])
+    assert [s.spec.name for s in accepted] == ["zzz"] and "aaa" in problems

@@ -196,7 +196,14 @@ class DockerWatcher:
             return False
         if not parse_labels(info.labels).enabled:
             return False
-        self._ensure_mesh()
-        log.info("docker: attaching %s to %s", info.name, MESH_NETWORK)
-        self._client.api.connect_container_to_network(info.id, MESH_NETWORK)
+        import docker
+
+        try:
+            self._ensure_mesh()
+            log.info("docker: attaching %s to %s", info.name, MESH_NETWORK)
+            self._client.api.connect_container_to_network(info.id, MESH_NETWORK)
+        except docker.errors.APIError as exc:
+            # not fatal: the container is addressed by the usual rules instead
+            log.warning("docker: cannot attach %s to %s: %s", info.name, MESH_NETWORK, exc.explanation or exc)
+            return False
         return True
