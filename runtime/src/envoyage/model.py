@@ -57,6 +57,9 @@ class Upstream:
         return f"{host}:{self.port}"
 
 
+HEALTH_OFF = "off"  # health_check value that switches active health checking off
+
+
 @dataclass(frozen=True)
 class HealthCheck:
     path: str = "/"
@@ -73,7 +76,8 @@ class ServiceSpec:
     upstreams: tuple[Upstream, ...]
     path: str = "/"
     access: str = "public"
-    health_check: HealthCheck | None = None
+    # None: a TCP connect check; HEALTH_OFF: no active check; HealthCheck: HTTP check
+    health_check: HealthCheck | str | None = None
     source: str = "manual"
     auth: str = "none"
     tls_upstream: bool = False
@@ -82,7 +86,7 @@ class ServiceSpec:
         data = asdict(self)
         data["domains"] = list(self.domains)
         data["upstreams"] = [str(u) for u in self.upstreams]
-        if self.health_check is not None:
+        if isinstance(self.health_check, HealthCheck):
             hc = self.health_check
             data["health_check"] = {
                 "path": hc.path,
@@ -175,9 +179,11 @@ def parse_status_ranges(field_name: str, value: Any) -> tuple[tuple[int, int], .
     return tuple(ranges)
 
 
-def parse_health_check(field_name: str, value: Any) -> HealthCheck | None:
-    if value is None or value is False:
+def parse_health_check(field_name: str, value: Any) -> HealthCheck | str | None:
+    if value is None or value == "tcp":
         return None
+    if value is False or value == HEALTH_OFF:
+        return HEALTH_OFF
     if isinstance(value, str):
         value = {"path": value}
     if not isinstance(value, Mapping):

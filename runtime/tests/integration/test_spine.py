@@ -226,7 +226,8 @@ def test_malformed_control_requests_change_nothing(setup, upstreams):
 
     cases = [
         (_req("POST", "/v1/services", b"{not json"), b"400", b"not valid JSON"),
-        (_req("POST", "/v1/services", b"[]"), b"400", b"JSON object"),
+        (_req("POST", "/v1/services", b"[]"), b"400", b"an empty list adds nothing"),
+        (_req("POST", "/v1/services", b"42"), b"400", b"JSON object"),
         (_req("POST", "/v1/services", json.dumps({"name": "x", "domains": ["ok.test"],
                                                    "upstreams": ["1.2.3.4:eighty"]}).encode()),
          b"400", b"upstreams[0]"),
@@ -238,7 +239,13 @@ def test_malformed_control_requests_change_nothing(setup, upstreams):
         (_req("PUT", "/v1/services/stable", json.dumps({"domains": ["stable.example.test"]}).encode()), b"400",
          b"upstreams"),
         (_req("DELETE", "/v1/services/nope", b""), b"404", b"no service named 'nope'"),
-        (_req("POST", "/v1/services", b"{" + b"\"a\":1," * 300_000 + b"\"b\":2}"), b"413", b""),
+        (_req("POST", "/v1/services", b"{" + b"\"a\":1," * 3_000_000 + b"\"b\":2}"), b"413", b""),
+        (_req("POST", "/v1/services", json.dumps([
+            {"name": "ok1", "domains": ["ok1.test"], "upstreams": ["1.2.3.4:80"]},
+            {"name": "ok2", "domains": ["ok2.test"], "upstreams": ["1.2.3.4:x"]}]).encode()), b"400", b"[1].upstreams[0]"),
+        (_req("POST", "/v1/services", json.dumps([
+            {"name": "ok1", "domains": ["ok1.test"], "upstreams": ["1.2.3.4:80"]},
+            {"name": "stable", "domains": ["ok2.test"], "upstreams": ["1.2.3.4:80"]}]).encode()), b"409", b"stable"),
         (b"GARBAGE\r\n\r\n", b"", b"400"),  # not HTTP at all: an HTTP/0.9-style error page
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, b"", b""),  # a TLS hello
     ]
@@ -253,3 +260,25 @@ def test_malformed_control_requests_change_nothing(setup, upstreams):
     assert http_get(setup.http_port, "stable.example.test") == (200, "stable")
     bad_cli = setup.cli("service", "add", "bad", "-d", "ok.test", "-u", "10.0.0.1:eighty")
     assert bad_cli.returncode == 2 and "upstreams[0]: '10.0.0.1:eighty': 'eighty' is not a port number" in bad_cli.stderr
+
+
+def test_batch_add_is_one_push(setup, upstreams):
+    up = upstreams("batch")
+    body = [{"name": f"b{i}", "domains": [f"b{i}.example.test"], "upstreams": [up.address]} for i in range(50)]
+    before = setup.plane.registry.events(limit=10_000)
+    import http.client
+    import socket as _socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            self.sock.connect(str(setup.socket))
+    c = Conn("x")
+    c.request("POST", "/v1/services", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 201 and len(json.loads(r.read())["services"]) == 50
+    wait_for(lambda: all(http_get(setup.http_port, f"b{i}.example.test") == (200, "batch") for i in range(50)),
+             10, what="every service of the batch to answer")
+    added = [e for e in setup.plane.registry.events(limit=10_000) if e not in before and e["kind"] == "service.added"]
+    assert len(added) == 50
+    assert setup.plane.last_reconcile["reason"] == "50 services added"

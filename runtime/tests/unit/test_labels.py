@@ -56,7 +56,7 @@ def test_healthcheck_tcp_means_default():
         ({"envoyage.port": "\u00b9"}, "envoyage.port: '\u00b9' is not a port number"),
         ({"envoyage.access": "everyone"}, "envoyage.access: 'everyone' is not one of public, vpn-only, link-only"),
         ({"envoyage.auth": "Bad Provider!"}, "envoyage.auth: 'Bad Provider!' is not 'none', 'basic' or a provider name"),
-        ({"envoyage.healthcheck": "status"}, "envoyage.healthcheck: 'status' is not an absolute URL path (or 'tcp')"),
+        ({"envoyage.healthcheck": "status"}, "envoyage.healthcheck: 'status' is not an absolute URL path (or 'tcp' or 'off')"),
         ({"envoyage.healthcheck": "/s every=5s"}, "envoyage.healthcheck: 'every=5s' is not one of interval=DURATION"),
         ({"envoyage.healthcheck": "/s interval=soon"}, "envoyage.healthcheck: 'soon' is not a duration"),
         ({"envoyage.healthcheck": "/s interval=1s timeout=5s"}, "envoyage.healthcheck: timeout 5s is longer than interval 1s"),

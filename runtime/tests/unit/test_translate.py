@@ -93,3 +93,10 @@ def test_listener_uses_rds_and_json_access_log():
     (listener,) = snap.messages(T.LISTENER)
     assert listener.address.socket_address.port_value == 8080
     assert "home_http" in snap.get(T.ROUTE)
+
+
+def test_health_check_off_means_no_active_check():
+    s = spec(health_check="off")
+    assert s.health_check == "off" and s.to_json()["health_check"] == "off"
+    assert list(translate_service(s).cluster.health_checks) == []
+    assert parse_service(s.to_json()) == s

@@ -54,6 +54,8 @@ def _service_body(args, partial: bool) -> dict[str, Any]:
     if args.access is not None:
         body["access"] = args.access
     if args.no_health_check:
+        body["health_check"] = "off"
+    elif args.tcp_health_check:
         body["health_check"] = None
     elif args.health_path is not None or args.health_interval or args.health_timeout or args.health_expect:
         hc: dict[str, Any] = {"path": args.health_path or "/"}
@@ -216,7 +218,8 @@ def _add_service_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--health-interval", help="health check interval, e.g. 10s")
     p.add_argument("--health-timeout", help="health check timeout, e.g. 2s")
     p.add_argument("--health-expect", help="expected status codes, e.g. 200-399")
-    p.add_argument("--no-health-check", action="store_true", help="use the TCP connect check")
+    p.add_argument("--tcp-health-check", action="store_true", help="back to the default TCP connect check")
+    p.add_argument("--no-health-check", action="store_true", help="no active health check at all")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,8 +49,14 @@ def list_services():
 
 @bp.post("/services")
 def add_service():
-    svc = _plane().add_service(_json_body())
-    return jsonify(svc), 201
+    body = _json_body()
+    if isinstance(body, list):  # a batch: all or nothing, one push
+        if not body:
+            raise InputError("body", "an empty list adds nothing")
+        if len(body) > 10_000:
+            raise InputError("body", "at most 10000 services per request")
+        return jsonify({"services": _plane().add_services(body)}), 201
+    return jsonify(_plane().add_service(body)), 201
 
 
 @bp.get("/services/<name>")
@@ -89,7 +95,7 @@ def events():
 
 def create_app(plane: ControlPlane) -> Flask:
     app = Flask("envoyage.control")
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024  # batches of up to 10,000 services
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["envoyage.plane"] = plane
     app.register_blueprint(bp)

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config, dump_config
-from ..model import ServiceSpec, merge_update, parse_service
+from ..model import InputError, ServiceSpec, merge_update, parse_service
 from ..store.registry import Registry
 from ..xds.assemble import HomeSettings, assemble_home
 from ..xds.cache import SnapshotCache
@@ -73,13 +73,31 @@ class ControlPlane:
         return state.to_json()
 
     def add_service(self, data: Any) -> dict[str, Any]:
-        spec = parse_service(data)
+        return self.add_services([data], batch=False)[0]
+
+    def add_services(self, items: list, batch: bool = True) -> list[dict[str, Any]]:
+        """Validate every item first, then add all in one transaction and push once."""
+        specs = []
+        seen: set[str] = set()
+        for i, data in enumerate(items):
+            try:
+                spec = parse_service(data)
+                if spec.name in seen:
+                    raise InputError("name", f"'{spec.name}' appears twice in this request")
+            except InputError as exc:
+                if not batch:
+                    raise
+                raise InputError(f"[{i}].{exc.field}", exc.message) from None
+            seen.add(spec.name)
+            specs.append(spec)
         try:
-            self.registry.add(spec)
-        except KeyError:
-            raise Conflict(spec.name) from None
-        self.reconcile(reason=f"service {spec.name} added")
-        return self.get_service(spec.name)
+            self.registry.add_many(specs)
+        except KeyError as exc:
+            raise Conflict(exc.args[0]) from None
+        what = specs[0].name if len(specs) == 1 else f"{len(specs)} services"
+        self.reconcile(reason=f"{what} added")
+        states = {s.name: s for s in self.registry.services()}
+        return [states[s.name].to_json() for s in specs]
 
     def _manual(self, name: str):
         state = self.registry.get(name)

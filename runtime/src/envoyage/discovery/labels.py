@@ -73,16 +73,18 @@ def parse_port(label: str, value: str) -> int:
     return int(text)
 
 
-def parse_healthcheck(label: str, value: str) -> dict[str, Any] | None:
-    """Grammar: `tcp` | `PATH [interval=DURATION] [timeout=DURATION] [expect=CODES]`."""
+def parse_healthcheck(label: str, value: str) -> dict[str, Any] | str | None:
+    """Grammar: `tcp` | `off` | `PATH [interval=DURATION] [timeout=DURATION] [expect=CODES]`."""
     parts = value.split()
     if not parts:
-        raise InputError(label, "empty; give a path like '/health' or 'tcp'")
+        raise InputError(label, "empty; give a path like '/health', 'tcp' or 'off'")
     if parts == ["tcp"]:
         return None
+    if parts == ["off"]:
+        return "off"
     path, options = parts[0], parts[1:]
     if not _PATH_RE.match(path):
-        raise InputError(label, f"'{path}' is not an absolute URL path (or 'tcp')")
+        raise InputError(label, f"'{path}' is not an absolute URL path (or 'tcp' or 'off')")
     hc: dict[str, Any] = {"path": path}
     for opt in options:
         key, sep, val = opt.partition("=")
@@ -170,7 +172,8 @@ def parse_labels(labels: Mapping[str, str]) -> LabelResult:
             res.problems.append(
                 f"envoyage.access: '{ours['envoyage.access']}' is not one of {', '.join(LABEL_ACCESS)}")
     if "envoyage.healthcheck" in ours:
-        hc = attempt("envoyage.healthcheck", parse_healthcheck, ours["envoyage.healthcheck"])
+        raw_hc = ours["envoyage.healthcheck"]
+        hc = attempt("envoyage.healthcheck", parse_healthcheck, raw_hc)
         if hc is not None:
             res.service["health_check"] = hc
     if "envoyage.tls.upstream" in ours:

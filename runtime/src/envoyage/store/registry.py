@@ -150,14 +150,25 @@ class Registry:
             return self._state(row) if row else None
 
     def add(self, spec: ServiceSpec) -> ServiceState:
+        self.add_many([spec])
+        return self.get(spec.name)  # type: ignore[return-value]
+
+    def add_many(self, specs: list[ServiceSpec]) -> None:
+        """Add services in one transaction: all or none (KeyError names the first taken name)."""
         now = self.clock()
         with self._lock, self.db.atomic():
-            if Service.get_or_none(Service.name == spec.name):
-                raise KeyError(spec.name)
-            Service.create(name=spec.name, source=spec.source, spec=json.dumps(spec.to_json()),
-                           problems="[]", first_seen=now, updated_at=now)
-            self._event("service.added", spec.name, ", ".join(spec.domains))
-        return self.get(spec.name)  # type: ignore[return-value]
+            names = [s.name for s in specs]
+            taken = {r.name for r in Service.select(Service.name).where(Service.name.in_(names))}
+            for name in names:
+                if name in taken:
+                    raise KeyError(name)
+            rows = [dict(name=s.name, source=s.source, spec=json.dumps(s.to_json()), problems="[]",
+                         first_seen=now, updated_at=now) for s in specs]
+            for i in range(0, len(rows), 200):
+                Service.insert_many(rows[i:i + 200]).execute()
+            events = [dict(ts=now, kind="service.added", subject=s.name, message=", ".join(s.domains)) for s in specs]
+            for i in range(0, len(events), 200):
+                Event.insert_many(events[i:i + 200]).execute()
 
     def update(self, spec: ServiceSpec) -> ServiceState:
         with self._lock, self.db.atomic():

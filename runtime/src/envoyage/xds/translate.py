@@ -27,7 +27,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.v3 import range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 
-from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, ServiceSpec
+from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, HEALTH_OFF, ServiceSpec
 
 HOME_LISTENER = "home_http"
 HOME_ROUTES = "home_http"
@@ -92,6 +92,8 @@ class ServiceResources:
 
 def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
     hc = spec.health_check
+    if hc == HEALTH_OFF:
+        return []
     if hc is None:
         # No HTTP check configured: a TCP connect check, so a dead upstream still shows.
         interval, timeout = 10_000, 2_000
