@@ -7,6 +7,7 @@ translation) only ever sees valid specs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -96,8 +97,9 @@ class ServiceSpec:
             }
         return data
 
+    @functools.cached_property
     def content_hash(self) -> str:
-        """Stable hash of the desired state; the translation cache key."""
+        """Stable hash of the desired state; the translation cache key (computed once)."""
         blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

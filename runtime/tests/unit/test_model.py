@@ -69,8 +69,8 @@ def test_round_trip_and_hash_stable():
     s = parse_service(svc(health_check="/healthz"))
     again = parse_service(s.to_json())
     assert again == s
-    assert again.content_hash() == s.content_hash()
-    assert parse_service(svc(upstreams=["10.0.0.6:8080"])).content_hash() != s.content_hash()
+    assert again.content_hash == s.content_hash
+    assert parse_service(svc(upstreams=["10.0.0.6:8080"])).content_hash != s.content_hash
 
 
 def test_merge_update_validates_and_refuses_rename():

@@ -137,7 +137,8 @@ class ControlPlane:
             started = time.perf_counter()
             states = self.registry.services()
             try:
-                assembly = assemble_home(states, self.home_settings, self.translations)
+                assembly = assemble_home(states, self.home_settings, self.translations,
+                                         previous=self.cache.get_snapshot(ROLE_HOME))
                 changed = self.cache.set_snapshot(ROLE_HOME, assembly.snapshot)
             except InconsistentSnapshot as exc:
                 # An invariant failed: a bug. Keep serving the last good snapshot.

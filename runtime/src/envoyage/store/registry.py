@@ -100,6 +100,7 @@ class Registry:
             check_same_thread=False,
         )
         self._lock = threading.RLock()
+        self._services: dict[str, ServiceState] | None = None
         db_proxy.initialize(self.db)
         try:
             self.db.connect(reuse_if_open=True)
@@ -131,6 +132,9 @@ class Registry:
             self.db.close()
 
     # -- services -------------------------------------------------------------
+    # The registry keeps a read cache of every service (ServiceState is rebuilt only for
+    # rows a write touched): reconciling 5,000 services must not re-read and re-parse
+    # 5,000 rows. All writes go through this class, in this process.
     @staticmethod
     def _state(row: Service) -> ServiceState:
         raw = json.loads(row.spec)
@@ -140,14 +144,37 @@ class Registry:
                             source_problems=json.loads(row.source_problems), origin=row.origin,
                             detail=json.loads(row.detail))
 
+    def _cache(self) -> dict[str, ServiceState]:
+        if self._services is None:
+            self._services = {r.name: self._state(r) for r in Service.select()}
+        return self._services
+
+    def _refresh(self, names: Iterable[str]) -> None:
+        cache = self._cache()
+        names = list(names)
+        for name in names:
+            cache.pop(name, None)
+        for i in range(0, len(names), 500):
+            for row in Service.select().where(Service.name.in_(names[i:i + 500])):
+                cache[row.name] = self._state(row)
+
+    def _write(self, names_fn):
+        """Run a write in a transaction, then refresh the cache for the names it returns."""
+        try:
+            with self.db.atomic():
+                names = names_fn()
+        except Exception:
+            self._services = None  # the transaction rolled back: reload on next read
+            raise
+        self._refresh(names)
+
     def services(self) -> list[ServiceState]:
         with self._lock:
-            return [self._state(r) for r in Service.select().order_by(Service.first_seen, Service.name)]
+            return sorted(self._cache().values(), key=lambda s: (s.first_seen, s.name))
 
     def get(self, name: str) -> ServiceState | None:
         with self._lock:
-            row = Service.get_or_none(Service.name == name)
-            return self._state(row) if row else None
+            return self._cache().get(name)
 
     def add(self, spec: ServiceSpec) -> ServiceState:
         self.add_many([spec])
@@ -156,22 +183,26 @@ class Registry:
     def add_many(self, specs: list[ServiceSpec]) -> None:
         """Add services in one transaction: all or none (KeyError names the first taken name)."""
         now = self.clock()
-        with self._lock, self.db.atomic():
-            names = [s.name for s in specs]
-            taken = {r.name for r in Service.select(Service.name).where(Service.name.in_(names))}
-            for name in names:
-                if name in taken:
-                    raise KeyError(name)
+
+        def write():
+            for s in specs:
+                if s.name in self._cache():
+                    raise KeyError(s.name)
             rows = [dict(name=s.name, source=s.source, spec=json.dumps(s.to_json()), problems="[]",
                          first_seen=now, updated_at=now) for s in specs]
             for i in range(0, len(rows), 200):
                 Service.insert_many(rows[i:i + 200]).execute()
-            events = [dict(ts=now, kind="service.added", subject=s.name, message=", ".join(s.domains)) for s in specs]
+            events = [dict(ts=now, kind="service.added", subject=s.name, message=", ".join(s.domains))
+                      for s in specs]
             for i in range(0, len(events), 200):
                 Event.insert_many(events[i:i + 200]).execute()
+            return [s.name for s in specs]
+
+        with self._lock:
+            self._write(write)
 
     def update(self, spec: ServiceSpec) -> ServiceState:
-        with self._lock, self.db.atomic():
+        def write():
             row = Service.get_or_none(Service.name == spec.name)
             if row is None:
                 raise KeyError(spec.name)
@@ -180,14 +211,22 @@ class Registry:
             row.updated_at = self.clock()
             row.save()
             self._event("service.updated", spec.name, ", ".join(spec.domains))
-        return self.get(spec.name)  # type: ignore[return-value]
+            return [spec.name]
+
+        with self._lock:
+            self._write(write)
+            return self._cache()[spec.name]
 
     def remove(self, name: str) -> bool:
-        with self._lock, self.db.atomic():
-            removed = Service.delete().where(Service.name == name).execute() > 0
-            if removed:
+        def write():
+            if Service.delete().where(Service.name == name).execute() > 0:
                 self._event("service.removed", name, "")
-        return removed
+            return [name]
+
+        with self._lock:
+            existed = name in self._cache()
+            self._write(write)
+            return existed
 
     def sync_source(self, source: str, desired: Iterable[ServiceState]) -> tuple[list[str], list[str]]:
         """Make the services owned by `source` exactly `desired` (one transaction).
@@ -198,45 +237,54 @@ class Registry:
         now = self.clock()
         changed: list[str] = []
         skipped: list[str] = []
-        with self._lock, self.db.atomic():
-            rows = {r.name: r for r in Service.select()}
+
+        def write():
+            cache = self._cache()
             wanted = {d.name: d for d in desired}
-            for name, row in rows.items():
-                if row.source == source and name not in wanted:
-                    row.delete_instance()
+            for name, have in list(cache.items()):
+                if have.source == source and name not in wanted:
+                    Service.delete().where(Service.name == name).execute()
                     self._event("service.removed", name, f"gone from {source}")
                     changed.append(name)
             for name, want in wanted.items():
-                spec_json = json.dumps(want.spec.to_json() if want.spec is not None else None)
-                fields = dict(spec=spec_json, origin=want.origin, source_problems=json.dumps(want.source_problems),
-                              detail=json.dumps(want.detail, sort_keys=True))
-                row = rows.get(name)
-                if row is None:
-                    Service.create(name=name, source=source, problems="[]", first_seen=now, updated_at=now, **fields)
-                    self._event("service.added", name, f"from {source}")
-                    changed.append(name)
-                elif row.source != source:
+                have = cache.get(name)
+                if have is not None and have.source != source:
                     skipped.append(name)
-                elif any(getattr(row, k) != v for k, v in fields.items()):
-                    for k, v in fields.items():
-                        setattr(row, k, v)
-                    row.updated_at = now
-                    row.save()
+                    continue
+                if have is not None and (have.spec, have.origin, have.source_problems, have.detail) == (
+                        want.spec, want.origin, want.source_problems, want.detail):
+                    continue
+                fields = dict(spec=json.dumps(want.spec.to_json() if want.spec is not None else None),
+                              origin=want.origin, source_problems=json.dumps(want.source_problems),
+                              detail=json.dumps(want.detail, sort_keys=True), updated_at=now)
+                if have is None:
+                    Service.create(name=name, source=source, problems="[]", first_seen=now, **fields)
+                    self._event("service.added", name, f"from {source}")
+                else:
+                    Service.update(**fields).where(Service.name == name).execute()
                     self._event("service.updated", name, f"from {source}")
-                    changed.append(name)
+                changed.append(name)
+            return changed
+
+        with self._lock:
+            self._write(write)
         return changed, skipped
 
     def set_problems(self, problems: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
         """Store the problems of every service; returns the services whose problems changed."""
-        changed = []
-        with self._lock, self.db.atomic():
-            for row in Service.select():
-                new = problems.get(row.name, [])
-                if json.loads(row.problems) != new:
-                    row.problems = json.dumps(new)
-                    row.save()
-                    changed.append((row.name, new))
-                    self._event("service.problems", row.name, "; ".join(new) or "resolved")
+        changed: list[tuple[str, list[str]]] = []
+
+        def write():
+            for name, state in self._cache().items():
+                new = problems.get(name, [])
+                if state.problems != new:
+                    Service.update(problems=json.dumps(new)).where(Service.name == name).execute()
+                    changed.append((name, new))
+                    self._event("service.problems", name, "; ".join(new) or "resolved")
+            return [name for name, _ in changed]
+
+        with self._lock:
+            self._write(write)
         return changed
 
     # -- nodes ----------------------------------------------------------------

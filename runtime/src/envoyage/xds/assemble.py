@@ -8,8 +8,8 @@ from typing import Iterable
 from ..model import ServiceState
 from . import types as T
 from .snapshot import Snapshot
-from .translate import HOME_ROUTES, TranslationCache, home_listener, route_configuration
-from .validate import check_services, check_snapshot
+from .translate import HOME_ROUTES, TranslationCache, home_listener
+from .validate import check_services
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,9 @@ class Assembly:
     served: tuple[str, ...]
 
 
-def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache) -> Assembly:
+def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache,
+                  previous: Snapshot | None = None) -> Assembly:
+    """The home role's snapshot. It is checked by SnapshotCache.set_snapshot before use."""
     accepted, problems = check_services(states)
     pieces = cache.translate_all(s.spec for s in accepted)
     clusters, endpoints = [], []
@@ -38,11 +40,11 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
             endpoints.append(res.endpoints)
             endpoint_bytes[res.endpoints.cluster_name] = res.endpoints_bytes
     listener = home_listener(settings.http_address, settings.http_port, settings.access_log_path)
-    routes = route_configuration(HOME_ROUTES, (r.virtual_host for r in pieces.values()))
+    routes, routes_bytes = cache.route_configuration(HOME_ROUTES, pieces.values())
     snapshot = Snapshot.build(
         {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: [listener], T.ROUTE: [routes]},
         meta={"role": "home", "services": str(len(pieces))},
-        serialized={T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes},
+        serialized={T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes, T.ROUTE: {HOME_ROUTES: routes_bytes}},
+        previous=previous,
     )
-    check_snapshot(snapshot)
     return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)))

@@ -26,7 +26,9 @@ class SnapshotCache:
 
     def set_snapshot(self, key: str, snapshot: Snapshot) -> bool:
         """Install a snapshot; returns False if it equals the current one (nothing to push)."""
-        check_snapshot(snapshot)
+        with self._lock:
+            current = self._snapshots.get(key)
+        check_snapshot(snapshot, previous=current)
         with self._lock:
             current = self._snapshots.get(key)
             if current is not None and current.versions == snapshot.versions:

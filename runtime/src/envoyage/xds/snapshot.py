@@ -48,11 +48,13 @@ class Snapshot:
 
     @classmethod
     def build(cls, by_type: Mapping[str, Iterable[Message]], meta: Mapping[str, str] | None = None,
-              serialized: Mapping[str, Mapping[str, bytes]] | None = None) -> "Snapshot":
+              serialized: Mapping[str, Mapping[str, bytes]] | None = None,
+              previous: "Snapshot | None" = None) -> "Snapshot":
         """Pack resources and compute per-resource and per-type versions.
 
         `serialized` may carry already-serialized bytes per type and name (the
-        translation cache has them), so unchanged resources are not serialized again.
+        translation cache has them), so unchanged resources are not serialized again;
+        resources equal to those of `previous` are reused as they are.
         """
         serialized = serialized or {}
         raw: dict[str, dict[str, tuple[Message, bytes]]] = {}
@@ -71,13 +73,24 @@ class Snapshot:
                 entries[name] = (msg, data)
             raw[type_url] = entries
         cluster_bytes = {n: d for n, (_, d) in raw[T.CLUSTER].items()}
+        old_clusters = previous.get(T.CLUSTER) if previous is not None else {}
         resources: dict[str, dict[str, Resource]] = {}
         versions: dict[str, str] = {}
         for type_url, entries in raw.items():
             out: dict[str, Resource] = {}
+            before = previous.get(type_url) if previous is not None else {}
             for name, (msg, data) in entries.items():
+                old = before.get(name)
                 if type_url == T.ENDPOINT:
+                    old_cluster = old_clusters.get(name)
+                    if (old is not None and old.packed.value == data and old_cluster is not None
+                            and old_cluster.packed.value == cluster_bytes.get(name)):
+                        out[name] = old  # neither the endpoints nor their cluster changed
+                        continue
                     version = _digest(data, cluster_bytes.get(name, b""))
+                elif old is not None and old.packed.value == data:
+                    out[name] = old
+                    continue
                 else:
                     version = _digest(data)
                 packed = any_pb2.Any(type_url=type_url, value=data)

@@ -88,6 +88,7 @@ class ServiceResources:
     virtual_host: route_components_pb2.VirtualHost
     cluster_bytes: bytes
     endpoints_bytes: bytes | None
+    virtual_host_bytes: bytes
 
 
 def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
@@ -193,13 +194,15 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
 
 def translate_service(spec: ServiceSpec) -> ServiceResources:
     cluster, endpoints = translate_cluster(spec)
+    virtual_host = translate_virtual_host(spec)
     return ServiceResources(
-        key=spec.content_hash(),
+        key=spec.content_hash,
         cluster=cluster,
         endpoints=endpoints,
-        virtual_host=translate_virtual_host(spec),
+        virtual_host=virtual_host,
         cluster_bytes=cluster.SerializeToString(deterministic=True),
         endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
+        virtual_host_bytes=virtual_host.SerializeToString(deterministic=True),
     )
 
 
@@ -210,12 +213,23 @@ class TranslationCache:
         self._entries: dict[str, ServiceResources] = {}
         self.hits = 0
         self.misses = 0
+        # the last route configuration built, keyed by its name and virtual hosts' bytes
+        self._routes: tuple[tuple, route_pb2.RouteConfiguration, bytes] | None = None
+
+    def route_configuration(self, name: str, pieces: Iterable[ServiceResources]) -> tuple[route_pb2.RouteConfiguration, bytes]:
+        """The shared route configuration, rebuilt only when a virtual host changed."""
+        ordered = sorted(pieces, key=lambda r: r.virtual_host.name)
+        key = (name, tuple(r.virtual_host_bytes for r in ordered))
+        if self._routes is None or self._routes[0] != key:
+            rc = route_configuration(name, (r.virtual_host for r in ordered))
+            self._routes = (key, rc, rc.SerializeToString(deterministic=True))
+        return self._routes[1], self._routes[2]
 
     def translate_all(self, specs: Iterable[ServiceSpec]) -> dict[str, ServiceResources]:
         fresh: dict[str, ServiceResources] = {}
         out: dict[str, ServiceResources] = {}
         for spec in specs:
-            key = spec.content_hash()
+            key = spec.content_hash
             res = self._entries.get(key) or fresh.get(key)
             if res is None:
                 self.misses += 1
