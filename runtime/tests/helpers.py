@@ -48,7 +48,7 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: float = 
         except Exception as exc:  # noqa: BLE001
             last_exc = exc
         time.sleep(interval)
-    seen = f" ({check!r})" if type(check).__repr__ is not object.__repr__ else ""
+    seen = f" ({check!r})" if getattr(check, "last", None) is not None else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}"
                          + (f" (last error: {last_exc})" if last_exc else ""))
 

@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 ACCESS_MODES = ("public", "vpn-only", "link-only", "auth")
@@ -45,7 +45,7 @@ class Upstream:
     host: str
     port: int
 
-    @property
+    @functools.cached_property
     def is_ip(self) -> bool:
         try:
             ipaddress.ip_address(self.host)
@@ -84,9 +84,11 @@ class ServiceSpec:
     tls_upstream: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["domains"] = list(self.domains)
-        data["upstreams"] = [str(u) for u in self.upstreams]
+        data: dict[str, Any] = {
+            "name": self.name, "domains": list(self.domains), "upstreams": [str(u) for u in self.upstreams],
+            "path": self.path, "access": self.access, "health_check": self.health_check, "source": self.source,
+            "auth": self.auth, "tls_upstream": self.tls_upstream,
+        }
         if isinstance(self.health_check, HealthCheck):
             hc = self.health_check
             data["health_check"] = {

@@ -188,18 +188,22 @@ class Registry:
             for s in specs:
                 if s.name in self._cache():
                     raise KeyError(s.name)
-            rows = [dict(name=s.name, source=s.source, spec=json.dumps(s.to_json()), problems="[]",
-                         first_seen=now, updated_at=now) for s in specs]
-            for i in range(0, len(rows), 200):
-                Service.insert_many(rows[i:i + 200]).execute()
-            events = [dict(ts=now, kind="service.added", subject=s.name, message=", ".join(s.domains))
-                      for s in specs]
-            for i in range(0, len(events), 200):
-                Event.insert_many(events[i:i + 200]).execute()
-            return [s.name for s in specs]
+            # plain executemany: peewee's query builder costs ~0.1 ms a row, too much for 5,000
+            conn = self.db.connection()
+            conn.executemany(
+                "INSERT INTO services (name, source, spec, problems, first_seen, updated_at, origin,"
+                " source_problems, detail) VALUES (?, ?, ?, '[]', ?, ?, '', '[]', '{}')",
+                [(s.name, s.source, json.dumps(s.to_json()), now, now) for s in specs])
+            conn.executemany(
+                "INSERT INTO events (ts, kind, subject, message) VALUES (?, 'service.added', ?, ?)",
+                [(now, s.name, ", ".join(s.domains)) for s in specs])
+            return []  # the cache is filled below from what was written, not re-read
 
         with self._lock:
             self._write(write)
+            cache = self._cache()
+            for s in specs:
+                cache[s.name] = ServiceState.of(s, now)
 
     def update(self, spec: ServiceSpec) -> ServiceState:
         def write():

@@ -1,0 +1,27 @@
+"""The benchmark harness runs end to end (small N): `bash bench/run.sh --smoke`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_bench_smoke_run_writes_report_and_raw_samples(workdir, docker):
+    out, results = workdir / "benchmarks.md", workdir / "results"
+    run = subprocess.run(["bash", str(ROOT / "bench" / "run.sh"), "--smoke", "--out", str(out),
+                          "--results", str(results)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = out.read_text()
+    for section in ("## Config → live", "## Discovery → live", "## Scale", "## Goals"):
+        assert section in report
+    (raw,) = results.glob("smoke-*.json")
+    data = json.loads(raw.read_text())
+    for key in ("envoyage-sotw", "envoyage-delta", "envoy-files", "caddy", "nginx"):
+        assert data["config_live"][key]["live_ms"]["n"] == 5, key
+    assert data["discovery_live"]["live_ms"]["n"] == 3
+    for n in ("20", "100"):
+        row = data["scale"][n]
+        assert row["sotw_cold_ms"] > 0 and row["delta_one_change_ms"]["n"] == 2
