@@ -114,14 +114,12 @@ class Envoyage:
     def all_acked_at(self) -> float | None:
         """time.time() at which Envoy had ACKed the current version of every type, or None."""
         st = self.request("GET", "/v1/status")
-        want = st["snapshot"]["versions"]
-        names = {"cds": "Cluster", "eds": "ClusterLoadAssignment", "lds": "Listener", "rds": "RouteConfiguration"}
         for node in st["nodes"]:
             if node["node_id"] != "bench-home" or not node["connected"]:
                 continue
-            types = node["types"]
-            if all(types.get(t, {}).get("last_acked_version") == want[n] for t, n in names.items()):
-                return max(types[t]["last_acked_at"] for t in names)
+            want, types = st["snapshots"][node["snapshot"]], node["types"]
+            if all(types.get(t, {}).get("last_acked_version") == v for t, v in want.items()):
+                return max(types[t]["last_acked_at"] for t in want)
         return None
 
     @property

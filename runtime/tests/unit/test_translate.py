@@ -76,7 +76,27 @@ def test_one_service_change_changes_only_its_resource_versions():
     after = assemble_home(states, SETTINGS, cache).snapshot
     changed = {t: sorted(n for n, r in after.get(t).items() if before.get(t)[n].version != r.version)
                for t in T.PUSH_ORDER}
-    assert changed == {T.CLUSTER: [], T.ENDPOINT: ["svc_s3"], T.LISTENER: [], T.ROUTE: []}
+    assert changed == {T.CLUSTER: [], T.ENDPOINT: ["svc_s3"], T.LISTENER: [], T.ROUTE: [], T.VHOST: []}
+
+
+def test_delta_variant_serves_hosts_over_vhds_one_resource_each():
+    cache = TranslationCache()
+    states = [state(spec(f"s{i}"), i) for i in range(10)]
+    before = assemble_home(states, SETTINGS, cache)
+    states[4] = state(spec("s4", domains=["other.example.com"]), 4)
+    after = assemble_home(states, SETTINGS, cache, previous=before.snapshot, previous_delta=before.delta_snapshot)
+    d0, d1 = before.delta_snapshot, after.delta_snapshot
+    (rc,) = d1.messages(T.ROUTE)
+    assert rc.HasField("vhds") and not rc.virtual_hosts
+    assert sorted(d1.get(T.VHOST)) == sorted([f"home_http/s{i}" for i in range(10)] + ["home_http/_default"])
+    changed = {t: sorted(n for n, r in d1.get(t).items() if d0.get(t)[n].version != r.version) for t in T.PUSH_ORDER}
+    # a changed host is one VHDS resource; the route configuration itself is untouched
+    assert changed == {T.CLUSTER: [], T.ENDPOINT: [], T.LISTENER: [], T.ROUTE: [], T.VHOST: ["home_http/s4"]}
+    # the state-of-the-world variant resends its one route configuration instead
+    assert before.snapshot.version(T.ROUTE) != after.snapshot.version(T.ROUTE)
+    assert not after.snapshot.get(T.VHOST)
+    # clusters and endpoints are the very same objects in both variants
+    assert d1.get(T.CLUSTER) is after.snapshot.get(T.CLUSTER)
 
 
 def test_cluster_change_also_bumps_its_endpoints_version():

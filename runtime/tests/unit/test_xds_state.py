@@ -27,10 +27,23 @@ from envoyage.xds.translate import TranslationCache
 SETTINGS = HomeSettings("127.0.0.1", 8080, "/tmp/access.log")
 
 
+class Snaps:
+    """Both variants of a home snapshot: SotW streams read "home", delta streams "home/vhds"."""
+
+    def __init__(self, assembly):
+        self.sotw, self.delta = assembly.snapshot, assembly.delta_snapshot
+
+
 def snapshot(*names, port=80):
     states = [ServiceState.of(parse_service({"name": n, "domains": [f"{n}.example.com"],
                                              "upstreams": [f"10.0.0.1:{port}"]}), i) for i, n in enumerate(names)]
-    return assemble_home(states, SETTINGS, TranslationCache()).snapshot
+    return Snaps(assemble_home(states, SETTINGS, TranslationCache()))
+
+
+class Cache(SnapshotCache):
+    def set_snapshot(self, key, snaps):
+        changed = super().set_snapshot(key, snaps.sotw)
+        return super().set_snapshot(f"{key}/vhds", snaps.delta) or changed
 
 
 def node(node_id="envoy-1"):
@@ -94,7 +107,7 @@ class Recorder(BaseCallbacks):
 
 @pytest.fixture
 def env():
-    cache = SnapshotCache()
+    cache = Cache()
     rec = Recorder()
     tracker = StatusTracker()
     server = AdsServer(cache, callbacks=[rec, tracker])
@@ -198,7 +211,7 @@ def test_sotw_reconnect_with_current_version_gets_nothing(env):
     snap = snapshot("a")
     cache.set_snapshot("home", snap)
     h = Harness(server, delta=False)
-    h.send(req(T.CLUSTER, version=snap.version(T.CLUSTER), with_node=True))
+    h.send(req(T.CLUSTER, version=snap.sotw.version(T.CLUSTER), with_node=True))
     h.quiet()
 
 
@@ -266,7 +279,7 @@ def test_delta_reconnect_with_initial_versions_sends_only_difference(env):
     cache, server, _, _ = env
     snap = snapshot("a", "b")
     cache.set_snapshot("home", snap)
-    have = {n: r.version for n, r in snap.get(T.CLUSTER).items()}
+    have = {n: r.version for n, r in snap.delta.get(T.CLUSTER).items()}
     have["svc_gone"] = "old"
     have["svc_a"] = "stale"
     h = Harness(server, delta=True)
@@ -279,16 +292,31 @@ def test_delta_nack_not_repushed(env):
     cache, server, rec, _ = env
     cache.set_snapshot("home", snapshot("a"))
     h = Harness(server, delta=True)
-    h.send(dreq(T.ROUTE, subscribe=["home_http"], with_node=True))
+    h.send(dreq(T.VHOST, subscribe=["home_http"], with_node=True))
     r1 = h.recv()
-    h.send(dreq(T.ROUTE, nonce=r1.nonce))
+    assert dnames(r1) == ["home_http/_default", "home_http/a"]
+    h.send(dreq(T.VHOST, nonce=r1.nonce))
     cache.set_snapshot("home", snapshot("a", "b"))
     r2 = h.recv()
-    h.send(dreq(T.ROUTE, nonce=r2.nonce, error="rejected"))
+    assert dnames(r2) == ["home_http/b"]
+    h.send(dreq(T.VHOST, nonce=r2.nonce, error="rejected"))
     h.quiet(0.5)
-    assert rec.nacks == [("rds", r2.system_version_info, "rejected")]
+    assert rec.nacks == [("vhds", r2.system_version_info, "rejected")]
     cache.set_snapshot("home", snapshot("a", "b", "c"))
-    assert dnames(h.recv()) == ["home_http"]
+    assert dnames(h.recv()) == ["home_http/c"]
+
+
+def test_delta_vhds_wildcard_subscription_and_removal(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a", "b"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.VHOST, with_node=True))  # Envoy's VHDS subscribes with an empty list: every host
+    r1 = h.recv()
+    assert dnames(r1) == ["home_http/_default", "home_http/a", "home_http/b"]
+    h.send(dreq(T.VHOST, nonce=r1.nonce))
+    cache.set_snapshot("home", snapshot("b"))
+    r2 = h.recv()
+    assert dnames(r2) == [] and list(r2.removed_resources) == ["home_http/a"]
 
 
 def test_delta_named_subscribe_unsubscribe(env):

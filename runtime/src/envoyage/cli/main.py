@@ -98,11 +98,10 @@ def _ago(ts: float) -> str:
 
 
 def _print_status(st: dict[str, Any]) -> None:
-    snap = st["snapshot"]
     print(f"control plane {st['version']}, up since {_ago(st['started_at'])}")
     print(f"services: {st['services']['total']} ({st['services']['with_problems']} with problems)")
-    versions = " ".join(f"{k}={v}" for k, v in snap["versions"].items()) or "none"
-    print(f"snapshot ({snap['role']}): {versions}")
+    for key, versions in st["snapshots"].items():
+        print(f"snapshot {key}: " + (" ".join(f"{k}={v}" for k, v in versions.items()) or "none"))
     last = st.get("last_reconcile") or {}
     if last and not last.get("ok"):
         print(f"LAST SNAPSHOT REFUSED: {last.get('error')} (the previous snapshot keeps serving)")
@@ -119,15 +118,13 @@ def _print_status(st: dict[str, Any]) -> None:
         state = f"connected {_ago(node['connected_since'])}" if node["connected"] else \
             f"DISCONNECTED {_ago(node['disconnected_at'])}"
         print(f"envoy {node['node_id']} (role {node['role']}, {'delta' if node['delta'] else 'sotw'}): {state}")
-        for tname in ("cds", "eds", "lds", "rds"):
+        want = st["snapshots"].get(node["snapshot"], {})
+        for tname, current in want.items():
             t = node["types"].get(tname)
             if not t:
                 continue
-            current = snap["versions"].get(
-                {"cds": "Cluster", "eds": "ClusterLoadAssignment", "lds": "Listener", "rds": "RouteConfiguration"}[tname], "")
             mark = "in sync" if t["last_acked_version"] == current and current else "behind"
-            line = f"  {tname}: acked {t['last_acked_version'] or '-'} ({mark}), sent {t['last_sent_version'] or '-'}"
-            print(line)
+            print(f"  {tname}: acked {t['last_acked_version'] or '-'} ({mark}), sent {t['last_sent_version'] or '-'}")
             if t["last_nack_message"]:
                 print(f"    last NACK {_ago(t['last_nack_at'])} for {t['last_nack_version']}: {t['last_nack_message']}")
 

@@ -18,6 +18,7 @@ from ..model import InputError, ServiceSpec, merge_update, parse_service
 from ..store.registry import Registry
 from ..xds.assemble import HomeSettings, assemble_home
 from ..xds.cache import SnapshotCache
+from ..xds.cache import snapshot_key
 from ..xds.server import AdsServer
 from ..xds.snapshot import InconsistentSnapshot
 from ..xds.status import StatusTracker
@@ -26,6 +27,7 @@ from ..xds.translate import TranslationCache
 log = logging.getLogger("envoyage.control")
 
 ROLE_HOME = "home"
+DELTA_HOME = snapshot_key(ROLE_HOME, delta=True)
 
 
 class NotFound(KeyError):
@@ -138,8 +140,10 @@ class ControlPlane:
             states = self.registry.services()
             try:
                 assembly = assemble_home(states, self.home_settings, self.translations,
-                                         previous=self.cache.get_snapshot(ROLE_HOME))
+                                         previous=self.cache.get_snapshot(ROLE_HOME),
+                                         previous_delta=self.cache.get_snapshot(DELTA_HOME))
                 changed = self.cache.set_snapshot(ROLE_HOME, assembly.snapshot)
+                changed = self.cache.set_snapshot(DELTA_HOME, assembly.delta_snapshot) or changed
             except InconsistentSnapshot as exc:
                 # An invariant failed: a bug. Keep serving the last good snapshot.
                 log.error("snapshot refused (%s); the last good snapshot keeps serving: %s", reason, exc)
@@ -158,7 +162,7 @@ class ControlPlane:
                 "at": time.time(),
                 "changed": changed,
                 "served": len(assembly.served),
-                "versions": {k.rsplit(".", 1)[-1]: v for k, v in assembly.snapshot.versions.items()},
+                "versions": _versions(assembly.snapshot),
                 "build_ms": round(elapsed, 2),
             }
             if changed:
@@ -167,7 +171,6 @@ class ControlPlane:
 
     # -- status ---------------------------------------------------------------------
     def status_report(self) -> dict[str, Any]:
-        snap = self.cache.get_snapshot(ROLE_HOME)
         services = self.registry.services()
         return {
             "version": __version__,
@@ -177,10 +180,8 @@ class ControlPlane:
                 "total": len(services),
                 "with_problems": sum(1 for s in services if s.problems),
             },
-            "snapshot": {
-                "role": ROLE_HOME,
-                "versions": {k.rsplit(".", 1)[-1]: v for k, v in snap.versions.items()} if snap else {},
-            },
+            # per snapshot key ("home"; "home/vhds" for delta nodes): version per type
+            "snapshots": {key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
             "last_reconcile": self.last_reconcile,
             "nodes": self.status.snapshot(),
             "discovery": {name: d.status() for name, d in self.discovery.items()},
@@ -192,3 +193,12 @@ class ControlPlane:
 
     def _record_connect(self, node_id: str, role: str) -> None:
         self.registry.touch_node(node_id, role)
+
+
+def _versions(snap) -> dict[str, str]:
+    """{"cds": version, ...} for the types a snapshot has."""
+    from ..xds import types as T
+
+    if snap is None:
+        return {}
+    return {T.short(t): v for t, v in snap.versions.items() if snap.get(t) or t != T.VHOST}

@@ -8,7 +8,13 @@ from typing import Iterable
 from ..model import ServiceState
 from . import types as T
 from .snapshot import Snapshot
-from .translate import HOME_ROUTES, TranslationCache, home_listener
+from .translate import (
+    HOME_ROUTES,
+    TranslationCache,
+    default_virtual_host,
+    home_listener,
+    vhds_route_configuration,
+)
 from .validate import check_services
 
 
@@ -21,13 +27,14 @@ class HomeSettings:
 
 @dataclass(frozen=True)
 class Assembly:
-    snapshot: Snapshot
+    snapshot: Snapshot  # for state-of-the-world nodes: one route configuration with every host
     problems: dict[str, list[str]]
     served: tuple[str, ...]
+    delta_snapshot: Snapshot | None = None  # for delta nodes: the hosts over VHDS, one resource each
 
 
 def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache,
-                  previous: Snapshot | None = None) -> Assembly:
+                  previous: Snapshot | None = None, previous_delta: Snapshot | None = None) -> Assembly:
     """The home role's snapshot. It is checked by SnapshotCache.set_snapshot before use."""
     accepted, problems = check_services(states)
     pieces = cache.translate_all(s.spec for s in accepted)
@@ -47,4 +54,10 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
         serialized={T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes, T.ROUTE: {HOME_ROUTES: routes_bytes}},
         previous=previous,
     )
-    return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)))
+    hosts = [r.vhds_host for r in pieces.values()] + [default_virtual_host(HOME_ROUTES, vhds=True)]
+    delta = snapshot.derive(
+        {T.ROUTE: [vhds_route_configuration(HOME_ROUTES)], T.VHOST: hosts},
+        serialized={T.VHOST: {r.vhds_host.name: r.vhds_host_bytes for r in pieces.values()}},
+        previous=previous_delta,
+    )
+    return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)), delta_snapshot=delta)

@@ -17,6 +17,11 @@ from .validate import check_snapshot
 Waker = Callable[[], None]
 
 
+def snapshot_key(role: str, delta: bool) -> str:
+    """Delta nodes get their role's VHDS variant of the snapshot (one resource per host)."""
+    return f"{role}/vhds" if delta else role
+
+
 class SnapshotCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()

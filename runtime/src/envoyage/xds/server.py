@@ -27,7 +27,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from . import types as T
-from .cache import SnapshotCache
+from .cache import SnapshotCache, snapshot_key
 from .snapshot import Snapshot
 
 log = logging.getLogger("envoyage.xds")
@@ -116,7 +116,7 @@ class _Stream:
     def _open(self, node) -> None:
         self.node_id = node.id
         self.role = node_role(node)
-        self.key = self.server.key_for(node)
+        self.key = self.server.key_for(node, self.delta)
         self._cancel_watch = self.cache.watch(self.key, lambda: self.events.put((_WAKE, None)))
         self._callbacks("on_stream_open", self.role, self.delta)
         log.info("node %s (role %s) connected: %s stream %s", self.node_id, self.role,
@@ -132,7 +132,7 @@ class _Stream:
         """CDS, EDS, LDS, RDS; but when clusters only go away, routes first (break after)."""
         sent = self.sent_cluster_names()
         if sent and set(snap.get(T.CLUSTER)) < sent:
-            return (T.LISTENER, T.ROUTE, T.CLUSTER, T.ENDPOINT)
+            return (T.LISTENER, T.ROUTE, T.VHOST, T.CLUSTER, T.ENDPOINT)
         return T.PUSH_ORDER
 
     def on_snapshot(self) -> list:
@@ -250,6 +250,9 @@ class DeltaStream(_Stream):
 
     def handle(self, req: discovery_pb2.DeltaDiscoveryRequest) -> list:
         type_url = req.type_url
+        log.debug("node %s: delta %s request subscribe=%s unsubscribe=%s nonce=%s%s", self.node_id,
+                  T.short(type_url), list(req.resource_names_subscribe)[:5], list(req.resource_names_unsubscribe)[:5],
+                  req.response_nonce, " NACK" if req.HasField("error_detail") else "")
         st = self.types.get(type_url)
         if st is None:
             st = self.types[type_url] = _DeltaType()
@@ -292,10 +295,13 @@ class DeltaStream(_Stream):
         resources = snap.get(type_url)
         if st.wildcard:
             wanted = resources
+        elif type_url == T.VHOST:  # a subscription to a route configuration covers all its hosts
+            wanted = {n: r for n, r in resources.items() if any(T.covers(type_url, s, n) for s in st.subscribed)}
         else:
             wanted = {n: resources[n] for n in st.subscribed if n in resources}
         changed = [r for n, r in sorted(wanted.items()) if st.sent.get(n) != r.version]
-        removed = sorted(n for n in st.sent if n not in resources and (st.wildcard or n in st.subscribed))
+        removed = sorted(n for n in st.sent if n not in wanted
+                         and (st.wildcard or any(T.covers(type_url, s, n) for s in st.subscribed)))
         if not changed and not removed and not st.initial_pending:
             return None
         st.initial_pending = False
@@ -333,8 +339,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.callbacks.remove(cb)
 
     @staticmethod
-    def key_for(node) -> str:
-        return node_role(node)
+    def key_for(node, delta: bool = False) -> str:
+        return snapshot_key(node_role(node), delta)
 
     def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 - gRPC name
         return SotwStream(self, request_iterator, context).run()

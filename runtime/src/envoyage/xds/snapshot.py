@@ -99,6 +99,23 @@ class Snapshot:
             versions[type_url] = _digest(*(f"{n}={r.version}".encode() for n, r in sorted(out.items())))
         return cls(resources=resources, versions=versions, meta=dict(meta or {}))
 
+    def derive(self, by_type: Mapping[str, Iterable[Message]], serialized=None,
+               previous: "Snapshot | None" = None) -> "Snapshot":
+        """A snapshot that shares every type of this one except those in `by_type`.
+
+        Used for the delta (VHDS) variant of a role's snapshot: same clusters, endpoints
+        and listeners, other routes. Clusters and endpoints cannot be replaced here
+        (an endpoint's version depends on its cluster).
+        """
+        if T.CLUSTER in by_type or T.ENDPOINT in by_type:
+            raise ValueError("derive() replaces routes or listeners, not clusters or endpoints")
+        part = Snapshot.build(by_type, serialized=serialized, previous=previous)
+        resources, versions = dict(self.resources), dict(self.versions)
+        for type_url in by_type:
+            resources[type_url] = part.resources[type_url]
+            versions[type_url] = part.versions[type_url]
+        return Snapshot(resources=resources, versions=versions, meta=dict(self.meta))
+
     def get(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
 
@@ -131,15 +148,17 @@ class Snapshot:
             for rds_name in _listener_rds_names(lst):
                 if rds_name not in routes:
                     raise InconsistentSnapshot(f"listener {lst.name!r} uses missing route configuration {rds_name!r}")
-        for rc in self.messages(T.ROUTE):
-            for vh in rc.virtual_hosts:
-                for route in vh.routes:
-                    if route.HasField("route"):
-                        target = route.route.cluster
-                        if target and target not in clusters:
-                            raise InconsistentSnapshot(
-                                f"route in virtual host {vh.name!r} points at missing cluster {target!r}"
-                            )
+        hosts = [vh for rc in self.messages(T.ROUTE) for vh in rc.virtual_hosts] + self.messages(T.VHOST)
+        if self.get(T.VHOST) and not any(rc.HasField("vhds") for rc in self.messages(T.ROUTE)):
+            raise InconsistentSnapshot("virtual hosts for VHDS, but no route configuration uses VHDS")
+        for vh in hosts:
+            for route in vh.routes:
+                if route.HasField("route"):
+                    target = route.route.cluster
+                    if target and target not in clusters:
+                        raise InconsistentSnapshot(
+                            f"route in virtual host {vh.name!r} points at missing cluster {target!r}"
+                        )
 
 
 def _listener_rds_names(listener) -> list[str]:

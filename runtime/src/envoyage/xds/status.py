@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
 from . import types as T
+from .cache import snapshot_key
 
 
 class Callbacks(Protocol):
@@ -59,6 +60,7 @@ class NodeStatus:
     node_id: str
     role: str
     delta: bool
+    snapshot: str = ""  # the snapshot key this node is served from
     connected: bool = True
     connected_since: float = 0.0
     disconnected_at: float = 0.0
@@ -86,6 +88,7 @@ class StatusTracker(BaseCallbacks):
                 node = NodeStatus(node_id=node_id, role=role, delta=delta, connected_since=self._clock())
                 self._nodes[node_id] = node
             node.role, node.delta, node.connected = role, delta, True
+            node.snapshot = snapshot_key(role, delta)
             node.streams += 1
         if self._connect_hook:
             self._connect_hook(node_id, role)

@@ -89,6 +89,9 @@ class ServiceResources:
     cluster_bytes: bytes
     endpoints_bytes: bytes | None
     virtual_host_bytes: bytes
+    # the same virtual host as a VHDS resource (delta nodes), named "<route config>/<service>"
+    vhds_host: route_components_pb2.VirtualHost
+    vhds_host_bytes: bytes
 
 
 def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
@@ -195,6 +198,9 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
 def translate_service(spec: ServiceSpec) -> ServiceResources:
     cluster, endpoints = translate_cluster(spec)
     virtual_host = translate_virtual_host(spec)
+    vhds_host = route_components_pb2.VirtualHost()
+    vhds_host.CopyFrom(virtual_host)
+    vhds_host.name = f"{HOME_ROUTES}/{spec.name}"
     return ServiceResources(
         key=spec.content_hash,
         cluster=cluster,
@@ -203,6 +209,8 @@ def translate_service(spec: ServiceSpec) -> ServiceResources:
         cluster_bytes=cluster.SerializeToString(deterministic=True),
         endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
         virtual_host_bytes=virtual_host.SerializeToString(deterministic=True),
+        vhds_host=vhds_host,
+        vhds_host_bytes=vhds_host.SerializeToString(deterministic=True),
     )
 
 
@@ -221,7 +229,8 @@ class TranslationCache:
         ordered = sorted(pieces, key=lambda r: r.virtual_host.name)
         key = (name, tuple(r.virtual_host_bytes for r in ordered))
         if self._routes is None or self._routes[0] != key:
-            rc = route_configuration(name, (r.virtual_host for r in ordered))
+            hosts = [r.virtual_host for r in ordered] + [default_virtual_host(name, vhds=False)]
+            rc = route_configuration(name, hosts)
             self._routes = (key, rc, rc.SerializeToString(deterministic=True))
         return self._routes[1], self._routes[2]
 
@@ -266,6 +275,24 @@ def home_listener(address: str, port: int, access_log_path: str) -> listener_pb2
             )
         ],
     )
+
+
+DEFAULT_HOST = "_default"  # service names cannot start with "_"
+
+
+def default_virtual_host(route_config: str, vhds: bool) -> route_components_pb2.VirtualHost:
+    """Answers hosts no service claims with a plain 404 (and gives VHDS a first host:
+    Envoy does not finish initializing on an empty VHDS response)."""
+    route = route_components_pb2.Route(name=DEFAULT_HOST, match=route_components_pb2.RouteMatch(prefix="/"))
+    route.direct_response.status = 404
+    route.direct_response.body.inline_string = "404 Not Found: no service is configured for this host.\n"
+    name = f"{route_config}/{DEFAULT_HOST}" if vhds else DEFAULT_HOST
+    return route_components_pb2.VirtualHost(name=name, domains=["*"], routes=[route])
+
+
+def vhds_route_configuration(name: str) -> route_pb2.RouteConfiguration:
+    """A route configuration whose virtual hosts come over VHDS (delta nodes)."""
+    return route_pb2.RouteConfiguration(name=name, vhds=route_pb2.Vhds(config_source=_ads()))
 
 
 def route_configuration(name: str, virtual_hosts: Iterable[route_components_pb2.VirtualHost]) -> route_pb2.RouteConfiguration:

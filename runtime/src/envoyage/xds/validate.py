@@ -77,12 +77,13 @@ def check_snapshot(snapshot: Snapshot, previous: Snapshot | None = None) -> None
                 check_message(type_url, res.message)
     snapshot.consistent()
     domains: dict[str, str] = {}
-    for rc in snapshot.messages(T.ROUTE):
-        for vh in rc.virtual_hosts:
-            for domain in vh.domains:
-                key = f"{rc.name}:{domain.lower()}"
-                if key in domains:
-                    raise InconsistentSnapshot(
-                        f"domain '{domain}' is in virtual hosts {domains[key]!r} and {vh.name!r}"
-                    )
-                domains[key] = vh.name
+    hosts = [(rc.name, vh) for rc in snapshot.messages(T.ROUTE) for vh in rc.virtual_hosts]
+    hosts += [(vh.name.split("/", 1)[0], vh) for vh in snapshot.messages(T.VHOST)]
+    for rc_name, vh in hosts:
+        for domain in vh.domains:
+            key = f"{rc_name}:{domain.lower()}"
+            if key in domains:
+                raise InconsistentSnapshot(
+                    f"domain '{domain}' is in virtual hosts {domains[key]!r} and {vh.name!r}"
+                )
+            domains[key] = vh.name
