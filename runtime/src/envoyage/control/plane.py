@@ -58,6 +58,10 @@ class ControlPlane:
         self._lock = threading.Lock()
         self.last_reconcile: dict[str, Any] = {}
         self.discovery: dict[str, Any] = {}  # source name -> object with .status()
+        # which snapshot variants to build: False = state of the world, True = delta (VHDS).
+        # A variant is built once a node of that kind has connected (so a home with one
+        # delta Envoy never pays for the SotW route configuration, and vice versa).
+        self.variants: set[bool] = set()
         self.home_settings = HomeSettings(
             http_address=config.home_http_address,
             http_port=config.home_http_port,
@@ -98,8 +102,7 @@ class ControlPlane:
             raise Conflict(exc.args[0]) from None
         what = specs[0].name if len(specs) == 1 else f"{len(specs)} services"
         self.reconcile(reason=f"{what} added")
-        states = {s.name: s for s in self.registry.services()}
-        return [states[s.name].to_json() for s in specs]
+        return [self.registry.get(s.name).to_json() for s in specs]
 
     def _manual(self, name: str):
         state = self.registry.get(name)
@@ -141,9 +144,13 @@ class ControlPlane:
             try:
                 assembly = assemble_home(states, self.home_settings, self.translations,
                                          previous=self.cache.get_snapshot(ROLE_HOME),
-                                         previous_delta=self.cache.get_snapshot(DELTA_HOME))
-                changed = self.cache.set_snapshot(ROLE_HOME, assembly.snapshot)
-                changed = self.cache.set_snapshot(DELTA_HOME, assembly.delta_snapshot) or changed
+                                         previous_delta=self.cache.get_snapshot(DELTA_HOME),
+                                         sotw=False in self.variants, delta=True in self.variants)
+                changed = False
+                if assembly.snapshot is not None:
+                    changed = self.cache.set_snapshot(ROLE_HOME, assembly.snapshot)
+                if assembly.delta_snapshot is not None:
+                    changed = self.cache.set_snapshot(DELTA_HOME, assembly.delta_snapshot) or changed
             except InconsistentSnapshot as exc:
                 # An invariant failed: a bug. Keep serving the last good snapshot.
                 log.error("snapshot refused (%s); the last good snapshot keeps serving: %s", reason, exc)
@@ -162,7 +169,7 @@ class ControlPlane:
                 "at": time.time(),
                 "changed": changed,
                 "served": len(assembly.served),
-                "versions": _versions(assembly.snapshot),
+                "versions": {key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
                 "build_ms": round(elapsed, 2),
             }
             if changed:
@@ -191,8 +198,11 @@ class ControlPlane:
     def _record_nack(self, node_id: str, type_short: str, version: str, message: str) -> None:
         self.registry.event("xds.nack", node_id, f"{type_short} {version}: {message}")
 
-    def _record_connect(self, node_id: str, role: str) -> None:
+    def _record_connect(self, node_id: str, role: str, delta: bool) -> None:
         self.registry.touch_node(node_id, role)
+        if delta not in self.variants:
+            self.variants.add(delta)
+            self.reconcile(reason=f"first {'delta' if delta else 'state-of-the-world'} node ({node_id})")
 
 
 def _versions(snap) -> dict[str, str]:

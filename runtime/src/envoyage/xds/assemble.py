@@ -27,15 +27,20 @@ class HomeSettings:
 
 @dataclass(frozen=True)
 class Assembly:
-    snapshot: Snapshot  # for state-of-the-world nodes: one route configuration with every host
+    snapshot: Snapshot | None  # for state-of-the-world nodes: one route configuration with every host
     problems: dict[str, list[str]]
     served: tuple[str, ...]
     delta_snapshot: Snapshot | None = None  # for delta nodes: the hosts over VHDS, one resource each
 
 
 def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache,
-                  previous: Snapshot | None = None, previous_delta: Snapshot | None = None) -> Assembly:
-    """The home role's snapshot. It is checked by SnapshotCache.set_snapshot before use."""
+                  previous: Snapshot | None = None, previous_delta: Snapshot | None = None,
+                  sotw: bool = True, delta: bool = True) -> Assembly:
+    """The home role's snapshots, each checked by SnapshotCache.set_snapshot before use.
+
+    `sotw`: the variant with one route configuration holding every host; `delta`: the
+    VHDS variant (one resource per host). Only the variants some node uses are built.
+    """
     accepted, problems = check_services(states)
     pieces = cache.translate_all(s.spec for s in accepted)
     clusters, endpoints = [], []
@@ -47,17 +52,21 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
             endpoints.append(res.endpoints)
             endpoint_bytes[res.endpoints.cluster_name] = res.endpoints_bytes
     listener = home_listener(settings.http_address, settings.http_port, settings.access_log_path)
-    routes, routes_bytes = cache.route_configuration(HOME_ROUTES, pieces.values())
-    snapshot = Snapshot.build(
-        {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: [listener], T.ROUTE: [routes]},
-        meta={"role": "home", "services": str(len(pieces))},
-        serialized={T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes, T.ROUTE: {HOME_ROUTES: routes_bytes}},
-        previous=previous,
-    )
-    hosts = [r.vhds_host for r in pieces.values()] + [default_virtual_host(HOME_ROUTES, vhds=True)]
-    delta = snapshot.derive(
-        {T.ROUTE: [vhds_route_configuration(HOME_ROUTES)], T.VHOST: hosts},
-        serialized={T.VHOST: {r.vhds_host.name: r.vhds_host_bytes for r in pieces.values()}},
-        previous=previous_delta,
-    )
-    return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)), delta_snapshot=delta)
+    by_type = {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: [listener]}
+    serialized = {T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes}
+    if sotw:
+        routes, routes_bytes = cache.route_configuration(HOME_ROUTES, pieces.values())
+        by_type[T.ROUTE] = [routes]
+        serialized[T.ROUTE] = {HOME_ROUTES: routes_bytes}
+    base = Snapshot.build(by_type, meta={"role": "home", "services": str(len(pieces))}, serialized=serialized,
+                          previous=previous or previous_delta)
+    delta_snapshot = None
+    if delta:
+        hosts = [r.vhds_host for r in pieces.values()] + [default_virtual_host(HOME_ROUTES, vhds=True)]
+        delta_snapshot = base.derive(
+            {T.ROUTE: [vhds_route_configuration(HOME_ROUTES)], T.VHOST: hosts},
+            serialized={T.VHOST: {r.vhds_host.name: r.vhds_host_bytes for r in pieces.values()}},
+            previous=previous_delta,
+        )
+    return Assembly(snapshot=base if sotw else None, problems=problems, served=tuple(sorted(pieces)),
+                    delta_snapshot=delta_snapshot)

@@ -239,6 +239,7 @@ class _DeltaType:
     initial_pending: bool = True
     last_version: str = ""  # system_version_info of the latest response
     answered_nonce: str = ""
+    dirty: bool = True  # subscriptions changed since the last diff
 
 
 class DeltaStream(_Stream):
@@ -271,6 +272,8 @@ class DeltaStream(_Stream):
                     self._callbacks("on_nack", type_url, st.last_version, msg)
                 else:
                     self._callbacks("on_ack", type_url, st.last_version)
+        if req.resource_names_subscribe or req.resource_names_unsubscribe:
+            st.dirty = True
         for name in req.resource_names_subscribe:
             if name == "*":
                 st.wildcard = True
@@ -292,6 +295,8 @@ class DeltaStream(_Stream):
         snap = self.snapshot()
         if st is None or not st.watch_open or snap is None:
             return None
+        if (not st.initial_pending and not st.dirty and st.last_version == snap.version(type_url)):
+            return None  # nothing of this type changed since the last response, no new subscriptions
         resources = snap.get(type_url)
         if st.wildcard:
             wanted = resources
@@ -299,10 +304,12 @@ class DeltaStream(_Stream):
             wanted = {n: r for n, r in resources.items() if any(T.covers(type_url, s, n) for s in st.subscribed)}
         else:
             wanted = {n: resources[n] for n in st.subscribed if n in resources}
-        changed = [r for n, r in sorted(wanted.items()) if st.sent.get(n) != r.version]
+        changed = sorted((r for n, r in wanted.items() if st.sent.get(n) != r.version), key=lambda r: r.name)
         removed = sorted(n for n in st.sent if n not in wanted
                          and (st.wildcard or any(T.covers(type_url, s, n) for s in st.subscribed)))
+        st.dirty = False
         if not changed and not removed and not st.initial_pending:
+            st.last_version = snap.version(type_url)
             return None
         st.initial_pending = False
         nonce = self._nonce()

@@ -74,7 +74,7 @@ class NodeStatus:
 class StatusTracker(BaseCallbacks):
     def __init__(self, clock: Callable[[], float] = time.time,
                  on_nack: Callable[[str, str, str, str], None] | None = None,
-                 on_connect: Callable[[str, str], None] | None = None):
+                 on_connect: Callable[[str, str, bool], None] | None = None):
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeStatus] = {}
         self._clock = clock
@@ -91,7 +91,7 @@ class StatusTracker(BaseCallbacks):
             node.snapshot = snapshot_key(role, delta)
             node.streams += 1
         if self._connect_hook:
-            self._connect_hook(node_id, role)
+            self._connect_hook(node_id, role, delta)
 
     def on_stream_closed(self, stream_id, node_id):
         with self._lock:

@@ -8,6 +8,7 @@ hash, so a one-service change costs one service's work. `home_listener` and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -89,9 +90,19 @@ class ServiceResources:
     cluster_bytes: bytes
     endpoints_bytes: bytes | None
     virtual_host_bytes: bytes
-    # the same virtual host as a VHDS resource (delta nodes), named "<route config>/<service>"
-    vhds_host: route_components_pb2.VirtualHost
-    vhds_host_bytes: bytes
+
+    @functools.cached_property
+    def vhds_host(self) -> route_components_pb2.VirtualHost:
+        """The same virtual host as a VHDS resource (delta nodes), "<route config>/<service>".
+        Made on first use: a home with only SotW Envoys never holds these."""
+        host = route_components_pb2.VirtualHost()
+        host.CopyFrom(self.virtual_host)
+        host.name = f"{HOME_ROUTES}/{self.virtual_host.name}"
+        return host
+
+    @functools.cached_property
+    def vhds_host_bytes(self) -> bytes:
+        return self.vhds_host.SerializeToString(deterministic=True)
 
 
 def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
@@ -198,9 +209,6 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
 def translate_service(spec: ServiceSpec) -> ServiceResources:
     cluster, endpoints = translate_cluster(spec)
     virtual_host = translate_virtual_host(spec)
-    vhds_host = route_components_pb2.VirtualHost()
-    vhds_host.CopyFrom(virtual_host)
-    vhds_host.name = f"{HOME_ROUTES}/{spec.name}"
     return ServiceResources(
         key=spec.content_hash,
         cluster=cluster,
@@ -209,8 +217,6 @@ def translate_service(spec: ServiceSpec) -> ServiceResources:
         cluster_bytes=cluster.SerializeToString(deterministic=True),
         endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
         virtual_host_bytes=virtual_host.SerializeToString(deterministic=True),
-        vhds_host=vhds_host,
-        vhds_host_bytes=vhds_host.SerializeToString(deterministic=True),
     )
 
 

@@ -77,13 +77,12 @@ def check_snapshot(snapshot: Snapshot, previous: Snapshot | None = None) -> None
                 check_message(type_url, res.message)
     snapshot.consistent()
     domains: dict[str, str] = {}
-    hosts = [(rc.name, vh) for rc in snapshot.messages(T.ROUTE) for vh in rc.virtual_hosts]
-    hosts += [(vh.name.split("/", 1)[0], vh) for vh in snapshot.messages(T.VHOST)]
-    for rc_name, vh in hosts:
-        for domain in vh.domains:
-            key = f"{rc_name}:{domain.lower()}"
-            if key in domains:
-                raise InconsistentSnapshot(
-                    f"domain '{domain}' is in virtual hosts {domains[key]!r} and {vh.name!r}"
-                )
-            domains[key] = vh.name
+    groups = [(name, res) for name, res in snapshot.get(T.ROUTE).items()]
+    groups += [(name.split("/", 1)[0], res) for name, res in snapshot.get(T.VHOST).items()]
+    for rc_name, res in groups:
+        for host, host_domains, _targets in res.hosts:
+            for domain in host_domains:
+                key = f"{rc_name}:{domain.lower()}"
+                if key in domains:
+                    raise InconsistentSnapshot(f"domain '{domain}' is in virtual hosts {domains[key]!r} and {host!r}")
+                domains[key] = host
