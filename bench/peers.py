@@ -69,7 +69,23 @@ def service(i: int, upstream_port: int) -> dict:
             "health_check": "off"}
 
 
-class Envoyage:
+class _ServerAndEnvoy:
+    """An xDS server process (`proc`) feeding one Envoy (`envoy`)."""
+
+    proc: subprocess.Popen | None = None
+    envoy: Envoy | None = None
+
+    @property
+    def server_pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self):
+        if self.envoy:
+            self.envoy.stop()
+        _stop(self.proc)
+
+
+class Envoyage(_ServerAndEnvoy):
     """Our control plane as a process (`envoyage control`) and one Envoy."""
 
     def __init__(self, workdir: Path, upstream_port: int, delta: bool, docker: bool = False):
@@ -122,17 +138,9 @@ class Envoyage:
                 return max(types[t]["last_acked_at"] for t in want)
         return None
 
-    @property
-    def server_pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self):
-        if self.envoy:
-            self.envoy.stop()
-        _stop(self.proc)
 
 
-class GcpXds:
+class GcpXds(_ServerAndEnvoy):
     """The reference ADS server on go-control-plane (../shared/peers), one Envoy."""
 
     name = "gcp-xds (go-control-plane)"
@@ -168,14 +176,6 @@ class GcpXds:
                 last = float(line.split("after=")[1].split("ms")[0])
         return last
 
-    @property
-    def server_pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self):
-        if self.envoy:
-            self.envoy.stop()
-        _stop(self.proc)
 
 
 class EnvoyFiles:
