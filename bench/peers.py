@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime" / "tests"))
 from helpers import ENVOY, ENVOYAGE, Envoy, free_port, wait_for  # noqa: E402
+
+from envoyage.cli.client import ControlClient  # noqa: E402
 
 GCP_XDS = Path(__file__).resolve().parents[2] / "shared" / "peers" / "go-control-plane" / "gcp-xds"
 
@@ -50,17 +51,6 @@ def _stop(proc: subprocess.Popen | None) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=600)
-        self._path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 def service(i: int, upstream_port: int) -> dict:
@@ -104,32 +94,22 @@ class Envoyage(_ServerAndEnvoy):
 
     def start(self):
         self.proc = _spawn([ENVOYAGE, "--config", str(self.config), "control"], self.workdir / "control.log")
-        wait_for(lambda: self.socket.exists() and self.request("GET", "/v1/status"), 30, what="control plane")
+        wait_for(lambda: self.socket.exists() and self.request("GET", "/status"), 30, what="control plane")
         self.envoy = Envoy(self.workdir, "bench-home", self.xds_port, delta=self.delta).start()
         return self
 
     def request(self, method: str, path: str, body=None):
-        conn = UnixHTTP(str(self.socket))
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        if resp.status >= 400:
-            raise RuntimeError(f"{method} {path}: {resp.status} {data[:300]!r}")
-        return json.loads(data) if data else None
+        return ControlClient(str(self.socket), timeout=600).request(method, path, body)
 
     def add(self, i: int) -> None:
-        self.request("POST", "/v1/services", service(i, self.upstream_port))
+        self.request("POST", "/services", service(i, self.upstream_port))
 
     def add_many(self, first: int, count: int) -> None:
-        self.request("POST", "/v1/services", [service(i, self.upstream_port) for i in range(first, first + count)])
+        self.request("POST", "/services", [service(i, self.upstream_port) for i in range(first, first + count)])
 
     def all_acked_at(self) -> float | None:
         """time.time() at which Envoy had ACKed the current version of every type, or None."""
-        st = self.request("GET", "/v1/status")
+        st = self.request("GET", "/status")
         for node in st["nodes"]:
             if node["node_id"] != "bench-home" or not node["connected"]:
                 continue

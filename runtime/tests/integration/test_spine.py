@@ -10,9 +10,10 @@ import time
 from envoy.config.route.v3 import route_components_pb2
 from envoy.type.matcher.v3 import regex_pb2
 
+from envoyage.cli.client import ControlClient
 from envoyage.xds import types as T
 from envoyage.xds.status import BaseCallbacks
-from helpers import Envoy, http_get, run_cli, wait_for
+from helpers import http_get, run_cli, wait_for
 
 
 def serves(port, host, body=None, status=200):
@@ -272,17 +273,8 @@ def test_batch_add_is_one_push(setup, upstreams):
     up = upstreams("batch")
     body = [{"name": f"b{i}", "domains": [f"b{i}.example.test"], "upstreams": [up.address]} for i in range(50)]
     before = setup.plane.registry.events(limit=10_000)
-    import http.client
-    import socket as _socket
-
-    class Conn(http.client.HTTPConnection):
-        def connect(self):
-            self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            self.sock.connect(str(setup.socket))
-    c = Conn("x")
-    c.request("POST", "/v1/services", body=json.dumps(body), headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    assert r.status == 201 and len(json.loads(r.read())["services"]) == 50
+    answer = ControlClient(str(setup.socket)).post("/services", body)
+    assert len(answer["services"]) == 50
     wait_for(lambda: all(http_get(setup.http_port, f"b{i}.example.test") == (200, "batch") for i in range(50)),
              10, what="every service of the batch to answer")
     added = [e for e in setup.plane.registry.events(limit=10_000) if e not in before and e["kind"] == "service.added"]

@@ -18,6 +18,7 @@ from ..model import InputError, ServiceSpec, merge_update, parse_service
 from ..store.registry import Registry
 from ..xds.assemble import HomeSettings, assemble_home
 from ..xds.cache import SnapshotCache
+from ..xds import types as T
 from ..xds.cache import snapshot_key
 from ..xds.server import AdsServer
 from ..xds.snapshot import InconsistentSnapshot
@@ -207,8 +208,6 @@ class ControlPlane:
 
 def _versions(snap) -> dict[str, str]:
     """{"cds": version, ...} for the types a snapshot has."""
-    from ..xds import types as T
-
     if snap is None:
         return {}
     return {T.short(t): v for t, v in snap.versions.items() if snap.get(t) or t != T.VHOST}
