@@ -347,3 +347,31 @@ def test_delta_subscription_change_in_stale_request_still_applies(env):
     h.send(dreq(T.ENDPOINT, subscribe=["svc_b"], nonce=r1.nonce))  # stale nonce
     h.send(dreq(T.ENDPOINT, nonce=r2.nonce))
     assert dnames(h.recv()) == ["svc_b"]
+
+
+def test_delta_incremental_diff_from_parent_snapshot(env):
+    """A stream that has a snapshot's parent gets exactly the parent->child difference."""
+    cache, server, _, _ = env
+    tc = TranslationCache()
+
+    def build(names, prev=None):
+        states = [ServiceState.of(parse_service({"name": n, "domains": [f"{n}.example.com"],
+                                                 "upstreams": ["10.0.0.1:80"]}), i) for i, n in enumerate(names)]
+        asm = assemble_home(states, SETTINGS, tc, previous=prev.sotw if prev else None,
+                            previous_delta=prev.delta if prev else None)
+        return Snaps(asm)
+
+    s1 = build([f"s{i}" for i in range(50)])
+    cache.set_snapshot("home", s1)
+    h = Harness(server, delta=True)
+    h.send(dreq(T.CLUSTER, with_node=True))
+    r1 = h.recv()
+    assert len(r1.resources) == 50
+    h.send(dreq(T.CLUSTER, nonce=r1.nonce))
+    h.quiet()
+    s2 = build([f"s{i}" for i in range(50) if i != 7] + ["new"], prev=s1)
+    parent, fresh, removed = s2.delta.changes[T.CLUSTER]
+    assert parent == s1.delta.version(T.CLUSTER) and fresh == {"svc_new"} and removed == {"svc_s7"}
+    cache.set_snapshot("home", s2)
+    r2 = h.recv()
+    assert dnames(r2) == ["svc_new"] and list(r2.removed_resources) == ["svc_s7"]

@@ -249,6 +249,13 @@ class DeltaStream(_Stream):
         st = self.types.get(T.CLUSTER)
         return set(st.sent) if st else set()
 
+    @staticmethod
+    def _wants(st: "_DeltaType", type_url: str, name: str) -> bool:
+        """Is `name` covered by this stream's subscription? (set lookups only: O(1))"""
+        if st.wildcard or name in st.subscribed:
+            return True
+        return type_url == T.VHOST and name.split("/", 1)[0] in st.subscribed
+
     def handle(self, req: discovery_pb2.DeltaDiscoveryRequest) -> list:
         type_url = req.type_url
         log.debug("node %s: delta %s request subscribe=%s unsubscribe=%s nonce=%s%s", self.node_id,
@@ -298,15 +305,21 @@ class DeltaStream(_Stream):
         if (not st.initial_pending and not st.dirty and st.last_version == snap.version(type_url)):
             return None  # nothing of this type changed since the last response, no new subscriptions
         resources = snap.get(type_url)
-        if st.wildcard:
-            wanted = resources
-        elif type_url == T.VHOST:  # a subscription to a route configuration covers all its hosts
-            wanted = {n: r for n, r in resources.items() if any(T.covers(type_url, s, n) for s in st.subscribed)}
+        parent = snap.changes.get(type_url)
+        if parent is not None and not st.initial_pending and not st.dirty and parent[0] == st.last_version:
+            # Envoy has this snapshot's parent: only what changed in between can differ
+            changed = sorted((resources[n] for n in parent[1] if self._wants(st, type_url, n)
+                              and st.sent.get(n) != resources[n].version), key=lambda r: r.name)
+            removed = sorted(n for n in parent[2] if n in st.sent)
         else:
-            wanted = {n: resources[n] for n in st.subscribed if n in resources}
-        changed = sorted((r for n, r in wanted.items() if st.sent.get(n) != r.version), key=lambda r: r.name)
-        removed = sorted(n for n in st.sent if n not in wanted
-                         and (st.wildcard or any(T.covers(type_url, s, n) for s in st.subscribed)))
+            if st.wildcard:
+                wanted = resources
+            elif type_url == T.VHOST:  # a subscription to a route configuration covers all its hosts
+                wanted = {n: r for n, r in resources.items() if self._wants(st, type_url, n)}
+            else:
+                wanted = {n: resources[n] for n in st.subscribed if n in resources}
+            changed = sorted((r for n, r in wanted.items() if st.sent.get(n) != r.version), key=lambda r: r.name)
+            removed = sorted(n for n in st.sent if n not in wanted and self._wants(st, type_url, n))
         st.dirty = False
         if not changed and not removed and not st.initial_pending:
             st.last_version = snap.version(type_url)

@@ -60,6 +60,10 @@ class Snapshot:
     versions: Mapping[str, str]
     # free-form labels for humans (`envoyage status`), not part of any version
     meta: Mapping[str, str] = field(default_factory=dict)
+    # per type, what changed against the snapshot this one was built from:
+    # (that snapshot's version of the type, names new or changed, names removed).
+    # Lets a delta stream that had the parent send the difference without a full diff.
+    changes: Mapping[str, tuple[str, frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, by_type: Mapping[str, Iterable[Message]], meta: Mapping[str, str] | None = None,
@@ -91,9 +95,11 @@ class Snapshot:
         old_clusters = previous.get(T.CLUSTER) if previous is not None else {}
         resources: dict[str, dict[str, Resource]] = {}
         versions: dict[str, str] = {}
+        changes: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {}
         for type_url, entries in raw.items():
             out: dict[str, Resource] = {}
             before = previous.get(type_url) if previous is not None else {}
+            fresh: list[str] = []
             for name, (msg, data) in entries.items():
                 old = before.get(name)
                 if type_url == T.ENDPOINT:
@@ -110,9 +116,12 @@ class Snapshot:
                     version = _digest(data)
                 packed = any_pb2.Any(type_url=type_url, value=data)
                 out[name] = Resource(name, msg, version, packed)
+                fresh.append(name)
             resources[type_url] = out
             versions[type_url] = _digest(*(f"{n}={r.version}".encode() for n, r in sorted(out.items())))
-        return cls(resources=resources, versions=versions, meta=dict(meta or {}))
+            if previous is not None:
+                changes[type_url] = (previous.version(type_url), frozenset(fresh), frozenset(before.keys() - out.keys()))
+        return cls(resources=resources, versions=versions, meta=dict(meta or {}), changes=changes)
 
     def derive(self, by_type: Mapping[str, Iterable[Message]], serialized=None,
                previous: "Snapshot | None" = None) -> "Snapshot":
@@ -125,11 +134,14 @@ class Snapshot:
         if T.CLUSTER in by_type or T.ENDPOINT in by_type:
             raise ValueError("derive() replaces routes or listeners, not clusters or endpoints")
         part = Snapshot.build(by_type, serialized=serialized, previous=previous)
-        resources, versions = dict(self.resources), dict(self.versions)
+        resources, versions, changes = dict(self.resources), dict(self.versions), dict(self.changes)
         for type_url in by_type:
             resources[type_url] = part.resources[type_url]
             versions[type_url] = part.versions[type_url]
-        return Snapshot(resources=resources, versions=versions, meta=dict(self.meta))
+            changes.pop(type_url, None)
+            if type_url in part.changes:
+                changes[type_url] = part.changes[type_url]
+        return Snapshot(resources=resources, versions=versions, meta=dict(self.meta), changes=changes)
 
     def get(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})

@@ -37,7 +37,3 @@ BY_SHORT = {v: k for k, v in SHORT.items()}
 def short(type_url: str) -> str:
     return SHORT.get(type_url, type_url.rsplit(".", 1)[-1])
 
-
-def covers(type_url: str, subscribed: str, name: str) -> bool:
-    """Does a subscription to `subscribed` include the resource `name`?"""
-    return name == subscribed or (type_url == VHOST and name.startswith(subscribed + "/"))
