@@ -177,18 +177,19 @@ class ControlPlane:
             }
             if changed:
                 log.info("snapshot pushed (%s): %d services, %.1f ms", reason or "startup", len(assembly.served), elapsed)
-            self._settle_gc()
+            self._settle_gc(big=elapsed > 100)
             return self.last_reconcile
 
-    def _settle_gc(self) -> None:
+    def _settle_gc(self, big: bool) -> None:
         """Keep the cyclic GC off the request path.
 
         With thousands of services the state is hundreds of thousands of long-lived
         objects; a full collection walks them all (tens of ms, at random moments). They
         are frozen after each reconcile, and a real collection runs every 100 reconciles
-        so cyclic garbage frozen in between is still freed."""
+        so cyclic garbage frozen in between is still freed (and after big changes, such as
+        a batch of thousands, which leave much of it)."""
         self._reconciles += 1
-        if self._reconciles % 100 == 0:
+        if big or self._reconciles % 100 == 0:
             gc.unfreeze()
             gc.collect()
         gc.freeze()
