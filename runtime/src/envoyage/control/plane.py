@@ -65,6 +65,7 @@ class ControlPlane:
         # delta Envoy never pays for the SotW route configuration, and vice versa).
         self.variants: set[bool] = set()
         self._reconciles = 0
+        self._gc_timer: threading.Timer | None = None
         self.home_settings = HomeSettings(
             http_address=config.home_http_address,
             http_port=config.home_http_port,
@@ -185,13 +186,25 @@ class ControlPlane:
 
         With thousands of services the state is hundreds of thousands of long-lived
         objects; a full collection walks them all (tens of ms, at random moments). They
-        are frozen after each reconcile, and a real collection runs every 100 reconciles
-        so cyclic garbage frozen in between is still freed (and after big changes, such as
-        a batch of thousands, which leave much of it)."""
+        are frozen after each reconcile. A real collection, which also frees cyclic
+        garbage frozen in between, runs every 100 reconciles, and a second after a big
+        change (a batch of thousands leaves much of it) so it does not compete with the
+        push of that change."""
         self._reconciles += 1
-        if big or self._reconciles % 100 == 0:
-            gc.unfreeze()
-            gc.collect()
+        if self._reconciles % 100 == 0:
+            self._collect()
+        elif big and self._gc_timer is None:
+            self._gc_timer = threading.Timer(1.0, self._collect)
+            self._gc_timer.daemon = True
+            self._gc_timer.start()
+        gc.freeze()
+
+    def _collect(self) -> None:
+        # No lock needed: the gc calls are atomic under the interpreter lock, and a
+        # reconcile freezing in between only keeps a few objects out of this pass.
+        self._gc_timer = None
+        gc.unfreeze()
+        gc.collect()
         gc.freeze()
 
     # -- status ---------------------------------------------------------------------
