@@ -38,7 +38,13 @@ class Resource:
     name: str
     message: Message
     version: str
-    packed: any_pb2.Any
+    type_url: str
+    data: bytes  # serialized; usually the very bytes object the translation cache holds
+
+    @property
+    def packed(self) -> any_pb2.Any:
+        """The resource as an `Any`, made when sent (not kept: one less copy of every resource)."""
+        return any_pb2.Any(type_url=self.type_url, value=self.data)
 
     @functools.cached_property
     def hosts(self) -> tuple[tuple[str, tuple[str, ...], frozenset[str]], ...]:
@@ -104,18 +110,17 @@ class Snapshot:
                 old = before.get(name)
                 if type_url == T.ENDPOINT:
                     old_cluster = old_clusters.get(name)
-                    if (old is not None and old.packed.value == data and old_cluster is not None
-                            and old_cluster.packed.value == cluster_bytes.get(name)):
+                    if (old is not None and old.data == data and old_cluster is not None
+                            and old_cluster.data == cluster_bytes.get(name)):
                         out[name] = old  # neither the endpoints nor their cluster changed
                         continue
                     version = _digest(data, cluster_bytes.get(name, b""))
-                elif old is not None and old.packed.value == data:
+                elif old is not None and old.data == data:
                     out[name] = old
                     continue
                 else:
                     version = _digest(data)
-                packed = any_pb2.Any(type_url=type_url, value=data)
-                out[name] = Resource(name, msg, version, packed)
+                out[name] = Resource(name, msg, version, type_url, data)
                 fresh.append(name)
             resources[type_url] = out
             versions[type_url] = _digest(*(f"{n}={r.version}".encode() for n, r in sorted(out.items())))
