@@ -125,6 +125,14 @@ class _Stream:
     def snapshot(self) -> Snapshot | None:
         return self.cache.get_snapshot(self.key)
 
+    def _ready(self, type_url: str):
+        """(type state, snapshot) when a response for this type may be sent now, else None."""
+        st = self.types.get(type_url)
+        snap = self.snapshot()
+        if st is None or not st.watch_open or snap is None:
+            return None
+        return st, snap
+
     def sent_cluster_names(self) -> set[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -204,10 +212,10 @@ class SotwStream(_Stream):
         return [resp] if resp is not None else []
 
     def respond(self, type_url: str, force: bool = False):
-        st = self.types.get(type_url)
-        snap = self.snapshot()
-        if st is None or not st.watch_open or snap is None:
+        ready = self._ready(type_url)
+        if ready is None:
             return None
+        st, snap = ready
         version = snap.version(type_url)
         have = st.sent_version if st.sent_version is not None else st.envoy_version
         if not force and (version == have or version == st.nacked_version):
@@ -298,10 +306,10 @@ class DeltaStream(_Stream):
         return [resp] if resp is not None else []
 
     def respond(self, type_url: str, force: bool = False):
-        st = self.types.get(type_url)
-        snap = self.snapshot()
-        if st is None or not st.watch_open or snap is None:
+        ready = self._ready(type_url)
+        if ready is None:
             return None
+        st, snap = ready
         if (not st.initial_pending and not st.dirty and st.last_version == snap.version(type_url)):
             return None  # nothing of this type changed since the last response, no new subscriptions
         resources = snap.get(type_url)
