@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..model import InputError, parse_service
+from ..model import InputError
 from .plane import Conflict, ControlPlane, NotFound, OwnedBySource
 
 bp = Blueprint("control_api", __name__, url_prefix="/v1")
@@ -66,14 +66,9 @@ def get_service(name: str):
 
 @bp.route("/services/<name>", methods=["PUT", "PATCH"])
 def update_service(name: str):
-    plane = _plane()
-    body = _json_body()
-    if request.method == "PUT":
-        # PUT replaces the whole desired state: validate it as a complete service first.
-        if isinstance(body, dict) and "name" in body and body["name"] != name:
-            raise InputError("name", "does not match the service in the URL")
-        parse_service(body, name=name)
-    return jsonify(plane.update_service(name, body))
+    # PUT replaces the whole desired state (omitted fields take their defaults); PATCH
+    # changes only the fields given.
+    return jsonify(_plane().update_service(name, _json_body(), replace=request.method == "PUT"))
 
 
 @bp.delete("/services/<name>")

@@ -116,9 +116,17 @@ class ControlPlane:
             raise OwnedBySource(name, state.source)
         return state
 
-    def update_service(self, name: str, changes: Any) -> dict[str, Any]:
+    def update_service(self, name: str, changes: Any, replace: bool = False) -> dict[str, Any]:
+        """PATCH semantics, or with `replace` PUT semantics: `changes` is the whole service."""
         state = self._manual(name)
-        spec: ServiceSpec = merge_update(state.spec, changes)
+        if replace:
+            if isinstance(changes, dict) and changes.get("name", name) != name:
+                raise InputError("name", "does not match the service in the URL")
+            spec: ServiceSpec = parse_service(changes, name=name)
+        else:
+            spec = merge_update(state.spec, changes)
+        if spec.source != state.source:
+            raise InputError("source", f"a {state.source} service stays {state.source}")
         self.registry.update(spec)
         self.reconcile(reason=f"service {name} updated")
         return self.get_service(name)
