@@ -114,14 +114,19 @@ def env():
     return cache, server, rec, tracker
 
 
-def req(type_url, version="", nonce="", names=(), error=None, with_node=False):
-    r = discovery_pb2.DiscoveryRequest(type_url=type_url, version_info=version, response_nonce=nonce,
-                                       resource_names=list(names))
+def _finish(r, with_node, error):
+    """Add the node (first request of a stream) and Envoy's NACK detail."""
     if with_node:
         r.node.CopyFrom(node())
     if error:
         r.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
     return r
+
+
+def req(type_url, version="", nonce="", names=(), error=None, with_node=False):
+    r = discovery_pb2.DiscoveryRequest(type_url=type_url, version_info=version, response_nonce=nonce,
+                                       resource_names=list(names))
+    return _finish(r, with_node, error)
 
 
 def names_of(resp):
@@ -249,11 +254,7 @@ def dreq(type_url, subscribe=(), unsubscribe=(), nonce="", error=None, initial=N
                                             resource_names_unsubscribe=list(unsubscribe), response_nonce=nonce)
     if initial:
         r.initial_resource_versions.update(initial)
-    if with_node:
-        r.node.CopyFrom(node())
-    if error:
-        r.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
-    return r
+    return _finish(r, with_node, error)
 
 
 def dnames(resp):
