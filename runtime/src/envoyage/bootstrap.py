@@ -15,6 +15,18 @@ class BootstrapError(ValueError):
     pass
 
 
+def connect_address(listen_address: str) -> str:
+    """Where a local Envoy reaches a server listening on `listen_address`: a wildcard
+    (0.0.0.0, ::) listens on loopback too, and loopback is what the bootstrap uses."""
+    try:
+        ip = ipaddress.ip_address(listen_address)
+    except ValueError:
+        return listen_address  # a host name: used as it is
+    if ip.is_unspecified:
+        return "::1" if ip.version == 6 else "127.0.0.1"
+    return listen_address
+
+
 def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str = "127.0.0.1",
               xds_port: int = 18000, admin_address: str = "127.0.0.1", admin_port: int = 9901) -> dict[str, Any]:
     if not _NODE_ID_RE.match(node_id or ""):

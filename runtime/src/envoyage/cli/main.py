@@ -20,7 +20,7 @@ from urllib.parse import quote
 import yaml
 
 from .. import __version__
-from ..bootstrap import BootstrapError, bootstrap
+from ..bootstrap import BootstrapError, bootstrap, connect_address
 from ..config import ConfigError, load_config
 from .client import ApiError, ControlClient, Unreachable
 
@@ -191,8 +191,15 @@ def cmd_status(args) -> int:
 
 
 def cmd_bootstrap(args) -> int:
-    data = bootstrap(args.node_id, args.role, delta=args.delta, xds_address=args.xds_address,
-                     xds_port=args.xds_port, admin_port=args.admin_port)
+    # Where the control plane listens comes from the same configuration it reads
+    # (file, ENVOYAGE_* variables); explicit flags win.
+    xds_address, xds_port = args.xds_address, args.xds_port
+    if xds_address is None or xds_port is None:
+        cfg = load_config(_config_path(args))
+        xds_address = xds_address if xds_address is not None else connect_address(cfg.xds_address)
+        xds_port = xds_port if xds_port is not None else cfg.xds_port
+    data = bootstrap(args.node_id, args.role, delta=args.delta, xds_address=xds_address,
+                     xds_port=xds_port, admin_port=args.admin_port)
     text = yaml.safe_dump(data, sort_keys=False)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
@@ -257,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", required=True)
     p.add_argument("--role", required=True, choices=["home", "edge"])
     p.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC) instead of state of the world")
-    p.add_argument("--xds-address", default="127.0.0.1")
-    p.add_argument("--xds-port", type=int, default=18000)
+    p.add_argument("--xds-address", help="the control plane's xDS address (default: xds.address from the "
+                   "config; a wildcard such as 0.0.0.0 becomes loopback)")
+    p.add_argument("--xds-port", type=int, help="the control plane's xDS port (default: xds.port from the config)")
     p.add_argument("--admin-port", type=int, default=9901)
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_bootstrap)
