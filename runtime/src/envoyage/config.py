@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,6 +42,10 @@ class Config:
     docker_enabled: bool = True
     docker_host: str = ""
     docker_mesh: bool = False
+    # Docker discovery scope: "" takes every labelled container on the daemon; a value
+    # takes only containers labelled envoyage.scope=<value> (several control planes, or
+    # a demo and tests, sharing one dockerd)
+    docker_scope: str = ""
     # extra: nothing else yet
     _source: str = field(default="defaults", compare=False, repr=False)
 
@@ -62,6 +67,7 @@ _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket"}
 _INTS = {"xds_port", "home_http_port"}
 _BOOLS = {"docker_enabled", "docker_mesh"}
 _OPTIONAL_STRINGS = {"docker_host"}
+_SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _LEVELS = {"debug", "info", "warning", "error"}
 
 
@@ -91,6 +97,11 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if text in ("false", "no", "0", "off"):
             return False
         raise ConfigError(f"{origin}: '{key}' must be true or false, got {value!r}")
+    if key == "docker_scope":
+        if not isinstance(value, str) or (value and not _SCOPE_RE.fullmatch(value)):
+            raise ConfigError(f"{origin}: 'docker_scope' must be empty (every container) or letters, digits, "
+                              f"'_', '.', '-' (up to 63), got {value!r}")
+        return value
     if key in _OPTIONAL_STRINGS:
         if not isinstance(value, str):
             raise ConfigError(f"{origin}: '{key}' must be a string, got {value!r}")

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import idna
+
 ACCESS_MODES = ("public", "vpn-only", "link-only", "auth")
 # Access modes translated into real filters so far; the others fail closed (403).
 BUILT_ACCESS_MODES = ("public",)
@@ -28,7 +30,7 @@ NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 _HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9.-]{1,253}(?<!-)$")
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 
 
 class InputError(ValueError):
@@ -59,6 +61,9 @@ class Upstream:
 
 
 HEALTH_OFF = "off"  # health_check value that switches active health checking off
+TIMEOUT_OFF = 0  # a timeout of 0 is no timeout ("off" in the API and labels)
+DEFAULT_IDLE_TIMEOUT_MS = 3_600_000
+MAX_TIMEOUT_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,19 @@ class ServiceSpec:
     source: str = "manual"
     auth: str = "none"
     tls_upstream: bool = False
+    # long-lived requests: WebSocket upgrades allowed; no limit on a whole response by
+    # default (downloads, streams, server-sent events); a request idle in both
+    # directions for `idle_timeout_ms` is ended. TIMEOUT_OFF (0) switches a limit off.
+    websocket: bool = True
+    request_timeout_ms: int = TIMEOUT_OFF
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "name": self.name, "domains": list(self.domains), "upstreams": [str(u) for u in self.upstreams],
             "path": self.path, "access": self.access, "health_check": self.health_check, "source": self.source,
-            "auth": self.auth, "tls_upstream": self.tls_upstream,
+            "auth": self.auth, "tls_upstream": self.tls_upstream, "websocket": self.websocket,
+            "request_timeout": _fmt_timeout(self.request_timeout_ms), "idle_timeout": _fmt_timeout(self.idle_timeout_ms),
         }
         if isinstance(self.health_check, HealthCheck):
             hc = self.health_check
@@ -107,11 +119,27 @@ class ServiceSpec:
 
 
 def _fmt_ms(ms: int) -> str:
+    if ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000}h"
+    if ms % 60_000 == 0 and ms >= 60_000:
+        return f"{ms // 60_000}m"
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def parse_duration_ms(field_name: str, value: Any) -> int:
-    """'10s', '500ms', '1m' or a number of seconds -> milliseconds."""
+def _fmt_timeout(ms: int) -> str:
+    return "off" if ms == TIMEOUT_OFF else _fmt_ms(ms)
+
+
+def parse_timeout_ms(field_name: str, value: Any) -> int:
+    """A request or idle timeout: a duration from 1s to 24h, or 'off' (also 0 or false)."""
+    if value is False or value == 0 or (isinstance(value, str) and value.strip().lower() in ("off", "0", "none")):
+        return TIMEOUT_OFF
+    return parse_duration_ms(field_name, value, low_ms=1_000, high_ms=MAX_TIMEOUT_MS, off_hint=True)
+
+
+def parse_duration_ms(field_name: str, value: Any, low_ms: int = 100, high_ms: int = 3_600_000,
+                      off_hint: bool = False) -> int:
+    """'10s', '500ms', '1m', '2h' or a number of seconds -> milliseconds, within [low_ms, high_ms]."""
     if isinstance(value, bool):
         raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
     if isinstance(value, (int, float)):
@@ -120,28 +148,79 @@ def parse_duration_ms(field_name: str, value: Any) -> int:
         text = value.strip()
     else:
         raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
+    m = _DURATION_RE.fullmatch(text)
+    if not m or len(text) > 20:
+        hint = "'off', " if off_hint else ""
+        raise InputError(field_name, f"{value!r} is not a duration (use e.g. {hint}'10s' or '500ms')")
     number, unit = float(m.group(1)), m.group(2) or "s"
-    ms = int(number * {"ms": 1, "s": 1000, "m": 60_000}[unit])
-    if not 100 <= ms <= 3_600_000:
-        raise InputError(field_name, f"{value!r} must be between 100ms and 1h")
+    ms = int(number * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit])
+    if not low_ms <= ms <= high_ms:
+        raise InputError(field_name, f"{value!r} must be between {_fmt_ms(low_ms)} and {_fmt_ms(high_ms)}"
+                         + (" (or 'off')" if off_hint else ""))
     return ms
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def domain_to_ascii(field_name: str, value: str) -> str:
+    """One domain (no wildcard) -> its ASCII form, as browsers send it in Host.
+
+    Unicode labels are encoded with UTS #46, non-transitional (IDNA 2008, 'faß' stays
+    'faß': xn--fa-hia); ASCII labels are only lower-cased and checked, so names such as
+    'ab--c' that browsers accept stay valid; an 'xn--' label must decode."""
+    if value.isascii():
+        mapped = value.lower()  # checked as a host name by the caller
+    else:
+        try:
+            mapped = idna.uts46_remap(value, std3_rules=True, transitional=False)
+        except idna.IDNAError as exc:
+            raise InputError(field_name, f"{value!r} cannot be encoded as a domain name: {exc}") from None
+    labels = []
+    for label in mapped.split("."):
+        try:
+            if not label.isascii():
+                label = idna.alabel(label).decode("ascii")
+            elif label.startswith("xn--"):
+                idna.ulabel(label)  # an A-label must be valid punycode of a valid U-label
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise InputError(field_name, f"{value!r}: the label {label!r} cannot be encoded as a domain name: {exc}") \
+                from None
+        labels.append(label)
+    return ".".join(labels)
+
+
 def parse_domain(field_name: str, value: Any) -> str:
+    """A domain (or '*.domain') -> its lower-case ASCII form; Unicode names are accepted."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(field_name, f"{value!r} is not a domain name")
-    domain = value.strip().lower().rstrip(".")
-    labels = domain.split(".")
-    if labels[0] == "*":
-        labels = labels[1:]
-        if not labels:
-            raise InputError(field_name, "'*' alone is not allowed; use a wildcard like '*.example.com'")
-    if len(domain) > 253 or not labels or not all(_LABEL_RE.match(lbl) for lbl in labels):
+    if _CONTROL_RE.search(value):
+        raise InputError(field_name, f"{value!r} contains a control character")
+    domain = value.strip().rstrip(".")
+    wildcard = domain.startswith("*.")
+    if domain == "*":
+        raise InputError(field_name, "'*' alone is not allowed; use a wildcard like '*.example.com'")
+    rest = domain[2:] if wildcard else domain
+    if not rest or "*" in rest:
+        raise InputError(field_name, f"{value!r} is not a valid domain name ('*' only as the whole first label)")
+    rest = domain_to_ascii(field_name, rest)
+    labels = rest.split(".")
+    if len(rest) + 2 * wildcard > 253 or not all(_LABEL_RE.fullmatch(lbl) for lbl in labels):
         raise InputError(field_name, f"{value!r} is not a valid domain name")
-    return domain
+    return f"*.{rest}" if wildcard else rest
+
+
+def domain_display(domain: str) -> str:
+    """The Unicode form of a stored (ASCII) domain, for people; the ASCII form if it has none."""
+    if "xn--" not in domain:
+        return domain
+    wildcard = domain.startswith("*.")
+    rest = domain[2:] if wildcard else domain
+    try:
+        shown = idna.decode(rest)
+    except (idna.IDNAError, UnicodeError):
+        return domain
+    return f"*.{shown}" if wildcard else shown
 
 
 def parse_upstream(field_name: str, value: Any) -> Upstream:
@@ -222,7 +301,7 @@ def _parse_list(field_name: str, value: Any, parse_one, empty_message: str, spli
 
 
 _SERVICE_FIELDS = {"name", "domains", "upstreams", "path", "access", "health_check", "source", "auth",
-                   "tls_upstream"}
+                   "tls_upstream", "websocket", "request_timeout", "idle_timeout"}
 
 
 def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
@@ -258,10 +337,18 @@ def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
     tls_upstream = data.get("tls_upstream", False)
     if not isinstance(tls_upstream, bool):
         raise InputError("tls_upstream", f"{tls_upstream!r} is not true or false")
+    websocket = data.get("websocket", True)
+    if not isinstance(websocket, bool):
+        raise InputError("websocket", f"{websocket!r} is not true or false")
+    request_timeout = parse_timeout_ms("request_timeout", data.get("request_timeout", "off"))
+    idle_timeout = parse_timeout_ms("idle_timeout", data.get("idle_timeout", _fmt_ms(DEFAULT_IDLE_TIMEOUT_MS)))
     return ServiceSpec(
         name=svc_name,
         auth=auth,
         tls_upstream=tls_upstream,
+        websocket=websocket,
+        request_timeout_ms=request_timeout,
+        idle_timeout_ms=idle_timeout,
         domains=tuple(domains),
         upstreams=tuple(upstreams),
         path=path,
@@ -311,7 +398,8 @@ class ServiceState:
         else:
             data = {"name": self.name, "source": self.source, "domains": list(self.detail.get("domains", [])),
                     "upstreams": [], "path": None, "access": None, "health_check": None, "auth": None,
-                    "tls_upstream": None}
+                    "tls_upstream": None, "websocket": None, "request_timeout": None, "idle_timeout": None}
+        data["domains_unicode"] = [domain_display(d) for d in data["domains"]]
         data["first_seen"] = self.first_seen
         data["updated_at"] = self.updated_at
         data["problems"] = list(self.problems)

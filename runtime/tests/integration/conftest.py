@@ -135,3 +135,11 @@ def control_process(workdir, config):
     cp = ControlProcess(workdir, config)
     yield cp
     cp.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def sotw_setup(workdir, config):
+    """One state-of-the-world Envoy: for behaviour that translation decides alike for both modes."""
+    s = Setup(workdir, config, "sotw")
+    yield s
+    s.close()

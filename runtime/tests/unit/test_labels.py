@@ -75,3 +75,37 @@ def test_each_problem_kind(extra, problem):
     r = parse_labels(data)
     assert r.enabled
     assert len(r.problems) == 1 and r.problems[0].startswith(problem), r.problems
+
+
+def test_unicode_domain_label_is_accepted_in_ascii_form():
+    r = parse_labels(labels(domain="bücher.localhost,*.straße.example"))
+    assert r.problems == [] and r.domains == ["xn--bcher-kva.localhost", "*.xn--strae-oqa.example"]
+
+
+def test_unencodable_domain_label_is_a_named_problem():
+    r = parse_labels(labels(domain="☠.localhost"))
+    assert r.problems and r.problems[0].startswith("envoyage.domain: '☠.localhost': the label '☠' cannot be encoded")
+
+
+def test_websocket_and_timeout_labels():
+    r = parse_labels(labels(websocket="false", timeout_request="2m", timeout_idle="off"))
+    assert r.problems == []
+    assert r.service == {"websocket": False, "request_timeout": "2m", "idle_timeout": "off"}
+
+
+def test_bad_timeout_labels_are_named_problems():
+    r = parse_labels(labels(timeout_request="forever", timeout_idle="48h", websocket="maybe"))
+    assert sorted(r.problems) == [
+        "envoyage.timeout.idle: '48h' must be between 1s and 24h (or 'off')",
+        "envoyage.timeout.request: 'forever' is not a duration (use e.g. 'off', '10s' or '500ms')",
+        "envoyage.websocket: 'maybe' is not true or false",
+    ]
+
+
+def test_scope_label_is_known_and_in_scope_decides():
+    from envoyage.discovery.labels import in_scope
+
+    r = parse_labels({**BASE, "envoyage.scope": "demo"})
+    assert r.problems == []
+    assert in_scope({"envoyage.scope": "demo"}, "demo") and in_scope({}, "") and in_scope({"envoyage.scope": "x"}, "")
+    assert not in_scope({}, "demo") and not in_scope({"envoyage.scope": "other"}, "demo")

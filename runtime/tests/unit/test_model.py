@@ -105,3 +105,74 @@ def test_hostile_json_only_ever_raises_input_error(data):
         assert exc.field and exc.message
     else:
         assert parse_service(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    "given, stored, shown",
+    [
+        ("bücher.localhost", "xn--bcher-kva.localhost", "bücher.localhost"),
+        ("BÜCHER.Localhost.", "xn--bcher-kva.localhost", "bücher.localhost"),
+        ("faß.de", "xn--fa-hia.de", "faß.de"),  # non-transitional, as browsers send it (not 'fass.de')
+        ("münchen。de", "xn--mnchen-3ya.de", "münchen.de"),  # an ideographic full stop is a dot
+        ("*.bücher.example", "*.xn--bcher-kva.example", "*.bücher.example"),
+        ("xn--bcher-kva.localhost", "xn--bcher-kva.localhost", "bücher.localhost"),
+        ("ab--c.example", "ab--c.example", "ab--c.example"),  # valid ASCII host names stay valid
+    ],
+)
+def test_internationalized_domains_are_stored_in_ascii(given, stored, shown):
+    from envoyage.model import domain_display
+
+    s = parse_service(svc(domains=[given]))
+    assert s.domains == (stored,)
+    assert domain_display(stored) == shown
+
+
+def test_unicode_and_ascii_forms_of_one_domain_are_the_same_domain():
+    with pytest.raises(InputError) as exc:
+        parse_service(svc(domains=["bücher.localhost", "xn--bcher-kva.localhost"]))
+    assert exc.value.field == "domains[1]" and "listed twice" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    "domain, text",
+    [
+        ("☠.example", "cannot be encoded as a domain name: Codepoint U+2620"),
+        ("xn--abc.example", "the label 'xn--abc' cannot be encoded"),
+        ("a\n.x.test", "contains a control character"),
+        ("a.x.test\n", "contains a control character"),
+        ("bü cher.example", "cannot be encoded"),
+        ("a.*.example", "'*' only as the whole first label"),
+        ("ü" * 60 + ".example", "cannot be encoded"),  # label longer than 63 once encoded
+    ],
+)
+def test_domains_that_cannot_be_encoded_say_why(domain, text):
+    with pytest.raises(InputError) as exc:
+        parse_service(svc(domains=[domain]))
+    assert exc.value.field == "domains[0]" and text in exc.value.message, exc.value.message
+
+
+def test_timeouts_and_websocket_defaults_and_round_trip():
+    s = parse_service(svc())
+    assert (s.websocket, s.request_timeout_ms, s.idle_timeout_ms) == (True, 0, 3_600_000)
+    assert (s.to_json()["request_timeout"], s.to_json()["idle_timeout"]) == ("off", "1h")
+    t = parse_service(svc(websocket=False, request_timeout="90s", idle_timeout="10m"))
+    assert (t.websocket, t.request_timeout_ms, t.idle_timeout_ms) == (False, 90_000, 600_000)
+    assert parse_service(t.to_json()) == t  # what the API shows is accepted back unchanged
+    assert parse_service(svc(idle_timeout="off", request_timeout=0)).idle_timeout_ms == 0
+
+
+@pytest.mark.parametrize(
+    "data, field, text",
+    [
+        (svc(websocket="yes"), "websocket", "not true or false"),
+        (svc(request_timeout="soon"), "request_timeout", "not a duration (use e.g. 'off', '10s'"),
+        (svc(request_timeout="500ms"), "request_timeout", "between 1s and 24h (or 'off')"),
+        (svc(idle_timeout="25h"), "idle_timeout", "between 1s and 24h"),
+        (svc(idle_timeout="1" * 400), "idle_timeout", "not a duration"),
+        (svc(idle_timeout=True), "idle_timeout", "not a duration"),
+    ],
+)
+def test_bad_timeouts_are_named(data, field, text):
+    with pytest.raises(InputError) as exc:
+        parse_service(data)
+    assert exc.value.field == field and text in exc.value.message, exc.value.message

@@ -120,3 +120,29 @@ def test_health_check_off_means_no_active_check():
     assert s.health_check == "off" and s.to_json()["health_check"] == "off"
     assert list(translate_service(s).cluster.health_checks) == []
     assert parse_service(s.to_json()) == s
+
+
+def test_long_lived_requests_by_default_no_response_limit_one_hour_idle():
+    route = translate_service(spec()).virtual_host.routes[0].route
+    # Envoy's own default would cut every response at 15 s
+    assert route.HasField("timeout") and route.timeout.ToMilliseconds() == 0
+    assert route.idle_timeout.ToMilliseconds() == 3_600_000
+    assert not route.upgrade_configs  # the listener allows WebSocket upgrades
+
+
+def test_per_service_timeouts_and_websocket_opt_out():
+    route = translate_service(spec(request_timeout="30s", idle_timeout="off", websocket=False)).virtual_host.routes[0].route
+    assert route.timeout.ToMilliseconds() == 30_000 and route.HasField("idle_timeout")
+    assert route.idle_timeout.ToMilliseconds() == 0
+    (upgrade,) = route.upgrade_configs
+    assert upgrade.upgrade_type == "websocket" and upgrade.HasField("enabled") and not upgrade.enabled.value
+
+
+def test_listener_allows_websocket_upgrades():
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    from envoyage.xds.translate import home_listener
+
+    hcm = hcm_pb2.HttpConnectionManager()
+    home_listener("127.0.0.1", 8080, "/tmp/a.log").filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    assert [u.upgrade_type for u in hcm.upgrade_configs] == ["websocket"]

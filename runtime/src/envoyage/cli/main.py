@@ -53,6 +53,12 @@ def _service_body(args, partial: bool) -> dict[str, Any]:
         body["path"] = args.path
     if args.access is not None:
         body["access"] = args.access
+    if args.websocket is not None:
+        body["websocket"] = args.websocket
+    if args.request_timeout is not None:
+        body["request_timeout"] = args.request_timeout
+    if args.idle_timeout is not None:
+        body["idle_timeout"] = args.idle_timeout
     if args.no_health_check:
         body["health_check"] = "off"
     elif args.tcp_health_check:
@@ -69,6 +75,12 @@ def _service_body(args, partial: bool) -> dict[str, Any]:
     return body
 
 
+def _domains(svc: dict[str, Any]) -> str:
+    """Domains as stored (ASCII), each followed by its Unicode form when it has one."""
+    shown = svc.get("domains_unicode") or svc["domains"]
+    return ",".join(d if d == u else f"{d} ({u})" for d, u in zip(svc["domains"], shown))
+
+
 def _print_services(services: list[dict[str, Any]]) -> None:
     if not services:
         print("no services (add one with: envoyage service add NAME --domain D --upstream HOST:PORT)")
@@ -76,7 +88,7 @@ def _print_services(services: list[dict[str, Any]]) -> None:
     rows = [("NAME", "SOURCE", "DOMAINS", "UPSTREAMS", "ACCESS", "STATUS")]
     for s in services:
         status = "ok" if not s["problems"] else "PROBLEM"
-        rows.append((s["name"], s["source"], ",".join(s["domains"]) or "-", ",".join(s["upstreams"]) or "-",
+        rows.append((s["name"], s["source"], _domains(s) or "-", ",".join(s["upstreams"]) or "-",
                      s["access"] or "-", status))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
@@ -141,7 +153,7 @@ def cmd_control(args) -> int:
 
 def cmd_service_add(args) -> int:
     svc = _client(args).post("/services", _service_body(args, partial=False))
-    print(f"added {svc['name']}: {', '.join(svc['domains'])} -> {', '.join(svc['upstreams'])}")
+    print(f"added {svc['name']}: {_domains(svc)} -> {', '.join(svc['upstreams'])}")
     for p in svc["problems"]:
         print(f"problem: {p}")
     return EXIT_OK if not svc["problems"] else EXIT_FAIL
@@ -153,7 +165,7 @@ def cmd_service_update(args) -> int:
         print("nothing to change: give at least one option", file=sys.stderr)
         return EXIT_USAGE
     svc = _client(args).patch(f"/services/{quote(args.name, safe='')}", body)
-    print(f"updated {svc['name']}: {', '.join(svc['domains'])} -> {', '.join(svc['upstreams'])}")
+    print(f"updated {svc['name']}: {_domains(svc)} -> {', '.join(svc['upstreams'])}")
     for p in svc["problems"]:
         print(f"problem: {p}")
     return EXIT_OK if not svc["problems"] else EXIT_FAIL
@@ -224,6 +236,12 @@ def _add_service_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--health-expect", help="expected status codes, e.g. 200-399")
     p.add_argument("--tcp-health-check", action="store_true", help="back to the default TCP connect check")
     p.add_argument("--no-health-check", action="store_true", help="no active health check at all")
+    p.add_argument("--websocket", action=argparse.BooleanOptionalAction, default=None,
+                   help="allow WebSocket upgrades (default: allowed)")
+    p.add_argument("--request-timeout", metavar="DURATION",
+                   help="limit on a whole request and response, e.g. 30s, or 'off' (default off)")
+    p.add_argument("--idle-timeout", metavar="DURATION",
+                   help="end a request with no bytes either way for this long, e.g. 10m, or 'off' (default 1h)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,7 +71,8 @@ class ControlDaemon:
 
             self.watcher = DockerWatcher(
                 lambda reason, desired: self.plane.sync_discovered(SOURCE, desired, reason),
-                docker_host=self.config.docker_host, mesh=self.config.docker_mesh)
+                docker_host=self.config.docker_host, mesh=self.config.docker_mesh,
+                scope=self.config.docker_scope)
             self.plane.discovery[SOURCE] = self.watcher
             self.watcher.start()
 

@@ -8,6 +8,8 @@ The only I/O edge of discovery. Reads containers, events and networks; the one w
 - Events: container start/die/stop/kill/destroy/rename/pause/unpause and network
   connect/disconnect re-inspect that one container.
 - While dockerd is unreachable the last known state stays; nothing is removed in bulk.
+- A scope (`docker.scope`) limits discovery to containers labelled envoyage.scope=<scope>;
+  containers of other scopes are not seen at all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from typing import Any, Callable
 
 from .containers import MESH_NETWORK, ContainerInfo, derive_services
-from .labels import PREFIX, parse_labels
+from .labels import PREFIX, SCOPE_LABEL, in_scope, parse_labels
 
 log = logging.getLogger("envoyage.discovery")
 
@@ -37,10 +39,11 @@ def default_docker_host() -> str:
 
 class DockerWatcher:
     def __init__(self, sync: Callable[[str, list], None], docker_host: str = "", mesh: bool = False,
-                 backoff: tuple[float, float] = (0.2, 5.0)):
+                 backoff: tuple[float, float] = (0.2, 5.0), scope: str = ""):
         self._sync = sync
         self.docker_host = docker_host or default_docker_host()
         self.mesh = mesh
+        self.scope = scope  # "": every labelled container; else only those with envoyage.scope=<scope>
         self._backoff = backoff
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,6 +83,7 @@ class DockerWatcher:
             "events_seen": self.events_seen,
             "containers": len(self.containers),
             "mesh": self.mesh,
+            "scope": self.scope,
         }
 
     # -- the loop -----------------------------------------------------------------
@@ -130,13 +134,14 @@ class DockerWatcher:
         except docker.errors.NotFound:
             return None
         info = ContainerInfo.from_inspect(data)
-        if not any(k.startswith(PREFIX) for k in info.labels):
+        if not any(k.startswith(PREFIX) for k in info.labels) or not in_scope(info.labels, self.scope):
             return None
         return info
 
     def _resync(self) -> None:
         found: dict[str, ContainerInfo] = {}
-        for summary in self._client.api.containers(filters={"label": "envoyage.enable"}):
+        wanted = ["envoyage.enable"] + ([f"{SCOPE_LABEL}={self.scope}"] if self.scope else [])
+        for summary in self._client.api.containers(filters={"label": wanted}):
             info = self._inspect(summary["Id"])
             if info is not None and info.running:
                 found[info.id] = info

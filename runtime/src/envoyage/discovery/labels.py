@@ -19,6 +19,7 @@ from ..model import (
     parse_domain,
     parse_duration_ms,
     parse_status_ranges,
+    parse_timeout_ms,
 )
 
 PREFIX = "envoyage."
@@ -33,7 +34,12 @@ LABELS = (
     "envoyage.path",
     "envoyage.network",
     "envoyage.name",
+    "envoyage.websocket",
+    "envoyage.timeout.request",
+    "envoyage.timeout.idle",
+    "envoyage.scope",
 )
+SCOPE_LABEL = "envoyage.scope"
 LABEL_ACCESS = ("public", "vpn-only", "link-only")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
@@ -101,6 +107,11 @@ def parse_healthcheck(label: str, value: str) -> dict[str, Any] | str | None:
     if timeout > interval:
         raise InputError(label, f"timeout {hc.get('timeout', '2s')} is longer than interval {hc.get('interval', '10s')}")
     return hc
+
+
+def in_scope(labels: Mapping[str, str], scope: str) -> bool:
+    """Does a container belong to a control plane with this discovery scope ("" = all)?"""
+    return not scope or labels.get(SCOPE_LABEL) == scope
 
 
 def parse_labels(labels: Mapping[str, str]) -> LabelResult:
@@ -180,6 +191,14 @@ def parse_labels(labels: Mapping[str, str]) -> LabelResult:
         tls = attempt("envoyage.tls.upstream", parse_bool, ours["envoyage.tls.upstream"])
         if tls is not None:
             res.service["tls_upstream"] = tls
+    if "envoyage.websocket" in ours:
+        ws = attempt("envoyage.websocket", parse_bool, ours["envoyage.websocket"])
+        if ws is not None:
+            res.service["websocket"] = ws
+    for label, key in (("envoyage.timeout.request", "request_timeout"), ("envoyage.timeout.idle", "idle_timeout")):
+        if label in ours:
+            if attempt(label, parse_timeout_ms, ours[label]) is not None:
+                res.service[key] = ours[label].strip()
     if "envoyage.path" in ours:
         path = ours["envoyage.path"].strip()
         if _PATH_RE.match(path):

@@ -199,6 +199,14 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
         retry.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts").typed_config.CopyFrom(
             _pack(previous_hosts_pb2.PreviousHostsPredicate()))
         retry.host_selection_retry_max_attempts = 3
+        # Long-lived requests (downloads, streams, server-sent events, WebSockets):
+        # Envoy's default 15 s limit on a whole response is replaced by the service's
+        # (none by default), and the idle limit by the service's (0 = none).
+        route.route.timeout.CopyFrom(_duration(spec.request_timeout_ms))
+        route.route.idle_timeout.CopyFrom(_duration(spec.idle_timeout_ms))
+        if not spec.websocket:
+            # the listener allows WebSocket upgrades; this service opts out
+            route.route.upgrade_configs.add(upgrade_type="websocket").enabled.value = False
     return route_components_pb2.VirtualHost(
         name=spec.name,
         domains=list(spec.domains),
@@ -265,6 +273,8 @@ def home_listener(address: str, port: int, access_log_path: str) -> listener_pb2
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(route_config_name=HOME_ROUTES, config_source=_ads()),
         strip_any_host_port=True,
+        # WebSocket upgrades are allowed on every route unless a service opts out
+        upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
         http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
         access_log=[accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_pack(access_log))],
     )
