@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 from peers import (  # noqa: E402
     ENVOY,
     ENVOYAGE,
+    BENCH_SCOPE,
     Caddy,
     Envoyage,
     EnvoyFiles,
@@ -201,7 +202,7 @@ def discovery_live(workdir: Path, upstream: Upstream, containers: int) -> dict:
         for i in range(containers):
             t_run = time.time()
             c = client.containers.run("envoyage/sample-app:1", detach=True, name=f"ey-bench-{i}",
-                                      labels={label: "1", "envoyage.enable": "true",
+                                      labels={label: "1", "envoyage.enable": "true", "envoyage.scope": BENCH_SCOPE,
                                               "envoyage.domain": f"disc-{i}", "envoyage.healthcheck": "off"})
             t_ok = poller.until_ok(f"disc-{i}")
             wait_for(lambda: c.id in started, 10, what="the start event")

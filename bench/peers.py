@@ -75,6 +75,9 @@ class _ServerAndEnvoy:
         _stop(self.proc)
 
 
+BENCH_SCOPE = "bench"  # discovery only sees the benchmark's own containers (envoyage.scope=bench)
+
+
 class Envoyage(_ServerAndEnvoy):
     """Our control plane as a process (`envoyage control`) and one Envoy."""
 
@@ -86,7 +89,7 @@ class Envoyage(_ServerAndEnvoy):
         self.socket = workdir / "run" / "control.sock"
         cfg = {"state_dir": str(workdir / "state"), "run_dir": str(workdir / "run"), "log_dir": str(workdir / "log"),
                "xds_port": self.xds_port, "home_http_address": "127.0.0.1", "home_http_port": self.http_port,
-               "log_level": "warning", "docker_enabled": docker}
+               "log_level": "warning", "docker_enabled": docker, "docker_scope": BENCH_SCOPE}
         self.config = workdir / "control.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.proc = None

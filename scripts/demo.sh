@@ -12,7 +12,11 @@
 #
 # Settings (environment): ENVOYAGE_DEMO_DIR (default /tmp/envoyage-demo),
 # ENVOYAGE_DEMO_HTTP_PORT (8080), ENVOYAGE_DEMO_XDS_PORT (18000),
-# ENVOYAGE_DEMO_ADMIN_PORT (9901), ENVOYAGE_DEMO_APP_PORT (8081).
+# ENVOYAGE_DEMO_ADMIN_PORT (9901), ENVOYAGE_DEMO_APP_PORT (8081),
+# ENVOYAGE_DEMO_SCOPE (demo): the demo's Docker discovery scope. The demo's control plane
+# only sees containers labelled envoyage.scope=<scope>, its containers are named
+# envoyage-<scope>-*, and `stop` removes only containers in its scope, so a second demo
+# or the test suite on the same dockerd never touches it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -21,6 +25,8 @@ HTTP_PORT="${ENVOYAGE_DEMO_HTTP_PORT:-8080}"
 XDS_PORT="${ENVOYAGE_DEMO_XDS_PORT:-18000}"
 ADMIN_PORT="${ENVOYAGE_DEMO_ADMIN_PORT:-9901}"
 APP_PORT="${ENVOYAGE_DEMO_APP_PORT:-8081}"
+SCOPE="${ENVOYAGE_DEMO_SCOPE:-demo}"
+[[ "$SCOPE" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ ]] || die "ENVOYAGE_DEMO_SCOPE '$SCOPE': use letters, digits, '_', '.', '-'"
 CONFIG="$DIR/control.yaml"
 SOCK="$DIR/run/control.sock"
 STOP_CMD="bash $ROOT/scripts/demo.sh stop"
@@ -31,7 +37,7 @@ stop_all() {
   local any=0
   if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
     local ids
-    ids="$(docker ps -aq --filter name=envoyage-demo- 2>/dev/null || true)"
+    ids="$(docker ps -aq --filter "label=envoyage.scope=$SCOPE" 2>/dev/null || true)"
     if [ -n "$ids" ]; then
       docker rm -f $ids >/dev/null
       say "removed the demo containers"
@@ -79,9 +85,9 @@ Envoyage demo is running (state in $DIR, registry $DIR/state/envoyage.db).
                  envoyage status
                  envoyage services
                  envoyage service add notes --domain notes.localhost --upstream 127.0.0.1:$APP_PORT
-  Docker:        http://whoami.localhost:$HTTP_PORT/ is the labelled container envoyage-demo-whoami.
-                 Start your own and it appears live:
-                 docker run -d --name envoyage-demo-blog -l envoyage.enable=true \\
+  Docker:        http://whoami.localhost:$HTTP_PORT/ is the labelled container envoyage-$SCOPE-whoami.
+                 Start your own and it appears live (the demo only sees its scope, envoyage.scope=$SCOPE):
+                 docker run -d --name envoyage-$SCOPE-blog -l envoyage.enable=true -l envoyage.scope=$SCOPE \\
                    -l envoyage.domain=blog.localhost envoyage/sample-app:1
                  curl http://blog.localhost:$HTTP_PORT/
   Envoy admin:   http://127.0.0.1:$ADMIN_PORT/ (loopback only)
@@ -129,6 +135,7 @@ home_http_port: $HTTP_PORT
 log_level: info
 docker:
   enabled: true
+  scope: $SCOPE
 YAML
 
 cat > "$DIR/app/index.html" <<HTML
@@ -169,8 +176,9 @@ wait_until 15 "hello.localhost to answer through Envoy" \
   curl -fsS -H 'Host: hello.localhost' "http://127.0.0.1:$HTTP_PORT/"
 say "hello.localhost answers through Envoy"
 
-say "starting the labelled container envoyage-demo-whoami (whoami.localhost)"
-docker run -d --name envoyage-demo-whoami -l envoyage.enable=true -l envoyage.domain=whoami.localhost \
+say "starting the labelled container envoyage-$SCOPE-whoami (whoami.localhost)"
+docker run -d --name "envoyage-$SCOPE-whoami" -l envoyage.enable=true -l "envoyage.scope=$SCOPE" \
+  -l envoyage.domain=whoami.localhost \
   -l envoyage.healthcheck=/ envoyage/sample-app:1 >/dev/null
 wait_until 15 "whoami.localhost to answer through Envoy (Docker discovery)" \
   curl -fsS -H 'Host: whoami.localhost' "http://127.0.0.1:$HTTP_PORT/"

@@ -58,8 +58,19 @@ def short_tmpdir(prefix: str = "ey-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+# Docker discovery in the tests only sees this run's containers (envoyage.scope), so a
+# demo or a real control plane on the same dockerd never sees them, and they never see
+# the demo's containers.
+# Every container and network a test makes carries TEST_LABEL=RUN_ID; the tests remove
+# only those (and leftovers of runs whose process is gone).
+RUN_ID = str(os.getpid())
+TEST_SCOPE = f"test-{RUN_ID}"
+TEST_LABEL = "io.envoyage.test"
+
+
 def make_config(root: Path, **overrides) -> Config:
     values = dict(
+        docker_scope=TEST_SCOPE,
         state_dir=root / "state",
         run_dir=root / "run",
         log_dir=root / "log",

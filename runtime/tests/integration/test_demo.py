@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from helpers import free_port, http_get
+from helpers import TEST_SCOPE, free_port, http_get
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -17,7 +16,8 @@ def test_demo_script_starts_serves_and_stops(workdir, docker):
     ports = {k: str(free_port()) for k in ("HTTP", "XDS", "ADMIN", "APP")}
     env.update({f"ENVOYAGE_DEMO_{k}_PORT": v for k, v in ports.items()})
     env["ENVOYAGE_DEMO_DIR"] = str(workdir / "demo")
-    env["ENVOYAGE_VENV"] = str(Path(sys.executable).parent.parent)  # the venv running these tests
+    # its own scope: the default demo (scope "demo"), if one runs, is not touched
+    env["ENVOYAGE_DEMO_SCOPE"] = f"{TEST_SCOPE}-demo"
     demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
     pids = []
     try:

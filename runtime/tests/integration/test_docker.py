@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import Setup, UnixProxy, http_get, make_config, wait_for
+from helpers import RUN_ID, TEST_LABEL, TEST_SCOPE, Setup, UnixProxy, http_get, make_config, wait_for
 
 
 class serves:
@@ -137,35 +137,50 @@ def test_domain_conflict_earliest_wins_and_the_other_takes_over(dsetup, docker):
     assert problems_of(dsetup, "ey-second") == []
 
 
-def _dockerd_pid() -> int:
-    out = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True)
-    assert out.returncode == 0, "dockerd is not running"
-    return int(out.stdout.split()[0])
+def test_dockerd_restart_resyncs_without_duplicates_or_leftovers(workdir, private_dockerd):
+    """dockerd stops (and with it every container) and comes back: a dockerd of the
+    test's own, so the host's daemon and whatever runs on it are never touched."""
+    d = private_dockerd
+    s = Setup(workdir, make_config(workdir, docker_enabled=True, docker_host=d.host, docker_scope=""), "sotw")
+    try:
+        def run(name, domain, **kw):
+            return d.client.containers.run("envoyage/sample-app:1", name=name, detach=True, **kw,
+                                           labels={"envoyage.enable": "true", "envoyage.domain": domain})
+        keep = run("ey-keep", "keep.test", restart_policy={"Name": "always"})
+        gone = run("ey-gone", "gone.test")
+        wait_for(serves(s, "keep.test", keep.id[:12]), 10, what="keep")
+        wait_for(serves(s, "gone.test", gone.id[:12]), 10, what="gone")
+
+        d.stop()  # dockerd stops every container, then itself
+        wait_for(lambda: not json.loads(s.cli("status", "--json").stdout)["discovery"]["docker"]["connected"], 10,
+                 what="discovery to notice dockerd is gone")
+        d.start()
+        # 'keep' restarts by policy, 'gone' stays stopped: after the resync exactly keep remains
+        wait_for(lambda: set(services(s)) == {"ey-keep"}, 20, what="a resync with no leftovers")
+        wait_for(serves(s, "keep.test", keep.id[:12]), 10, what="keep to answer after the resync")
+        assert http_get(s.http_port, "gone.test")[0] == 404
+        status = json.loads(s.cli("status", "--json").stdout)["discovery"]["docker"]
+        assert status["connected"] and status["resyncs"] >= 2
+        assert len(services(s)["ey-keep"]["upstreams"]) == 1  # no duplicate endpoint
+    finally:
+        s.close()
 
 
-def test_dockerd_restart_resyncs_without_duplicates_or_leftovers(dsetup, docker, docker_client):
-    keep = docker.run("ey-keep", {"envoyage.domain": "keep.test"}, restart_policy={"Name": "always"})
-    gone = docker.run("ey-gone", {"envoyage.domain": "gone.test"})
-    wait_for(serves(dsetup, "keep.test", keep.id[:12]), 5, what="keep")
-    wait_for(serves(dsetup, "gone.test", gone.id[:12]), 5, what="gone")
-
-    pid = _dockerd_pid()
-    os.kill(pid, signal.SIGTERM)  # dockerd stops every container, then itself
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 30, what="dockerd to exit")
-    wait_for(lambda: not json.loads(dsetup.cli("status", "--json").stdout)["discovery"]["docker"]["connected"], 10,
-             what="discovery to notice dockerd is gone")
-
-    log = open("/var/log/envoyage-dockerd.log", "ab")
-    subprocess.Popen(["setsid", "-f", "dockerd"], stdout=log, stderr=subprocess.STDOUT)
-    wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, 30,
-             what="dockerd to come back")
-    # 'keep' restarts by policy, 'gone' stays stopped: after the resync exactly keep remains
-    wait_for(lambda: set(services(dsetup)) == {"ey-keep"}, 15, what="a resync with no leftovers")
-    wait_for(serves(dsetup, "keep.test", keep.id[:12]), 10, what="keep to answer after the resync")
-    assert http_get(dsetup.http_port, "gone.test")[0] == 404
-    status = json.loads(dsetup.cli("status", "--json").stdout)["discovery"]["docker"]
-    assert status["connected"] and status["resyncs"] >= 2
-    assert len(services(dsetup)["ey-keep"]["upstreams"]) == 1  # no duplicate endpoint
+def test_scope_limits_discovery_to_its_own_containers(dsetup, docker):
+    """A control plane with a discovery scope serves only containers labelled with it:
+    another scope's container (a demo's, say) and an unscoped one are not seen at all."""
+    mine = docker.run("ey-mine", {"envoyage.domain": "mine.test"})
+    docker.run("ey-other", {"envoyage.domain": "other.test", "envoyage.scope": "someone-else"})
+    unscoped = docker.client.containers.run(
+        "envoyage/sample-app:1", name="ey-unscoped", detach=True,
+        labels={TEST_LABEL: RUN_ID, "envoyage.enable": "true", "envoyage.domain": "unscoped.test"})
+    wait_for(serves(dsetup, "mine.test", mine.id[:12]), 10, what="the container in scope")
+    unscoped.restart(timeout=1)  # events for it arrive too, and are ignored
+    time.sleep(0.5)
+    assert set(services(dsetup)) == {"ey-mine"}
+    assert http_get(dsetup.http_port, "other.test")[0] == 404
+    assert http_get(dsetup.http_port, "unscoped.test")[0] == 404
+    assert json.loads(dsetup.cli("status", "--json").stdout)["discovery"]["docker"]["scope"] == TEST_SCOPE
 
 
 def test_unreachable_dockerd_keeps_last_state_then_resyncs(workdir, docker):
