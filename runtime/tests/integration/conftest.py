@@ -134,6 +134,7 @@ class ControlProcess:
         }))
         self.xds_port = yaml.safe_load(self.config_path.read_text())["xds_port"]
         self.socket = config.socket_path
+        self.state_dir = config.state_dir
         self.log_path = workdir / "control.log"
         self.proc = None
 

@@ -136,6 +136,8 @@ def _print_status(st: dict[str, Any]) -> None:
             if not t:
                 continue
             mark = "in sync" if t["last_acked_version"] == current and current else "behind"
+            if mark == "in sync" and t.get("reported_at_reconnect"):
+                mark += ", reported by Envoy at reconnect"
             print(f"  {tname}: acked {t['last_acked_version'] or '-'} ({mark}), sent {t['last_sent_version'] or '-'}")
             if t["last_nack_message"]:
                 print(f"    last NACK {_ago(t['last_nack_at'])} for {t['last_nack_version']}: {t['last_nack_message']}")

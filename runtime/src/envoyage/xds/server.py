@@ -183,7 +183,14 @@ class SotwStream(_Stream):
 
     def handle(self, req: discovery_pb2.DiscoveryRequest) -> list:
         type_url = req.type_url
+        first = type_url not in self.types
         st = self.types.setdefault(type_url, _SotwType())
+        if first and req.version_info and not req.response_nonce:
+            # a reconnect: Envoy says which version it holds; if that is the current
+            # one nothing is sent, and status knows at once that this type is in sync
+            snap = self.snapshot()
+            self._callbacks("on_reported", type_url, req.version_info,
+                            snap is not None and snap.version(type_url) == req.version_info)
         if req.response_nonce and req.response_nonce != st.nonce:
             log.debug("node %s %s: stale nonce %s (latest %s) ignored", self.node_id, T.short(type_url),
                       req.response_nonce, st.nonce)
@@ -270,11 +277,13 @@ class DeltaStream(_Stream):
                   T.short(type_url), list(req.resource_names_subscribe)[:5], list(req.resource_names_unsubscribe)[:5],
                   req.response_nonce, " NACK" if req.HasField("error_detail") else "")
         st = self.types.get(type_url)
+        reconnect = False
         if st is None:
             st = self.types[type_url] = _DeltaType()
             subscribe = set(req.resource_names_subscribe)
             st.wildcard = type_url in T.WILDCARD_TYPES and (not subscribe or "*" in subscribe)
             st.sent = dict(req.initial_resource_versions)
+            reconnect = bool(req.initial_resource_versions)
         if req.response_nonce:
             if req.response_nonce != st.nonce:
                 log.debug("node %s %s: stale nonce %s ignored", self.node_id, T.short(type_url), req.response_nonce)
@@ -303,6 +312,12 @@ class DeltaStream(_Stream):
             st.subscribed.discard(name)
             st.sent.pop(name, None)
         resp = self.respond(type_url)
+        if reconnect:
+            # Envoy listed every resource it holds with its version: in sync when the
+            # answer changes and removes nothing (compared per resource)
+            snap = self.snapshot()
+            in_sync = snap is not None and (resp is None or (not resp.resources and not resp.removed_resources))
+            self._callbacks("on_reported", type_url, snap.version(type_url) if in_sync else "", in_sync)
         return [resp] if resp is not None else []
 
     def respond(self, type_url: str, force: bool = False):

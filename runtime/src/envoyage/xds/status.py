@@ -21,6 +21,7 @@ class Callbacks(Protocol):
     def on_response(self, stream_id: int, node_id: str, type_url: str, response: Any) -> None: ...
     def on_ack(self, stream_id: int, node_id: str, type_url: str, version: str) -> None: ...
     def on_nack(self, stream_id: int, node_id: str, type_url: str, version: str, message: str) -> None: ...
+    def on_reported(self, stream_id: int, node_id: str, type_url: str, version: str, in_sync: bool) -> None: ...
 
 
 class BaseCallbacks:
@@ -41,6 +42,9 @@ class BaseCallbacks:
     def on_nack(self, stream_id, node_id, type_url, version, message):
         pass
 
+    def on_reported(self, stream_id, node_id, type_url, version, in_sync):
+        pass
+
 
 @dataclass
 class TypeStatus:
@@ -53,6 +57,10 @@ class TypeStatus:
     last_nack_message: str = ""
     last_nack_at: float = 0.0
     nacks: int = 0
+    # True while the ACKed version is the one Envoy reported holding when it
+    # (re)connected, before any response of this control plane
+    reported_at_reconnect: bool = False
+    reported_at: float = 0.0
 
 
 @dataclass
@@ -116,7 +124,18 @@ class StatusTracker(BaseCallbacks):
             node = self._nodes.get(node_id)
             if node is not None:
                 ts = node.type(type_url)
+                if version != ts.last_acked_version:
+                    ts.reported_at_reconnect = False
                 ts.last_acked_version, ts.last_acked_at = version, self._clock()
+
+    def on_reported(self, stream_id, node_id, type_url, version, in_sync):
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is not None and in_sync:
+                ts = node.type(type_url)
+                ts.last_acked_version = version
+                ts.last_acked_at = ts.reported_at = self._clock()
+                ts.reported_at_reconnect = True
 
     def on_nack(self, stream_id, node_id, type_url, version, message):
         with self._lock:
