@@ -229,3 +229,9 @@ def test_mesh_creates_network_and_attaches(mesh_setup, docker, docker_client):
     assert problems_of(mesh_setup, "ey-meshed") == []
     net = docker_client.networks.get("envoyage-mesh")
     assert net.attrs["Labels"] == {"envoyage.managed": "true"}
+
+
+def test_internationalized_domain_label(dsetup, docker):
+    c = docker.run("ey-idn", {"envoyage.domain": "straße.test"})
+    wait_for(serves(dsetup, "xn--strae-oqa.test", c.id[:12]), 10, what="the IDN label to be served")
+    assert services(dsetup)["ey-idn"]["domains_unicode"] == ["straße.test"]

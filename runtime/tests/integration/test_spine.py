@@ -280,3 +280,24 @@ def test_batch_add_is_one_push(setup, upstreams):
     added = [e for e in setup.plane.registry.events(limit=10_000) if e not in before and e["kind"] == "service.added"]
     assert len(added) == 50
     assert setup.plane.last_reconcile["reason"] == "50 services added"
+
+
+def test_internationalized_domain_through_cli_and_envoy(sotw_setup, upstreams):
+    s = sotw_setup
+    books, other = upstreams("books"), upstreams("other")
+    out = s.cli("service", "add", "books", "-d", "bücher.localhost", "-u", books.address, check=True)
+    assert "xn--bcher-kva.localhost (bücher.localhost)" in out.stdout
+    # browsers send the ASCII form in Host
+    wait_for(serves(s.http_port, "xn--bcher-kva.localhost", "books"), 5, what="the IDN service")
+    listing = s.cli("services", check=True).stdout
+    assert "xn--bcher-kva.localhost (bücher.localhost)" in listing
+    (svc,) = json.loads(s.cli("services", "--json", check=True).stdout)
+    assert svc["domains"] == ["xn--bcher-kva.localhost"] and svc["domains_unicode"] == ["bücher.localhost"]
+    # the same name in another spelling is the same domain: a conflict, not a second host
+    conflict = s.cli("service", "add", "other", "-d", "BÜCHER.localhost", "-u", other.address)
+    assert conflict.returncode == 1 and "problem: domain 'xn--bcher-kva.localhost'" in conflict.stdout
+    problems = {x["name"]: x["problems"] for x in json.loads(s.cli("services", "--json", check=True).stdout)}
+    assert any("xn--bcher-kva.localhost" in p and "books" in p for p in problems["other"]), problems
+    assert http_get(s.http_port, "xn--bcher-kva.localhost") == (200, "books")
+    bad = s.cli("service", "add", "skull", "-d", "☠.localhost", "-u", other.address)
+    assert bad.returncode == 2 and "cannot be encoded as a domain name" in bad.stderr
