@@ -5,11 +5,16 @@
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 ensure_venv
+had_peers=1
+dpkg-query -W -f='${Status}' caddy nginx-light 2>/dev/null | grep -c "install ok installed" | grep -qx 2 || had_peers=0
 ensure_debian_packages caddy nginx-light
-# The Debian packages start their own daemons on ports 80/443 where they can: the
-# benchmark runs its own instances on free ports, so stop the packaged ones.
-pkill -x caddy 2>/dev/null || true
-[ -f /run/nginx.pid ] && kill "$(cat /run/nginx.pid)" 2>/dev/null || true
+# The benchmark runs its own Caddy and nginx on free ports. When this run installed the
+# packages, the daemons they just started (on 80/443) are stopped again; daemons that
+# were there before are the user's and are left alone.
+if [ "$had_peers" = 0 ]; then
+  pkill -x caddy 2>/dev/null || true
+  [ -f /run/nginx.pid ] && kill "$(cat /run/nginx.pid)" 2>/dev/null || true
+fi
 bash "$ROOT/scripts/sample-image.sh"
 if [ ! -x "$ROOT/../shared/peers/go-control-plane/gcp-xds" ]; then
   say "the go-control-plane peer (../shared/peers/go-control-plane/gcp-xds) is missing: its rows are skipped"
