@@ -376,3 +376,39 @@ def test_delta_incremental_diff_from_parent_snapshot(env):
     cache.set_snapshot("home", s2)
     r2 = h.recv()
     assert dnames(r2) == ["svc_new"] and list(r2.removed_resources) == ["svc_s7"]
+
+
+# ---------------------------------------------------------------- no warming stall
+
+def test_sotw_endpoints_of_a_cluster_no_longer_in_the_snapshot_are_answered_empty(env):
+    """Envoy asks for the endpoints of a cluster that was removed right after it was sent:
+    it gets an empty assignment, so the cluster finishes warming (no 15 s stall)."""
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=False)
+    h.send(req(T.ENDPOINT, names=["svc_a", "svc_gone"], with_node=True))
+    r = h.recv()
+    assert names_of(r) == ["svc_a", "svc_gone"]
+    gone = [endpoint_pb2.ClusterLoadAssignment.FromString(a.value) for a in r.resources][1]
+    assert gone.cluster_name == "svc_gone" and not gone.endpoints
+    h.close()
+
+
+def test_delta_endpoint_subscription_to_an_absent_cluster_is_answered_empty(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.ENDPOINT, subscribe=["svc_a"], with_node=True))
+    r1 = h.recv()
+    assert [r.name for r in r1.resources] == ["svc_a"]
+    h.send(dreq(T.ENDPOINT, nonce=r1.nonce, subscribe=["svc_flash"]))
+    r2 = h.recv()
+    assert [r.name for r in r2.resources] == ["svc_flash"] and not r2.removed_resources
+    # once the cluster really exists, its real endpoints follow
+    h.send(dreq(T.ENDPOINT, nonce=r2.nonce))
+    cache.set_snapshot("home", snapshot("a", "flash"))
+    r3 = h.recv()
+    assert [r.name for r in r3.resources] == ["svc_flash"] and r3.resources[0].version != "absent"
+    h.close()

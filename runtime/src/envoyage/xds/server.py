@@ -15,6 +15,7 @@ Rules (see ../../../../docs/xds.md and go-control-plane):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import queue
@@ -24,17 +25,32 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import grpc
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from . import types as T
 from .cache import SnapshotCache, snapshot_key
-from .snapshot import Snapshot
+from .snapshot import Resource, Snapshot
 
 log = logging.getLogger("envoyage.xds")
 
 _stream_ids = itertools.count(1)
 
 _REQ, _WAKE, _END = "req", "wake", "end"
+
+
+@functools.lru_cache(maxsize=4096)
+def absent_endpoints(name: str) -> Resource:
+    """An empty ClusterLoadAssignment for a cluster Envoy asks about that the snapshot no
+    longer has. Envoy keeps a new cluster warming (and holds its CDS ACK) until its
+    endpoints arrive; a cluster removed milliseconds after it was sent would otherwise
+    wait for Envoy's 15 s initial fetch timeout (envoyproxy/envoy#9934). Every endpoint
+    subscription is answered, so Envoy is never left waiting."""
+    msg = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    return Resource(name, msg, ABSENT_VERSION, T.ENDPOINT, msg.SerializeToString(deterministic=True))
+
+
+ABSENT_VERSION = "absent"
 
 
 def node_role(node) -> str:
@@ -230,6 +246,8 @@ class SotwStream(_Stream):
         resources = snap.get(type_url)
         if type_url in T.WILDCARD_TYPES:
             chosen = list(resources.values())
+        elif type_url == T.ENDPOINT:
+            chosen = [resources.get(n) or absent_endpoints(n) for n in sorted(st.names)]
         else:
             chosen = [resources[n] for n in sorted(st.names) if n in resources]
         nonce = self._nonce()
@@ -339,6 +357,8 @@ class DeltaStream(_Stream):
                 wanted = resources
             elif type_url == T.VHOST:  # a subscription to a route configuration covers all its hosts
                 wanted = {n: r for n, r in resources.items() if self._wants(st, type_url, n)}
+            elif type_url == T.ENDPOINT:  # every endpoint subscription is answered
+                wanted = {n: resources.get(n) or absent_endpoints(n) for n in st.subscribed}
             else:
                 wanted = {n: resources[n] for n in st.subscribed if n in resources}
             changed = sorted((r for n, r in wanted.items() if st.sent.get(n) != r.version), key=lambda r: r.name)
