@@ -289,7 +289,10 @@ def test_delta_reconnect_with_initial_versions_sends_only_difference(env):
     assert dnames(r) == ["svc_a"] and list(r.removed_resources) == ["svc_gone"]
 
 
-def test_delta_nack_not_repushed(env):
+def test_delta_nack_not_repushed_and_envoy_still_lacks_the_rejected_response(env):
+    """A NACK rejects the whole response: Envoy keeps what it had. The rejected version
+    is never pushed again by itself; the next snapshot brings everything Envoy lacks
+    (the control plane drops the service Envoy rejected from it: see verdicts)."""
     cache, server, rec, _ = env
     cache.set_snapshot("home", snapshot("a"))
     h = Harness(server, delta=True)
@@ -304,7 +307,24 @@ def test_delta_nack_not_repushed(env):
     h.quiet(0.5)
     assert rec.nacks == [("vhds", r2.system_version_info, "rejected")]
     cache.set_snapshot("home", snapshot("a", "b", "c"))
-    assert dnames(h.recv()) == ["home_http/c"]
+    assert dnames(h.recv()) == ["home_http/b", "home_http/c"]
+
+
+def test_delta_nack_of_a_batch_resends_its_good_resources_with_the_next_snapshot(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.VHOST, subscribe=["home_http"], with_node=True))
+    r1 = h.recv()
+    h.send(dreq(T.VHOST, nonce=r1.nonce))
+    cache.set_snapshot("home", snapshot("a", "b", "c", "d"))
+    r2 = h.recv()
+    assert dnames(r2) == ["home_http/b", "home_http/c", "home_http/d"]
+    h.send(dreq(T.VHOST, nonce=r2.nonce, error="rejected"))
+    h.quiet(0.3)
+    cache.set_snapshot("home", snapshot("a", "b", "c"))  # d, the bad one, dropped
+    r3 = h.recv()
+    assert dnames(r3) == ["home_http/b", "home_http/c"] and list(r3.removed_resources) == []
 
 
 def test_delta_vhds_wildcard_subscription_and_removal(env):

@@ -7,6 +7,7 @@ a new snapshot (or keeps the last good one and says why).
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import threading
@@ -23,8 +24,9 @@ from ..xds import types as T
 from ..xds.cache import snapshot_key
 from ..xds.server import AdsServer
 from ..xds.snapshot import InconsistentSnapshot
-from ..xds.status import StatusTracker
+from ..xds.status import BaseCallbacks, StatusTracker
 from ..xds.translate import TranslationCache
+from ..xds.verdicts import Verdicts, services_in_change
 
 log = logging.getLogger("envoyage.control")
 
@@ -55,7 +57,10 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.translations = TranslationCache()
         self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect)
-        self.ads = AdsServer(self.cache, callbacks=[self.status])
+        self.verdicts = Verdicts()
+        # recent snapshots per key, to tell which services a NACKed version changed
+        self.history: dict[str, collections.deque] = {}
+        self.ads = AdsServer(self.cache, callbacks=[self.status, _VerdictCallbacks(self)])
         self.started_at = time.time()
         self._lock = threading.Lock()
         self.last_reconcile: dict[str, Any] = {}
@@ -157,12 +162,14 @@ class ControlPlane:
                 assembly = assemble_home(states, self.home_settings, self.translations,
                                          previous=self.cache.get_snapshot(ROLE_HOME),
                                          previous_delta=self.cache.get_snapshot(DELTA_HOME),
-                                         sotw=False in self.variants, delta=True in self.variants)
+                                         sotw=False in self.variants, delta=True in self.variants,
+                                         withheld=self.verdicts.withheld(states))
                 changed = False
-                if assembly.snapshot is not None:
-                    changed = self.cache.set_snapshot(ROLE_HOME, assembly.snapshot)
-                if assembly.delta_snapshot is not None:
-                    changed = self.cache.set_snapshot(DELTA_HOME, assembly.delta_snapshot) or changed
+                for key, snap in ((ROLE_HOME, assembly.snapshot), (DELTA_HOME, assembly.delta_snapshot)):
+                    if snap is not None and self.cache.set_snapshot(key, snap):
+                        changed = True
+                        self.history.setdefault(key, collections.deque(maxlen=HISTORY)).append(snap)
+                    self.verdicts.under_test(key, self.cache.get_snapshot(key))
             except InconsistentSnapshot as exc:
                 # An invariant failed: a bug. Keep serving the last good snapshot.
                 log.error("snapshot refused (%s); the last good snapshot keeps serving: %s", reason, exc)
@@ -237,11 +244,54 @@ class ControlPlane:
     def _record_nack(self, node_id: str, type_short: str, version: str, message: str) -> None:
         self.registry.event("xds.nack", node_id, f"{type_short} {version}: {message}")
 
+    # -- Envoy's verdict per service ---------------------------------------------------
+    def _snapshot_at(self, key: str, type_url: str, version: str):
+        for snap in reversed(list(self.history.get(key, ()))):
+            if snap.version(type_url) == version:
+                return snap
+        return None
+
+    def on_envoy_verdict(self, node_id: str, type_url: str, version: str, message: str | None) -> None:
+        """An ACK (message None) or NACK from a node: drop the service(s) Envoy rejects."""
+        key, acked_version = self.status.acked(node_id, type_url)
+        if not key:
+            return
+        states = {s.name: s for s in self.registry.services()}
+        if message is None:
+            outcome = self.verdicts.on_ack(node_id, key, type_url, version, states)
+        else:
+            rejected = self._snapshot_at(key, type_url, version)
+            if rejected is None:
+                return  # not a snapshot this control plane built: nothing to attribute
+            acked = self._snapshot_at(key, type_url, acked_version) if acked_version else None
+            outcome = self.verdicts.on_nack(node_id, key, type_url, version, message,
+                                            services_in_change(type_url, rejected, acked), states)
+        if outcome:
+            log.warning("envoy %s %s %s: %s", node_id, "NACKed" if message is not None else "ACKed",
+                        T.short(type_url), outcome)
+            self.registry.event("xds.verdict", node_id, f"{T.short(type_url)}: {outcome}")
+            self.reconcile(reason=f"Envoy's verdict: {outcome}")
+
     def _record_connect(self, node_id: str, role: str, delta: bool) -> None:
         self.registry.touch_node(node_id, role)
         if delta not in self.variants:
             self.variants.add(delta)
             self.reconcile(reason=f"first {'delta' if delta else 'state-of-the-world'} node ({node_id})")
+
+
+HISTORY = 16  # snapshots kept per key for NACK attribution
+
+
+class _VerdictCallbacks(BaseCallbacks):
+    def __init__(self, plane: "ControlPlane"):
+        self.plane = plane
+
+    def on_ack(self, stream_id, node_id, type_url, version):
+        if self.plane.verdicts.bisecting():
+            self.plane.on_envoy_verdict(node_id, type_url, version, None)
+
+    def on_nack(self, stream_id, node_id, type_url, version, message):
+        self.plane.on_envoy_verdict(node_id, type_url, version, message)
 
 
 def _versions(snap) -> dict[str, str]:

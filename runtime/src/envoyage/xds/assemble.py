@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from ..model import ServiceState
 from . import types as T
@@ -35,13 +35,13 @@ class Assembly:
 
 def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache,
                   previous: Snapshot | None = None, previous_delta: Snapshot | None = None,
-                  sotw: bool = True, delta: bool = True) -> Assembly:
+                  sotw: bool = True, delta: bool = True, withheld: Mapping[str, str] | None = None) -> Assembly:
     """The home role's snapshots, each checked by SnapshotCache.set_snapshot before use.
 
     `sotw`: the variant with one route configuration holding every host; `delta`: the
     VHDS variant (one resource per host). Only the variants some node uses are built.
     """
-    accepted, problems = check_services(states)
+    accepted, problems = check_services(states, withheld)
     pieces = cache.translate_all(s.spec for s in accepted)
     clusters, endpoints = [], []
     cluster_bytes, endpoint_bytes = {}, {}

@@ -266,13 +266,18 @@ class SotwStream(_Stream):
 class _DeltaType:
     wildcard: bool = False
     subscribed: set[str] = field(default_factory=set)
-    sent: dict[str, str] = field(default_factory=dict)  # name -> version Envoy has (or rejected)
+    sent: dict[str, str] = field(default_factory=dict)  # name -> version Envoy has
     nonce: str = ""
     watch_open: bool = True
     initial_pending: bool = True
     last_version: str = ""  # system_version_info of the latest response
     answered_nonce: str = ""
     dirty: bool = True  # subscriptions changed since the last diff
+    # what `sent` held before the response in flight, for the names it carries: a NACK
+    # rejects the whole response, so Envoy still has exactly that
+    pending: dict[str, str | None] = field(default_factory=dict)
+    nacked_version: str = ""  # a rejected snapshot version is never sent again
+    resync: bool = False  # after a NACK: the next response is a full diff, not parent->child
 
 
 class DeltaStream(_Stream):
@@ -311,8 +316,16 @@ class DeltaStream(_Stream):
                 if req.HasField("error_detail"):
                     msg = req.error_detail.message
                     log.warning("node %s NACKed delta %s: %s", self.node_id, T.short(type_url), msg)
+                    for name, before in st.pending.items():
+                        if before is None:
+                            st.sent.pop(name, None)
+                        else:
+                            st.sent[name] = before
+                    st.nacked_version, st.resync = st.last_version, True
+                    st.pending = {}
                     self._callbacks("on_nack", type_url, st.last_version, msg)
                 else:
+                    st.pending = {}
                     self._callbacks("on_ack", type_url, st.last_version)
         if req.resource_names_subscribe or req.resource_names_unsubscribe:
             st.dirty = True
@@ -343,11 +356,14 @@ class DeltaStream(_Stream):
         if ready is None:
             return None
         st, snap = ready
-        if (not st.initial_pending and not st.dirty and st.last_version == snap.version(type_url)):
-            return None  # nothing of this type changed since the last response, no new subscriptions
+        version = snap.version(type_url)
+        if not st.initial_pending and not st.dirty and (
+                version == st.nacked_version or (st.last_version == version and not st.resync)):
+            return None  # nothing changed since the last response (or Envoy rejected this version)
         resources = snap.get(type_url)
         parent = snap.changes.get(type_url)
-        if parent is not None and not st.initial_pending and not st.dirty and parent[0] == st.last_version:
+        if (parent is not None and not st.initial_pending and not st.dirty and not st.resync
+                and parent[0] == st.last_version):
             # Envoy has this snapshot's parent: only what changed in between can differ
             changed = sorted((resources[n] for n in parent[1] if self._wants(st, type_url, n)
                               and st.sent.get(n) != resources[n].version), key=lambda r: r.name)
@@ -363,9 +379,9 @@ class DeltaStream(_Stream):
                 wanted = {n: resources[n] for n in st.subscribed if n in resources}
             changed = sorted((r for n, r in wanted.items() if st.sent.get(n) != r.version), key=lambda r: r.name)
             removed = sorted(n for n in st.sent if n not in wanted and self._wants(st, type_url, n))
-        st.dirty = False
+        st.dirty = st.resync = False
         if not changed and not removed and not st.initial_pending:
-            st.last_version = snap.version(type_url)
+            st.last_version = version
             return None
         st.initial_pending = False
         nonce = self._nonce()
@@ -376,12 +392,15 @@ class DeltaStream(_Stream):
             resources=[discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed) for r in changed],
             removed_resources=removed,
         )
+        st.pending = {n: st.sent.get(n) for n in itertools.chain((r.name for r in changed), removed)}
         for r in changed:
             st.sent[r.name] = r.version
         for n in removed:
             st.sent.pop(n, None)
         st.nonce, st.watch_open = nonce, False
-        st.last_version = snap.version(type_url)
+        st.last_version = version
+        if version != st.nacked_version:
+            st.nacked_version = ""
         log.debug("node %s: delta %s +%d -%d", self.node_id, T.short(type_url), len(changed), len(removed))
         self._callbacks("on_response", type_url, resp)
         return resp

@@ -148,6 +148,15 @@ class StatusTracker(BaseCallbacks):
         if self._nack_hook:
             self._nack_hook(node_id, T.short(type_url), version, message)
 
+    def acked(self, node_id: str, type_url: str) -> tuple[str, str]:
+        """(the node's snapshot key, the version of `type_url` it last ACKed)."""
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None:
+                return "", ""
+            ts = node.types.get(T.short(type_url))
+            return node.snapshot, ts.last_acked_version if ts else ""
+
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
             return [asdict(n) for n in sorted(self._nodes.values(), key=lambda n: n.node_id)]

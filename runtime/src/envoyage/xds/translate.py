@@ -29,6 +29,7 @@ from envoy.type.v3 import range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
 
 from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, HEALTH_OFF, ServiceSpec
+from . import types as T
 
 HOME_LISTENER = "home_http"
 HOME_ROUTES = "home_http"
@@ -53,6 +54,16 @@ ACCESS_LOG_FORMAT = {
 
 def cluster_name(service: str) -> str:
     return f"svc_{service}"
+
+
+def service_of(type_url: str, resource_name: str) -> str | None:
+    """The service a cluster, endpoints or VHDS host resource belongs to (None: shared)."""
+    if type_url in (T.CLUSTER, T.ENDPOINT):
+        return resource_name[4:] if resource_name.startswith("svc_") else None
+    if type_url == T.VHOST:
+        host = resource_name.partition("/")[2]
+        return host if host and host != DEFAULT_HOST else None
+    return None
 
 
 def _duration(ms: int) -> duration_pb2.Duration:

@@ -8,7 +8,7 @@ snapshot: failing one of those is a bug, and the last good snapshot keeps servin
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from google.protobuf.message import DecodeError, Message
 
@@ -17,12 +17,15 @@ from . import types as T
 from .snapshot import InconsistentSnapshot, Snapshot
 
 
-def check_services(states: Iterable[ServiceState]) -> tuple[list[ServiceState], dict[str, list[str]]]:
+def check_services(states: Iterable[ServiceState], withheld: Mapping[str, str] | None = None,
+                   ) -> tuple[list[ServiceState], dict[str, list[str]]]:
     """Return the services that may be served and the problems of every service.
 
     Domain conflicts: the service seen first (first_seen, then name) keeps the domain;
     the other gets a problem naming the winner and is not served until it is resolved.
+    `withheld`: services not to serve now (Envoy rejected them), with the problem to show.
     """
+    withheld = withheld or {}
     ordered = sorted(states, key=lambda s: (s.first_seen, s.origin, s.name))
     owner: dict[str, str] = {}
     accepted: list[ServiceState] = []
@@ -33,6 +36,9 @@ def check_services(states: Iterable[ServiceState]) -> tuple[list[ServiceState], 
             problems[state.name] = list(state.source_problems) or ["no valid configuration"]
             continue
         mine: list[str] = list(state.source_problems)
+        if spec.name in withheld:
+            problems[spec.name] = mine + [withheld[spec.name]]
+            continue
         for domain in spec.domains:
             if domain in owner:
                 mine.append(f"domain '{domain}' is already served by service '{owner[domain]}'")
