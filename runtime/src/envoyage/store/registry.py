@@ -94,10 +94,14 @@ class Registry:
         self.path = Path(path)
         self.clock = clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection for the whole process: every access holds self._lock, so no
+        # thread needs its own (peewee's default, thread_safe=True, opens one per thread
+        # and never closes it: gRPC workers and API requests leaked a descriptor each).
         self.db = pw.SqliteDatabase(
             str(self.path),
             pragmas={"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "busy_timeout": 5000},
             check_same_thread=False,
+            thread_safe=False,
         )
         self._lock = threading.RLock()
         self._services: dict[str, ServiceState] | None = None
