@@ -32,6 +32,15 @@ class Config:
     # the xDS (ADS) gRPC server
     xds_address: str = "127.0.0.1"
     xds_port: int = 18000
+    # concurrent ADS streams admitted (each costs two threads); over the limit, an Envoy
+    # this control plane has seen before still gets in (an unknown stream makes room)
+    xds_max_streams: int = 256
+    # gRPC keepalive: a ping every `xds_keepalive` seconds; a peer that does not answer
+    # within `xds_keepalive_timeout` is dropped and its stream freed
+    xds_keepalive: float = 30.0
+    xds_keepalive_timeout: float = 10.0
+    # a stream that names no node within this many seconds is closed
+    xds_first_request_timeout: float = 10.0
     # the home Envoy's HTTP listener (what translation puts into the listener)
     home_http_address: str = "0.0.0.0"
     home_http_port: int = 80
@@ -65,6 +74,10 @@ class Config:
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
 _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket"}
 _INTS = {"xds_port", "home_http_port"}
+_COUNTS = {"xds_max_streams": (1, 100_000)}
+_SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
+            "xds_first_request_timeout": (1.0, 600.0)}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
 _BOOLS = {"docker_enabled", "docker_mesh"}
 _OPTIONAL_STRINGS = {"docker_host"}
 _SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -88,6 +101,22 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if not 0 < port < 65536:
             raise ConfigError(f"{origin}: '{key}' must be between 1 and 65535, got {port}")
         return port
+    if key in _COUNTS:
+        low, high = _COUNTS[key]
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+            raise ConfigError(f"{origin}: '{key}' must be a whole number, got {value!r}")
+        if not low <= int(value) <= high:
+            raise ConfigError(f"{origin}: '{key}' must be between {low} and {high}, got {value}")
+        return int(value)
+    if key in _SECONDS:
+        low, high = _SECONDS[key]
+        m = _DURATION_RE.fullmatch(str(value).strip()) if not isinstance(value, bool) else None
+        if m is None:
+            raise ConfigError(f"{origin}: '{key}' must be a duration such as '30s' or '500ms', got {value!r}")
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2) or "s"]
+        if not low <= seconds <= high:
+            raise ConfigError(f"{origin}: '{key}' must be between {low:g}s and {high:g}s, got {value!r}")
+        return seconds
     if key in _BOOLS:
         if isinstance(value, bool):
             return value

@@ -56,7 +56,9 @@ class ControlDaemon:
         sock = self.config.socket_path
         _prepare_socket(sock)
         self.plane.reconcile(reason="startup")
-        self.grpc_server, self.xds_port = serve(self.plane.ads, self.config.xds_address, self.config.xds_port)
+        self.grpc_server, self.xds_port = serve(self.plane.ads, self.config.xds_address, self.config.xds_port,
+                                                keepalive=self.config.xds_keepalive,
+                                                keepalive_timeout=self.config.xds_keepalive_timeout)
         log.info("xDS (ADS, SotW and delta) listening on %s:%d", self.config.xds_address, self.xds_port)
         old = os.umask(0o177)  # the socket is created 0600: the control API is root's
         try:

@@ -60,7 +60,12 @@ class ControlPlane:
         self.verdicts = Verdicts()
         # recent snapshots per key, to tell which services a NACKed version changed
         self.history: dict[str, collections.deque] = {}
-        self.ads = AdsServer(self.cache, callbacks=[self.status, _VerdictCallbacks(self)])
+        # nodes that ACKed our configuration before (they always get in, even at the stream limit)
+        self.known_nodes: set[str] = {n["node_id"] for n in self.registry.nodes()}
+        self._acked_this_run: set[str] = set()
+        self.ads = AdsServer(self.cache, callbacks=[self.status, _VerdictCallbacks(self)],
+                             max_streams=config.xds_max_streams, known=self.known_nodes.__contains__,
+                             first_request_timeout=config.xds_first_request_timeout)
         self.started_at = time.time()
         self._lock = threading.Lock()
         self.last_reconcile: dict[str, Any] = {}
@@ -236,6 +241,8 @@ class ControlPlane:
             # per snapshot key ("home"; "home/vhds" for delta nodes): version per type
             "snapshots": {key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
             "last_reconcile": self.last_reconcile,
+            "xds": {"streams": self.ads.stream_count(), "max_streams": self.ads.max_streams,
+                    "refused": self.ads.refused, "evicted": self.ads.evicted},
             "nodes": self.status.snapshot(),
             "discovery": {name: d.status() for name, d in self.discovery.items()},
             "known_nodes": self.registry.nodes(),
@@ -272,8 +279,16 @@ class ControlPlane:
             self.registry.event("xds.verdict", node_id, f"{T.short(type_url)}: {outcome}")
             self.reconcile(reason=f"Envoy's verdict: {outcome}")
 
+    def _record_ack(self, node_id: str) -> None:
+        """A node that ACKs our configuration is one of ours: registered (once), and
+        always admitted, even at the stream limit. A stream that only connects is not."""
+        if node_id not in self._acked_this_run:
+            self._acked_this_run.add(node_id)
+            role = next((n["role"] for n in self.status.snapshot() if n["node_id"] == node_id), "home")
+            self.registry.touch_node(node_id, role)  # registered, or last_seen updated
+            self.known_nodes.add(node_id)
+
     def _record_connect(self, node_id: str, role: str, delta: bool) -> None:
-        self.registry.touch_node(node_id, role)
         if delta not in self.variants:
             self.variants.add(delta)
             self.reconcile(reason=f"first {'delta' if delta else 'state-of-the-world'} node ({node_id})")
@@ -287,6 +302,7 @@ class _VerdictCallbacks(BaseCallbacks):
         self.plane = plane
 
     def on_ack(self, stream_id, node_id, type_url, version):
+        self.plane._record_ack(node_id)
         if self.plane.verdicts.bisecting():
             self.plane.on_envoy_verdict(node_id, type_url, version, None)
 

@@ -20,9 +20,10 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -71,6 +72,8 @@ class _Stream:
         self.server = server
         self.cache = server.cache
         self.id = next(_stream_ids)
+        self.context = context
+        self.started = time.monotonic()
         self.events: queue.Queue = queue.Queue()
         self.node_id = ""
         self.role = ""
@@ -100,11 +103,23 @@ class _Stream:
             except Exception:  # noqa: BLE001 - a broken observer never breaks a stream
                 log.exception("callback %s failed", name)
 
+    def evict(self, reason: str) -> None:
+        """End this stream from another thread (it makes room for another)."""
+        log.warning("stream %s (node %r): closed: %s", self.id, self.node_id, reason)
+        self.events.put((_END, None))
+
     def run(self) -> Iterator:
+        self.server._streams_add(self)
         threading.Thread(target=self._read, name=f"xds-reader-{self.id}", daemon=True).start()
         try:
             while True:
-                kind, req = self.events.get()
+                try:
+                    kind, req = self.events.get(timeout=None if self.node_id else
+                                                self.server.first_request_timeout)
+                except queue.Empty:
+                    log.warning("stream %s: no request naming a node within %.0fs; closing", self.id,
+                                self.server.first_request_timeout)
+                    return
                 if kind == _END or self.server.stopping.is_set():
                     return
                 out: list = []
@@ -113,6 +128,9 @@ class _Stream:
                         if not req.HasField("node") or not req.node.id:
                             log.warning("stream %s: first request without node id; closing", self.id)
                             return
+                        if not self.server.admit(self, req.node.id):
+                            self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                               f"this xDS server admits {self.server.max_streams} streams")
                         self._open(req.node)
                     if req.type_url in T.MESSAGE_CLASSES:
                         out = self.handle(req)
@@ -123,6 +141,7 @@ class _Stream:
                 for resp in out:
                     yield resp
         finally:
+            self.server._streams_remove(self)
             if self._cancel_watch:
                 self._cancel_watch()
             if self.node_id:
@@ -407,12 +426,64 @@ class DeltaStream(_Stream):
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    """The gRPC servicer. `key_for` maps a node to its snapshot key (its role for now)."""
+    """The gRPC servicer. `key_for` maps a node to its snapshot key (its role for now).
 
-    def __init__(self, cache: SnapshotCache, callbacks: Iterable = ()):
+    At most `max_streams` streams are admitted. Over the limit a stream is still let in
+    when its node already has an older stream (a reconnect whose old connection is not
+    yet known to be dead: that one goes) or when `known(node_id)` says the node is one of
+    ours (the oldest stream of a node not known goes); anyone else is refused with
+    RESOURCE_EXHAUSTED. A stream that names no node in time is closed.
+    """
+
+    def __init__(self, cache: SnapshotCache, callbacks: Iterable = (), max_streams: int = 256,
+                 known: Callable[[str], bool] = lambda node_id: False, first_request_timeout: float = 10.0):
         self.cache = cache
         self.callbacks = list(callbacks)
         self.stopping = threading.Event()
+        self.max_streams = max_streams
+        self.known = known
+        self.first_request_timeout = first_request_timeout
+        self._streams: dict[int, _Stream] = {}
+        self._streams_lock = threading.Lock()
+        self.refused = 0
+        self.evicted = 0
+
+    def _streams_add(self, stream: _Stream) -> None:
+        with self._streams_lock:
+            self._streams[stream.id] = stream
+
+    def _streams_remove(self, stream: _Stream) -> None:
+        with self._streams_lock:
+            self._streams.pop(stream.id, None)
+
+    def stream_count(self) -> int:
+        with self._streams_lock:
+            return len(self._streams)
+
+    def admit(self, stream: _Stream, node_id: str) -> bool:
+        with self._streams_lock:
+            others = [s for s in self._streams.values() if s is not stream]
+            if len(others) < self.max_streams:
+                return True
+            same = [s for s in others if s.node_id == node_id]
+            if same:
+                victim, why = min(same, key=lambda s: s.started), "the same node opened a new stream"
+            elif self.known(node_id):
+                strangers = [s for s in others if not s.node_id or not self.known(s.node_id)]
+                if not strangers:
+                    self.refused += 1
+                    return False
+                victim = min(strangers, key=lambda s: s.started)
+                why = f"stream limit reached and node {node_id!r} is one of ours"
+            else:
+                self.refused += 1
+                log.warning("stream %s (node %r) refused: %d streams open, the limit", stream.id, node_id,
+                            len(others))
+                return False
+            self._streams.pop(victim.id, None)
+            self.evicted += 1
+        victim.evict(why)
+        return True
 
     def add_callbacks(self, cb) -> None:
         self.callbacks.append(cb)
@@ -431,18 +502,32 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         return DeltaStream(self, request_iterator, context).run()
 
 
-def serve(ads: AdsServer, address: str, port: int, max_streams: int = 256) -> tuple[grpc.Server, int]:
+# gRPC accepts a few streams over the admission limit, so that admission (which needs
+# the node id of the first request) can make room for one of ours
+ADMISSION_HEADROOM = 16
+
+
+def serve(ads: AdsServer, address: str, port: int, keepalive: float = 30.0,
+          keepalive_timeout: float = 10.0) -> tuple[grpc.Server, int]:
     """Start the gRPC server; returns it and the bound port (port 0 picks a free one)."""
+    slots = ads.max_streams + ADMISSION_HEADROOM
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="xds"),
+        futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="xds"),
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 512 * 1024 * 1024),
+            # ping every peer; one that does not answer (a hung or stopped process, a
+            # dead link) is dropped and its stream freed
+            ("grpc.keepalive_time_ms", int(keepalive * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive_timeout * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.http2.min_sent_ping_interval_without_data_ms", int(keepalive * 1000)),
+            ("grpc.http2.min_time_between_pings_ms", int(keepalive * 1000)),
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=max_streams,
+        maximum_concurrent_rpcs=slots,
     )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
     host = f"[{address}]" if ":" in address else address
