@@ -41,6 +41,9 @@ class Config:
     xds_keepalive_timeout: float = 10.0
     # a stream that names no node within this many seconds is closed
     xds_first_request_timeout: float = 10.0
+    # a disconnected Envoy leaves `envoyage status` this long after it went (nodes that
+    # ACKed our configuration stay listed under known nodes)
+    xds_forget_after: float = 3600.0
     # the home Envoy's HTTP listener (what translation puts into the listener)
     home_http_address: str = "0.0.0.0"
     home_http_port: int = 80
@@ -76,8 +79,8 @@ _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket"}
 _INTS = {"xds_port", "home_http_port"}
 _COUNTS = {"xds_max_streams": (1, 100_000)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
-            "xds_first_request_timeout": (1.0, 600.0)}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
+            "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0)}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _BOOLS = {"docker_enabled", "docker_mesh"}
 _OPTIONAL_STRINGS = {"docker_host"}
 _SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -113,7 +116,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         m = _DURATION_RE.fullmatch(str(value).strip()) if not isinstance(value, bool) else None
         if m is None:
             raise ConfigError(f"{origin}: '{key}' must be a duration such as '30s' or '500ms', got {value!r}")
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2) or "s"]
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[m.group(2) or "s"]
         if not low <= seconds <= high:
             raise ConfigError(f"{origin}: '{key}' must be between {low:g}s and {high:g}s, got {value!r}")
         return seconds

@@ -41,6 +41,8 @@ class FakeClient:
             return next(iter(self.call))
         except grpc.RpcError as exc:
             return exc
+        except StopIteration:
+            return "closed"
 
     def close(self):
         self._done = True
@@ -157,3 +159,45 @@ def test_keepalive_drops_a_peer_whose_link_died(workdir, client_netns):
         proc.kill()
         proc.wait()
         s.close()
+
+
+GREEDY_CLIENT = textwrap.dedent("""
+    import sys, grpc
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+    stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(grpc.insecure_channel(sys.argv[1]))
+    req = discovery_pb2.DiscoveryRequest(type_url=sys.argv[2], node=base_pb2.Node(id="greedy"),
+                                         resource_names=[f"n{i}" for i in range(2_000_000)])
+    try:
+        for resp in stub.StreamAggregatedResources(iter([req]), timeout=60):
+            print("answered"); break
+        else:
+            print("closed")
+    except grpc.RpcError as exc:
+        print(exc.code())
+""")
+
+
+def rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_hostile_requests_are_refused_without_holding_memory(limited):
+    s, clients = limited
+    before = rss_mb()
+    # a request naming 2,000,000 resources, from another process (its own memory is not ours)
+    greedy = subprocess.run([sys.executable, "-c", GREEDY_CLIENT, f"127.0.0.1:{s.daemon.xds_port}", T.ENDPOINT],
+                            capture_output=True, text=True, timeout=120)
+    assert greedy.stdout.strip() in ("StatusCode.RESOURCE_EXHAUSTED", "closed"), greedy.stdout + greedy.stderr
+    long_id = FakeClient(s.daemon.xds_port, "x" * 2 * 1024 * 1024)
+    clients.append(long_id)
+    err = long_id.first()
+    assert isinstance(err, grpc.RpcError) and err.code() in (grpc.StatusCode.INVALID_ARGUMENT,
+                                                              grpc.StatusCode.RESOURCE_EXHAUSTED)
+    st = status(s)
+    assert [n["node_id"] for n in st["nodes"]] == ["home-1"]
+    assert [n["node_id"] for n in st["known_nodes"]] == ["home-1"]
+    assert rss_mb() - before < 60, f"the server grew by {rss_mb() - before:.0f} MB"

@@ -60,6 +60,11 @@ class _Ctx:
         self.cbs.append(cb)
         return True
 
+    def abort(self, code, details):
+        """As gRPC's: ends the RPC with a status, by raising."""
+        self.aborted = (code, details)
+        raise RuntimeError(f"aborted: {details}")
+
 
 class Harness:
     """One stream: `send` a request, `recv` responses, `quiet` asserts nothing came."""
@@ -72,8 +77,12 @@ class Harness:
         gen = method(iter(self.requests.get, None), self.ctx)
 
         def pump():
-            for resp in gen:
-                self.responses.put(resp)
+            try:
+                for resp in gen:
+                    self.responses.put(resp)
+            except RuntimeError as exc:
+                if "aborted" not in str(exc):
+                    raise
             self.responses.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
@@ -225,6 +234,58 @@ def test_sotw_first_request_needs_node(env):
     h = Harness(server, delta=False)
     h.send(req(T.CLUSTER))
     assert h.responses.get(timeout=2) is None  # stream closed
+    assert h.ctx.aborted[1] == "the first request names no node id"
+
+
+@pytest.mark.parametrize("node_id, meta_bytes, problem", [
+    ("x" * 2 * 1024 * 1024, 0, "node id of 2097152 characters (at most 256)"),
+    ("ok", 64 * 1024, "node metadata of"),
+])
+def test_oversized_nodes_are_refused_and_leave_no_trace(env, node_id, meta_bytes, problem):
+    _, server, _, tracker = env
+    h = Harness(server, delta=False)
+    r = req(T.CLUSTER)
+    r.node.id = node_id
+    if meta_bytes:
+        r.node.metadata.update({"blob": "y" * meta_bytes})
+    h.send(r)
+    assert h.responses.get(timeout=2) is None
+    assert problem in h.ctx.aborted[1]
+    assert tracker.snapshot() == []
+
+
+def test_too_many_resource_names_close_the_stream(env):
+    cache, server, _, _ = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=True)
+    h.send(dreq(T.ENDPOINT, subscribe=[f"n{i}" for i in range(50_001)], with_node=True))
+    assert h.responses.get(timeout=5) is None
+    assert "more than 50000 resource names" in h.ctx.aborted[1]
+
+
+def test_huge_nack_messages_are_kept_cut(env):
+    cache, server, rec, tracker = env
+    cache.set_snapshot("home", snapshot("a"))
+    h = Harness(server, delta=False)
+    h.send(req(T.CLUSTER, with_node=True))
+    r1 = h.recv()
+    h.send(req(T.CLUSTER, nonce=r1.nonce, error="z" * 4 * 1024 * 1024))
+    h.quiet()
+    message = tracker.snapshot()[0]["types"]["cds"]["last_nack_message"]
+    assert len(message) < 1100 and message.endswith("(4194304 characters, cut)")
+
+
+def test_disconnected_nodes_are_forgotten_after_a_while_and_bounded():
+    now = [1000.0]
+    tracker = StatusTracker(clock=lambda: now[0], forget_after=60, max_past=3)
+    for i in range(10):
+        tracker.on_stream_open(i, f"n{i}", "home", False)
+        tracker.on_stream_closed(i, f"n{i}")
+        now[0] += 1
+    tracker.on_stream_open(99, "live", "home", False)
+    assert [n["node_id"] for n in tracker.snapshot()] == ["live", "n7", "n8", "n9"]  # the 3 most recent
+    now[0] += 61
+    assert [n["node_id"] for n in tracker.snapshot()] == ["live"]
 
 
 def test_sotw_push_order_cds_eds_lds_rds(env):

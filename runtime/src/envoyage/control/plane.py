@@ -56,7 +56,8 @@ class ControlPlane:
         self.registry = registry or Registry(config.db_path)
         self.cache = SnapshotCache()
         self.translations = TranslationCache()
-        self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect)
+        self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect,
+                                    forget_after=config.xds_forget_after)
         self.verdicts = Verdicts()
         # recent snapshots per key, to tell which services a NACKed version changed
         self.history: dict[str, collections.deque] = {}

@@ -39,6 +39,43 @@ _stream_ids = itertools.count(1)
 
 _REQ, _WAKE, _END = "req", "wake", "end"
 
+# Bounds on what a client can make this server hold (any local process can connect when
+# ADS listens on TCP): a node over these limits is refused, a NACK message is cut.
+MAX_NODE_ID = 256  # characters
+MAX_NODE_METADATA = 16 * 1024  # bytes of the node's metadata
+MAX_NODE_BYTES = 512 * 1024  # the whole Node (Envoy lists its few hundred extensions there)
+MAX_NAMES = 50_000  # resource names one stream may subscribe to, per type
+MAX_NAME_LENGTH = 1024
+MAX_MESSAGE = 1024  # characters of a NACK message that are kept
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # one request from Envoy (they are small)
+
+
+def bounded_message(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + f"... ({len(text)} characters, cut)"
+
+
+def node_problem(node) -> str | None:
+    """Why a node is refused, or None."""
+    if not node.id:
+        return "the first request names no node id"
+    if len(node.id) > MAX_NODE_ID:
+        return f"node id of {len(node.id)} characters (at most {MAX_NODE_ID})"
+    meta = node.metadata.ByteSize()
+    if meta > MAX_NODE_METADATA:
+        return f"node metadata of {meta} bytes (at most {MAX_NODE_METADATA})"
+    size = node.ByteSize()
+    if size > MAX_NODE_BYTES:
+        return f"node description of {size} bytes (at most {MAX_NODE_BYTES})"
+    return None
+
+
+def names_problem(names, already: int = 0) -> str | None:
+    if already + len(names) > MAX_NAMES:
+        return f"more than {MAX_NAMES} resource names"
+    if any(len(n) > MAX_NAME_LENGTH for n in names):
+        return f"a resource name longer than {MAX_NAME_LENGTH} characters"
+    return None
+
 
 @functools.lru_cache(maxsize=4096)
 def absent_endpoints(name: str) -> Resource:
@@ -125,13 +162,18 @@ class _Stream:
                 out: list = []
                 if kind == _REQ:
                     if not self.node_id:
-                        if not req.HasField("node") or not req.node.id:
-                            log.warning("stream %s: first request without node id; closing", self.id)
-                            return
+                        problem = node_problem(req.node)
+                        if problem:
+                            log.warning("stream %s: refused: %s", self.id, problem)
+                            self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
                         if not self.server.admit(self, req.node.id):
                             self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                                f"this xDS server admits {self.server.max_streams} streams")
                         self._open(req.node)
+                    problem = self.request_problem(req)
+                    if problem:
+                        log.warning("node %s: stream %s closed: %s", self.node_id, self.id, problem)
+                        self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
                     if req.type_url in T.MESSAGE_CLASSES:
                         out = self.handle(req)
                     else:
@@ -169,6 +211,9 @@ class _Stream:
         return st, snap
 
     def sent_cluster_names(self) -> set[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def request_problem(self, req) -> str | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def push_order(self, snap: Snapshot) -> tuple[str, ...]:
@@ -212,6 +257,9 @@ class _SotwType:
 class SotwStream(_Stream):
     delta = False
 
+    def request_problem(self, req) -> str | None:
+        return names_problem(req.resource_names)
+
     def sent_cluster_names(self) -> set[str]:
         st = self.types.get(T.CLUSTER)
         return set(st.sent_resources) if st else set()
@@ -234,7 +282,7 @@ class SotwStream(_Stream):
             st.answered_nonce = req.response_nonce  # one ACK/NACK per response
             if req.HasField("error_detail"):
                 st.nacked_version = st.sent_version
-                msg = req.error_detail.message
+                msg = bounded_message(req.error_detail.message)
                 log.warning("node %s NACKed %s version %s: %s", self.node_id, T.short(type_url), st.sent_version, msg)
                 self._callbacks("on_nack", type_url, st.sent_version or "", msg)
             else:
@@ -302,6 +350,11 @@ class _DeltaType:
 class DeltaStream(_Stream):
     delta = True
 
+    def request_problem(self, req) -> str | None:
+        st = self.types.get(req.type_url)
+        return (names_problem(req.resource_names_subscribe, len(st.subscribed) if st else 0)
+                or names_problem(list(req.initial_resource_versions)))
+
     def sent_cluster_names(self) -> set[str]:
         st = self.types.get(T.CLUSTER)
         return set(st.sent) if st else set()
@@ -333,7 +386,7 @@ class DeltaStream(_Stream):
                 st.answered_nonce = req.response_nonce  # one ACK/NACK per response
                 st.watch_open = True
                 if req.HasField("error_detail"):
-                    msg = req.error_detail.message
+                    msg = bounded_message(req.error_detail.message)
                     log.warning("node %s NACKed delta %s: %s", self.node_id, T.short(type_url), msg)
                     for name, before in st.pending.items():
                         if before is None:
@@ -514,7 +567,7 @@ def serve(ads: AdsServer, address: str, port: int, keepalive: float = 30.0,
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="xds"),
         options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             ("grpc.max_send_message_length", 512 * 1024 * 1024),
             # ping every peer; one that does not answer (a hung or stopped process, a
             # dead link) is dropped and its stream freed

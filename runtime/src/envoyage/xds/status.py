@@ -80,18 +80,41 @@ class NodeStatus:
 
 
 class StatusTracker(BaseCallbacks):
+    """Disconnected nodes are forgotten `forget_after` seconds after they left, and at
+    most `max_past` of them are kept (the most recent), so churn and impostors cannot
+    grow this without bound or make `status` slow."""
+
     def __init__(self, clock: Callable[[], float] = time.time,
                  on_nack: Callable[[str, str, str, str], None] | None = None,
-                 on_connect: Callable[[str, str, bool], None] | None = None):
+                 on_connect: Callable[[str, str, bool], None] | None = None,
+                 forget_after: float = 3600.0, max_past: int = 1000):
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeStatus] = {}
         self._clock = clock
         self._nack_hook = on_nack
         self._connect_hook = on_connect
+        self.forget_after = forget_after
+        self.max_past = max_past
+        self._past = 0  # disconnected nodes held
+
+    def _prune(self) -> None:
+        """Called with the lock held."""
+        now = self._clock()
+        past = [n for n in self._nodes.values() if not n.connected]
+        stale = {n.node_id for n in past if now - n.disconnected_at > self.forget_after}
+        keep = [n for n in past if n.node_id not in stale]
+        if len(keep) > self.max_past:
+            keep.sort(key=lambda n: n.disconnected_at)
+            stale.update(n.node_id for n in keep[: len(keep) - self.max_past])
+        for node_id in stale:
+            del self._nodes[node_id]
+        self._past = len(past) - len(stale)
 
     def on_stream_open(self, stream_id, node_id, role, delta):
         with self._lock:
             node = self._nodes.get(node_id)
+            if node is not None and not node.connected:
+                self._past -= 1
             if node is None or not node.connected:
                 node = NodeStatus(node_id=node_id, role=role, delta=delta, connected_since=self._clock())
                 self._nodes[node_id] = node
@@ -109,6 +132,9 @@ class StatusTracker(BaseCallbacks):
                 if node.streams <= 0:
                     node.connected = False
                     node.disconnected_at = self._clock()
+                    self._past += 1
+                    if self._past > self.max_past:
+                        self._prune()
 
     def on_response(self, stream_id, node_id, type_url, response):
         version = getattr(response, "version_info", "") or getattr(response, "system_version_info", "")
@@ -159,4 +185,5 @@ class StatusTracker(BaseCallbacks):
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
+            self._prune()
             return [asdict(n) for n in sorted(self._nodes.values(), key=lambda n: n.node_id)]
