@@ -11,8 +11,9 @@
 #   bash scripts/demo.sh status   show what runs
 #
 # Settings (environment): ENVOYAGE_DEMO_DIR (default /tmp/envoyage-demo),
-# ENVOYAGE_DEMO_HTTP_PORT (8080), ENVOYAGE_DEMO_XDS_PORT (18000),
-# ENVOYAGE_DEMO_ADMIN_PORT (9901), ENVOYAGE_DEMO_APP_PORT (8081),
+# ENVOYAGE_DEMO_HTTP_PORT (8080), ENVOYAGE_DEMO_ADMIN_PORT (9901),
+# ENVOYAGE_DEMO_APP_PORT (8081). Envoy reaches the control plane on the Unix socket
+# $DIR/run/xds.sock, as in production.
 # ENVOYAGE_DEMO_SCOPE (demo): the demo's Docker discovery scope. The demo's control plane
 # only sees containers labelled envoyage.scope=<scope>, its containers are named
 # envoyage-<scope>-*, and `stop` removes only containers in its scope, so a second demo
@@ -22,7 +23,6 @@ source "$(dirname "$0")/lib.sh"
 
 DIR="${ENVOYAGE_DEMO_DIR:-/tmp/envoyage-demo}"
 HTTP_PORT="${ENVOYAGE_DEMO_HTTP_PORT:-8080}"
-XDS_PORT="${ENVOYAGE_DEMO_XDS_PORT:-18000}"
 ADMIN_PORT="${ENVOYAGE_DEMO_ADMIN_PORT:-9901}"
 APP_PORT="${ENVOYAGE_DEMO_APP_PORT:-8081}"
 SCOPE="${ENVOYAGE_DEMO_SCOPE:-demo}"
@@ -118,7 +118,7 @@ stop_all >/dev/null 2>&1 || true
 ensure_venv
 bash "$ROOT/scripts/sample-image.sh"
 mkdir -p "$DIR/app" "$DIR/run" "$DIR/log" "$DIR/state"
-for p in "$HTTP_PORT" "$XDS_PORT" "$ADMIN_PORT" "$APP_PORT"; do
+for p in "$HTTP_PORT" "$ADMIN_PORT" "$APP_PORT"; do
   port_free "$p" || die "port $p is in use; set ENVOYAGE_DEMO_*_PORT (see the top of $0)"
 done
 
@@ -127,9 +127,6 @@ cat > "$CONFIG" <<YAML
 state_dir: $DIR/state
 run_dir: $DIR/run
 log_dir: $DIR/log
-xds:
-  address: 127.0.0.1
-  port: $XDS_PORT
 home_http_address: 127.0.0.1
 home_http_port: $HTTP_PORT
 log_level: info
@@ -150,7 +147,7 @@ say "starting the sample app on 127.0.0.1:$APP_PORT"
 setsid nohup "$PY" -m http.server "$APP_PORT" --bind 127.0.0.1 --directory "$DIR/app" >"$DIR/app.log" 2>&1 </dev/null &
 echo $! > "$DIR/app.pid"
 
-say "starting the control plane (xDS on 127.0.0.1:$XDS_PORT, control API on $SOCK)"
+say "starting the control plane (xDS on $DIR/run/xds.sock, control API on $SOCK)"
 setsid nohup "$VENV/bin/envoyage" --config "$CONFIG" control >"$DIR/control.log" 2>&1 </dev/null &
 echo $! > "$DIR/control.pid"
 wait_until 20 "the control plane" "$VENV/bin/envoyage" --config "$CONFIG" status

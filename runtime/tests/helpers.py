@@ -74,6 +74,7 @@ def make_config(root: Path, **overrides) -> Config:
         state_dir=root / "state",
         run_dir=root / "run",
         log_dir=root / "log",
+        xds_transport="tcp",  # most tests; the Unix socket default has tests of its own
         xds_port=0,
         home_http_address="127.0.0.1",
         home_http_port=free_port(),

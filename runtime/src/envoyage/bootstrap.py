@@ -28,7 +28,10 @@ def connect_address(listen_address: str) -> str:
 
 
 def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str = "127.0.0.1",
-              xds_port: int = 18000, admin_address: str = "127.0.0.1", admin_port: int = 9901) -> dict[str, Any]:
+              xds_port: int = 18000, admin_address: str = "127.0.0.1", admin_port: int = 9901,
+              xds_socket: str | None = None) -> dict[str, Any]:
+    """`xds_socket`: reach the control plane on this Unix socket (a pipe address) instead
+    of xds_address:xds_port."""
     if not _NODE_ID_RE.match(node_id or ""):
         raise BootstrapError(f"--node-id {node_id!r}: use letters, digits, '.', '_' and '-' (up to 128)")
     if role not in ROLES:
@@ -43,11 +46,17 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
     if not admin_ip.is_loopback:
         # Security default: the admin interface is never reachable from the network.
         raise BootstrapError(f"--admin-address {admin_address}: Envoy's admin interface must stay on loopback")
-    try:
-        ipaddress.ip_address(xds_address)
-        xds_type = "STATIC"
-    except ValueError:
-        xds_type = "LOGICAL_DNS"
+    if xds_socket is not None:
+        if not xds_socket.startswith("/") or len(xds_socket.encode()) > 107:
+            raise BootstrapError(f"--xds-socket {xds_socket!r}: must be an absolute path of at most 107 bytes")
+        xds_type, xds_target = "STATIC", {"pipe": {"path": xds_socket}}
+    else:
+        try:
+            ipaddress.ip_address(xds_address)
+            xds_type = "STATIC"
+        except ValueError:
+            xds_type = "LOGICAL_DNS"
+        xds_target = {"socket_address": {"address": xds_address, "port_value": int(xds_port)}}
     return {
         "node": {
             "id": node_id,
@@ -97,11 +106,7 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
                             {
                                 "lb_endpoints": [
                                     {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": xds_address, "port_value": int(xds_port)}
-                                            }
-                                        }
+                                        "endpoint": {"address": xds_target}
                                     }
                                 ]
                             }

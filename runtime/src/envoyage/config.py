@@ -29,7 +29,12 @@ class Config:
     log_dir: Path = Path("/var/log/envoyage")
     # the control API (JSON over HTTP on a Unix socket); defaults to run_dir/control.sock
     control_socket: Path | None = None
-    # the xDS (ADS) gRPC server
+    # the xDS (ADS) gRPC server: on a Unix socket (default; only the socket's group, the
+    # Envoy service user's, may connect) or on TCP (tests, the benchmarks; any local user
+    # can connect to a TCP port)
+    xds_transport: str = "unix"
+    xds_socket: Path | None = None  # default <run_dir>/xds.sock
+    xds_socket_group: str = ""  # group name or id that may connect ("": the control plane's own)
     xds_address: str = "127.0.0.1"
     xds_port: int = 18000
     # concurrent ADS streams admitted (each costs two threads); over the limit, an Envoy
@@ -66,6 +71,10 @@ class Config:
         return self.state_dir / "envoyage.db"
 
     @property
+    def xds_socket_path(self) -> Path:
+        return self.xds_socket or (self.run_dir / "xds.sock")
+
+    @property
     def socket_path(self) -> Path:
         return self.control_socket or (self.run_dir / "control.sock")
 
@@ -75,7 +84,7 @@ class Config:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
-_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket"}
+_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket"}
 _INTS = {"xds_port", "home_http_port"}
 _COUNTS = {"xds_max_streams": (1, 100_000)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
@@ -89,7 +98,7 @@ _LEVELS = {"debug", "info", "warning", "error"}
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
     if key in _PATHS:
-        if value is None and key == "control_socket":
+        if value is None and key in ("control_socket", "xds_socket"):
             return None
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             raise ConfigError(f"{origin}: '{key}' must be a path, got {value!r}")
@@ -129,6 +138,14 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if text in ("false", "no", "0", "off"):
             return False
         raise ConfigError(f"{origin}: '{key}' must be true or false, got {value!r}")
+    if key == "xds_transport":
+        if value not in ("unix", "tcp"):
+            raise ConfigError(f"{origin}: 'xds_transport' must be 'unix' or 'tcp', got {value!r}")
+        return value
+    if key == "xds_socket_group":
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ConfigError(f"{origin}: 'xds_socket_group' must be a group name or id, got {value!r}")
+        return str(value)
     if key == "docker_scope":
         if not isinstance(value, str) or (value and not _SCOPE_RE.fullmatch(value)):
             raise ConfigError(f"{origin}: 'docker_scope' must be empty (every container) or letters, digits, "
@@ -188,6 +205,8 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         env_key = f"ENVOYAGE_{key.upper()}"
         if env_key in environ:
             values[key] = _coerce(key, environ[env_key], env_key)
+    if "xds_transport" not in values and ("xds_port" in values or "xds_address" in values):
+        values["xds_transport"] = "tcp"  # an xDS address or port given means TCP
     return Config(**values, _source=source)
 
 
@@ -198,4 +217,5 @@ def dump_config(cfg: Config) -> dict[str, Any]:
         value = getattr(cfg, key)
         out[key] = str(value) if isinstance(value, Path) else value
     out["control_socket"] = str(cfg.socket_path)
+    out["xds_socket"] = str(cfg.xds_socket_path)
     return out

@@ -3,7 +3,10 @@ own configuration, so an Envoy bootstrapped next to a non-default control plane 
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
+import sys
 
 import yaml
 
@@ -40,3 +43,73 @@ def test_bootstrap_from_a_non_default_config_connects_and_serves(workdir, contro
                  what="the service to answer through the Envoy bootstrapped from the config")
     finally:
         envoy.stop()
+
+
+
+def test_default_unix_socket_serves_our_envoy_and_no_other_user(workdir, upstreams):
+    """By default ADS is on a Unix socket (mode 0660, the control plane's group): the
+    Envoy bootstrapped from the same config connects over it; another local user cannot
+    connect, and no TCP port is open."""
+    os.chmod(workdir, 0o755)  # let another user reach the socket's directory: only the socket's mode may stop it
+    http_port = free_port()
+    config = workdir / "control.yaml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(workdir / "state"), "run_dir": str(workdir / "run"), "log_dir": str(workdir / "log"),
+        "home_http_address": "127.0.0.1", "home_http_port": http_port, "docker": {"enabled": False}}))
+    (workdir / "run").mkdir(mode=0o755)
+    proc = subprocess.Popen([ENVOYAGE, "--config", str(config), "control"], stdout=open(workdir / "control.log", "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    envoy = None
+    try:
+        sock = workdir / "run" / "xds.sock"
+        wait_for(sock.exists, 20, what="the xDS socket")
+        st = sock.stat()
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == os.getgid()
+        out = workdir / "bootstrap.yaml"
+        admin = free_port()
+        r = subprocess.run([ENVOYAGE, "--config", str(config), "envoy-bootstrap", "--node-id", "pipe-home",
+                            "--role", "home", "--admin-port", str(admin), "-o", str(out)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        xds = yaml.safe_load(out.read_text())["static_resources"]["clusters"][0]["load_assignment"]
+        assert xds["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {"pipe": {"path": str(sock)}}
+        envoy = Envoy(workdir, "pipe-home", bootstrap_path=out, admin_port=admin).start()
+        up = upstreams("piped")
+        run_cli("service", "add", "piped", "-d", "piped.test", "-u", up.address,
+                socket_path=workdir / "run" / "control.sock", check=True)
+        wait_for(lambda: http_get(http_port, "piped.test") == (200, "piped"), 10,
+                 what="the service through the Envoy connected over the Unix socket")
+        # another local user (nobody) is refused by the socket's mode
+        probe = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+             f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(sock)!r})"],
+            capture_output=True, text=True, timeout=30)
+        assert probe.returncode != 0 and "PermissionError" in probe.stderr, probe.stderr
+        # and the control plane listens on no TCP port at all
+        listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+        assert f"pid={proc.pid}," not in listening, listening
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        proc.terminate()
+        proc.wait(15)
+    assert not (workdir / "run" / "xds.sock").exists()  # removed on a clean stop
+
+
+def test_a_socket_path_that_is_a_regular_file_is_never_deleted(workdir):
+    from envoyage.control.daemon import ControlDaemon
+    from helpers import make_config
+
+    precious = workdir / "notes.txt"
+    precious.write_text("keep me")
+    daemon = ControlDaemon(make_config(workdir, control_socket=precious))
+    try:
+        try:
+            daemon.start()
+        except OSError as exc:
+            assert "exists and is not a socket; refusing to replace it" in str(exc)
+        else:
+            raise AssertionError("the control plane started on a regular file")
+    finally:
+        daemon.stop()
+    assert precious.read_text() == "keep me"

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_demo_script_starts_serves_and_stops(workdir, docker):
     env = dict(os.environ)
-    ports = {k: str(free_port()) for k in ("HTTP", "XDS", "ADMIN", "APP")}
+    ports = {k: str(free_port()) for k in ("HTTP", "ADMIN", "APP")}
     env.update({f"ENVOYAGE_DEMO_{k}_PORT": v for k, v in ports.items()})
     env["ENVOYAGE_DEMO_DIR"] = str(workdir / "demo")
     # its own scope: the default demo (scope "demo"), if one runs, is not touched

@@ -47,3 +47,24 @@ def test_bad_environment_is_named():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", environ={})
+
+
+def test_xds_transport_defaults_to_unix_and_an_address_or_port_means_tcp(tmp_path):
+    cfg = load_config(None, {})
+    assert cfg.xds_transport == "unix" and cfg.xds_socket_path == Path("/run/envoyage/xds.sock")
+    assert load_config(None, {"ENVOYAGE_XDS_PORT": "18100"}).xds_transport == "tcp"
+    f = tmp_path / "c.yaml"
+    f.write_text("xds: {address: 127.0.0.1}\n")
+    assert load_config(f, {}).xds_transport == "tcp"
+    f.write_text("run_dir: /srv/run\nxds: {transport: unix, port: 18100, socket_group: envoy}\n")
+    cfg = load_config(f, {})
+    assert (cfg.xds_transport, cfg.xds_socket_path, cfg.xds_socket_group) == ("unix", Path("/srv/run/xds.sock"), "envoy")
+    f.write_text("xds: {transport: udp}\n")
+    with pytest.raises(ConfigError, match="'xds_transport' must be 'unix' or 'tcp'"):
+        load_config(f, {})
+    f.write_text("xds: {max_streams: many}\n")
+    with pytest.raises(ConfigError, match="'xds_max_streams' must be a whole number"):
+        load_config(f, {})
+    f.write_text("xds: {keepalive: soon}\n")
+    with pytest.raises(ConfigError, match="'xds_keepalive' must be a duration"):
+        load_config(f, {})

@@ -207,13 +207,16 @@ def cmd_status(args) -> int:
 def cmd_bootstrap(args) -> int:
     # Where the control plane listens comes from the same configuration it reads
     # (file, ENVOYAGE_* variables); explicit flags win.
-    xds_address, xds_port = args.xds_address, args.xds_port
-    if xds_address is None or xds_port is None:
+    xds_address, xds_port, xds_socket = args.xds_address, args.xds_port, args.xds_socket
+    if xds_socket is None and (xds_address is None or xds_port is None):
         cfg = load_config(_config_path(args))
-        xds_address = xds_address if xds_address is not None else connect_address(cfg.xds_address)
-        xds_port = xds_port if xds_port is not None else cfg.xds_port
-    data = bootstrap(args.node_id, args.role, delta=args.delta, xds_address=xds_address,
-                     xds_port=xds_port, admin_port=args.admin_port)
+        if cfg.xds_transport == "unix" and xds_address is None and xds_port is None:
+            xds_socket = str(cfg.xds_socket_path)
+        else:
+            xds_address = xds_address if xds_address is not None else connect_address(cfg.xds_address)
+            xds_port = xds_port if xds_port is not None else cfg.xds_port
+    data = bootstrap(args.node_id, args.role, delta=args.delta, xds_address=xds_address or "127.0.0.1",
+                     xds_port=xds_port if xds_port is not None else 18000, admin_port=args.admin_port, xds_socket=xds_socket)
     text = yaml.safe_dump(data, sort_keys=False)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
@@ -287,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xds-address", help="the control plane's xDS address (default: xds.address from the "
                    "config; a wildcard such as 0.0.0.0 becomes loopback)")
     p.add_argument("--xds-port", type=int, help="the control plane's xDS port (default: xds.port from the config)")
+    p.add_argument("--xds-socket", help="the control plane's xDS Unix socket (default, with xds.transport unix: "
+                   "xds.socket from the config, <run_dir>/xds.sock)")
     p.add_argument("--admin-port", type=int, default=9901)
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_bootstrap)

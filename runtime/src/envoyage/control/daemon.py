@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import signal
 import socket
+import stat
 import threading
 from pathlib import Path
 
@@ -23,18 +25,36 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
+def _group_id(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise OSError(f"xds.socket_group: there is no group named {group!r}") from None
+
+
 def _prepare_socket(path: Path) -> None:
+    """Make room for a socket at `path`: a stale socket of a crashed run is removed, a
+    live one means another control plane, and anything that is not a socket is left
+    alone (a misconfigured path never deletes a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # stale socket from a crashed run
-        else:
-            raise AlreadyRunning(f"another control plane is serving {path}")
-        finally:
-            probe.close()
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(f"{path} exists and is not a socket; refusing to replace it (move it away or "
+                      "choose another path)")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # stale socket from a crashed run
+    else:
+        raise AlreadyRunning(f"another control plane is serving {path}")
+    finally:
+        probe.close()
 
 
 class ControlDaemon:
@@ -56,10 +76,7 @@ class ControlDaemon:
         sock = self.config.socket_path
         _prepare_socket(sock)
         self.plane.reconcile(reason="startup")
-        self.grpc_server, self.xds_port = serve(self.plane.ads, self.config.xds_address, self.config.xds_port,
-                                                keepalive=self.config.xds_keepalive,
-                                                keepalive_timeout=self.config.xds_keepalive_timeout)
-        log.info("xDS (ADS, SotW and delta) listening on %s:%d", self.config.xds_address, self.xds_port)
+        self._serve_xds()
         old = os.umask(0o177)  # the socket is created 0600: the control API is root's
         try:
             self.http_server = make_server(f"unix://{sock}", 0, create_app(self.plane), threaded=True)
@@ -78,6 +95,26 @@ class ControlDaemon:
             self.plane.discovery[SOURCE] = self.watcher
             self.watcher.start()
 
+    def _serve_xds(self) -> None:
+        cfg = self.config
+        options = dict(keepalive=cfg.xds_keepalive, keepalive_timeout=cfg.xds_keepalive_timeout)
+        if cfg.xds_transport == "tcp":
+            self.grpc_server, self.xds_port = serve(self.plane.ads, cfg.xds_address, cfg.xds_port, **options)
+            log.info("xDS (ADS, SotW and delta) listening on %s:%d (TCP: any local user can connect)",
+                     cfg.xds_address, self.xds_port)
+            return
+        path = cfg.xds_socket_path
+        gid = _group_id(cfg.xds_socket_group) if cfg.xds_socket_group else os.getgid()
+        _prepare_socket(path)
+        old = os.umask(0o177)  # no window in which anyone else may connect
+        try:
+            self.grpc_server, _ = serve(self.plane.ads, f"unix:{path}", **options)
+        finally:
+            os.umask(old)
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o660)
+        log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
+
     def stop(self) -> None:
         if self._stopped.is_set():
             return
@@ -95,6 +132,11 @@ class ControlDaemon:
         self.plane.ads.stopping.set()
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=0.5).wait()
+            if self.config.xds_transport == "unix":
+                try:
+                    self.config.xds_socket_path.unlink()
+                except FileNotFoundError:
+                    pass
         self.plane.registry.close()
 
     def wait(self) -> None:

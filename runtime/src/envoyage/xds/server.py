@@ -560,9 +560,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 ADMISSION_HEADROOM = 16
 
 
-def serve(ads: AdsServer, address: str, port: int, keepalive: float = 30.0,
+def serve(ads: AdsServer, address: str, port: int = 0, keepalive: float = 30.0,
           keepalive_timeout: float = 10.0) -> tuple[grpc.Server, int]:
-    """Start the gRPC server; returns it and the bound port (port 0 picks a free one)."""
+    """Start the gRPC server on address:port, or on a Unix socket when `address` is
+    "unix:/path" (created by the caller's umask; see serve_unix). Returns the server and
+    the bound port (port 0 picks a free one; 1 for a socket)."""
     slots = ads.max_streams + ADMISSION_HEADROOM
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix="xds"),
@@ -583,9 +585,12 @@ def serve(ads: AdsServer, address: str, port: int, keepalive: float = 30.0,
         maximum_concurrent_rpcs=slots,
     )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
-    host = f"[{address}]" if ":" in address else address
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if address.startswith("unix:"):
+        target = address
+    else:
+        target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    bound = server.add_insecure_port(target)
     if bound == 0:
-        raise OSError(f"cannot listen for xDS on {address}:{port} (address in use?)")
+        raise OSError(f"cannot listen for xDS on {target} (address in use?)")
     server.start()
     return server, bound
