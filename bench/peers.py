@@ -81,7 +81,8 @@ BENCH_SCOPE = "bench"  # discovery only sees the benchmark's own containers (env
 class Envoyage(_ServerAndEnvoy):
     """Our control plane as a process (`envoyage control`) and one Envoy."""
 
-    def __init__(self, workdir: Path, upstream_port: int, delta: bool, docker: bool = False):
+    def __init__(self, workdir: Path, upstream_port: int, delta: bool, docker: bool = False,
+                 settings: dict | None = None):
         self.name = f"envoyage ({'delta' if delta else 'sotw'})"
         self.workdir, self.upstream_port, self.delta = workdir, upstream_port, delta
         self.http_port = free_port()
@@ -89,7 +90,7 @@ class Envoyage(_ServerAndEnvoy):
         self.socket = workdir / "run" / "control.sock"
         cfg = {"state_dir": str(workdir / "state"), "run_dir": str(workdir / "run"), "log_dir": str(workdir / "log"),
                "xds_port": self.xds_port, "home_http_address": "127.0.0.1", "home_http_port": self.http_port,
-               "log_level": "warning", "docker_enabled": docker, "docker_scope": BENCH_SCOPE}
+               "log_level": "warning", "docker_enabled": docker, "docker_scope": BENCH_SCOPE, **(settings or {})}
         self.config = workdir / "control.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.proc = None

@@ -25,3 +25,19 @@ def test_bench_smoke_run_writes_report_and_raw_samples(workdir, docker):
     for n in ("20", "100"):
         row = data["scale"][n]
         assert row["sotw_cold_ms"] > 0 and row["delta_one_change_ms"]["n"] == 2
+
+
+def test_soak_smoke_run_meets_its_goals(workdir):
+    out, results = workdir / "benchmarks.md", workdir / "results"
+    out.write_text("# Benchmarks\n\nearlier sections stay\n")
+    run = subprocess.run(["bash", str(ROOT / "bench" / "soak.sh"), "--smoke", "--out", str(out),
+                          "--results", str(results)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = out.read_text()
+    assert report.startswith("# Benchmarks\n\nearlier sections stay\n") and "## Soak" in report
+    (raw,) = results.glob("soak-smoke-*.json")
+    data = json.loads(raw.read_text())
+    assert data["churn"]["failed"] == 0 and data["churn"]["cycles"] == 100
+    # bounded: descriptors come back, no warming stall, status lists every past node (few here)
+    assert data["goals"]["fds_back_within_5"] and data["goals"]["no_warming_stall"], data["goals"]
+    assert data["status_nodes"] == 1 + 1 + 20 + 200  # home Envoy, stopped consumer, clients, past nodes

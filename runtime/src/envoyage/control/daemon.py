@@ -14,7 +14,7 @@ from pathlib import Path
 from werkzeug.serving import make_server
 
 from ..config import Config
-from ..xds.server import serve
+from ..xds.server import limit_malloc_arenas, serve
 from .api import create_app
 from .plane import ControlPlane
 
@@ -144,6 +144,7 @@ class ControlDaemon:
 
 
 def run(config: Config) -> int:
+    limit_malloc_arenas()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     daemon = ControlDaemon(config)
     try:
