@@ -285,8 +285,7 @@ class ControlPlane:
         always admitted, even at the stream limit. A stream that only connects is not."""
         if node_id not in self._acked_this_run:
             self._acked_this_run.add(node_id)
-            role = next((n["role"] for n in self.status.snapshot() if n["node_id"] == node_id), "home")
-            self.registry.touch_node(node_id, role)  # registered, or last_seen updated
+            self.registry.touch_node(node_id, self.status.role(node_id) or ROLE_HOME)  # registered, or last_seen updated
             self.known_nodes.add(node_id)
 
     def _record_connect(self, node_id: str, role: str, delta: bool) -> None:

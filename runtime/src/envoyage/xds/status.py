@@ -174,6 +174,11 @@ class StatusTracker(BaseCallbacks):
         if self._nack_hook:
             self._nack_hook(node_id, T.short(type_url), version, message)
 
+    def role(self, node_id: str) -> str:
+        with self._lock:
+            node = self._nodes.get(node_id)
+            return node.role if node is not None else ""
+
     def acked(self, node_id: str, type_url: str) -> tuple[str, str]:
         """(the node's snapshot key, the version of `type_url` it last ACKed)."""
         with self._lock:
