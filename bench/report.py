@@ -200,4 +200,9 @@ def write_report(r: dict, out: Path, raw: Path) -> None:
         add(notes.read_text().strip())
         add("")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    old = out.read_text() if out.exists() else ""
+    begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
+    if begin in old and end in old:  # bench/soak.sh's section stays until the soak runs again
+        text = text.rstrip("\n") + "\n\n" + old[old.index(begin): old.index(end) + len(end)] + "\n"
+    out.write_text(text)
