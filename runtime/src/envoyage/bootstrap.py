@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 ROLES = ("home", "edge")
-_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 XDS_CLUSTER = "envoyage_xds"
 
 

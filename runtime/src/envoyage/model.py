@@ -23,13 +23,13 @@ BUILT_ACCESS_MODES = ("public",)
 # `auth`: "none", "basic" or the name of a configured auth provider. Only "none" is
 # built so far; anything else fails closed (403).
 BUILT_AUTH = ("none",)
-AUTH_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+AUTH_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 SOURCES = ("manual", "docker")
 
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
-_HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9.-]{1,253}(?<!-)$")
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*\Z")
+_HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9.-]{1,253}(?<!-)\Z")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 
 
@@ -160,7 +160,7 @@ def parse_duration_ms(field_name: str, value: Any, low_ms: int = 100, high_ms: i
     return ms
 
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def domain_to_ascii(field_name: str, value: str) -> str:
@@ -194,7 +194,7 @@ def parse_domain(field_name: str, value: Any) -> str:
     """A domain (or '*.domain') -> its lower-case ASCII form; Unicode names are accepted."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(field_name, f"{value!r} is not a domain name")
-    if _CONTROL_RE.search(value):
+    if CONTROL_RE.search(value):
         raise InputError(field_name, f"{value!r} contains a control character")
     domain = value.strip().rstrip(".")
     wildcard = domain.startswith("*.")
@@ -238,6 +238,9 @@ def parse_upstream(field_name: str, value: Any) -> Upstream:
         raise InputError(field_name, f"{value!r} is not an upstream; use HOST:PORT")
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise InputError(field_name, f"{value!r}: '{port_text}' is not a port number")
+    if "%" in host:
+        raise InputError(field_name, f"{value!r}: IPv6 zone ids ('%...') are not supported; use an address "
+                                     "Envoy can reach without one")
     try:
         host = str(ipaddress.ip_address(host))
     except ValueError:
@@ -275,7 +278,7 @@ def parse_health_check(field_name: str, value: Any) -> HealthCheck | str | None:
     if unknown:
         raise InputError(f"{field_name}.{sorted(unknown)[0]}", "unknown field")
     path = value.get("path", "/")
-    if not isinstance(path, str) or not _PATH_RE.match(path):
+    if not isinstance(path, str) or not PATH_RE.match(path):
         raise InputError(f"{field_name}.path", f"{path!r} is not an absolute URL path")
     interval = parse_duration_ms(f"{field_name}.interval", value.get("interval", "10s"))
     timeout = parse_duration_ms(f"{field_name}.timeout", value.get("timeout", "2s"))
@@ -323,7 +326,7 @@ def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
     if any(u.is_ip for u in upstreams) and not all(u.is_ip for u in upstreams):
         raise InputError("upstreams", "mix of IP addresses and host names; use one kind per service")
     path = data.get("path", "/")
-    if not isinstance(path, str) or not _PATH_RE.match(path):
+    if not isinstance(path, str) or not PATH_RE.match(path):
         raise InputError("path", f"{path!r} is not an absolute URL path prefix")
     access = data.get("access", "public")
     if access not in ACCESS_MODES:

@@ -103,6 +103,9 @@ class ControlPlane:
         for i, data in enumerate(items):
             try:
                 spec = parse_service(data)
+                if spec.source != "manual":
+                    raise InputError("source", f"'{spec.source}' services are created by {spec.source} discovery, "
+                                               "not through the API; leave 'source' out (manual)")
                 if spec.name in seen:
                     raise InputError("name", f"'{spec.name}' appears twice in this request")
             except InputError as exc:

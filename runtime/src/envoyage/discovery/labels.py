@@ -14,7 +14,9 @@ from typing import Any, Mapping
 
 from ..model import (
     AUTH_RE,
+    CONTROL_RE,
     NAME_RE,
+    PATH_RE,
     InputError,
     parse_domain,
     parse_duration_ms,
@@ -43,8 +45,7 @@ SCOPE_LABEL = "envoyage.scope"
 LABEL_ACCESS = ("public", "vpn-only", "link-only")
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
-_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
-_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 @dataclass
@@ -89,7 +90,7 @@ def parse_healthcheck(label: str, value: str) -> dict[str, Any] | str | None:
     if parts == ["off"]:
         return "off"
     path, options = parts[0], parts[1:]
-    if not _PATH_RE.match(path):
+    if not PATH_RE.match(path):
         raise InputError(label, f"'{path}' is not an absolute URL path (or 'tcp' or 'off')")
     hc: dict[str, Any] = {"path": path}
     for opt in options:
@@ -119,6 +120,9 @@ def parse_labels(labels: Mapping[str, str]) -> LabelResult:
     ours = {k: v for k, v in labels.items() if k.startswith(PREFIX)}
     if not ours:
         return res
+    for key in sorted(k for k, v in ours.items() if CONTROL_RE.search(v)):
+        res.problems.append(f"{key}: {ours[key]!r} contains a control character")
+        del ours[key]
 
     def attempt(label: str, fn, *args):
         try:
@@ -201,7 +205,7 @@ def parse_labels(labels: Mapping[str, str]) -> LabelResult:
                 res.service[key] = ours[label].strip()
     if "envoyage.path" in ours:
         path = ours["envoyage.path"].strip()
-        if _PATH_RE.match(path):
+        if PATH_RE.match(path):
             res.service["path"] = path
         else:
             res.problems.append(f"envoyage.path: '{path}' is not an absolute URL path prefix (e.g. /app)")
