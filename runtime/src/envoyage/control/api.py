@@ -6,8 +6,10 @@ Nothing is changed unless the whole request is valid. See docs/control-api.md.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import peewee
 from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -28,13 +30,24 @@ def _error(status: int, message: str, field: str | None = None):
     return jsonify(body), status
 
 
+class UnsupportedMediaType(Exception):
+    pass
+
+
 def _json_body() -> Any:
-    if not request.data:
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send a JSON body with Content-Type: application/json (got {mimetype or 'no content type'})")
+    raw = request.get_data(cache=False)
+    if not raw:
         raise InputError("body", "a JSON object is required")
-    data = request.get_json(force=True, silent=True)
-    if data is None:
-        raise InputError("body", "not valid JSON")
-    return data
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise InputError("body", "JSON nested too deeply") from None
+    except ValueError as exc:  # also bad UTF-8
+        raise InputError("body", f"not valid JSON: {exc}") from None
 
 
 @bp.get("/status")
@@ -110,6 +123,22 @@ def create_app(plane: ControlPlane) -> Flask:
     @app.errorhandler(OwnedBySource)
     def _owned(exc: OwnedBySource):
         return _error(409, str(exc), "name")
+
+    @app.errorhandler(UnsupportedMediaType)
+    def _media(exc: UnsupportedMediaType):
+        return _error(415, str(exc), "body")
+
+    @app.errorhandler(peewee.OperationalError)
+    def _store(exc: peewee.OperationalError):
+        # the transaction rolled back: nothing was changed. SQLite may have rolled back by
+        # itself, so peewee's own rollback fails: the cause is further down the chain.
+        chain, cause = [], exc
+        while cause is not None and len(chain) < 10:
+            chain.append(str(cause).lower())
+            cause = cause.__cause__ or cause.__context__
+        if any("full" in text for text in chain):
+            return _error(507, "the disk holding the registry is full; nothing was changed (free space and retry)")
+        return _error(503, f"the registry cannot be written ({exc}); nothing was changed")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
