@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import pwd
 import signal
 import socket
 import stat
@@ -32,6 +33,41 @@ def _group_id(group: str) -> int:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise OSError(f"xds.socket_group: there is no group named {group!r}") from None
+
+
+class UnsafeDirectory(OSError):
+    pass
+
+
+def own_directory(path: Path, mode: int, group_write: bool) -> None:
+    """Create `path` (mode `mode`) or check that the existing one is safe to use: a real
+    directory (not a symlink), owned by this user, and not writable by others (nor by its
+    group unless `group_write`). Another user who could write there could replace a
+    socket or move the registry's files away."""
+    try:
+        path.mkdir(mode=mode, parents=True)
+        os.chmod(path, mode)  # whatever the umask
+        return
+    except FileExistsError:
+        pass
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeDirectory(f"refusing to use {path}: it is a symbolic link (to {os.readlink(path)}); "
+                              "point the setting at the real directory")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"refusing to use {path}: it is not a directory")
+    if st.st_uid != os.geteuid():
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        raise UnsafeDirectory(f"refusing to use {path}: it is owned by {owner}, not by the user running "
+                              f"envoyage ({pwd.getpwuid(os.geteuid()).pw_name}); chown it or remove it")
+    writable = stat.S_IWOTH | (0 if group_write else stat.S_IWGRP)
+    if st.st_mode & writable:
+        who = "everyone" if st.st_mode & stat.S_IWOTH else "its group"
+        raise UnsafeDirectory(f"refusing to use {path}: it is writable by {who} (mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}); chmod {'go-w' if not group_write else 'o-w'} it")
 
 
 def _prepare_socket(path: Path) -> None:
@@ -62,8 +98,11 @@ class ControlDaemon:
 
     def __init__(self, config: Config):
         self.config = config
-        for d in (config.state_dir, config.run_dir, config.log_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        # the state and run directories hold the registry and the sockets: only the
+        # service user may write there; the log directory may be shared with Envoy's group
+        own_directory(config.state_dir, 0o700, group_write=False)
+        own_directory(config.run_dir, 0o755, group_write=False)
+        own_directory(config.log_dir, 0o755, group_write=True)
         os.chmod(config.state_dir, 0o700)
         self.plane = ControlPlane(config)
         self.grpc_server = None
@@ -146,7 +185,11 @@ class ControlDaemon:
 def run(config: Config) -> int:
     limit_malloc_arenas()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    daemon = ControlDaemon(config)
+    try:
+        daemon = ControlDaemon(config)
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
     try:
         daemon.start()
     except (AlreadyRunning, OSError) as exc:
