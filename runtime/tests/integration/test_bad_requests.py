@@ -52,7 +52,7 @@ def test_a_full_disk_is_507_with_nothing_half_written_and_recovers():
     root = short_tmpdir()
     state = root / "state"
     state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(state)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(state)], check=True)
     d = None
     try:
         d = ControlDaemon(make_config(root))
@@ -80,3 +80,33 @@ def test_a_full_disk_is_507_with_nothing_half_written_and_recovers():
             d.stop()
         subprocess.run(["umount", str(state)], check=False)
         rmtree(root)
+
+
+def test_slow_clients_hold_no_threads(api):
+    """Hundreds of connections trickling a byte at a time: the API's threads stay bounded
+    (waitress: one event loop, a fixed pool of request threads), and it keeps answering."""
+    import socket
+    import threading
+    import time
+
+    from envoyage.cli.client import ControlClient
+
+    before = threading.active_count()
+    conns = []
+    for _ in range(90):  # below the connection limit, so a real request still gets in
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(api.config.socket_path))
+        s.sendall(b"POST /v1/services HTTP/1.1\r\n")
+        conns.append(s)
+    try:
+        peak = before
+        for i in range(3):
+            for s in conns:
+                s.sendall(b"X")  # one byte a second, never finishing the headers
+            peak = max(peak, threading.active_count())
+            time.sleep(1)
+        assert peak <= before + 8, f"{peak - before} more threads for 90 slow clients"
+        assert ControlClient(str(api.config.socket_path), timeout=5).get("/status")["services"]["total"] == 0
+    finally:
+        for s in conns:
+            s.close()

@@ -203,7 +203,10 @@ def _raw(sock_path, data: bytes) -> bytes:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(2)
     s.connect(str(sock_path))
-    s.sendall(data)
+    try:
+        s.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered (413, say) and closed before reading everything
     chunks = []
     try:
         while True:
@@ -211,7 +214,7 @@ def _raw(sock_path, data: bytes) -> bytes:
             if not c:
                 break
             chunks.append(c)
-    except socket.timeout:
+    except (socket.timeout, ConnectionResetError):
         pass
     s.close()
     return b"".join(chunks)

@@ -12,7 +12,7 @@ import stat
 import threading
 from pathlib import Path
 
-from werkzeug.serving import make_server
+from waitress.server import create_server
 
 from ..config import Config
 from ..xds.server import limit_malloc_arenas, serve
@@ -24,6 +24,14 @@ log = logging.getLogger("envoyage.control")
 
 class AlreadyRunning(RuntimeError):
     pass
+
+
+# the control API's server (waitress): request threads, open connections, seconds a
+# connection may stay idle or trickle, and the largest body (batches of 10,000 services)
+API_THREADS = 4
+API_CONNECTIONS = 100
+API_IDLE_TIMEOUT = 30
+API_MAX_BODY = 16 * 1024 * 1024
 
 
 def _group_id(group: str) -> int:
@@ -118,11 +126,17 @@ class ControlDaemon:
         self._serve_xds()
         old = os.umask(0o177)  # the socket is created 0600: the control API is root's
         try:
-            self.http_server = make_server(f"unix://{sock}", 0, create_app(self.plane), threaded=True)
+            # waitress: one event loop for every connection and a bounded pool of worker
+            # threads for requests, with timeouts, so slow or idle clients hold no thread
+            self.http_server = create_server(
+                create_app(self.plane), unix_socket=str(sock), unix_socket_perms="600",
+                threads=API_THREADS, connection_limit=API_CONNECTIONS, channel_timeout=API_IDLE_TIMEOUT,
+                cleanup_interval=5, max_request_body_size=API_MAX_BODY, ident="envoyage",
+                clear_untrusted_proxy_headers=True)
         finally:
             os.umask(old)
         os.chmod(sock, 0o600)
-        threading.Thread(target=self.http_server.serve_forever, name="control-api", daemon=True).start()
+        threading.Thread(target=self.http_server.run, name="control-api", daemon=True).start()
         log.info("control API listening on %s", sock)
         if self.config.docker_enabled:
             from ..discovery.docker_watch import SOURCE, DockerWatcher
@@ -162,8 +176,7 @@ class ControlDaemon:
         if self.watcher is not None:
             self.watcher.stop()
         if self.http_server is not None:
-            self.http_server.shutdown()
-            self.http_server.server_close()
+            self.http_server.close()
             try:
                 self.config.socket_path.unlink()
             except FileNotFoundError:
@@ -184,7 +197,7 @@ class ControlDaemon:
 
 def run(config: Config) -> int:
     limit_malloc_arenas()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("waitress").setLevel(logging.WARNING)
     try:
         daemon = ControlDaemon(config)
     except OSError as exc:
