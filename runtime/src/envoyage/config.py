@@ -63,6 +63,9 @@ class Config:
     # takes only containers labelled envoyage.scope=<value> (several control planes, or
     # a demo and tests, sharing one dockerd)
     docker_scope: str = ""
+    # serve the registry even if it is older or smaller than its last known state (after
+    # restoring a backup on purpose); `envoyage control --accept-registry` sets it
+    accept_registry: bool = False
     # extra: nothing else yet
     _source: str = field(default="defaults", compare=False, repr=False)
 
@@ -90,7 +93,7 @@ _COUNTS = {"xds_max_streams": (1, 100_000)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
             "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0)}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
-_BOOLS = {"docker_enabled", "docker_mesh"}
+_BOOLS = {"docker_enabled", "docker_mesh", "accept_registry"}
 _OPTIONAL_STRINGS = {"docker_host"}
 _SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _LEVELS = {"debug", "info", "warning", "error"}

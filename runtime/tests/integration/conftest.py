@@ -137,10 +137,11 @@ class ControlProcess:
         self.state_dir = config.state_dir
         self.log_path = workdir / "control.log"
         self.proc = None
+        self.extra_args: list[str] = []
 
     def start(self):
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([ENVOYAGE, "--config", str(self.config_path), "control"],
+        self.proc = subprocess.Popen([ENVOYAGE, "--config", str(self.config_path), "control", *self.extra_args],
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: self.socket.exists() and run_cli("status", socket_path=self.socket).returncode == 0,
                  timeout=20, what="control plane to answer")

@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 the control plane refused or failed, 2 bad arguments,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -114,6 +115,10 @@ def _print_status(st: dict[str, Any]) -> None:
     print(f"services: {st['services']['total']} ({st['services']['with_problems']} with problems)")
     for key, versions in st["snapshots"].items():
         print(f"snapshot {key}: " + (" ".join(f"{k}={v}" for k, v in versions.items()) or "none"))
+    problem = (st.get("registry") or {}).get("problem")
+    if problem:
+        print(f"REGISTRY NOT SERVED: {problem}. Envoy keeps its last configuration. Restore a backup, or "
+              "restart with --accept-registry (docs/operations.md)")
     last = st.get("last_reconcile") or {}
     if last and not last.get("ok"):
         print(f"LAST SNAPSHOT REFUSED: {last.get('error')} (the previous snapshot keeps serving)")
@@ -147,10 +152,19 @@ def cmd_control(args) -> int:
     from ..control.daemon import run
 
     cfg = load_config(_config_path(args))
+    if args.accept_registry:
+        cfg = dataclasses.replace(cfg, accept_registry=True)
     level = (args.log_level or cfg.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("peewee").setLevel(logging.INFO)
     return run(cfg)
+
+
+def cmd_backup(args) -> int:
+    out = _client(args).post("/backup", {"path": os.path.abspath(args.path)})
+    print(f"wrote {out['path']}: {out['services']} services, write generation {out['generation']}, "
+          f"{out['bytes']:,} bytes")
+    return EXIT_OK
 
 
 def cmd_service_add(args) -> int:
@@ -258,7 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("control", help="run the control plane (xDS server + control API)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--accept-registry", action="store_true",
+                   help="serve the registry even if it is older or smaller than it last was (after a restore)")
     p.set_defaults(func=cmd_control)
+
+    p = sub.add_parser("backup", help="write a consistent copy of the registry (through the control plane)")
+    p.add_argument("path", help="the backup file to write (mode 0600)")
+    p.set_defaults(func=cmd_backup)
 
     svc = sub.add_parser("service", help="manage manually added services")
     ssub = svc.add_subparsers(dest="service_command", metavar="ACTION", required=True)

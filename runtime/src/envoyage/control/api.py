@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..model import InputError
-from .plane import Conflict, ControlPlane, NotFound, OwnedBySource
+from .plane import Conflict, ControlPlane, NotFound, OwnedBySource, RegistryRefused
 
 bp = Blueprint("control_api", __name__, url_prefix="/v1")
 
@@ -90,6 +90,18 @@ def remove_service(name: str):
     return "", 204
 
 
+@bp.post("/backup")
+def backup():
+    body = _json_body()
+    path = body.get("path") if isinstance(body, dict) else None
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InputError("path", "give the absolute path of the backup file to write")
+    try:
+        return jsonify(_plane().registry.backup(path)), 201
+    except OSError as exc:
+        raise InputError("path", f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 @bp.get("/events")
 def events():
     try:
@@ -123,6 +135,10 @@ def create_app(plane: ControlPlane) -> Flask:
     @app.errorhandler(OwnedBySource)
     def _owned(exc: OwnedBySource):
         return _error(409, str(exc), "name")
+
+    @app.errorhandler(RegistryRefused)
+    def _refused(exc: RegistryRefused):
+        return _error(503, str(exc))
 
     @app.errorhandler(UnsupportedMediaType)
     def _media(exc: UnsupportedMediaType):

@@ -42,6 +42,11 @@ class Conflict(KeyError):
     pass
 
 
+class RegistryRefused(Exception):
+    """The registry is not served (damaged or older than it was): no changes until the
+    operator restores it or accepts it."""
+
+
 class OwnedBySource(Exception):
     """A discovered service can only be changed at its source (its container's labels)."""
 
@@ -69,6 +74,18 @@ class ControlPlane:
                              first_request_timeout=config.xds_first_request_timeout)
         self.started_at = time.time()
         self._lock = threading.Lock()
+        # a registry older or smaller than it last was is not pushed (every site would
+        # lose its routes): Envoy keeps what it has until the operator restores or accepts
+        self.registry_problem = self.registry.integrity_problem()
+        if self.registry_problem and config.accept_registry:
+            log.warning("accepting the registry as it is (--accept-registry): %s", self.registry_problem)
+            self.registry_problem = None
+        if self.registry_problem:
+            log.error("NOT SERVING the registry: %s. Restore it from a backup (docs/operations.md) or start "
+                      "with --accept-registry to serve it as it is", self.registry_problem)
+            self.registry.event("registry.refused", "", self.registry_problem)
+        else:
+            self.registry.accept_as_is()
         self.last_reconcile: dict[str, Any] = {}
         self.discovery: dict[str, Any] = {}  # source name -> object with .status()
         # which snapshot variants to build: False = state of the world, True = delta (VHDS).
@@ -96,8 +113,14 @@ class ControlPlane:
     def add_service(self, data: Any) -> dict[str, Any]:
         return self.add_services([data], batch=False)[0]
 
+    def _writable(self) -> None:
+        if self.registry_problem:
+            raise RegistryRefused(f"no changes while the registry is not served: {self.registry_problem}; restore "
+                                  "it from a backup or restart with --accept-registry (docs/operations.md)")
+
     def add_services(self, items: list, batch: bool = True) -> list[dict[str, Any]]:
         """Validate every item first, then add all in one transaction and push once."""
+        self._writable()
         specs = []
         seen: set[str] = set()
         for i, data in enumerate(items):
@@ -132,11 +155,15 @@ class ControlPlane:
 
     def update_service(self, name: str, changes: Any, replace: bool = False) -> dict[str, Any]:
         """PATCH semantics, or with `replace` PUT semantics: `changes` is the whole service."""
+        self._writable()
         state = self._manual(name)
         if replace:
             if isinstance(changes, dict) and changes.get("name", name) != name:
                 raise InputError("name", "does not match the service in the URL")
             spec: ServiceSpec = parse_service(changes, name=name)
+        elif state.spec is None:
+            raise InputError("body", f"the stored desired state of '{name}' cannot be read, so it cannot be "
+                                     "changed field by field: replace it whole (PUT) or remove it and add it again")
         else:
             spec = merge_update(state.spec, changes)
         if spec.source != state.source:
@@ -146,6 +173,7 @@ class ControlPlane:
         return self.get_service(name)
 
     def remove_service(self, name: str) -> None:
+        self._writable()
         self._manual(name)
         if not self.registry.remove(name):
             raise NotFound(name)
@@ -153,6 +181,8 @@ class ControlPlane:
 
     def sync_discovered(self, source: str, desired: list, reason: str = "") -> bool:
         """Discovery hands over the complete desired state of its source."""
+        if self.registry_problem:
+            return False  # discovery resyncs once the registry is served again
         changed, skipped = self.registry.sync_source(source, desired)
         for name in skipped:
             log.warning("%s: service name '%s' is taken by a service from another source; "
@@ -164,6 +194,10 @@ class ControlPlane:
     # -- the spine ----------------------------------------------------------------
     def reconcile(self, reason: str = "") -> dict[str, Any]:
         """Rebuild the home snapshot from the registry and hand it to the cache."""
+        if self.registry_problem:
+            self.last_reconcile = {"ok": False, "reason": reason, "at": time.time(),
+                                   "error": f"registry not served: {self.registry_problem}"}
+            return self.last_reconcile
         with self._lock:
             started = time.perf_counter()
             states = self.registry.services()
@@ -245,6 +279,8 @@ class ControlPlane:
             # per snapshot key ("home"; "home/vhds" for delta nodes): version per type
             "snapshots": {key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
             "last_reconcile": self.last_reconcile,
+            "registry": {"path": str(self.registry.path), "generation": self.registry.generation(),
+                         "problem": self.registry_problem},
             "xds": {"streams": self.ads.stream_count(), "max_streams": self.ads.max_streams,
                     "refused": self.ads.refused, "evicted": self.ads.evicted},
             "nodes": self.status.snapshot(),

@@ -78,9 +78,16 @@ def _m2_discovery(db: pw.Database) -> None:
     db.execute_sql("ALTER TABLE services ADD COLUMN detail TEXT NOT NULL DEFAULT '{}'")
 
 
+def _m3_generation(db: pw.Database) -> None:
+    # a counter of committed writes, mirrored in a file beside the database: a registry
+    # older than its last known state (a lost WAL, a truncated file, a stale restore) shows
+    db.execute_sql("CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute_sql("INSERT INTO meta (key, value) VALUES ('generation', '0')")
+
+
 # Schema migrations, applied in order; the database's `user_version` is the index of
 # the last one applied. Append only — never edit a migration that has shipped.
-MIGRATIONS: list[Callable[[pw.Database], None]] = [_m1_initial, _m2_discovery]
+MIGRATIONS: list[Callable[[pw.Database], None]] = [_m1_initial, _m2_discovery, _m3_generation]
 
 EVENT_KEEP = 10_000
 
@@ -132,8 +139,77 @@ class Registry:
                     self.db.execute_sql(f"PRAGMA user_version = {index + 1}")
 
     def close(self) -> None:
-        if not self.db.is_closed():
-            self.db.close()
+        """Checkpoint the WAL into the database file (so the file alone holds everything,
+        e.g. for a copy taken while stopped), then close."""
+        with self._lock:
+            if not self.db.is_closed():
+                try:
+                    self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                except pw.DatabaseError:  # pragma: no cover - a damaged file: close anyway
+                    pass
+                self.db.close()
+
+    # -- integrity: generation, marker, backup ------------------------------------
+    @property
+    def marker_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".state")
+
+    def generation(self) -> int:
+        with self._lock:
+            row = self.db.execute_sql("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            return int(row[0]) if row else 0
+
+    def _write_marker(self) -> None:
+        data = {"generation": self.generation(), "services": len(self._cache()), "at": self.clock()}
+        tmp = self.marker_path.with_name(self.marker_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, self.marker_path)
+
+    def integrity_problem(self) -> str | None:
+        """Why this registry must not be served as it is, or None: it is older or smaller
+        than the state last written (the marker beside it)."""
+        try:
+            known = json.loads(self.marker_path.read_text())
+            known_gen, known_count = int(known["generation"]), int(known["services"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return f"{self.marker_path} is unreadable; cannot tell whether {self.path} is complete"
+        gen, count = self.generation(), len(self.services())
+        if gen < known_gen or (gen == known_gen and count != known_count):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(known.get("at", 0)))
+            return (f"the registry {self.path} holds {count} services at write generation {gen}, but it last held "
+                    f"{known_count} at generation {known_gen} ({when}): it is damaged or older than it was "
+                    "(a lost or corrupted -wal file, a truncated database, a stale copy)")
+        return None
+
+    def accept_as_is(self) -> None:
+        """The operator accepts the registry as it is (e.g. after restoring a backup)."""
+        with self._lock:
+            self._write_marker()
+
+    def backup(self, dest: str | os.PathLike) -> dict[str, Any]:
+        """A consistent copy through SQLite's backup API, written atomically, mode 0600."""
+        dest = Path(dest)
+        if not dest.is_absolute():
+            raise ValueError(f"{dest}: give an absolute path")
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        with self._lock:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            import sqlite3
+
+            target = sqlite3.connect(str(tmp))
+            try:
+                self.db.connection().backup(target)
+                target.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                target.close()
+            os.replace(tmp, dest)
+            return {"path": str(dest), "services": len(self._cache()), "generation": self.generation(),
+                    "bytes": dest.stat().st_size}
 
     # -- services -------------------------------------------------------------
     # The registry keeps a read cache of every service (ServiceState is rebuilt only for
@@ -141,12 +217,23 @@ class Registry:
     # 5,000 rows. All writes go through this class, in this process.
     @staticmethod
     def _state(row: Service) -> ServiceState:
-        raw = json.loads(row.spec)
-        spec = parse_service(raw, name=row.name) if raw is not None else None
-        return ServiceState(name=row.name, source=row.source, spec=spec, first_seen=row.first_seen,
-                            updated_at=row.updated_at, problems=json.loads(row.problems),
-                            source_problems=json.loads(row.source_problems), origin=row.origin,
-                            detail=json.loads(row.detail))
+        try:
+            raw = json.loads(row.spec)
+            spec = parse_service(raw, name=row.name) if raw is not None else None
+            return ServiceState(name=row.name, source=row.source, spec=spec, first_seen=row.first_seen,
+                                updated_at=row.updated_at, problems=json.loads(row.problems),
+                                source_problems=json.loads(row.source_problems), origin=row.origin,
+                                detail=json.loads(row.detail))
+        except (ValueError, TypeError, AttributeError) as exc:  # InputError is a ValueError
+            # one unreadable or no longer valid row is quarantined by name; the rest serves
+            try:
+                problems = list(json.loads(row.problems))
+            except (ValueError, TypeError):
+                problems = []
+            return ServiceState(name=str(row.name), source=str(row.source), spec=None,
+                                first_seen=float(row.first_seen or 0), updated_at=float(row.updated_at or 0),
+                                problems=problems, source_problems=[f"the stored desired state cannot be used ({exc}); the service "
+                                                 "is quarantined: update it (`envoyage service update`) or remove it"])
 
     def _cache(self) -> dict[str, ServiceState]:
         if self._services is None:
@@ -167,10 +254,12 @@ class Registry:
         try:
             with self.db.atomic():
                 names = names_fn()
+                self.db.execute_sql("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         except Exception:
             self._services = None  # the transaction rolled back: reload on next read
             raise
         self._refresh(names)
+        self._write_marker()
 
     def services(self) -> list[ServiceState]:
         with self._lock:
@@ -208,6 +297,7 @@ class Registry:
             cache = self._cache()
             for s in specs:
                 cache[s.name] = ServiceState.of(s, now)
+            self._write_marker()  # with the count that includes them
 
     def update(self, spec: ServiceSpec) -> ServiceState:
         def write():
