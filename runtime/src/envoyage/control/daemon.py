@@ -176,6 +176,7 @@ class ControlDaemon:
         if self.watcher is not None:
             self.watcher.stop()
         if self.http_server is not None:
+            log.debug("stopping the control API")
             self.http_server.close()
             try:
                 self.config.socket_path.unlink()
@@ -183,13 +184,16 @@ class ControlDaemon:
                 pass
         self.plane.ads.stopping.set()
         if self.grpc_server is not None:
-            self.grpc_server.stop(grace=0.5).wait()
+            log.debug("stopping the xDS server")
+            self.grpc_server.stop(grace=0.5).wait(5)
             if self.config.xds_transport == "unix":
                 try:
                     self.config.xds_socket_path.unlink()
                 except FileNotFoundError:
                     pass
+        log.debug("checkpointing and closing the registry")
         self.plane.registry.close()
+        log.info("stopped")
 
     def wait(self) -> None:
         self._stopped.wait()
@@ -218,5 +222,21 @@ def run(config: Config) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     done.wait()
+    # a stop that hangs (a stuck client, a stuck disk) must not keep the process alive:
+    # Envoy keeps its configuration anyway, and the registry's WAL is consistent as it is
+    watchdog = threading.Timer(SHUTDOWN_TIMEOUT, _give_up_stopping)
+    watchdog.daemon = True
+    watchdog.start()
     daemon.stop()
+    watchdog.cancel()
     return 0
+
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def _give_up_stopping() -> None:
+    log.error("shutting down took more than %.0f s; exiting now (the registry stays consistent)", SHUTDOWN_TIMEOUT)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
