@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .model import InputError, parse_duration_ms
+
 
 class ConfigError(ValueError):
     """The configuration file or an ENVOYAGE_* variable is invalid."""
@@ -92,7 +94,6 @@ _INTS = {"xds_port", "home_http_port"}
 _COUNTS = {"xds_max_streams": (1, 100_000)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
             "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0)}
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 _BOOLS = {"docker_enabled", "docker_mesh", "accept_registry"}
 _OPTIONAL_STRINGS = {"docker_host"}
 _SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -125,13 +126,13 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         return int(value)
     if key in _SECONDS:
         low, high = _SECONDS[key]
-        m = _DURATION_RE.fullmatch(str(value).strip()) if not isinstance(value, bool) else None
-        if m is None:
-            raise ConfigError(f"{origin}: '{key}' must be a duration such as '30s' or '500ms', got {value!r}")
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[m.group(2) or "s"]
-        if not low <= seconds <= high:
-            raise ConfigError(f"{origin}: '{key}' must be between {low:g}s and {high:g}s, got {value!r}")
-        return seconds
+        try:  # the one duration grammar (model.parse_duration_ms), in seconds here
+            return parse_duration_ms(key, value, low_ms=int(low * 1000), high_ms=int(high * 1000)) / 1000
+        except InputError as exc:
+            if "not a duration" in exc.message:
+                raise ConfigError(f"{origin}: '{key}' must be a duration such as '30s' or '500ms', "
+                                  f"got {value!r}") from None
+            raise ConfigError(f"{origin}: '{key}' must be between {low:g}s and {high:g}s, got {value!r}") from None
     if key in _BOOLS:
         if isinstance(value, bool):
             return value

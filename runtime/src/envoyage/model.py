@@ -30,7 +30,7 @@ NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*\Z")
 _HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9.-]{1,253}(?<!-)\Z")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
 
 
 class InputError(ValueError):
@@ -139,7 +139,7 @@ def parse_timeout_ms(field_name: str, value: Any) -> int:
 
 def parse_duration_ms(field_name: str, value: Any, low_ms: int = 100, high_ms: int = 3_600_000,
                       off_hint: bool = False) -> int:
-    """'10s', '500ms', '1m', '2h' or a number of seconds -> milliseconds, within [low_ms, high_ms]."""
+    """'10s', '500ms', '1m', '2h', '1d' or a number of seconds -> milliseconds, within [low_ms, high_ms]."""
     if isinstance(value, bool):
         raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
     if isinstance(value, (int, float)):
@@ -153,7 +153,7 @@ def parse_duration_ms(field_name: str, value: Any, low_ms: int = 100, high_ms: i
         hint = "'off', " if off_hint else ""
         raise InputError(field_name, f"{value!r} is not a duration (use e.g. {hint}'10s' or '500ms')")
     number, unit = float(m.group(1)), m.group(2) or "s"
-    ms = int(number * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[unit])
+    ms = int(number * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[unit])
     if not low_ms <= ms <= high_ms:
         raise InputError(field_name, f"{value!r} must be between {_fmt_ms(low_ms)} and {_fmt_ms(high_ms)}"
                          + (" (or 'off')" if off_hint else ""))

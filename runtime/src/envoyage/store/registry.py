@@ -249,8 +249,10 @@ class Registry:
             for row in Service.select().where(Service.name.in_(names[i:i + 500])):
                 cache[row.name] = self._state(row)
 
-    def _write(self, names_fn):
-        """Run a write in a transaction, then refresh the cache for the names it returns."""
+    def _write(self, names_fn, marker: bool = True):
+        """Run a write in a transaction, then refresh the cache for the names it returns
+        and record the new generation beside the database (`marker=False`: the caller
+        does, once its cache is complete)."""
         try:
             with self.db.atomic():
                 names = names_fn()
@@ -259,7 +261,8 @@ class Registry:
             self._services = None  # the transaction rolled back: reload on next read
             raise
         self._refresh(names)
-        self._write_marker()
+        if marker:
+            self._write_marker()
 
     def services(self) -> list[ServiceState]:
         with self._lock:
@@ -293,7 +296,7 @@ class Registry:
             return []  # the cache is filled below from what was written, not re-read
 
         with self._lock:
-            self._write(write)
+            self._write(write, marker=False)
             cache = self._cache()
             for s in specs:
                 cache[s.name] = ServiceState.of(s, now)
