@@ -43,6 +43,20 @@ def _group_id(group: str) -> int:
         raise OSError(f"xds.socket_group: there is no group named {group!r}") from None
 
 
+def _socket_server(path: Path, mode: int, gid: int | None, create):
+    """Run `create` (which binds a Unix socket at `path`) under umask 0177, so there is
+    no moment in which anyone else may connect, then give the socket its group and mode."""
+    old = os.umask(0o177)
+    try:
+        server = create()
+    finally:
+        os.umask(old)
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, mode)
+    return server
+
+
 class UnsafeDirectory(OSError):
     pass
 
@@ -124,18 +138,14 @@ class ControlDaemon:
         _prepare_socket(sock)
         self.plane.reconcile(reason="startup")
         self._serve_xds()
-        old = os.umask(0o177)  # the socket is created 0600: the control API is root's
-        try:
-            # waitress: one event loop for every connection and a bounded pool of worker
-            # threads for requests, with timeouts, so slow or idle clients hold no thread
-            self.http_server = create_server(
-                create_app(self.plane), unix_socket=str(sock), unix_socket_perms="600",
-                threads=API_THREADS, connection_limit=API_CONNECTIONS, channel_timeout=API_IDLE_TIMEOUT,
-                cleanup_interval=5, max_request_body_size=API_MAX_BODY, ident="envoyage",
-                clear_untrusted_proxy_headers=True)
-        finally:
-            os.umask(old)
-        os.chmod(sock, 0o600)
+        # waitress: one event loop for every connection and a bounded pool of worker
+        # threads for requests, with timeouts, so slow or idle clients hold no thread.
+        # The socket is 0600: the control API is root's (or the service user's).
+        self.http_server = _socket_server(sock, 0o600, None, lambda: create_server(
+            create_app(self.plane), unix_socket=str(sock), unix_socket_perms="600",
+            threads=API_THREADS, connection_limit=API_CONNECTIONS, channel_timeout=API_IDLE_TIMEOUT,
+            cleanup_interval=5, max_request_body_size=API_MAX_BODY, ident="envoyage",
+            clear_untrusted_proxy_headers=True))
         threading.Thread(target=self.http_server.run, name="control-api", daemon=True).start()
         log.info("control API listening on %s", sock)
         if self.config.docker_enabled:
@@ -159,13 +169,8 @@ class ControlDaemon:
         path = cfg.xds_socket_path
         gid = _group_id(cfg.xds_socket_group) if cfg.xds_socket_group else os.getgid()
         _prepare_socket(path)
-        old = os.umask(0o177)  # no window in which anyone else may connect
-        try:
-            self.grpc_server, _ = serve(self.plane.ads, f"unix:{path}", **options)
-        finally:
-            os.umask(old)
-        os.chown(path, -1, gid)
-        os.chmod(path, 0o660)
+        self.grpc_server, _ = _socket_server(path, 0o660, gid,
+                                             lambda: serve(self.plane.ads, f"unix:{path}", **options))
         log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
 
     def stop(self) -> None:
