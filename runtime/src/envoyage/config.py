@@ -68,7 +68,32 @@ class Config:
     # serve the registry even if it is older or smaller than its last known state (after
     # restoring a backup on purpose); `envoyage control --accept-registry` sets it
     accept_registry: bool = False
-    # extra: nothing else yet
+    # -- topology: "c" = home only; "a" = home + VPS (the tunnel, the edge link, the
+    # tunnel listener). "b" (control plane on the VPS) is not available yet.
+    topology: str = "c"
+    # the WireGuard tunnel (the `wireguard` role brings it up; the control plane reads its
+    # status): its interface on home, and the prefix the address plan comes from (the
+    # VPS gets the first address, home the second)
+    tunnel_interface: str = "envoyage0"
+    tunnel_prefix: str = "10.88.0.0/24"
+    # the edge link (gRPC, our own protocol) on home's tunnel address, and the file with
+    # the hash of the edge's secret (`envoyage link-secret`)
+    link_port: int = 18443
+    link_secret_hash_file: Path | None = None  # default <state_dir>/edge-secret.hash
+    # the home Envoy's listener for the edge, on home's tunnel address (PROXY protocol v2,
+    # only from the VPS's tunnel address)
+    home_tunnel_port: int = 18080
+    # what the edge (VPS) Envoy gets: its public HTTP port and addresses, its access log,
+    # and how often it checks each service across the tunnel (slow on purpose)
+    edge_http_port: int = 80
+    edge_addresses: tuple = ("0.0.0.0", "::")
+    edge_access_log: Path = Path("/var/log/envoyage/access.log")
+    edge_health_interval: float = 30.0
+    # who may use vpn-only services on the home Envoy: LAN and VPN client networks (the
+    # VPS's tunnel address never counts as either)
+    lan_cidrs: tuple = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7",
+                        "fe80::/10", "::1/128")
+    vpn_cidrs: tuple = ()
     _source: str = field(default="defaults", compare=False, repr=False)
 
     @property
@@ -87,22 +112,76 @@ class Config:
     def access_log_path(self) -> Path:
         return self.log_dir / "access.log"
 
+    @property
+    def link_secret_hash_path(self) -> Path:
+        return self.link_secret_hash_file or (self.state_dir / "edge-secret.hash")
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config) if not f.name.startswith("_")}
-_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket"}
-_INTS = {"xds_port", "home_http_port"}
-_COUNTS = {"xds_max_streams": (1, 100_000)}
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """`envoyage edge` on the VPS (/etc/envoyage/edge.yaml)."""
+
+    edge_id: str = "edge"
+    run_dir: Path = Path("/run/envoyage")
+    log_dir: Path = Path("/var/log/envoyage")
+    # the control plane's edge link: home's tunnel address (default: from the tunnel
+    # prefix's plan) and port, and the file holding this edge's secret (0600)
+    tunnel_prefix: str = "10.88.0.0/24"
+    link_address: str = ""
+    link_port: int = 18443
+    secret_file: Path = Path("/etc/envoyage/edge.secret")
+    # the Unix socket the VPS Envoy's ADS client connects to (default <run_dir>/xds.sock)
+    xds_socket: Path | None = None
+    # the edge starts and supervises the VPS Envoy (DESIGN.md: one supervisor)
+    envoy_supervise: bool = True
+    envoy_binary: str = "envoy"
+    envoy_admin_port: int = 9901
+    envoy_node_id: str = "edge"
+    envoy_base_id: int = 0
+    envoy_concurrency: int = 0  # 0: Envoy's default (one worker per core)
+    log_level: str = "info"
+    _source: str = field(default="defaults", compare=False, repr=False)
+
+    @property
+    def xds_socket_path(self) -> Path:
+        return self.xds_socket or (self.run_dir / "xds.sock")
+
+    @property
+    def link_target(self) -> str:
+        from .module_utils.wireguard import address_plan
+
+        host = self.link_address or address_plan(self.tunnel_prefix)["home"]
+        return f"[{host}]:{self.link_port}" if ":" in host else f"{host}:{self.link_port}"
+
+
+def _fields(cls) -> dict:
+    return {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+
+
+_FIELDS = _fields(Config)
+_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "link_secret_hash_file",
+          "edge_access_log", "secret_file"}
+_OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_secret_hash_file"}
+_INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port", "envoy_admin_port"}
+_COUNTS = {"xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
-            "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0)}
-_BOOLS = {"docker_enabled", "docker_mesh", "accept_registry"}
-_OPTIONAL_STRINGS = {"docker_host"}
+            "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0),
+            "edge_health_interval": (1.0, 3600.0)}
+_BOOLS = {"docker_enabled", "docker_mesh", "accept_registry", "envoy_supervise"}
+_OPTIONAL_STRINGS = {"docker_host", "link_address"}
+# lists of strings (a YAML list, or a comma-separated string in a variable); CIDR
+# syntax is checked when used, so a typo is a named problem in status, not a dead daemon
+_LISTS = {"edge_addresses", "lan_cidrs", "vpn_cidrs"}
+_NAMES = {"tunnel_interface": re.compile(r"[A-Za-z0-9_.-]{1,15}"),
+          "edge_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"),
+          "envoy_node_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")}
 _SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _LEVELS = {"debug", "info", "warning", "error"}
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
     if key in _PATHS:
-        if value is None and key in ("control_socket", "xds_socket"):
+        if value is None and key in _OPTIONAL_PATHS:
             return None
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             raise ConfigError(f"{origin}: '{key}' must be a path, got {value!r}")
@@ -142,6 +221,32 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if text in ("false", "no", "0", "off"):
             return False
         raise ConfigError(f"{origin}: '{key}' must be true or false, got {value!r}")
+    if key in _LISTS:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{origin}: '{key}' must be a list of strings, got {value!r}")
+        return tuple(value)
+    if key in _NAMES:
+        if not isinstance(value, str) or not _NAMES[key].fullmatch(value):
+            raise ConfigError(f"{origin}: '{key}' must be letters, digits, '_', '.', '-', got {value!r}")
+        return value
+    if key == "topology":
+        text = str(value).strip().lower()
+        if text == "b":
+            raise ConfigError(f"{origin}: topology 'b' (control plane on the VPS) is not available yet; "
+                              "use 'a' (home + VPS) or 'c' (home only)")
+        if text not in ("a", "c"):
+            raise ConfigError(f"{origin}: 'topology' must be 'a' (home + VPS) or 'c' (home only), got {value!r}")
+        return text
+    if key in ("tunnel_prefix",):
+        from .module_utils.wireguard import WireGuardError, address_plan
+
+        try:
+            address_plan(str(value))
+        except WireGuardError as exc:
+            raise ConfigError(f"{origin}: 'tunnel_prefix': {exc}") from None
+        return str(value)
     if key == "xds_transport":
         if value not in ("unix", "tcp"):
             raise ConfigError(f"{origin}: 'xds_transport' must be 'unix' or 'tcp', got {value!r}")
@@ -168,24 +273,37 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     return value
 
 
-def _flatten(data: Mapping[str, Any], origin: str) -> dict[str, Any]:
+_SECTIONS = ("xds", "docker", "tunnel", "link", "edge", "envoy")
+
+
+def _flatten(data: Mapping[str, Any], origin: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     """Accept both flat keys and the nested sections used in docs (xds: {port: ..})."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, Mapping) and key in ("xds", "docker"):
+        if isinstance(value, Mapping) and key in _SECTIONS:
             for sub, subval in value.items():
                 flat[f"{key}_{sub}"] = subval
         else:
             flat[key] = value
     for key in flat:
-        if key not in _FIELDS:
-            raise ConfigError(f"{origin}: unknown setting '{key}' (known: {', '.join(sorted(_FIELDS))})")
+        if key not in fields:
+            raise ConfigError(f"{origin}: unknown setting '{key}' (known: {', '.join(sorted(fields))})")
     return flat
 
 
 def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read the config file (if given) and apply ENVOYAGE_<SETTING> overrides."""
+    return _load(Config, path, environ)
+
+
+def load_edge_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> EdgeConfig:
+    """The edge's config file, with ENVOYAGE_EDGE_<SETTING> overrides."""
+    return _load(EdgeConfig, path, environ, env_prefix="ENVOYAGE_EDGE_")
+
+
+def _load(cls, path, environ, env_prefix: str = "ENVOYAGE_"):
     environ = os.environ if environ is None else environ
+    fields = _fields(cls)
     values: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -202,24 +320,26 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
             raise ConfigError(f"{p}: not valid YAML: {exc}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-        for key, value in _flatten(data, str(p)).items():
+        for key, value in _flatten(data, str(p), fields).items():
             values[key] = _coerce(key, value, str(p))
         source = str(p)
-    for key in _FIELDS:
-        env_key = f"ENVOYAGE_{key.upper()}"
+    for key in fields:
+        env_key = f"{env_prefix}{key.upper()}"
         if env_key in environ:
             values[key] = _coerce(key, environ[env_key], env_key)
-    if "xds_transport" not in values and ("xds_port" in values or "xds_address" in values):
+    if cls is Config and "xds_transport" not in values and ("xds_port" in values or "xds_address" in values):
         values["xds_transport"] = "tcp"  # an xDS address or port given means TCP
-    return Config(**values, _source=source)
+    return cls(**values, _source=source)
 
 
 def dump_config(cfg: Config) -> dict[str, Any]:
     """The effective configuration as plain data (for `envoyage status` and docs)."""
     out: dict[str, Any] = {}
-    for key in _FIELDS:
+    for key in _fields(type(cfg)):
         value = getattr(cfg, key)
-        out[key] = str(value) if isinstance(value, Path) else value
-    out["control_socket"] = str(cfg.socket_path)
+        out[key] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
     out["xds_socket"] = str(cfg.xds_socket_path)
+    if isinstance(cfg, Config):
+        out["control_socket"] = str(cfg.socket_path)
+        out["link_secret_hash_file"] = str(cfg.link_secret_hash_path)
     return out

@@ -19,7 +19,7 @@ import idna
 
 ACCESS_MODES = ("public", "vpn-only", "link-only", "auth")
 # Access modes translated into real filters so far; the others fail closed (403).
-BUILT_ACCESS_MODES = ("public",)
+BUILT_ACCESS_MODES = ("public", "vpn-only")
 # `auth`: "none", "basic" or the name of a configured auth provider. Only "none" is
 # built so far; anything else fails closed (403).
 BUILT_AUTH = ("none",)

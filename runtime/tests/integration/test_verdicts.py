@@ -26,8 +26,8 @@ def inject_rejected_translation(monkeypatch, data):
 
     bad_hash = parse_service(data).content_hash
 
-    def translate_service(spec):
-        good = real(spec)
+    def translate_service(spec, *args, **kwargs):
+        good = real(spec, *args, **kwargs)
         if spec.content_hash != bad_hash:
             return good
         host = route_components_pb2.VirtualHost()

@@ -46,7 +46,7 @@ def test_health_checks_http_and_default_tcp():
 
 
 def test_unbuilt_access_mode_fails_closed():
-    vh = translate_service(spec(access="vpn-only")).virtual_host
+    vh = translate_service(spec(access="link-only")).virtual_host
     assert vh.routes[0].direct_response.status == 403
     assert not vh.routes[0].HasField("route")
 

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import quote
 
@@ -22,18 +23,20 @@ import yaml
 
 from .. import __version__
 from ..bootstrap import BootstrapError, bootstrap, connect_address
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, load_edge_config
+from ..module_utils.wireguard import WireGuardError
 from .client import ApiError, ControlClient, Unreachable
 
 DEFAULT_CONFIG = "/etc/envoyage/control.yaml"
+DEFAULT_EDGE_CONFIG = "/etc/envoyage/edge.yaml"
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
-def _config_path(args) -> str | None:
+def _config_path(args, default: str = DEFAULT_CONFIG) -> str | None:
     path = args.config or os.environ.get("ENVOYAGE_CONFIG")
     if path:
         return path
-    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+    return default if os.path.exists(default) else None
 
 
 def _client(args) -> ControlClient:
@@ -129,6 +132,7 @@ def _print_status(st: dict[str, Any]) -> None:
         else:
             print(f"discovery {name}: NOT CONNECTED to {d['host']} ({d['last_error'] or 'connecting'}); "
                   "keeping the last known state")
+    _print_topology(st)
     if not st["nodes"]:
         print("envoys: none connected yet")
     for node in st["nodes"]:
@@ -148,6 +152,33 @@ def _print_status(st: dict[str, Any]) -> None:
                 print(f"    last NACK {_ago(t['last_nack_at'])} for {t['last_nack_version']}: {t['last_nack_message']}")
 
 
+def _print_topology(st: dict[str, Any]) -> None:
+    tunnel, edge = st.get("tunnel"), st.get("edge")
+    if tunnel is not None:
+        age = tunnel.get("handshake_age")
+        rtt = tunnel.get("rtt_ms")
+        print(f"tunnel {tunnel['interface']}: " + (
+            f"last handshake {age:.0f}s ago, {tunnel['rx_bytes']:,} bytes in, {tunnel['tx_bytes']:,} bytes out, "
+            f"endpoint {tunnel['endpoint'] or '-'}" if age is not None else "no handshake")
+            + (f", round trip {rtt:.1f} ms" if rtt is not None else ""))
+    if edge is not None:
+        if edge["connected"]:
+            sync = "in sync" if edge["in_sync"] else f"behind (has {edge['applied_version'] or '-'})"
+            print(f"edge {edge['edge_id']}: connected {_ago(edge['connected_since'])} from {edge['peer']}, "
+                  f"resource set {edge['want_version']} {sync}")
+        else:
+            print(f"edge: NOT CONNECTED (last seen {_ago(edge['disconnected_at'])})")
+        for node in edge["envoy"]:
+            print(f"  edge envoy {node['node_id']}: {'connected' if node['connected'] else 'DISCONNECTED'}")
+            for tname, t in node["types"].items():
+                line = f"    {tname}: acked {t['acked_version'] or '-'}"
+                if t["error"]:
+                    line += f", last NACK {t['nacked_version']}: {t['error']}"
+                print(line)
+    for problem in st.get("problems") or []:
+        print(f"PROBLEM: {problem}")
+
+
 def cmd_control(args) -> int:
     from ..control.daemon import run
 
@@ -158,6 +189,30 @@ def cmd_control(args) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("peewee").setLevel(logging.INFO)
     return run(cfg)
+
+
+def cmd_edge(args) -> int:
+    from ..edge.daemon import run
+
+    cfg = load_edge_config(_config_path(args, DEFAULT_EDGE_CONFIG))
+    level = (args.log_level or cfg.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(cfg)
+
+
+def cmd_link_secret(args) -> int:
+    from ..link.secret import create
+
+    cfg = load_config(_config_path(args))
+    hash_path = args.hash_file or cfg.link_secret_hash_path
+    if os.path.exists(hash_path) and not args.replace:
+        print(f"error: {hash_path} exists: this home already has an edge secret (use --replace to make a "
+              "new one; the edge then needs the new secret)", file=sys.stderr)
+        return EXIT_USAGE
+    create(Path(hash_path), Path(args.secret_file))
+    print(f"wrote the edge secret to {args.secret_file} (0600; copy it to the VPS as the edge's secret_file "
+          f"and delete it here) and its hash to {hash_path}")
+    return EXIT_OK
 
 
 def cmd_backup(args) -> int:
@@ -220,8 +275,11 @@ def cmd_status(args) -> int:
 
 def cmd_bootstrap(args) -> int:
     # Where the control plane listens comes from the same configuration it reads
-    # (file, ENVOYAGE_* variables); explicit flags win.
+    # (file, ENVOYAGE_* variables); explicit flags win. The edge's Envoy is fed by the
+    # edge service, on the socket from the edge's config.
     xds_address, xds_port, xds_socket = args.xds_address, args.xds_port, args.xds_socket
+    if args.role == "edge" and xds_socket is None and xds_address is None and xds_port is None:
+        xds_socket = str(load_edge_config(_config_path(args, DEFAULT_EDGE_CONFIG)).xds_socket_path)
     if xds_socket is None and (xds_address is None or xds_port is None):
         cfg = load_config(_config_path(args))
         if cfg.xds_transport == "unix" and xds_address is None and xds_port is None:
@@ -275,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-registry", action="store_true",
                    help="serve the registry even if it is older or smaller than it last was (after a restore)")
     p.set_defaults(func=cmd_control)
+
+    p = sub.add_parser("edge", help="run the edge service on the VPS (edge link client, xDS for the VPS Envoy)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_edge)
+
+    p = sub.add_parser("link-secret", help="create the edge secret (its hash stays on home)")
+    p.add_argument("--secret-file", required=True, help="where to write the secret for the VPS (mode 0600)")
+    p.add_argument("--hash-file", help="where home keeps the hash (default link.secret_hash_file from the config)")
+    p.add_argument("--replace", action="store_true", help="replace an existing secret")
+    p.set_defaults(func=cmd_link_secret)
 
     p = sub.add_parser("backup", help="write a consistent copy of the registry (through the control plane)")
     p.add_argument("path", help="the backup file to write (mode 0600)")
@@ -330,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.field}: " if exc.field and exc.field != "name" else ""
         print(f"error: {where}{exc.message}", file=sys.stderr)
         return EXIT_USAGE if exc.status == 400 else EXIT_FAIL
-    except (ConfigError, BootstrapError) as exc:
+    except (ConfigError, BootstrapError, WireGuardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

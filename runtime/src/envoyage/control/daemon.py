@@ -136,8 +136,11 @@ class ControlDaemon:
     def start(self) -> None:
         sock = self.config.socket_path
         _prepare_socket(sock)
+        self._check_exposure()
         self.plane.reconcile(reason="startup")
         self._serve_xds()
+        if self.plane.tunnel_plan is not None:
+            self._serve_link()
         # waitress: one event loop for every connection and a bounded pool of worker
         # threads for requests, with timeouts, so slow or idle clients hold no thread.
         # The socket is 0600: the control API is root's (or the service user's).
@@ -157,6 +160,27 @@ class ControlDaemon:
                 scope=self.config.docker_scope)
             self.plane.discovery[SOURCE] = self.watcher
             self.watcher.start()
+
+    def _check_exposure(self) -> None:
+        """No ADS on the tunnel address (DESIGN.md security defaults): in topology A the
+        xDS server must not listen on a wildcard or on home's tunnel address."""
+        cfg = self.config
+        if self.plane.tunnel_plan is None or cfg.xds_transport != "tcp":
+            return
+        if cfg.xds_address in ("0.0.0.0", "::", self.plane.tunnel_plan["home"]):
+            raise OSError(f"xds.address {cfg.xds_address} would serve xDS on the tunnel address; with topology "
+                          "'a' use the Unix socket (the default) or a loopback address")
+
+    def _serve_link(self) -> None:
+        from ..link.server import EdgeLinkServer, LinkListener
+        from .tunnel import TunnelMonitor
+
+        plan = self.plane.tunnel_plan
+        servicer = EdgeLinkServer(self.plane.cache, "edge", self.config.link_secret_hash_path)
+        self.plane.edge_link = servicer
+        self.plane.link_listener = LinkListener(servicer, plan["home"], self.config.link_port)
+        self.plane.link_listener.start()
+        self.plane.tunnel = TunnelMonitor(self.config.tunnel_interface, rtt=lambda: servicer.status()["rtt_ms"])
 
     def _serve_xds(self) -> None:
         cfg = self.config
@@ -188,6 +212,9 @@ class ControlDaemon:
             except FileNotFoundError:
                 pass
         self.plane.ads.stopping.set()
+        if self.plane.link_listener is not None:
+            log.debug("stopping the edge link")
+            self.plane.link_listener.stop()
         if self.grpc_server is not None:
             log.debug("stopping the xDS server")
             self.grpc_server.stop(grace=0.5).wait(5)

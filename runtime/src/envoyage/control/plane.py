@@ -18,20 +18,23 @@ from .. import __version__
 from ..config import Config, dump_config
 from ..model import InputError, ServiceSpec, merge_update, parse_service
 from ..store.registry import Registry
-from ..xds.assemble import HomeSettings, assemble_home
+from ..module_utils.wireguard import address_plan
+from ..networks import parse_networks
+from ..xds.assemble import HomeSettings, TunnelSettings, assemble_edge, assemble_home
 from ..xds.cache import SnapshotCache
 from ..xds import types as T
 from ..xds.cache import snapshot_key
 from ..xds.server import AdsServer
 from ..xds.snapshot import InconsistentSnapshot
 from ..xds.status import BaseCallbacks, StatusTracker
-from ..xds.translate import TranslationCache
+from ..xds.translate import EdgeSettings, HomeAccess, TranslationCache
 from ..xds.verdicts import Verdicts, services_in_change
 
 log = logging.getLogger("envoyage.control")
 
 ROLE_HOME = "home"
 DELTA_HOME = snapshot_key(ROLE_HOME, delta=True)
+ROLE_EDGE = "edge"
 
 
 class NotFound(KeyError):
@@ -60,7 +63,23 @@ class ControlPlane:
         self.config = config
         self.registry = registry or Registry(config.db_path)
         self.cache = SnapshotCache()
-        self.translations = TranslationCache()
+        # problems with the configuration that do not stop the daemon (shown in status)
+        self.config_problems: list[str] = []
+        lan, lan_problems = parse_networks("lan_cidrs", config.lan_cidrs)
+        vpn, vpn_problems = parse_networks("vpn_cidrs", config.vpn_cidrs)
+        self.config_problems += lan_problems + vpn_problems
+        self.tunnel_plan = address_plan(config.tunnel_prefix) if config.topology == "a" else None
+        edge_ip = self.tunnel_plan["vps"] if self.tunnel_plan else None
+        self.translations = TranslationCache(access=HomeAccess(networks=lan + vpn, edge_ip=edge_ip))
+        # topology A: the edge role's translation (its own cache: other settings)
+        self.edge_translations = TranslationCache(edge=EdgeSettings(
+            http_port=config.edge_http_port, addresses=tuple(config.edge_addresses) or ("0.0.0.0",),
+            access_log_path=str(config.edge_access_log),
+            home_tunnel_address=self.tunnel_plan["home"], home_tunnel_port=config.home_tunnel_port,
+            health_interval_ms=int(config.edge_health_interval * 1000))) if self.tunnel_plan else None
+        self.edge_link = None  # the link server (set by the daemon in topology A)
+        self.link_listener = None
+        self.tunnel = None  # the tunnel monitor (set by the daemon in topology A)
         self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect,
                                     forget_after=config.xds_forget_after)
         self.verdicts = Verdicts()
@@ -98,6 +117,8 @@ class ControlPlane:
             http_address=config.home_http_address,
             http_port=config.home_http_port,
             access_log_path=str(config.access_log_path),
+            tunnel=TunnelSettings(home_address=self.tunnel_plan["home"], port=config.home_tunnel_port,
+                                  edge_ip=self.tunnel_plan["vps"]) if self.tunnel_plan else None,
         )
 
     # -- desired state ----------------------------------------------------------
@@ -208,7 +229,12 @@ class ControlPlane:
                                          sotw=False in self.variants, delta=True in self.variants,
                                          withheld=self.verdicts.withheld(states))
                 changed = False
-                for key, snap in ((ROLE_HOME, assembly.snapshot), (DELTA_HOME, assembly.delta_snapshot)):
+                built = [(ROLE_HOME, assembly.snapshot), (DELTA_HOME, assembly.delta_snapshot)]
+                if self.edge_translations is not None:
+                    built.append((ROLE_EDGE, assemble_edge(states, self.edge_translations,
+                                                           previous=self.cache.get_snapshot(ROLE_EDGE),
+                                                           withheld=self.verdicts.withheld(states)).snapshot))
+                for key, snap in built:
                     if snap is not None and self.cache.set_snapshot(key, snap):
                         changed = True
                         self.history.setdefault(key, collections.deque(maxlen=HISTORY)).append(snap)
@@ -286,7 +312,35 @@ class ControlPlane:
             "nodes": self.status.snapshot(),
             "discovery": {name: d.status() for name, d in self.discovery.items()},
             "known_nodes": self.registry.nodes(),
+            "topology": self.config.topology,
+            "tunnel": self.tunnel.status() if self.tunnel is not None else None,
+            "edge": self.edge_link.status() if self.edge_link is not None else None,
+            "problems": self.problems(),
         }
+
+    def problems(self) -> list[str]:
+        """Everything wrong that is not a single service's problem, in sentences."""
+        out = list(self.config_problems)
+        if self.tunnel is not None:
+            problem = self.tunnel.status().get("problem")
+            if problem:
+                out.append(f"tunnel: {problem}")
+        if self.edge_link is not None:
+            if self.link_listener is not None and self.link_listener.problem:
+                out.append(f"edge link: {self.link_listener.problem}")
+            st = self.edge_link.status()
+            if not st["connected"]:
+                since = f" since {time.strftime('%H:%M:%S', time.localtime(st['disconnected_at']))}" \
+                    if st["disconnected_at"] else ""
+                out.append(f"edge: no edge connected{since}; the VPS serves its last configuration (or nothing)")
+            elif st["apply_error"]:
+                out.append(f"edge: the edge refused resource set {st['applied_version'] or '?'}: {st['apply_error']}")
+            for node in st["envoy"]:
+                for tname, t in node["types"].items():
+                    if t["error"] and t["nacked_version"] and t["nacked_version"] != t["acked_version"]:
+                        out.append(f"edge: Envoy {node['node_id']} rejected {tname} {t['nacked_version']}: "
+                                   f"{t['error']}")
+        return out
 
     def _record_nack(self, node_id: str, type_short: str, version: str, message: str) -> None:
         self.registry.event("xds.nack", node_id, f"{type_short} {version}: {message}")

@@ -9,13 +9,25 @@ from ..model import ServiceState
 from . import types as T
 from .snapshot import Snapshot
 from .translate import (
+    EDGE_ROUTES,
     HOME_ROUTES,
     TranslationCache,
     default_virtual_host,
+    edge_listener,
     home_listener,
+    tunnel_listener,
     vhds_route_configuration,
 )
 from .validate import check_services
+
+
+@dataclass(frozen=True)
+class TunnelSettings:
+    """Topology A: home's tunnel listener (for the edge) and the VPS's tunnel address."""
+
+    home_address: str
+    port: int
+    edge_ip: str
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,7 @@ class HomeSettings:
     http_address: str
     http_port: int
     access_log_path: str
+    tunnel: TunnelSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +64,11 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
         if res.endpoints is not None:
             endpoints.append(res.endpoints)
             endpoint_bytes[res.endpoints.cluster_name] = res.endpoints_bytes
-    listener = home_listener(settings.http_address, settings.http_port, settings.access_log_path)
-    by_type = {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: [listener]}
+    listeners = [home_listener(settings.http_address, settings.http_port, settings.access_log_path)]
+    if settings.tunnel is not None:
+        listeners.append(tunnel_listener(settings.tunnel.home_address, settings.tunnel.port,
+                                         settings.tunnel.edge_ip, settings.access_log_path))
+    by_type = {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: listeners}
     serialized = {T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes}
     if sotw:
         routes, routes_bytes = cache.route_configuration(HOME_ROUTES, pieces.values())
@@ -70,3 +86,25 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
         )
     return Assembly(snapshot=base if sotw else None, problems=problems, served=tuple(sorted(pieces)),
                     delta_snapshot=delta_snapshot)
+
+
+EDGE_ACCESS = ("public",)  # vpn-only services never reach the edge
+
+
+def assemble_edge(states: Iterable[ServiceState], cache: TranslationCache, previous: Snapshot | None = None,
+                  withheld: Mapping[str, str] | None = None) -> Assembly:
+    """The edge role's snapshot: the public services (and, failing closed with a 403,
+    those whose access mode is not built yet), routed to home across the tunnel.
+    `cache` is a TranslationCache made with the edge's settings."""
+    assert cache.edge is not None, "assemble_edge needs a TranslationCache with edge settings"
+    accepted, problems = check_services(states, withheld)
+    pieces = cache.translate_all(s.spec for s in accepted if s.spec.access != "vpn-only")
+    routes, routes_bytes = cache.route_configuration(EDGE_ROUTES, pieces.values())
+    snapshot = Snapshot.build(
+        {T.CLUSTER: [r.cluster for r in pieces.values()], T.LISTENER: [edge_listener(cache.edge)],
+         T.ROUTE: [routes]},
+        meta={"role": "edge", "services": str(len(pieces))},
+        serialized={T.CLUSTER: {r.cluster.name: r.cluster_bytes for r in pieces.values()},
+                    T.ROUTE: {EDGE_ROUTES: routes_bytes}},
+        previous=previous)
+    return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)))

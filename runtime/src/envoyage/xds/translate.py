@@ -17,22 +17,58 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.config.core.v3 import base_pb2, proxy_protocol_pb2 as core_proxy_protocol_pb2
 from envoy.type.v3 import range_pb2
-from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, HEALTH_OFF, ServiceSpec
 from . import types as T
 
 HOME_LISTENER = "home_http"
 HOME_ROUTES = "home_http"
+# topology A: the home Envoy's listener for the edge, on home's tunnel address; it shares
+# the home route configuration (vpn-only routes refuse it by the filter name below)
+TUNNEL_LISTENER = "home_tunnel"
+EDGE_LISTENER = "edge_http"
+EDGE_ROUTES = "edge_http"
+# the RBAC filters of the two home listeners; a vpn-only route configures each by name
+LAN_ACCESS_FILTER = "envoyage.access.lan"
+TUNNEL_ACCESS_FILTER = "envoyage.access.tunnel"
+
+
+@dataclass(frozen=True)
+class HomeAccess:
+    """Who may use vpn-only services on the home Envoy: the LAN and VPN client networks,
+    never the VPS's tunnel address (`edge_ip`, topology A)."""
+
+    networks: tuple[str, ...] = ()
+    edge_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """What the edge (VPS) Envoy serves and where it finds home across the tunnel."""
+
+    http_port: int
+    addresses: tuple[str, ...]
+    access_log_path: str
+    home_tunnel_address: str
+    home_tunnel_port: int
+    health_interval_ms: int = 30_000
 
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
@@ -128,7 +164,7 @@ def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
         interval, timeout = hc.interval_ms, hc.timeout_ms
         http = health_check_pb2.HealthCheck.HttpHealthCheck(
             path=hc.path,
-            host=spec.domains[0].removeprefix("*."),
+            host=health_host(spec),
             expected_statuses=[range_pb2.Int64Range(start=lo, end=hi + 1) for lo, hi in hc.expected],
         )
         check = health_check_pb2.HealthCheck(http_health_check=http)
@@ -183,7 +219,33 @@ def translate_cluster(spec: ServiceSpec) -> tuple[cluster_pb2.Cluster, endpoint_
     return cluster, None
 
 
-def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHost:
+def _cidr(text: str) -> address_pb2.CidrRange:
+    addr, _, length = text.partition("/")
+    return address_pb2.CidrRange(address_prefix=addr, prefix_len=wrappers_pb2.UInt32Value(value=int(length)))
+
+
+def _vpn_only(access: HomeAccess) -> dict[str, any_pb2.Any]:
+    """Per-route RBAC for vpn-only: on the LAN listener only the LAN and VPN networks (but
+    never the VPS's tunnel address); on the tunnel listener nobody."""
+    ids = [rbac_pb2.Principal(direct_remote_ip=_cidr(n)) for n in access.networks]
+    principal = rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ids)) if ids else None
+    if principal is not None and access.edge_ip:
+        edge = rbac_pb2.Principal(direct_remote_ip=_cidr(f"{access.edge_ip}/{128 if ':' in access.edge_ip else 32}"))
+        principal = rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(
+            ids=[principal, rbac_pb2.Principal(not_id=edge)]))
+    lan = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)
+    if principal is not None:
+        lan.policies["lan-or-vpn"].CopyFrom(rbac_pb2.Policy(
+            permissions=[rbac_pb2.Permission(any=True)], principals=[principal]))
+    nobody = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)  # ALLOW with no policy: denies every request
+    return {
+        LAN_ACCESS_FILTER: _pack(http_rbac_pb2.RBACPerRoute(rbac=http_rbac_pb2.RBAC(rules=lan))),
+        TUNNEL_ACCESS_FILTER: _pack(http_rbac_pb2.RBACPerRoute(rbac=http_rbac_pb2.RBAC(rules=nobody))),
+    }
+
+
+def translate_virtual_host(spec: ServiceSpec, access: HomeAccess = HomeAccess(),
+                           cluster: str | None = None) -> route_components_pb2.VirtualHost:
     route = route_components_pb2.Route(
         name=spec.name,
         match=route_components_pb2.RouteMatch(prefix=spec.path),
@@ -201,7 +263,10 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
             f"403 Forbidden: {unbuilt} is not available in this version of Envoyage.\n"
         )
     else:
-        route.route.cluster = cluster_name(spec.name)
+        route.route.cluster = cluster or cluster_name(spec.name)
+        if spec.access == "vpn-only":
+            for name, config in _vpn_only(access).items():
+                route.typed_per_filter_config[name].CopyFrom(config)
         # A request that could not reach an endpoint (a replica just went away) is
         # tried once more on another endpoint; nothing that reached the app is retried.
         retry = route.route.retry_policy
@@ -225,9 +290,9 @@ def translate_virtual_host(spec: ServiceSpec) -> route_components_pb2.VirtualHos
     )
 
 
-def translate_service(spec: ServiceSpec) -> ServiceResources:
+def translate_service(spec: ServiceSpec, access: HomeAccess = HomeAccess()) -> ServiceResources:
     cluster, endpoints = translate_cluster(spec)
-    virtual_host = translate_virtual_host(spec)
+    virtual_host = translate_virtual_host(spec, access)
     return ServiceResources(
         key=spec.content_hash,
         cluster=cluster,
@@ -242,7 +307,11 @@ def translate_service(spec: ServiceSpec) -> ServiceResources:
 class TranslationCache:
     """Memoizes translate_service by content hash; forgets entries not used by the last build."""
 
-    def __init__(self) -> None:
+    def __init__(self, access: HomeAccess | None = None, edge: EdgeSettings | None = None) -> None:
+        """Home translation by default (`access`: who may use vpn-only services); with
+        `edge`, the edge role's translation for those settings."""
+        self.access = access or HomeAccess()
+        self.edge = edge
         self._entries: dict[str, ServiceResources] = {}
         self.hits = 0
         self.misses = 0
@@ -255,7 +324,7 @@ class TranslationCache:
         key = (name, tuple(r.virtual_host_bytes for r in ordered))
         if self._routes is None or self._routes[0] != key:
             hosts = [r.virtual_host for r in ordered] + [default_virtual_host(name, vhds=False)]
-            rc = route_configuration(name, hosts)
+            rc = route_configuration(name, hosts, client_headers=self.edge is None)
             self._routes = (key, rc, rc.SerializeToString(deterministic=True))
         return self._routes[1], self._routes[2]
 
@@ -267,7 +336,8 @@ class TranslationCache:
             res = self._entries.get(key) or fresh.get(key)
             if res is None:
                 self.misses += 1
-                res = translate_service(spec)
+                res = (translate_service(spec, self.access) if self.edge is None
+                       else translate_edge_service(spec, self.edge))
             else:
                 self.hits += 1
             fresh[key] = res
@@ -276,32 +346,133 @@ class TranslationCache:
         return out
 
 
-def home_listener(address: str, port: int, access_log_path: str) -> listener_pb2.Listener:
+def _http_manager(stat_prefix: str, routes: str, access_log_path: str,
+                  access_filter: str | None) -> listener_components_pb2.Filter:
     access_log = file_pb2.FileAccessLog(path=access_log_path)
-    access_log.log_format.json_format.CopyFrom(_struct(ACCESS_LOG_FORMAT))
+    # "listener" tells the LAN, tunnel and edge paths apart in the logs
+    access_log.log_format.json_format.CopyFrom(_struct(dict(ACCESS_LOG_FORMAT, listener=stat_prefix)))
+    filters = []
+    if access_filter:
+        # no rules here: only routes that configure this filter by name are restricted
+        filters.append(hcm_pb2.HttpFilter(name=access_filter, typed_config=_pack(http_rbac_pb2.RBAC())))
+    filters.append(hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())))
     hcm = hcm_pb2.HttpConnectionManager(
-        stat_prefix=HOME_LISTENER,
+        stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(route_config_name=HOME_ROUTES, config_source=_ads()),
+        rds=hcm_pb2.Rds(route_config_name=routes, config_source=_ads()),
         strip_any_host_port=True,
+        # the client is the connection's peer (or, on the tunnel listener, the address the
+        # PROXY header from the VPS names), never what a client writes into its headers
+        use_remote_address=wrappers_pb2.BoolValue(value=True),
         # WebSocket upgrades are allowed on every route unless a service opts out
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
-        http_filters=[hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router()))],
+        http_filters=filters,
         access_log=[accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_pack(access_log))],
     )
+    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
+                                          typed_config=_pack(hcm))
+
+
+def home_listener(address: str, port: int, access_log_path: str) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=HOME_LISTENER,
         address=_socket(address, port),
-        filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[
-                    listener_components_pb2.Filter(
-                        name="envoy.filters.network.http_connection_manager", typed_config=_pack(hcm)
-                    )
-                ]
-            )
-        ],
+        filter_chains=[listener_components_pb2.FilterChain(
+            filters=[_http_manager(HOME_LISTENER, HOME_ROUTES, access_log_path, LAN_ACCESS_FILTER)])],
     )
+
+
+def tunnel_listener(address: str, port: int, edge_ip: str, access_log_path: str) -> listener_pb2.Listener:
+    """Topology A: what the edge sends lands here, on home's tunnel address. Every
+    connection must start with a PROXY v2 header (the internet client's address) and
+    come from the VPS's tunnel address; anything else is closed."""
+    only_edge = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)
+    only_edge.policies["edge"].CopyFrom(rbac_pb2.Policy(
+        permissions=[rbac_pb2.Permission(any=True)],
+        # the directly connected peer, not the address from the PROXY header
+        principals=[rbac_pb2.Principal(direct_remote_ip=_cidr(f"{edge_ip}/{128 if ':' in edge_ip else 32}"))]))
+    rbac = network_rbac_pb2.RBAC(stat_prefix="home_tunnel_peer", rules=only_edge)
+    listener = listener_pb2.Listener(
+        name=TUNNEL_LISTENER,
+        address=_socket(address, port),
+        # binds even while the tunnel interface (and so the address) is not there yet
+        freebind=wrappers_pb2.BoolValue(value=True),
+        listener_filters=[listener_components_pb2.ListenerFilter(
+            name="envoy.filters.listener.proxy_protocol",
+            typed_config=_pack(proxy_protocol_pb2.ProxyProtocol()))],
+        filter_chains=[listener_components_pb2.FilterChain(filters=[
+            listener_components_pb2.Filter(name="envoy.filters.network.rbac", typed_config=_pack(rbac)),
+            _http_manager(TUNNEL_LISTENER, HOME_ROUTES, access_log_path, TUNNEL_ACCESS_FILTER),
+        ])],
+    )
+    return listener
+
+
+def edge_listener(settings: EdgeSettings) -> listener_pb2.Listener:
+    """The VPS Envoy's public HTTP listener, on every address in settings (IPv4 and IPv6)."""
+    first, *more = settings.addresses
+    listener = listener_pb2.Listener(
+        name=EDGE_LISTENER,
+        address=_socket(first, settings.http_port),
+        filter_chains=[listener_components_pb2.FilterChain(
+            filters=[_http_manager(EDGE_LISTENER, EDGE_ROUTES, settings.access_log_path, None)])],
+    )
+    for addr in more:
+        listener.additional_addresses.add().address.CopyFrom(_socket(addr, settings.http_port))
+    return listener
+
+
+def translate_edge_service(spec: ServiceSpec, settings: EdgeSettings) -> ServiceResources:
+    """One public service on the edge: its domains, routed across the tunnel to the home
+    Envoy's tunnel listener with a PROXY v2 header naming the client, and a slow health
+    check of the service through home (a 5xx from home counts as down)."""
+    name = cluster_name(spec.name)
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=_duration(5_000),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(
+                endpoint=endpoint_components_pb2.Endpoint(
+                    address=_socket(settings.home_tunnel_address, settings.home_tunnel_port)))])]),
+    )
+    proxy = upstream_proxy_protocol_pb2.ProxyProtocolUpstreamTransport(
+        config=core_proxy_protocol_pb2.ProxyProtocolConfig(version=core_proxy_protocol_pb2.ProxyProtocolConfig.V2))
+    proxy.transport_socket.name = "envoy.transport_sockets.raw_buffer"
+    proxy.transport_socket.typed_config.CopyFrom(_pack(raw_buffer_pb2.RawBuffer()))
+    cluster.transport_socket.name = "envoy.transport_sockets.upstream_proxy_protocol"
+    cluster.transport_socket.typed_config.CopyFrom(_pack(proxy))
+    hc = spec.health_check
+    if hc != HEALTH_OFF:
+        expected = ([range_pb2.Int64Range(start=lo, end=hi + 1) for lo, hi in hc.expected] if hc is not None
+                    else [range_pb2.Int64Range(start=100, end=500)])  # anything but a 5xx from home
+        check = health_check_pb2.HealthCheck(http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(
+            path=hc.path if hc is not None else "/", host=health_host(spec), expected_statuses=expected))
+        interval = settings.health_interval_ms
+        check.interval.CopyFrom(_duration(interval))
+        check.no_traffic_interval.CopyFrom(_duration(interval))
+        check.timeout.CopyFrom(_duration(min(5_000, interval)))
+        check.unhealthy_threshold.value = 2
+        check.healthy_threshold.value = 1
+        cluster.health_checks.append(check)
+    virtual_host = translate_virtual_host(spec, cluster=name)
+    return ServiceResources(
+        key=spec.content_hash,
+        cluster=cluster,
+        endpoints=None,
+        virtual_host=virtual_host,
+        cluster_bytes=cluster.SerializeToString(deterministic=True),
+        endpoints_bytes=None,
+        virtual_host_bytes=virtual_host.SerializeToString(deterministic=True),
+    )
+
+
+def health_host(spec: ServiceSpec) -> str:
+    """The Host header a health check sends: the first domain (a wildcard's base name
+    with a label in front, so that it matches the wildcard)."""
+    domain = spec.domains[0]
+    return "health." + domain[2:] if domain.startswith("*.") else domain
 
 
 DEFAULT_HOST = "_default"  # service names cannot start with "_"
@@ -317,15 +488,29 @@ def default_virtual_host(route_config: str, vhds: bool) -> route_components_pb2.
     return route_components_pb2.VirtualHost(name=name, domains=["*"], routes=[route])
 
 
+def _client_headers() -> list[base_pb2.HeaderValueOption]:
+    """What the app learns about the client from the home Envoy: its address (from the
+    connection, or from the edge's PROXY header), replacing whatever the client sent."""
+    overwrite = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    return [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value="%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+                                       append_action=overwrite)
+            for key in ("x-real-ip", "x-forwarded-for")]
+
+
 def vhds_route_configuration(name: str) -> route_pb2.RouteConfiguration:
     """A route configuration whose virtual hosts come over VHDS (delta nodes)."""
-    return route_pb2.RouteConfiguration(name=name, vhds=route_pb2.Vhds(config_source=_ads()))
+    return route_pb2.RouteConfiguration(name=name, vhds=route_pb2.Vhds(config_source=_ads()),
+                                        request_headers_to_add=_client_headers())
 
 
-def route_configuration(name: str, virtual_hosts: Iterable[route_components_pb2.VirtualHost]) -> route_pb2.RouteConfiguration:
+def route_configuration(name: str, virtual_hosts: Iterable[route_components_pb2.VirtualHost],
+                        client_headers: bool = True) -> route_pb2.RouteConfiguration:
+    """`client_headers`: the home Envoy sets X-Real-IP and X-Forwarded-For (the edge
+    leaves them to home)."""
     return route_pb2.RouteConfiguration(
         name=name,
         virtual_hosts=sorted(virtual_hosts, key=lambda vh: vh.name),
+        request_headers_to_add=_client_headers() if client_headers else [],
     )
 
 

@@ -1,0 +1,356 @@
+# -*- coding: utf-8 -*-
+# Copyright: Envoyage contributors
+# Apache License 2.0 (see LICENSE)
+"""The WireGuard tunnel backend: keys, the address plan, config rendering, bring-up
+and status. The one copy of this code (DESIGN.md, "Who owns what"): the Ansible
+modules import it from here and the runtime package includes this directory as
+`envoyage.module_utils`.
+
+Pure functions (keys, plan, rendering, the backend choice, parsing `wg` output) are
+separate from the few that run commands (`bring_up`, `bring_down`, `read_status`), which
+take a `run` function so that they can be tested without a tunnel.
+
+Only the standard library and `cryptography` are used: Ansible runs this on hosts where
+the runtime is not installed. Addresses use the standard `ipaddress` module rather than
+netaddr, for the same reason (one dependency less on every managed host).
+
+Secrets: a private key is only ever read from or written to a 0600 file and passed to
+`wg` as a file, never on a command line (visible in the process list) and never in an
+error message.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import base64
+import binascii
+import ipaddress
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+KEY_FILE_MODE = 0o600
+DEFAULT_PREFIX = "10.88.0.0/24"
+DEFAULT_LISTEN_PORT = 51820
+HOME_KEEPALIVE = 25  # seconds: keeps the NAT mapping of a home behind CGNAT open
+# a handshake happens at least every 2 minutes while traffic or keepalives flow;
+# older than this means the tunnel is down
+HANDSHAKE_STALE_SECONDS = 180
+
+
+class WireGuardError(Exception):
+    """A problem with keys, the plan, or the tunnel, in a sentence for the user."""
+
+
+# -- keys ---------------------------------------------------------------------------
+
+
+def _x25519():
+    try:
+        from cryptography.hazmat.primitives.asymmetric import x25519
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        raise WireGuardError("the Python package 'cryptography' is needed to create WireGuard keys "
+                             "(Debian: apt install python3-cryptography)")
+    return x25519, serialization
+
+
+def _raw(key_b64, what):
+    try:
+        raw = base64.b64decode(key_b64.strip(), validate=True)
+    except (binascii.Error, ValueError, AttributeError):
+        raise WireGuardError("the %s is not a WireGuard key (expected 44 characters of base64)" % what)
+    if len(raw) != 32:
+        raise WireGuardError("the %s is not a WireGuard key (expected 32 bytes, got %d)" % (what, len(raw)))
+    return raw
+
+
+def check_key(key_b64, what="key"):
+    """Raise WireGuardError unless `key_b64` is a base64 32-byte key; returns it stripped."""
+    _raw(key_b64, what)
+    return key_b64.strip()
+
+
+def generate_private_key():
+    x25519, serialization = _x25519()
+    raw = x25519.X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return base64.b64encode(raw).decode("ascii")
+
+
+def public_key(private_b64):
+    x25519, serialization = _x25519()
+    private = x25519.X25519PrivateKey.from_private_bytes(_raw(private_b64, "private key"))
+    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None):
+    """Write `content` to `path` atomically; the file is never readable by others, not
+    even for a moment (created 0600 in the same directory, then renamed)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".envoyage-")
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None or group is not None:
+            os.fchown(fd, -1 if owner is None else owner, -1 if group is None else group)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_private_key(path):
+    """The private key in `path`; refuses a file others can read."""
+    try:
+        st = os.stat(path)
+        with open(path) as handle:
+            content = handle.read()
+    except (IOError, OSError) as exc:
+        raise WireGuardError("cannot read the private key file %s: %s" % (path, exc.strerror or exc))
+    if st.st_mode & 0o077:
+        raise WireGuardError("the private key file %s is readable by others (mode %04o); it must be 0600"
+                             % (path, st.st_mode & 0o7777))
+    try:
+        return check_key(content, "private key in %s" % path)
+    except WireGuardError:
+        # never echo the content: it may be a key in another format
+        raise WireGuardError("the file %s does not hold a WireGuard private key" % path)
+
+
+def ensure_keypair(path, check_mode=False):
+    """Create a private key at `path` unless one is there. Returns (public key, created).
+    An existing file is kept as it is (a tunnel's identity is never replaced by accident)."""
+    if os.path.exists(path):
+        return public_key(read_private_key(path)), False
+    if check_mode:
+        return None, True
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise WireGuardError("the directory %s for the private key does not exist" % directory)
+    write_secret_file(path, generate_private_key() + "\n")
+    return public_key(read_private_key(path)), True
+
+
+# -- the address plan -----------------------------------------------------------------
+
+
+def address_plan(prefix=DEFAULT_PREFIX):
+    """The tunnel's addresses from one prefix: the VPS gets the first host address, home
+    the second, and the rest is the pool for VPN clients (later)."""
+    try:
+        net = ipaddress.ip_network(prefix, strict=True)
+    except ValueError as exc:
+        raise WireGuardError("tunnel prefix %r is not a network in CIDR notation (%s)" % (prefix, exc))
+    if net.version == 4 and net.prefixlen > 29 or net.version == 6 and net.prefixlen > 125:
+        raise WireGuardError("tunnel prefix %s is too small: it needs room for the VPS, home and VPN clients "
+                             "(use /29 or larger)" % prefix)
+    hosts = net.hosts() if net.version == 4 else (net.network_address + i for i in range(1, 2 ** 16))
+    vps = next(hosts)
+    home = next(hosts)
+    first_client = next(hosts)
+    return {
+        "prefix": str(net),
+        "prefixlen": net.prefixlen,
+        "vps": str(vps),
+        "home": str(home),
+        "clients_from": str(first_client),
+    }
+
+
+def parse_endpoint(endpoint):
+    """host:port or [v6]:port -> (host, port); a clear error otherwise."""
+    text = (endpoint or "").strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise WireGuardError("the VPS endpoint %r must be HOST:PORT (for example vps.example.org:51820)" % endpoint)
+    return host, int(port)
+
+
+# -- config rendering (wg(8) setconf format; addresses are set by bring_up) -------------
+
+
+def render_home(private_key, vps_public_key, vps_endpoint, plan, keepalive=HOME_KEEPALIVE):
+    """Home dials the VPS: the VPS is its only peer, with keepalives so the NAT in front
+    of home keeps the tunnel open. Home listens on no fixed port."""
+    host, port = parse_endpoint(vps_endpoint)
+    endpoint = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    return "\n".join([
+        "[Interface]",
+        "PrivateKey = %s" % check_key(private_key, "home private key"),
+        "",
+        "[Peer]",
+        "# the VPS",
+        "PublicKey = %s" % check_key(vps_public_key, "VPS public key"),
+        "Endpoint = %s" % endpoint,
+        "AllowedIPs = %s" % plan["prefix"],
+        "PersistentKeepalive = %d" % int(keepalive),
+        "",
+    ])
+
+
+def render_vps(private_key, home_public_key, plan, listen_port=DEFAULT_LISTEN_PORT):
+    """The VPS listens and never dials: home's endpoint is learnt from its handshakes."""
+    return "\n".join([
+        "[Interface]",
+        "PrivateKey = %s" % check_key(private_key, "VPS private key"),
+        "ListenPort = %d" % int(listen_port),
+        "",
+        "[Peer]",
+        "# home",
+        "PublicKey = %s" % check_key(home_public_key, "home public key"),
+        "AllowedIPs = %s/%d" % (plan["home"], 32 if ":" not in plan["home"] else 128),
+        "",
+    ])
+
+
+# -- bring-up -------------------------------------------------------------------------
+
+
+def kernel_module_available(sys_module="/sys/module/wireguard", modules_dir="/lib/modules"):
+    """True if the kernel has WireGuard loaded or can load it."""
+    if os.path.isdir(sys_module):
+        return True
+    release = os.uname()[2]
+    try:
+        with open(os.path.join(modules_dir, release, "modules.dep")) as handle:
+            return any("/wireguard.ko" in line.split(":", 1)[0] for line in handle)
+    except (IOError, OSError):
+        return False
+
+
+def choose_backend(kernel_available, wireguard_go_path):
+    """'kernel' when the kernel has WireGuard, else 'wireguard-go' when installed."""
+    if kernel_available:
+        return "kernel"
+    if wireguard_go_path:
+        return "wireguard-go"
+    raise WireGuardError("this kernel has no WireGuard module and wireguard-go is not installed "
+                         "(Debian: apt install wireguard-go wireguard-tools)")
+
+
+def _run(cmd, netns=None, run=None):
+    run = run or _default_run
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + list(cmd)
+    return run(cmd)
+
+
+def _default_run(cmd):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=30, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _must(cmd, netns=None, run=None, what=None):
+    code, out, err = _run(cmd, netns, run)
+    if code != 0:
+        raise WireGuardError("%s failed: %s" % (what or " ".join(cmd[:3]), (err or out).strip()[:300]))
+    return out
+
+
+def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None, run=None):
+    """Create `interface`, load `conf_path` (wg setconf format) and set its address.
+    Idempotent: an interface that exists is reconfigured, not recreated."""
+    if backend is None:
+        backend = choose_backend(kernel_module_available(), shutil.which("wireguard-go"))
+    code, _, _ = _run(["ip", "link", "show", "dev", interface], netns, run)
+    if code != 0:
+        if backend == "kernel":
+            _must(["ip", "link", "add", "dev", interface, "type", "wireguard"], netns, run,
+                  "creating the WireGuard interface %s" % interface)
+        else:
+            # daemonizes once the interface and its control socket exist
+            _must(["wireguard-go", interface], netns, run, "starting wireguard-go for %s" % interface)
+    _must(["wg", "setconf", interface, conf_path], netns, run, "loading the tunnel configuration into %s" % interface)
+    _must(["ip", "address", "replace", "%s/%d" % (address, prefixlen), "dev", interface], netns, run,
+          "setting the tunnel address on %s" % interface)
+    _must(["ip", "link", "set", "mtu", "1420", "up", "dev", interface], netns, run,
+          "bringing %s up" % interface)
+    return backend
+
+
+def bring_down(interface, netns=None, run=None):
+    """Remove the interface (wireguard-go exits with it). Returns False if it was not there."""
+    code, _, _ = _run(["ip", "link", "show", "dev", interface], netns, run)
+    if code != 0:
+        return False
+    _must(["ip", "link", "delete", "dev", interface], netns, run, "removing %s" % interface)
+    return True
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+def parse_show(latest_handshakes, transfer, endpoints, now=None):
+    """Per peer public key: handshake time and age, bytes, endpoint, from the outputs of
+    `wg show IFACE latest-handshakes`, `... transfer` and `... endpoints` (these never
+    print the private key, unlike `wg show IFACE dump`)."""
+    now = time.time() if now is None else now
+    peers = {}
+    for line in latest_handshakes.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            ts = int(parts[1])
+            peers.setdefault(parts[0], {})["last_handshake"] = ts or None
+            peers[parts[0]]["handshake_age"] = round(now - ts, 1) if ts else None
+    for line in transfer.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            peer = peers.setdefault(parts[0], {})
+            peer["rx_bytes"], peer["tx_bytes"] = int(parts[1]), int(parts[2])
+    for line in endpoints.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            peers.setdefault(parts[0], {})["endpoint"] = None if parts[1] == "(none)" else parts[1]
+    return peers
+
+
+def read_status(interface, netns=None, run=None, now=None):
+    """The interface's peers as parse_show gives them; WireGuardError if it cannot be read."""
+    outputs = []
+    for what in ("latest-handshakes", "transfer", "endpoints"):
+        code, out, err = _run(["wg", "show", interface, what], netns, run)
+        if code != 0:
+            text = (err or out).strip()
+            if "No such device" in text or "Unable to access interface" in text:
+                raise WireGuardError("the tunnel interface %s does not exist (is the tunnel unit running?)" % interface)
+            if "Operation not permitted" in text or "ermission denied" in text:
+                raise WireGuardError("not allowed to read the tunnel interface %s (needs CAP_NET_ADMIN)" % interface)
+            raise WireGuardError("cannot read the tunnel interface %s: %s" % (interface, text[:200]))
+        outputs.append(out)
+    return parse_show(*outputs, now=now)
+
+
+def tunnel_problem(peers, stale_after=HANDSHAKE_STALE_SECONDS):
+    """A sentence if the tunnel is not up (no peer, no handshake, a stale one), else None."""
+    if not peers:
+        return "the tunnel has no peer configured"
+    ages = [p.get("handshake_age") for p in peers.values()]
+    known = [a for a in ages if a is not None]
+    if not known:
+        return "no handshake with the VPS yet (check the VPS endpoint, its firewall for UDP, and its public key)"
+    if min(known) > stale_after:
+        return "last handshake with the VPS was %d s ago: the tunnel is down" % min(known)
+    return None
+
+
+__all__ = [
+    "WireGuardError", "check_key", "generate_private_key", "public_key", "write_secret_file",
+    "read_private_key", "ensure_keypair", "address_plan", "parse_endpoint", "render_home", "render_vps",
+    "kernel_module_available", "choose_backend", "bring_up", "bring_down", "parse_show", "read_status",
+    "tunnel_problem",
+]

@@ -1,0 +1,50 @@
+"""The tunnel as the control plane sees it (topology A): it reads the WireGuard
+interface's status (the `wireguard` role owns the interface itself) and adds the edge
+link's round-trip time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from ..module_utils.wireguard import WireGuardError, read_status, tunnel_problem
+
+
+class TunnelMonitor:
+    """`status()` reads `wg show` at most every `max_age` seconds (status calls are cheap)."""
+
+    def __init__(self, interface: str, rtt: Callable[[], float | None] = lambda: None, max_age: float = 2.0,
+                 reader=read_status):
+        self.interface = interface
+        self.rtt = rtt
+        self.max_age = max_age
+        self.reader = reader
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, Any]] | None = None
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self.max_age:
+                self._cached = (now, self._read())
+            out = dict(self._cached[1])
+        out["rtt_ms"] = self.rtt()
+        return out
+
+    def _read(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"interface": self.interface, "peers": {}, "problem": None,
+                               "handshake_age": None, "rx_bytes": None, "tx_bytes": None, "endpoint": None}
+        try:
+            peers = self.reader(self.interface)
+        except WireGuardError as exc:
+            out["problem"] = str(exc)
+            return out
+        out["peers"] = peers
+        out["problem"] = tunnel_problem(peers)
+        if peers:
+            # the VPS is home's only peer
+            peer = next(iter(peers.values()))
+            for key in ("handshake_age", "rx_bytes", "tx_bytes", "endpoint"):
+                out[key] = peer.get(key)
+        return out

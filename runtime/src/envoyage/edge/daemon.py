@@ -1,0 +1,344 @@
+"""`envoyage edge`: the VPS side.
+
+It dials the control plane's edge link across the tunnel, keeps the last good resource
+set, and is the VPS Envoy's only xDS source, on a Unix socket, through the project's own
+ADS server. It also starts and supervises that Envoy (DESIGN.md: one supervisor on the
+VPS). What the Envoy ACKs or NACKs goes back over the link.
+
+The last good set lives in memory (`MemoryStore`); the encrypted on-disk cache keyed
+from the edge secret, which lets the edge serve after a reboot while home is down, is a
+later store with the same two methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from .. import __version__
+from ..bootstrap import bootstrap
+from ..config import EdgeConfig
+from ..control.daemon import _prepare_socket, _socket_server, own_directory
+from ..link import LINK_VERSION, VERSION_KEY
+from ..link.secret import SecretError, read_secret
+from ..link.v1 import link_pb2, link_pb2_grpc
+from ..xds import types as T
+from ..xds.cache import SnapshotCache, snapshot_key
+from ..xds.server import AdsServer, limit_malloc_arenas, serve
+from ..xds.snapshot import InconsistentSnapshot, Snapshot
+from ..xds.status import BaseCallbacks, StatusTracker
+
+log = logging.getLogger("envoyage.edge")
+
+ROLE = "edge"
+KEYS = (snapshot_key(ROLE, delta=False), snapshot_key(ROLE, delta=True))
+
+
+class ResourceSetError(ValueError):
+    pass
+
+
+def snapshot_from(rs: link_pb2.ResourceSet, previous: Snapshot | None) -> Snapshot:
+    """The resource set as a snapshot for the local ADS server (refusing unknown types
+    and undecodable resources with a sentence)."""
+    by_type: dict[str, list] = {}
+    serialized: dict[str, dict[str, bytes]] = {}
+    for res in rs.resources:
+        cls = T.MESSAGE_CLASSES.get(res.type_url)
+        if cls is None:
+            raise ResourceSetError(f"resource {res.name!r} has a type this edge does not know: {res.type_url}")
+        msg = cls()
+        try:
+            msg.ParseFromString(res.body)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            raise ResourceSetError(f"resource {res.name!r} ({T.short(res.type_url)}) cannot be decoded: {exc}") from None
+        by_type.setdefault(res.type_url, []).append(msg)
+        serialized.setdefault(res.type_url, {})[res.name] = res.body
+    return Snapshot.build(by_type, meta={"role": ROLE, "set": rs.version}, serialized=serialized, previous=previous)
+
+
+class MemoryStore:
+    """The last good resource set, in memory only (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._set: link_pb2.ResourceSet | None = None
+
+    def load(self) -> link_pb2.ResourceSet | None:
+        return self._set
+
+    def save(self, rs: link_pb2.ResourceSet) -> None:
+        self._set = rs
+
+
+class _Reporter(BaseCallbacks):
+    def __init__(self, notify):
+        self.notify = notify
+
+    def on_stream_open(self, stream_id, node_id, role, delta):
+        self.notify()
+
+    def on_stream_closed(self, stream_id, node_id):
+        self.notify()
+
+    def on_ack(self, stream_id, node_id, type_url, version):
+        self.notify()
+
+    def on_nack(self, stream_id, node_id, type_url, version, message):
+        self.notify()
+
+    def on_reported(self, stream_id, node_id, type_url, version, in_sync):
+        self.notify()
+
+
+class LinkClient:
+    """Keeps one stream to the control plane, reconnecting with backoff."""
+
+    def __init__(self, target: str, secret: str, edge_id: str, apply, envoy_report, stop: threading.Event):
+        self.target = target
+        self._secret = secret
+        self.edge_id = edge_id
+        self.apply = apply  # ResourceSet -> error string ("" = applied)
+        self.envoy_report = envoy_report  # () -> EnvoyReport
+        self.stop = stop
+        self.have_version = ""
+        self.outbox: queue.Queue = queue.Queue()
+        self.state: dict[str, Any] = {"connected": False, "last_error": "", "since": 0.0}
+        self._thread = threading.Thread(target=self._run, name="edge-link", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def report_soon(self) -> None:
+        self.outbox.put("report")
+
+    def _requests(self, done: threading.Event):
+        yield link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id=self.edge_id, software_version=__version__,
+                                                        have_version=self.have_version))
+        yield link_pb2.EdgeMessage(envoy=self.envoy_report())
+        while not done.is_set() and not self.stop.is_set():
+            try:
+                item = self.outbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item == "report":
+                while True:  # several ACKs at once: one report
+                    try:
+                        extra = self.outbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if extra != "report":
+                        yield extra
+                yield link_pb2.EdgeMessage(envoy=self.envoy_report())
+            else:
+                yield item
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self.stop.is_set():
+            channel = grpc.insecure_channel(self.target, options=[
+                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)])
+            done = threading.Event()
+            call = None
+            try:
+                stub = link_pb2_grpc.EdgeLinkStub(channel)
+                call = stub.Connect(self._requests(done), metadata=[
+                    ("authorization", f"Bearer {self._secret}"), (VERSION_KEY, str(LINK_VERSION))])
+                stopper = threading.Thread(target=lambda: (self.stop.wait(), call.cancel()), daemon=True)
+                stopper.start()
+                for msg in call:
+                    kind = msg.WhichOneof("kind")
+                    if kind == "welcome":
+                        self.state.update(connected=True, last_error="", since=time.time())
+                        backoff = 0.2
+                        log.info("edge link: connected to %s (control plane %s)", self.target,
+                                 msg.welcome.software_version)
+                    elif kind == "resources":
+                        error = self.apply(msg.resources)
+                        if not error:
+                            self.have_version = msg.resources.version
+                        self.outbox.put(link_pb2.EdgeMessage(applied=link_pb2.Applied(
+                            version=msg.resources.version, error=error)))
+                    elif kind == "ping":
+                        self.outbox.put(link_pb2.EdgeMessage(pong=link_pb2.Pong(nonce=msg.ping.nonce)))
+                error = "the control plane closed the link"
+            except grpc.RpcError as exc:
+                code = exc.code()
+                error = f"{code.name if code else 'error'}: {exc.details() or ''}".strip()
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("edge link: the control plane refused this edge: %s (check the edge secret)",
+                              exc.details())
+                    backoff = max(backoff, 10.0)
+                elif code == grpc.StatusCode.FAILED_PRECONDITION:
+                    log.error("edge link: %s", exc.details())
+                    backoff = max(backoff, 30.0)
+                elif code != grpc.StatusCode.CANCELLED:
+                    log.warning("edge link: %s (retrying in %.1f s)", error, backoff)
+            finally:
+                done.set()
+                if call is not None:
+                    call.cancel()
+                channel.close()
+                self.state.update(connected=False)
+            if self.stop.is_set():
+                break
+            self.state["last_error"] = error
+            self.stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0) if backoff < 10.0 else backoff
+
+
+class EnvoySupervisor:
+    """Starts the VPS Envoy and restarts it when it exits (backoff 1 s doubling to 30 s,
+    back to 1 s after a minute of uptime)."""
+
+    def __init__(self, argv: list[str], stop: threading.Event):
+        self.argv = argv
+        self.stop_event = stop
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self._thread = threading.Thread(target=self._run, name="envoy-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+            except OSError as exc:
+                log.error("cannot start Envoy (%s): %s", self.argv[0], exc)
+                self.last_exit = -1
+            else:
+                log.info("Envoy started (pid %d)", self.proc.pid)
+                self.last_exit = self.proc.wait()
+                if self.stop_event.is_set():
+                    return
+                log.error("Envoy exited with status %s; restarting in %.0f s", self.last_exit, backoff)
+            self.restarts += 1
+            if time.monotonic() - started > 60:
+                backoff = 1.0
+            self.stop_event.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def terminate(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._thread.join(2)
+
+
+class EdgeDaemon:
+    def __init__(self, config: EdgeConfig):
+        self.config = config
+        own_directory(config.run_dir, 0o755, group_write=False)
+        own_directory(config.log_dir, 0o755, group_write=True)
+        self.secret = read_secret(config.secret_file)
+        self.stop_event = threading.Event()
+        self.cache = SnapshotCache()
+        self.store = MemoryStore()
+        self.status = StatusTracker()
+        self.link = LinkClient(config.link_target, self.secret, config.edge_id, self.apply,
+                               self.envoy_report, self.stop_event)
+        self.ads = AdsServer(self.cache, callbacks=[self.status, _Reporter(self.link.report_soon)])
+        self.grpc_server = None
+        self.envoy: EnvoySupervisor | None = None
+        self.applied: dict[str, Any] = {"version": "", "at": 0.0, "error": ""}
+
+    # -- resources ---------------------------------------------------------------------
+    def apply(self, rs: link_pb2.ResourceSet) -> str:
+        """Install a resource set; on any problem keep the last good one and say why."""
+        try:
+            snap = snapshot_from(rs, self.cache.get_snapshot(KEYS[0]))
+            for key in KEYS:
+                self.cache.set_snapshot(key, snap)
+        except (ResourceSetError, InconsistentSnapshot) as exc:
+            log.error("resource set %s refused, the last good set keeps serving: %s", rs.version, exc)
+            self.applied.update(error=str(exc), at=time.time())
+            return str(exc)
+        self.store.save(rs)
+        self.applied.update(version=rs.version, at=time.time(), error="")
+        log.info("resource set %s applied (%d resources)", rs.version, len(rs.resources))
+        return ""
+
+    def envoy_report(self) -> link_pb2.EnvoyReport:
+        report = link_pb2.EnvoyReport()
+        for node in self.status.snapshot():
+            n = report.nodes.add(node_id=node["node_id"], connected=node["connected"])
+            for short, t in node["types"].items():
+                n.types.add(type_url=T.BY_SHORT.get(short, short), acked_version=t["last_acked_version"],
+                            nacked_version=t["last_nack_version"], error=t["last_nack_message"])
+        return report
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        path = cfg.xds_socket_path
+        _prepare_socket(path)
+        self.grpc_server, _ = _socket_server(path, 0o660, None, lambda: serve(self.ads, f"unix:{path}"))
+        log.info("xDS for the VPS Envoy on %s", path)
+        self.link.start()
+        if cfg.envoy_supervise:
+            boot = cfg.run_dir / "envoy-edge.json"
+            data = bootstrap(cfg.envoy_node_id, ROLE, xds_socket=str(path), admin_port=cfg.envoy_admin_port)
+            boot.write_text(json.dumps(data, indent=1))
+            argv = [cfg.envoy_binary, "-c", str(boot), "--base-id", str(cfg.envoy_base_id),
+                    "--log-level", "warning", "--drain-time-s", "5"]
+            if cfg.envoy_concurrency:
+                argv += ["--concurrency", str(cfg.envoy_concurrency)]
+            self.envoy = EnvoySupervisor(argv, self.stop_event)
+            self.envoy.start()
+
+    def stop(self) -> None:
+        if self.stop_event.is_set():
+            return
+        log.info("shutting down")
+        self.stop_event.set()
+        if self.envoy is not None:
+            self.envoy.terminate()
+        self.ads.stopping.set()
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=0.5).wait(5)
+            try:
+                self.config.xds_socket_path.unlink()
+            except FileNotFoundError:
+                pass
+        log.info("stopped")
+
+
+def run(config: EdgeConfig) -> int:
+    limit_malloc_arenas()
+    try:
+        daemon = EdgeDaemon(config)
+        daemon.start()
+    except (SecretError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    done = threading.Event()
+
+    def _on_signal(signum, _frame):
+        log.info("received %s", signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    done.wait()
+    daemon.stop()
+    return 0

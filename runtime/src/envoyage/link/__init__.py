@@ -1,0 +1,7 @@
+"""The edge link: our own gRPC service between the control plane (home) and the edge
+service (VPS). Protocol: proto/envoyage/link/v1/link.proto; stubs in `v1/` are
+generated (scripts/gen-proto.sh) and committed."""
+
+# bumped when an edge and a control plane of different versions cannot work together
+LINK_VERSION = 1
+VERSION_KEY = "envoyage-link-version"

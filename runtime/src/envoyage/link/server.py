@@ -1,0 +1,311 @@
+"""The control plane's side of the edge link (home).
+
+The edge dials in over the tunnel; this server authenticates it (its secret against the
+stored hash, in constant time), then sends the edge role's snapshot as a ResourceSet
+whenever it changes, measures the round-trip time, and keeps what the edge reports
+about its Envoy for `envoyage status`. One edge at a time: a new authenticated stream
+replaces the old one (a reconnect whose old connection is not known to be dead yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .. import __version__
+from ..xds import types as T
+from ..xds.cache import SnapshotCache
+from ..xds.snapshot import Snapshot
+from . import LINK_VERSION, VERSION_KEY
+from .secret import SecretError, read_hash, verify
+from .v1 import link_pb2, link_pb2_grpc
+
+log = logging.getLogger("envoyage.link")
+
+PING_INTERVAL = 5.0
+HELLO_TIMEOUT = 10.0
+MAX_MESSAGE = 256 * 1024 * 1024
+
+
+def set_version(snap: Snapshot) -> str:
+    """One version for the whole resource set (from the per-type versions)."""
+    h = hashlib.blake2b(digest_size=8)
+    for type_url in sorted(snap.versions):
+        h.update(f"{type_url}={snap.versions[type_url]};".encode())
+    return h.hexdigest()
+
+
+def resource_set(snap: Snapshot) -> link_pb2.ResourceSet:
+    out = link_pb2.ResourceSet(version=set_version(snap))
+    for type_url in T.PUSH_ORDER:
+        for name, res in sorted(snap.get(type_url).items()):
+            out.resources.add(type_url=type_url, name=name, version=res.version, body=res.data)
+    return out
+
+
+class _Session:
+    ids = itertools.count(1)
+
+    def __init__(self, peer: str):
+        self.id = next(self.ids)
+        self.peer = peer
+        self.outbox: queue.Queue = queue.Queue()
+        self.closed = threading.Event()
+        self.edge_id = ""
+        self.have_version = ""
+
+
+class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
+    def __init__(self, cache: SnapshotCache, key: str, hash_path: Path, ping_interval: float = PING_INTERVAL):
+        self.cache = cache
+        self.key = key
+        self.hash_path = hash_path
+        self.ping_interval = ping_interval
+        self._lock = threading.Lock()
+        self._session: _Session | None = None
+        self._cancel_watch = cache.watch(key, self._on_snapshot)
+        # what `envoyage status` shows about the edge
+        self.state: dict[str, Any] = {
+            "connected": False, "edge_id": "", "peer": "", "connected_since": 0.0, "disconnected_at": 0.0,
+            "software_version": "", "sent_version": "", "sent_at": 0.0, "applied_version": "", "applied_at": 0.0,
+            "apply_error": "", "rtt_ms": None, "envoy": [], "refused": 0, "last_refused": None,
+        }
+
+    # -- status --------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            st = dict(self.state)
+            st["envoy"] = [dict(n) for n in self.state["envoy"]]
+        snap = self.cache.get_snapshot(self.key)
+        st["want_version"] = set_version(snap) if snap is not None else ""
+        st["in_sync"] = bool(st["connected"] and st["applied_version"] and st["applied_version"] == st["want_version"])
+        return st
+
+    def _refuse(self, context, code, peer: str, why: str, detail: str):
+        with self._lock:
+            self.state["refused"] += 1
+            self.state["last_refused"] = {"at": time.time(), "peer": peer, "why": why}
+        log.warning("edge link: refused %s: %s", peer, why)
+        context.abort(code, detail)
+
+    def _on_snapshot(self) -> None:
+        with self._lock:
+            session = self._session
+        if session is not None:
+            session.outbox.put("snapshot")
+
+    # -- the stream ------------------------------------------------------------------
+    def Connect(self, request_iterator, context):  # noqa: N802 - gRPC name
+        peer = context.peer()
+        meta = {k.lower(): v for k, v in context.invocation_metadata()}
+        auth = meta.get("authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "no edge secret",
+                         "this edge link needs the edge's secret (authorization: Bearer ...)")
+        try:
+            stored = read_hash(self.hash_path)
+        except SecretError as exc:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, str(exc),
+                         "this control plane has no edge secret set up; run `envoyage link-secret` on home")
+        if not verify(auth[7:].strip(), stored):
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "wrong edge secret",
+                         "wrong edge secret")
+        theirs = meta.get(VERSION_KEY, "")
+        if theirs != str(LINK_VERSION):
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, peer,
+                         f"link version {theirs or 'none'}",
+                         f"this edge speaks edge-link version {theirs or '(none)'}, this control plane speaks "
+                         f"version {LINK_VERSION}; install the same Envoyage version on home and the VPS")
+        session = _Session(peer)
+        reader = threading.Thread(target=self._read, args=(session, request_iterator), daemon=True,
+                                  name=f"link-read-{session.id}")
+        reader.start()
+        context.add_callback(lambda: (session.closed.set(), session.outbox.put("closed")))
+        return self._write(session, context)
+
+    def _write(self, session: _Session, context):
+        try:
+            yield link_pb2.HomeMessage(welcome=link_pb2.Welcome(software_version=__version__,
+                                                                link_version=LINK_VERSION))
+            try:
+                first = session.outbox.get(timeout=HELLO_TIMEOUT)
+            except queue.Empty:
+                log.warning("edge link: %s sent no hello within %.0f s; closing", session.peer, HELLO_TIMEOUT)
+                return
+            if first != "hello":
+                return
+            self._take(session)
+            sent = session.have_version
+            nonces = itertools.count(1)
+            pending_ping: tuple[int, float] | None = None
+            next_ping = time.monotonic()
+            event: str | None = "snapshot"
+            while not session.closed.is_set():
+                if event == "snapshot":
+                    snap = self.cache.get_snapshot(self.key)
+                    if snap is not None and set_version(snap) != sent:
+                        rs = resource_set(snap)
+                        yield link_pb2.HomeMessage(resources=rs)
+                        sent = rs.version
+                        with self._lock:
+                            self.state["sent_version"], self.state["sent_at"] = sent, time.time()
+                        log.info("edge link: sent resource set %s (%d resources) to %s", sent,
+                                 len(rs.resources), session.edge_id)
+                elif isinstance(event, tuple) and event[0] == "pong" and pending_ping and event[1] == pending_ping[0]:
+                    with self._lock:
+                        self.state["rtt_ms"] = round((time.monotonic() - pending_ping[1]) * 1000, 2)
+                    pending_ping = None
+                elif event == "closed":
+                    break
+                now = time.monotonic()
+                if now >= next_ping:
+                    nonce = next(nonces)
+                    pending_ping = (nonce, now)
+                    next_ping = now + self.ping_interval
+                    yield link_pb2.HomeMessage(ping=link_pb2.Ping(nonce=nonce))
+                try:
+                    event = session.outbox.get(timeout=max(0.05, next_ping - time.monotonic()))
+                except queue.Empty:
+                    event = None
+        finally:
+            session.closed.set()
+            self._drop(session)
+
+    def _take(self, session: _Session) -> None:
+        """This session is now the edge's; an older one is closed."""
+        with self._lock:
+            old, self._session = self._session, session
+            self.state.update(connected=True, edge_id=session.edge_id, peer=session.peer,
+                              connected_since=time.time())
+        if old is not None and old is not session:
+            log.info("edge link: %s reconnected; closing its previous stream", session.edge_id)
+            old.closed.set()
+            old.outbox.put("closed")
+        log.info("edge link: edge %r connected from %s", session.edge_id, session.peer)
+
+    def _drop(self, session: _Session) -> None:
+        with self._lock:
+            if self._session is session:
+                self._session = None
+                self.state.update(connected=False, disconnected_at=time.time())
+                log.warning("edge link: edge %r disconnected", session.edge_id)
+
+    def _read(self, session: _Session, requests) -> None:
+        try:
+            for msg in requests:
+                kind = msg.WhichOneof("kind")
+                if kind == "hello" and not session.edge_id:
+                    session.edge_id = msg.hello.edge_id[:64] or "edge"
+                    session.have_version = msg.hello.have_version[:64]
+                    with self._lock:
+                        self.state["software_version"] = msg.hello.software_version[:64]
+                    session.outbox.put("hello")
+                elif not session.edge_id:
+                    log.warning("edge link: %s did not start with a hello; closing", session.peer)
+                    break
+                elif kind == "applied":
+                    with self._lock:
+                        self.state.update(applied_version=msg.applied.version[:64], applied_at=time.time(),
+                                          apply_error=msg.applied.error[:1024])
+                    if msg.applied.error:
+                        log.warning("edge %s refused resource set %s: %s", session.edge_id, msg.applied.version,
+                                    msg.applied.error[:1024])
+                elif kind == "envoy":
+                    nodes = [{"node_id": n.node_id[:128], "connected": n.connected,
+                              "types": {T.short(t.type_url): {"acked_version": t.acked_version[:64],
+                                                              "nacked_version": t.nacked_version[:64],
+                                                              "error": t.error[:1024]}
+                                        for t in n.types[:16]}}
+                             for n in msg.envoy.nodes[:16]]
+                    with self._lock:
+                        if self._session is session:
+                            self.state["envoy"] = nodes
+                elif kind == "pong":
+                    session.outbox.put(("pong", msg.pong.nonce))
+        except grpc.RpcError:
+            pass
+        except Exception:  # noqa: BLE001 - a bad message must not kill the thread silently
+            log.exception("edge link: reading from %s failed", session.peer)
+        finally:
+            session.closed.set()
+            session.outbox.put("closed")
+
+    def close(self) -> None:
+        self._cancel_watch()
+        with self._lock:
+            session = self._session
+        if session is not None:
+            session.closed.set()
+            session.outbox.put("closed")
+
+
+class LinkListener:
+    """Serves the edge link on home's tunnel address. The address exists only while the
+    tunnel is up, so binding is retried (every `retry` seconds) until it works; until
+    then `problem` says why."""
+
+    def __init__(self, servicer: EdgeLinkServer, address: str, port: int, retry: float = 2.0):
+        self.servicer = servicer
+        self.address, self.port = address, port
+        self.retry = retry
+        self.server: grpc.Server | None = None
+        self.problem: str | None = "not listening yet"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="link-listen", daemon=True)
+
+    @property
+    def target(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _try_bind(self) -> bool:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="link"),
+            options=[("grpc.max_send_message_length", MAX_MESSAGE),
+                     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                     ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                     ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
+                     ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=4)
+        link_pb2_grpc.add_EdgeLinkServicer_to_server(self.servicer, server)
+        try:
+            bound = server.add_insecure_port(self.target)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            server.stop(None)
+            return False
+        server.start()
+        self.server = server
+        return True
+
+    def _run(self) -> None:
+        warned = False
+        while not self._stop.is_set():
+            if self._try_bind():
+                self.problem = None
+                log.info("edge link listening on %s", self.target)
+                return
+            self.problem = (f"cannot listen on {self.target}: the address is not on this host "
+                            "(is the tunnel up?) or the port is taken")
+            if not warned:
+                log.warning("edge link: %s; retrying every %.0f s", self.problem, self.retry)
+                warned = True
+            self._stop.wait(self.retry)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.servicer.close()
+        if self.server is not None:
+            self.server.stop(grace=0.5).wait(5)

@@ -1,0 +1,344 @@
+"""Topology A end to end: network namespaces as hosts (scripts/topology_a.py), a real
+WireGuard tunnel (wireguard-go), the real control plane and edge processes, and two
+real Envoys. Traffic goes only to addresses inside the namespaces this test creates.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from helpers import ENVOYAGE, TEST_SCOPE, free_port, rmtree, short_tmpdir, wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from topology_a import Lab  # noqa: E402
+
+from envoyage.link import LINK_VERSION, VERSION_KEY  # noqa: E402
+from envoyage.link.v1 import link_pb2, link_pb2_grpc  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+class EchoApp:
+    """An app on home that answers with what it learnt about the client, as JSON."""
+
+    def __init__(self):
+        self.seen: list[dict] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802
+                info = {"peer": self.client_address[0], "path": self.path,
+                        "x_forwarded_for": self.headers.get("X-Forwarded-For"),
+                        "x_real_ip": self.headers.get("X-Real-IP")}
+                outer.seen.append(info)
+                body = json.dumps(info).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    directory = short_tmpdir("eyA-")
+    lab = Lab(directory, tag="eyt", net="10.232", http_port=free_port(), admin_port=free_port(),
+              tunnel_port=free_port(), link_port=free_port(), scope=TEST_SCOPE, edge_health_interval="1s")
+    try:
+        lab.network_up()
+        lab.start_all()
+        yield lab
+    finally:
+        lab.down()
+        rmtree(directory)
+
+
+@pytest.fixture(scope="module")
+def app():
+    a = EchoApp()
+    yield a
+    a.close()
+
+
+def cli(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([ENVOYAGE, "-c", str(lab.home_config), *args], capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"envoyage {' '.join(args)}: {proc.stderr}")
+    return proc
+
+
+def status(lab: Lab) -> dict:
+    return json.loads(cli(lab, "status", "--json").stdout)
+
+
+def add(lab: Lab, name: str, domain: str, upstream: str, *extra: str) -> None:
+    cli(lab, "service", "rm", name, check=False)
+    cli(lab, "service", "add", name, "--domain", domain, "--upstream", upstream, *extra)
+
+
+def internet(lab: Lab, host: str, path: str = "/", *args: str, v6: bool = False) -> tuple[int, str]:
+    url = f"http://[{lab.vps_public6}]{path}" if v6 else f"http://{lab.addr('vps_public')}{path}"
+    out = lab.curl("inet", url, "-g", "-H", f"Host: {host}", *args)
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def lan(lab: Lab, host: str, path: str = "/", *args: str) -> tuple[int, str]:
+    out = lab.curl("lan", f"http://{lab.addr('home_lan')}:{lab.http_port}{path}", "-H", f"Host: {host}", *args)
+    body, _, code = out.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def log_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def served_through_vps(lab: Lab, host: str, path: str = "/", timeout: float = 15) -> str:
+    def ok():
+        code, body = internet(lab, host, path)
+        return body if code == 200 else None
+    return wait_for(ok, timeout=timeout, what=f"{host} to answer through the VPS")
+
+
+def test_the_internet_client_is_served_through_the_tunnel_with_its_real_address(lab, app):
+    add(lab, "echo", "echo.example.test", app.address)
+    body = json.loads(served_through_vps(lab, "echo.example.test"))
+    client = lab.addr("internet_client")
+    assert body["x_real_ip"] == client and body["x_forwarded_for"] == client
+    # IPv6 too
+    code, text = internet(lab, "echo.example.test", v6=True)
+    assert code == 200
+    assert json.loads(text)["x_real_ip"] == lab.v6_prefix + "2"
+    # headers the client sends to claim another address are replaced, not passed on
+    code, text = internet(lab, "echo.example.test", "/", "-H", "X-Forwarded-For: 203.0.113.7",
+                          "-H", "X-Real-IP: 203.0.113.8")
+    assert code == 200
+    seen = json.loads(text)
+    assert seen["x_forwarded_for"] == client and seen["x_real_ip"] == client
+    # the home Envoy's access log (tunnel listener) names the internet client
+    marker = f"/real-ip-{uuid.uuid4().hex[:8]}"
+    assert internet(lab, "echo.example.test", marker)[0] == 200
+    line = wait_for(lambda: next((l for l in log_lines(lab.home_access_log) if l["path"] == marker), None),
+                    timeout=10, what="the request in the home access log")
+    assert line["listener"] == "home_tunnel" and line["client"] == client
+
+
+def test_a_proxy_header_from_the_client_is_not_believed(lab, app):
+    add(lab, "echo", "echo.example.test", app.address)
+    served_through_vps(lab, "echo.example.test")
+    # the client sends its own PROXY header to the VPS: it is not HTTP, so it is refused
+    out = lab.curl("inet", f"http://{lab.addr('vps_public')}/spoof", "-H", "Host: echo.example.test",
+                   "--haproxy-protocol")
+    assert not any(s["path"] == "/spoof" for s in app.seen), "a request with a client PROXY header reached the app"
+    assert out.stdout.rpartition("\n")[2] in ("400", "000")
+    # the home tunnel listener takes PROXY headers only from the VPS's tunnel address:
+    # from home's own address it closes the connection without an answer
+    header = _proxy_v2("198.51.100.9", lab.plan["home"], 40000, lab.tunnel_port)
+    with socket.create_connection((lab.plan["home"], lab.tunnel_port), timeout=5) as s:
+        s.sendall(header + b"GET /not-from-edge HTTP/1.1\r\nHost: echo.example.test\r\n\r\n")
+        try:
+            answer = s.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""
+    assert not any(s["path"] == "/not-from-edge" for s in app.seen)
+
+
+def _proxy_v2(src: str, dst: str, sport: int, dport: int) -> bytes:
+    addresses = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
+
+
+def test_a_lan_request_stays_on_the_lan(lab, app):
+    add(lab, "echo", "echo.example.test", app.address)
+    served_through_vps(lab, "echo.example.test")
+    tag = uuid.uuid4().hex[:8]
+    code, text = lan(lab, "echo.example.test", f"/lan-{tag}")
+    assert code == 200 and json.loads(text)["x_real_ip"] == lab.addr("lan_client")
+    # a later request through the VPS: once it is in both logs, so would the LAN one be
+    assert internet(lab, "echo.example.test", f"/inet-{tag}")[0] == 200
+    wait_for(lambda: any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.edge_access_log))
+             and any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.home_access_log)),
+             timeout=10, what="the marker request in both access logs")
+    assert not any(l["path"] == f"/lan-{tag}" for l in log_lines(lab.edge_access_log))
+    home = [l for l in log_lines(lab.home_access_log) if l["path"] == f"/lan-{tag}"]
+    assert [l["listener"] for l in home] == ["home_http"]
+
+
+def test_vpn_only_is_refused_from_the_internet_and_served_on_the_lan(lab, app):
+    add(lab, "private", "private.example.test", app.address, "--access", "vpn-only")
+    code, text = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(lan(lab, "private.example.test")),
+                          timeout=15, what="the vpn-only service on the LAN")
+    assert json.loads(text)["x_real_ip"] == lab.addr("lan_client")
+    # the edge has no route for it at all
+    code, text = internet(lab, "private.example.test")
+    assert code == 404
+    routes = lab.edge_admin("/config_dump?resource=dynamic_route_configs")
+    assert "private.example.test" not in routes
+    # the VPS itself, on the tunnel listener (with a PROXY header) or on the LAN
+    # listener's tunnel address, is neither LAN nor VPN
+    tunnel = lab.curl("vps", f"http://{lab.plan['home']}:{lab.tunnel_port}/", "-H", "Host: private.example.test",
+                      "--haproxy-protocol")
+    assert tunnel.stdout.rpartition("\n")[2] == "403"
+    direct = lab.curl("vps", f"http://{lab.plan['home']}:{lab.http_port}/", "-H", "Host: private.example.test")
+    assert direct.stdout.rpartition("\n")[2] == "403"
+    cli(lab, "service", "rm", "private")
+
+
+def test_a_new_labelled_container_appears_on_the_vps_path(lab, docker):
+    name = f"eya-{uuid.uuid4().hex[:6]}"
+    domain = f"{name}.example.test"
+    docker.run(name, labels={"envoyage.domain": domain})
+    assert served_through_vps(lab, domain, timeout=30)  # the sample app answers through the VPS
+    assert lan(lab, domain)[0] == 200
+
+
+def test_an_app_that_stops_makes_its_edge_cluster_unhealthy(lab, workdir):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    add(lab, "fragile", "fragile.example.test", f"127.0.0.1:{port}")
+    served_through_vps(lab, "fragile.example.test")
+
+    def health() -> str:
+        for line in lab.edge_admin("/clusters").splitlines():
+            if line.startswith("svc_fragile::") and "::health_flags::" in line:
+                return line.rsplit("::", 1)[1]
+        return ""
+
+    wait_for(lambda: health() == "healthy", timeout=10, what="the edge cluster to be healthy")
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: "failed_active_hc" in health(), timeout=15, what="the edge cluster to turn unhealthy")
+    cli(lab, "service", "rm", "fragile")
+
+
+def test_tunnel_down_and_up_restores_service_without_restarts(lab, app):
+    add(lab, "echo", "echo.example.test", app.address)
+    served_through_vps(lab, "echo.example.test")
+    pids = dict(lab.pids)
+    lab.tunnel_down()
+    try:
+        wait_for(lambda: internet(lab, "echo.example.test")[0] != 200, timeout=15,
+                 what="the VPS path to fail with the tunnel down")
+        code, _ = lan(lab, "echo.example.test")
+        assert code == 200, "the LAN path must keep serving while the tunnel is down"
+        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("tunnel:")] or None,
+                            timeout=10, what="a tunnel problem in status")
+        assert "does not exist" in problems[0] or "handshake" in problems[0]
+    finally:
+        lab.tunnel_up()
+    served_through_vps(lab, "echo.example.test", timeout=30)
+    wait_for(lambda: status(lab)["edge"]["connected"], timeout=20, what="the edge link to reconnect")
+    assert lab.pids == pids
+    assert all(os.path.exists(f"/proc/{pid}") for pid in pids.values())
+
+
+def test_status_shows_the_tunnel_the_link_and_the_edge_envoy(lab, app):
+    add(lab, "echo", "echo.example.test", app.address)
+    served_through_vps(lab, "echo.example.test")
+    st = wait_for(lambda: (lambda s: s if s["edge"]["in_sync"] and s["edge"]["rtt_ms"] is not None
+                           and s["tunnel"]["handshake_age"] is not None else None)(status(lab)),
+                  timeout=15, what="the edge in sync, a round-trip time and a handshake")
+    assert st["topology"] == "a"
+    assert st["tunnel"]["handshake_age"] is not None and st["tunnel"]["handshake_age"] < 180
+    assert st["tunnel"]["rx_bytes"] > 0 and st["tunnel"]["endpoint"].startswith(lab.addr("vps_wan"))
+    edge_envoy = st["edge"]["envoy"][0]
+    assert edge_envoy["connected"] and set(edge_envoy["types"]) >= {"cds", "lds", "rds"}
+    assert all(t["acked_version"] for t in edge_envoy["types"].values())
+    assert st["problems"] == []
+    text = cli(lab, "status").stdout
+    assert "tunnel eyt-wgh: last handshake" in text and "edge vps: connected" in text and "in sync" in text
+
+
+def _link_call(lab: Lab, metadata) -> tuple[grpc.StatusCode, str, list]:
+    channel = grpc.insecure_channel(f"{lab.plan['home']}:{lab.link_port}")
+    got = []
+    try:
+        call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
+            iter([link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="intruder"))]), metadata=metadata, timeout=5)
+        for msg in call:
+            got.append(msg)
+        return grpc.StatusCode.OK, "", got
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details(), got
+    finally:
+        channel.close()
+
+
+def test_an_edge_with_a_wrong_or_missing_secret_gets_nothing(lab):
+    version = (VERSION_KEY, str(LINK_VERSION))
+    for metadata in ([version], [version, ("authorization", "Bearer not-the-secret")],
+                     [version, ("authorization", "not-even-bearer")]):
+        code, details, got = _link_call(lab, metadata)
+        assert code == grpc.StatusCode.UNAUTHENTICATED, (metadata, code, details)
+        assert got == []
+    secret = (lab.vps_dir / "edge.secret").read_text().strip()
+    code, details, got = _link_call(lab, [(VERSION_KEY, "99"), ("authorization", f"Bearer {secret}")])
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and got == []
+    assert "version 99" in details and f"version {LINK_VERSION}" in details
+    refused = status(lab)["edge"]["refused"]
+    assert refused >= 4
+    # the real edge is still connected and served
+    assert status(lab)["edge"]["connected"]
+
+
+def test_a_dead_edge_and_a_wrong_vps_endpoint_are_named_and_home_keeps_serving(lab, app):
+    add(lab, "echo", "echo.example.test", app.address)
+    served_through_vps(lab, "echo.example.test")
+    lab.stop("edge")
+    try:
+        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("edge:")] or None,
+                            timeout=20, what="the dead edge in status")
+        assert "no edge connected" in problems[0]
+        assert lan(lab, "echo.example.test")[0] == 200
+    finally:
+        lab.start_edge()
+    served_through_vps(lab, "echo.example.test", timeout=30)
+    # a wrong endpoint: home dials a port where no VPS listens
+    lab.tunnel_down()
+    try:
+        lab.tunnel_up(vps_endpoint=f"{lab.addr('vps_wan')}:{lab.wg_port + 1}")
+        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("tunnel:")] or None,
+                            timeout=15, what="the tunnel problem in status")
+        assert "no handshake" in problems[0]
+        assert lan(lab, "echo.example.test")[0] == 200
+    finally:
+        lab.tunnel_down()
+        lab.tunnel_up()
+    served_through_vps(lab, "echo.example.test", timeout=30)

@@ -1,0 +1,470 @@
+#!/usr/bin/env python3
+"""Topology A on one machine, in network namespaces: the harness the tests, the demo
+(`bash scripts/demo.sh --topology a`) and the benchmarks share.
+
+Layout (NET is 10.231 by default; every address below is inside namespaces this
+harness creates, or on the two veth interfaces it adds to the root namespace):
+
+    lan-client ns            root ns = home                 router ns (NAT)            vps ns                internet ns
+    NET.1.2  ---- eya-lan NET.1.1                                                                          
+                  eya-wan NET.2.2 ---- in0 NET.2.1 | out0 NET.3.1 ---- wan0 NET.3.2 (WireGuard :51820)
+                  eya-wgh NET.100.2 ===== WireGuard tunnel (home dials) =====  eya-wgv NET.100.1
+                                                                               pub0 NET.4.1 fd00:231:4::1 ---- eth0 NET.4.2 fd00:231:4::2
+
+- Home stays in the root namespace, where dockerd and its containers are: the control
+  plane, the home Envoy (LAN listener on every address, tunnel listener on NET.100.2)
+  and the labelled containers run there.
+- The router masquerades home's traffic to the VPS and drops anything the VPS starts
+  towards home, like CGNAT: the VPS reaches home only through the tunnel home dials.
+- The VPS runs `envoyage edge`, which runs the VPS Envoy (public port 80 on NET.4.1 and
+  fd00:231:4::1, and NET.3.2).
+- The internet client reaches only the VPS's public addresses; the LAN client reaches
+  only home's LAN address NET.1.1.
+
+Command line (as root):  topology_a.py up --dir DIR  |  down --dir DIR  |  info --dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("ENVOYAGE_VENV", ROOT / ".venv"))
+
+from envoyage.link import secret as link_secret  # noqa: E402  (the checkout's venv has runtime/src)
+from envoyage.module_utils import wireguard as wg  # noqa: E402
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def sh(*cmd: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    argv = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed: {(proc.stderr or proc.stdout).strip()[:400]}")
+    return proc
+
+
+def _run_for_wg(cmd):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@dataclass
+class Lab:
+    dir: Path
+    tag: str = "eya"
+    net: str = "10.231"
+    http_port: int = 18480  # the home Envoy's LAN listener (every address)
+    admin_port: int = 19901  # the home Envoy's admin (loopback)
+    tunnel_port: int = 18080  # the home Envoy's tunnel listener
+    link_port: int = 18443
+    edge_port: int = 80
+    edge_admin_port: int = 9901  # inside the vps namespace
+    wg_port: int = 51820
+    scope: str = "topology-a"
+    edge_health_interval: str = "30s"
+    # pids of what `start_*` started (name -> pid), so `down` can stop them
+    pids: dict = field(default_factory=dict)
+
+    # -- names and addresses -------------------------------------------------------------
+    @property
+    def ns(self) -> dict:
+        return {k: f"{self.tag}-{k}" for k in ("lan", "router", "vps", "inet")}
+
+    def addr(self, name: str) -> str:
+        table = {"home_lan": "1.1", "lan_client": "1.2", "home_wan": "2.2", "router_in": "2.1",
+                 "router_out": "3.1", "vps_wan": "3.2", "vps_public": "4.1", "internet_client": "4.2"}
+        return f"{self.net}.{table[name]}"
+
+    @property
+    def v6_prefix(self) -> str:
+        return "fd00:%s:4::" % self.net.split(".")[1]
+
+    @property
+    def vps_public6(self) -> str:
+        return self.v6_prefix + "1"
+
+    @property
+    def tunnel_prefix(self) -> str:
+        return f"{self.net}.100.0/24"
+
+    @property
+    def plan(self) -> dict:
+        return wg.address_plan(self.tunnel_prefix)
+
+    @property
+    def home_wg(self) -> str:
+        return f"{self.tag}-wgh"
+
+    @property
+    def vps_wg(self) -> str:
+        return f"{self.tag}-wgv"
+
+    @property
+    def home_dir(self) -> Path:
+        return self.dir / "home"
+
+    @property
+    def vps_dir(self) -> Path:
+        return self.dir / "vps"
+
+    @property
+    def home_config(self) -> Path:
+        return self.home_dir / "control.yaml"
+
+    @property
+    def edge_config(self) -> Path:
+        return self.vps_dir / "edge.yaml"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.home_dir / "run" / "control.sock"
+
+    @property
+    def edge_access_log(self) -> Path:
+        return self.vps_dir / "log" / "access.log"
+
+    @property
+    def home_access_log(self) -> Path:
+        return self.home_dir / "log" / "access.log"
+
+    # -- the network ---------------------------------------------------------------------
+    def _check_free(self) -> None:
+        """Refuse to touch a host that already uses our range on an interface not ours."""
+        mine = ipaddress.ip_network(f"{self.net}.0.0/16")
+        out = sh("ip", "-o", "addr", "show").stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[2] == "inet":
+                iface, address = parts[1], parts[3]
+                if ipaddress.ip_interface(address).ip in mine and not iface.startswith(self.tag + "-"):
+                    raise LabError(f"{address} on {iface} is in {mine}, which this lab would use; "
+                                   "choose another range (--net)")
+
+    def network_up(self) -> None:
+        if os.geteuid() != 0:
+            raise LabError("topology A in namespaces needs root (network namespaces, veth, WireGuard)")
+        for tool in ("wireguard-go", "wg", "iptables", "ip"):
+            if not shutil.which(tool):
+                raise LabError(f"{tool} is not installed (apt install wireguard-go wireguard-tools iptables iproute2)")
+        self.network_down()
+        self._check_free()
+        ns, n = self.ns, self.net
+        for name in ns.values():
+            sh("ip", "netns", "add", name)
+            sh("ip", "link", "set", "lo", "up", ns=name)
+        # LAN: home <-> lan client
+        sh("ip", "link", "add", f"{self.tag}-lan", "type", "veth", "peer", "name", "eth0", "netns", ns["lan"])
+        sh("ip", "addr", "add", f"{n}.1.1/24", "dev", f"{self.tag}-lan")
+        sh("ip", "link", "set", f"{self.tag}-lan", "up")
+        sh("ip", "addr", "add", f"{n}.1.2/24", "dev", "eth0", ns=ns["lan"])
+        sh("ip", "link", "set", "eth0", "up", ns=ns["lan"])
+        # home's uplink into the NAT router
+        sh("ip", "link", "add", f"{self.tag}-wan", "type", "veth", "peer", "name", "in0", "netns", ns["router"])
+        sh("ip", "addr", "add", f"{n}.2.2/24", "dev", f"{self.tag}-wan")
+        sh("ip", "link", "set", f"{self.tag}-wan", "up")
+        sh("ip", "addr", "add", f"{n}.2.1/24", "dev", "in0", ns=ns["router"])
+        sh("ip", "link", "set", "in0", "up", ns=ns["router"])
+        # router <-> VPS ("the internet" between them)
+        sh("ip", "link", "add", "out0", "type", "veth", "peer", "name", "wan0", "netns", ns["vps"], ns=ns["router"])
+        sh("ip", "addr", "add", f"{n}.3.1/24", "dev", "out0", ns=ns["router"])
+        sh("ip", "link", "set", "out0", "up", ns=ns["router"])
+        sh("ip", "addr", "add", f"{n}.3.2/24", "dev", "wan0", ns=ns["vps"])
+        sh("ip", "link", "set", "wan0", "up", ns=ns["vps"])
+        # VPS <-> internet client (IPv4 and IPv6)
+        sh("ip", "link", "add", "pub0", "type", "veth", "peer", "name", "eth0", "netns", ns["inet"], ns=ns["vps"])
+        sh("ip", "addr", "add", f"{n}.4.1/24", "dev", "pub0", ns=ns["vps"])
+        sh("ip", "addr", "add", f"{self.v6_prefix}1/64", "dev", "pub0", "nodad", ns=ns["vps"])
+        sh("ip", "link", "set", "pub0", "up", ns=ns["vps"])
+        sh("ip", "addr", "add", f"{n}.4.2/24", "dev", "eth0", ns=ns["inet"])
+        sh("ip", "addr", "add", f"{self.v6_prefix}2/64", "dev", "eth0", "nodad", ns=ns["inet"])
+        sh("ip", "link", "set", "eth0", "up", ns=ns["inet"])
+        # home reaches the VPS's WAN address through the router, and nothing else there
+        sh("ip", "route", "add", f"{n}.3.0/24", "via", f"{n}.2.1", "dev", f"{self.tag}-wan")
+        # the router: NAT out, nothing in (CGNAT)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns["router"])
+        sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "out0", "-j", "MASQUERADE", ns=ns["router"])
+        sh("iptables", "-A", "FORWARD", "-i", "out0", "-o", "in0", "-m", "conntrack", "--ctstate",
+           "ESTABLISHED,RELATED", "-j", "ACCEPT", ns=ns["router"])
+        sh("iptables", "-A", "FORWARD", "-i", "out0", "-j", "DROP", ns=ns["router"])
+        self.tunnel_up()
+
+    def tunnel_up(self, vps_endpoint: str | None = None) -> None:
+        """WireGuard with the project's backend: the VPS listens, home dials it."""
+        plan = self.plan
+        for d in (self.home_dir, self.vps_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        home_pub, _ = wg.ensure_keypair(str(self.home_dir / "wg.key"))
+        vps_pub, _ = wg.ensure_keypair(str(self.vps_dir / "wg.key"))
+        wg.write_secret_file(str(self.vps_dir / "wg.conf"), wg.render_vps(
+            wg.read_private_key(str(self.vps_dir / "wg.key")), home_pub, plan, listen_port=self.wg_port))
+        wg.write_secret_file(str(self.home_dir / "wg.conf"), wg.render_home(
+            wg.read_private_key(str(self.home_dir / "wg.key")), vps_pub,
+            vps_endpoint or f"{self.addr('vps_wan')}:{self.wg_port}", plan))
+        wg.bring_up(self.vps_wg, str(self.vps_dir / "wg.conf"), plan["vps"], plan["prefixlen"],
+                    netns=self.ns["vps"], run=_run_for_wg)
+        wg.bring_up(self.home_wg, str(self.home_dir / "wg.conf"), plan["home"], plan["prefixlen"],
+                    run=_run_for_wg)
+
+    def tunnel_down(self) -> None:
+        wg.bring_down(self.home_wg, run=_run_for_wg)
+        if Path(f"/run/netns/{self.ns['vps']}").exists():
+            wg.bring_down(self.vps_wg, netns=self.ns["vps"], run=_run_for_wg)
+
+    def handshake_age(self) -> float | None:
+        peers = wg.read_status(self.home_wg, run=_run_for_wg)
+        ages = [p.get("handshake_age") for p in peers.values() if p.get("handshake_age") is not None]
+        return min(ages) if ages else None
+
+    def network_down(self) -> None:
+        for iface in (self.home_wg,):
+            sh("ip", "link", "del", iface, check=False)
+        for name in self.ns.values():
+            if Path(f"/run/netns/{name}").exists():
+                # processes left in it (wireguard-go, envoy) would keep it alive
+                pids = sh("ip", "netns", "pids", name, check=False).stdout.split()
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
+                sh("ip", "netns", "del", name, check=False)
+        for iface in (f"{self.tag}-lan", f"{self.tag}-wan"):
+            sh("ip", "link", "del", iface, check=False)
+
+    # -- the Envoyage processes -----------------------------------------------------------
+    def write_configs(self, secret: bool = True) -> None:
+        for sub in ("state", "run", "log"):
+            (self.home_dir / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home_dir / "state", 0o700)
+        (self.vps_dir / "log").mkdir(parents=True, exist_ok=True)
+        (self.vps_dir / "run").mkdir(parents=True, exist_ok=True)
+        self.home_config.write_text(f"""\
+# Envoyage control plane on home, topology A (scripts/topology_a.py)
+state_dir: {self.home_dir}/state
+run_dir: {self.home_dir}/run
+log_dir: {self.home_dir}/log
+home_http_address: 0.0.0.0
+home_http_port: {self.http_port}
+topology: a
+tunnel:
+  interface: {self.home_wg}
+  prefix: {self.tunnel_prefix}
+link:
+  port: {self.link_port}
+home_tunnel_port: {self.tunnel_port}
+edge:
+  http_port: {self.edge_port}
+  addresses: ["0.0.0.0", "::"]
+  access_log: {self.edge_access_log}
+  health_interval: {self.edge_health_interval}
+lan_cidrs: ["{self.net}.1.0/24", "127.0.0.0/8"]
+docker:
+  enabled: true
+  scope: {self.scope}
+""")
+        self.edge_config.write_text(f"""\
+# Envoyage edge on the VPS, topology A (scripts/topology_a.py)
+edge_id: vps
+run_dir: {self.vps_dir}/run
+log_dir: {self.vps_dir}/log
+tunnel_prefix: {self.tunnel_prefix}
+link_port: {self.link_port}
+secret_file: {self.vps_dir}/edge.secret
+envoy:
+  binary: {VENV}/bin/envoy
+  admin_port: {self.edge_admin_port}
+  node_id: vps
+  base_id: {self.admin_port + 1}
+  concurrency: 1
+""")
+        if secret and not (self.home_dir / "state" / "edge-secret.hash").exists():
+            link_secret.create(self.home_dir / "state" / "edge-secret.hash", self.vps_dir / "edge.secret")
+
+    def spawn(self, name: str, argv: list[str], ns: str | None = None) -> int:
+        """Start a process detached from this one (Envoy exits with the process that
+        started it, so `setsid -f` starts it and a shell records its pid)."""
+        pidfile = self.dir / f"{name}.pid"
+        pidfile.unlink(missing_ok=True)
+        full = (["ip", "netns", "exec", ns] if ns else []) + argv
+        with open(self.dir / f"{name}.log", "ab") as log:
+            subprocess.run(["setsid", "-f", "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pidfile), *full],
+                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True, timeout=10)
+        _wait(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 5, f"{name} to start")
+        self.pids[name] = int(pidfile.read_text())
+        self.save()
+        return self.pids[name]
+
+    def stop(self, name: str, timeout: float = 10) -> None:
+        pid = self.pids.pop(name, None)
+        self.save()
+        if not pid:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.05)
+            if not _alive(pid):
+                return
+
+    def start_control(self) -> None:
+        self.spawn("control", [str(VENV / "bin" / "envoyage"), "-c", str(self.home_config), "control"])
+        _wait(lambda: self.control_socket.exists(), 20, "the control plane's socket", self.dir / "control.log")
+
+    def start_home_envoy(self) -> None:
+        boot = self.home_dir / "envoy.yaml"
+        subprocess.run([str(VENV / "bin" / "envoyage"), "-c", str(self.home_config), "envoy-bootstrap",
+                        "--node-id", "home", "--role", "home", "--admin-port", str(self.admin_port),
+                        "-o", str(boot)], check=True, capture_output=True, timeout=30)
+        self.spawn("home-envoy", [str(VENV / "bin" / "envoy"), "-c", str(boot), "--concurrency", "1",
+                                  "--log-level", "warn", "--base-id", str(self.admin_port), "--drain-time-s", "1"])
+        _wait(lambda: _get(f"http://127.0.0.1:{self.admin_port}/ready") == "LIVE", 30, "the home Envoy",
+              self.dir / "home-envoy.log")
+
+    def start_edge(self, wait: bool = True) -> None:
+        self.spawn("edge", [str(VENV / "bin" / "envoyage"), "-c", str(self.edge_config), "edge"], ns=self.ns["vps"])
+        if wait:
+            _wait(lambda: self.edge_admin("/ready") == "LIVE", 30, "the VPS Envoy (under envoyage edge)",
+                  self.dir / "edge.log")
+
+    def edge_admin(self, path: str) -> str:
+        out = sh("curl", "-s", "--max-time", "3", f"http://127.0.0.1:{self.edge_admin_port}{path}",
+                 ns=self.ns["vps"], check=False)
+        return out.stdout.strip()
+
+    def start_all(self) -> None:
+        self.write_configs()
+        self.start_control()
+        self.start_home_envoy()
+        self.start_edge()
+
+    def stop_all(self) -> None:
+        for name in ("edge", "home-envoy", "control", "app"):
+            self.stop(name)
+
+    # -- clients -------------------------------------------------------------------------
+    def curl(self, where: str, url: str, *args: str, timeout: float = 5) -> subprocess.CompletedProcess:
+        """curl from the internet client ("inet") or the LAN client ("lan"); the output
+        ends with a line holding the status code."""
+        return sh("curl", "-sS", "--max-time", str(timeout), "-w", "\n%{http_code}", *args, url,
+                  ns=self.ns[where], check=False, timeout=timeout + 5)
+
+    # -- state file (for the demo's stop command) ----------------------------------------
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        data["dir"] = str(self.dir)
+        (self.dir / "lab.json").write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, directory: Path) -> "Lab":
+        data = json.loads((directory / "lab.json").read_text())
+        data["dir"] = Path(data["dir"])
+        return cls(**data)
+
+    def down(self) -> None:
+        self.stop_all()
+        self.network_down()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def _get(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.read().decode().strip()
+    except OSError:
+        return ""
+
+
+def _wait(check, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    tail = ""
+    if log is not None and log.exists():
+        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    raise LabError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
+
+
+def info(lab: Lab) -> str:
+    inet, lan = lab.ns["inet"], lab.ns["lan"]
+    return f"""
+Topology A is running in network namespaces (state in {lab.dir}).
+
+  Internet path (client -> VPS Envoy -> WireGuard tunnel -> home Envoy -> app):
+    ip netns exec {inet} curl -H 'Host: whoami.example.test' http://{lab.addr('vps_public')}/
+    ip netns exec {inet} curl -g -H 'Host: whoami.example.test' 'http://[{lab.vps_public6}]/'
+  LAN path (client -> home Envoy -> app; nothing goes through the VPS):
+    ip netns exec {lan} curl -H 'Host: whoami.example.test' http://{lab.addr('home_lan')}:{lab.http_port}/
+  A vpn-only service answers on the LAN path only:
+    ip netns exec {lan} curl -H 'Host: private.example.test' http://{lab.addr('home_lan')}:{lab.http_port}/
+  Add a container and it appears on both paths:
+    docker run -d --name envoyage-{lab.scope}-blog -l envoyage.enable=true -l envoyage.scope={lab.scope} \\
+      -l envoyage.domain=blog.example.test envoyage/sample-app:1
+  Status (tunnel, edge link, both Envoys):
+    {VENV}/bin/envoyage -c {lab.home_config} status
+  Logs: {lab.dir}/*.log, home access log {lab.home_access_log}, VPS access log {lab.edge_access_log}
+
+  Stop it all:  bash {ROOT}/scripts/demo.sh --topology a stop
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["up", "down", "info", "network-up"])
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/envoyage-topology-a"))
+    parser.add_argument("--net", default="10.231", help="first two octets of the lab's addresses")
+    parser.add_argument("--scope", default="topology-a")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "down":
+            lab = Lab.load(args.dir) if (args.dir / "lab.json").exists() else Lab(args.dir, net=args.net)
+            lab.down()
+            return 0
+        if args.action == "info":
+            print(info(Lab.load(args.dir)))
+            return 0
+        lab = Lab(args.dir, net=args.net, scope=args.scope)
+        lab.save()
+        print("==> network namespaces, NAT router and WireGuard tunnel", file=sys.stderr)
+        lab.network_up()
+        if args.action == "network-up":
+            return 0
+        print("==> control plane, home Envoy, edge service and VPS Envoy", file=sys.stderr)
+        lab.start_all()
+        return 0
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
