@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_venv
 # the tests also use network namespaces and iptables (dead-peer test), ss, setpriv and mount
-ensure_debian_packages iproute2 iptables util-linux mount
+ensure_debian_packages iproute2 iptables util-linux mount wireguard-go wireguard-tools curl
 bash "$ROOT/scripts/sample-image.sh"  # docker.io, a running dockerd, the sample app image
 cd "$ROOT/runtime"
 say "running the test suite"

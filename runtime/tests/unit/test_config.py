@@ -68,3 +68,40 @@ def test_xds_transport_defaults_to_unix_and_an_address_or_port_means_tcp(tmp_pat
     f.write_text("xds: {keepalive: soon}\n")
     with pytest.raises(ConfigError, match="'xds_keepalive' must be a duration"):
         load_config(f, {})
+
+
+def test_topology_settings(tmp_path):
+    f = tmp_path / "control.yaml"
+    f.write_text("topology: a\ntunnel:\n  interface: wg-home\n  prefix: 10.77.0.0/24\nlink:\n  port: 18444\n"
+                 "edge:\n  addresses: ['0.0.0.0']\n  health_interval: 1m\nlan_cidrs: [192.168.1.0/24]\n")
+    cfg = load_config(f, environ={"ENVOYAGE_VPN_CIDRS": "10.99.0.0/24, 10.98.0.0/24"})
+    assert (cfg.topology, cfg.tunnel_interface, cfg.tunnel_prefix, cfg.link_port) == ("a", "wg-home", "10.77.0.0/24",
+                                                                                      18444)
+    assert cfg.edge_addresses == ("0.0.0.0",) and cfg.edge_health_interval == 60.0
+    assert cfg.lan_cidrs == ("192.168.1.0/24",) and cfg.vpn_cidrs == ("10.99.0.0/24", "10.98.0.0/24")
+    assert cfg.link_secret_hash_path == Path("/var/lib/envoyage/edge-secret.hash")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("topology: b\n", "topology 'b' (control plane on the VPS) is not available yet"),
+    ("topology: x\n", "'topology' must be 'a' (home + VPS) or 'c'"),
+    ("tunnel:\n  prefix: 10.77.0.1/24\n", "'tunnel_prefix'"),
+    ("tunnel:\n  interface: 'a very long interface name'\n", "'tunnel_interface'"),
+    ("lan_cidrs: 12\n", "'lan_cidrs' must be a list"),
+])
+def test_bad_topology_settings_are_named(tmp_path, text, needle):
+    f = tmp_path / "control.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(f, environ={})
+    assert needle in str(exc.value)
+
+
+def test_edge_config(tmp_path):
+    from envoyage.config import load_edge_config
+
+    f = tmp_path / "edge.yaml"
+    f.write_text("edge_id: vps1\ntunnel_prefix: 10.77.0.0/24\nenvoy:\n  admin_port: 9902\n")
+    cfg = load_edge_config(f, environ={"ENVOYAGE_EDGE_LINK_PORT": "18500"})
+    assert cfg.link_target == "10.77.0.2:18500" and cfg.envoy_admin_port == 9902 and cfg.edge_id == "vps1"
+    assert cfg.xds_socket_path == Path("/run/envoyage/xds.sock")

@@ -39,3 +39,37 @@ def test_put_with_another_name_or_source_is_refused(plane):
             plane.update_service("web", {**BASE, "source": "docker"}, replace=replace)
         assert exc.value.field == "source"
     assert plane.get_service("web")["source"] == "manual"
+
+
+def test_a_malformed_cidr_is_a_named_problem_and_the_rest_keeps_serving(workdir):
+    from envoyage.xds import types as T
+    from envoyage.xds.translate import LAN_ACCESS_FILTER
+
+    p = ControlPlane(make_config(workdir, lan_cidrs=("10.0.0/8", "192.168.1.0/24"), vpn_cidrs=("vpn",)))
+    try:
+        p.variants.add(False)
+        p.add_service(dict(BASE, access="vpn-only"))
+        problems = p.status_report()["problems"]
+        assert any("lan_cidrs: '10.0.0/8' is not a network in CIDR notation" in x for x in problems)
+        assert any("vpn_cidrs: 'vpn'" in x for x in problems)
+        assert p.get_service("web")["problems"] == []
+        route = p.cache.get_snapshot("home").get(T.ROUTE)["home_http"].message
+        (vh,) = [v for v in route.virtual_hosts if v.name == "web"]
+        assert LAN_ACCESS_FILTER in vh.routes[0].typed_per_filter_config  # served, to the good network only
+        assert b"192.168.1.0" in vh.routes[0].typed_per_filter_config[LAN_ACCESS_FILTER].value
+    finally:
+        p.registry.close()
+
+
+def test_topology_a_builds_an_edge_snapshot_and_c_does_not(workdir):
+    c = ControlPlane(make_config(workdir / "c"))
+    a = ControlPlane(make_config(workdir / "a", topology="a"))
+    try:
+        for p in (a, c):
+            p.add_service(BASE)
+        assert "edge" not in c.cache.keys() and c.status_report()["edge"] is None
+        edge = a.cache.get_snapshot("edge")
+        assert set(edge.get("type.googleapis.com/envoy.config.cluster.v3.Cluster")) == {"svc_web"}
+    finally:
+        a.registry.close()
+        c.registry.close()

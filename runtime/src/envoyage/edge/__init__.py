@@ -1,0 +1,1 @@
+"""`envoyage edge`: the edge service on the VPS."""

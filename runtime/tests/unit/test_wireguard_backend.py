@@ -1,0 +1,144 @@
+"""The tunnel backend in plugins/module_utils (the runtime includes it as envoyage.module_utils).
+The kernel-module path cannot run here (no WireGuard module); its choice and its commands
+are tested with a recording `run`, the wireguard-go path for real in test_topology_a."""
+
+import os
+import stat
+
+import pytest
+
+from envoyage.module_utils import wireguard as wg
+
+
+def test_keys_are_x25519_and_the_public_key_matches_wg_pubkey():
+    import shutil
+    import subprocess
+
+    private = wg.generate_private_key()
+    assert len(private) == 44 and private != wg.generate_private_key()
+    public = wg.public_key(private)
+    if shutil.which("wg"):
+        assert subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True).stdout.strip() == public
+
+
+def test_a_key_pair_is_made_once_0600_and_kept(tmp_path):
+    path = tmp_path / "wg.key"
+    pub, created = wg.ensure_keypair(str(path), check_mode=True)
+    assert (pub, created) == (None, True) and not path.exists()
+    pub, created = wg.ensure_keypair(str(path))
+    assert created and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again, created = wg.ensure_keypair(str(path))
+    assert (again, created) == (pub, False)
+
+
+def test_a_key_file_others_can_read_or_that_holds_no_key_is_refused_without_echoing_it(tmp_path):
+    path = tmp_path / "wg.key"
+    wg.ensure_keypair(str(path))
+    os.chmod(path, 0o644)
+    with pytest.raises(wg.WireGuardError, match="readable by others"):
+        wg.ensure_keypair(str(path))
+    os.chmod(path, 0o600)
+    path.write_text("-----BEGIN PRIVATE KEY----- secretstuff")
+    with pytest.raises(wg.WireGuardError) as exc:
+        wg.read_private_key(str(path))
+    assert "secretstuff" not in str(exc.value)
+
+
+def test_the_address_plan_gives_the_vps_the_first_address_and_home_the_second():
+    plan = wg.address_plan("10.88.0.0/24")
+    assert (plan["vps"], plan["home"], plan["clients_from"], plan["prefixlen"]) == ("10.88.0.1", "10.88.0.2",
+                                                                                    "10.88.0.3", 24)
+    assert wg.address_plan("fd00:88::/64")["home"] == "fd00:88::2"
+    for bad, needle in (("10.88.0.1/24", "not a network"), ("10.88.0.0/30", "too small"), ("nonsense", "CIDR")):
+        with pytest.raises(wg.WireGuardError, match=needle):
+            wg.address_plan(bad)
+
+
+def test_home_dials_with_keepalive_and_the_vps_only_listens():
+    plan = wg.address_plan("10.88.0.0/24")
+    home_key, vps_key = wg.generate_private_key(), wg.generate_private_key()
+    home = wg.render_home(home_key, wg.public_key(vps_key), "vps.example.org:51820", plan)
+    assert "PersistentKeepalive = 25" in home and "Endpoint = vps.example.org:51820" in home
+    assert "AllowedIPs = 10.88.0.0/24" in home and "ListenPort" not in home
+    vps = wg.render_vps(vps_key, wg.public_key(home_key), plan)
+    assert "ListenPort = 51820" in vps and "Endpoint" not in vps and "AllowedIPs = 10.88.0.2/32" in vps
+    assert "Endpoint = [2001:db8::1]:51820" in wg.render_home(home_key, wg.public_key(vps_key),
+                                                              "[2001:db8::1]:51820", plan)
+    for bad in ("vps.example.org", "vps:99999", ":51820"):
+        with pytest.raises(wg.WireGuardError, match="HOST:PORT"):
+            wg.render_home(home_key, wg.public_key(vps_key), bad, plan)
+    with pytest.raises(wg.WireGuardError, match="VPS public key"):
+        wg.render_home(home_key, "short", "vps:51820", plan)
+
+
+def test_the_backend_is_the_kernel_module_when_present_else_wireguard_go():
+    assert wg.choose_backend(True, "/usr/bin/wireguard-go") == "kernel"
+    assert wg.choose_backend(True, None) == "kernel"
+    assert wg.choose_backend(False, "/usr/bin/wireguard-go") == "wireguard-go"
+    with pytest.raises(wg.WireGuardError, match="apt install wireguard-go"):
+        wg.choose_backend(False, None)
+
+
+def test_kernel_module_detection_reads_sys_module_and_modules_dep(tmp_path):
+    assert wg.kernel_module_available(str(tmp_path / "nope"), str(tmp_path)) is False
+    (tmp_path / "wireguard").mkdir()
+    assert wg.kernel_module_available(str(tmp_path / "wireguard"), str(tmp_path)) is True
+    release = os.uname()[2]
+    (tmp_path / release).mkdir()
+    (tmp_path / release / "modules.dep").write_text("kernel/drivers/net/wireguard/wireguard.ko: kernel/lib/x.ko\n")
+    assert wg.kernel_module_available(str(tmp_path / "nope"), str(tmp_path)) is True
+
+
+class Recorder:
+    def __init__(self, exists=False):
+        self.calls = []
+        self.exists = exists
+
+    def __call__(self, cmd):
+        self.calls.append(cmd)
+        if cmd[-4:-1] == ["link", "show", "dev"] or cmd[:3] == ["ip", "link", "show"]:
+            return (0 if self.exists else 1), "", ""
+        return 0, "", ""
+
+
+@pytest.mark.parametrize("backend,create", [("kernel", ["ip", "link", "add", "dev", "wg0", "type", "wireguard"]),
+                                            ("wireguard-go", ["wireguard-go", "wg0"])])
+def test_bring_up_creates_the_interface_loads_the_file_and_never_puts_a_key_on_a_command_line(backend, create):
+    run = Recorder()
+    wg.bring_up("wg0", "/etc/envoyage/wg0.conf", "10.88.0.2", 24, backend=backend, run=run)
+    assert run.calls[1] == create
+    assert ["wg", "setconf", "wg0", "/etc/envoyage/wg0.conf"] in run.calls
+    assert ["ip", "address", "replace", "10.88.0.2/24", "dev", "wg0"] in run.calls
+    # an existing interface is reconfigured, not created again
+    again = Recorder(exists=True)
+    wg.bring_up("wg0", "/etc/envoyage/wg0.conf", "10.88.0.2", 24, backend=backend, run=again)
+    assert create not in again.calls
+    netns = Recorder()
+    wg.bring_up("wg0", "/x.conf", "10.88.0.1", 24, backend=backend, netns="vps", run=netns)
+    assert all(c[:4] == ["ip", "netns", "exec", "vps"] for c in netns.calls)
+
+
+def test_a_failing_command_is_reported_with_what_it_was_doing():
+    def run(cmd):
+        return (1, "", "RTNETLINK answers: Operation not permitted") if cmd[:2] == ["wg", "setconf"] else (0, "", "")
+    with pytest.raises(wg.WireGuardError, match="loading the tunnel configuration into wg0 failed: RTNETLINK"):
+        wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=run)
+
+
+def test_status_parses_wg_show_and_names_a_tunnel_that_is_down():
+    peers = wg.parse_show("PEER=\t1000\n", "PEER=\t123\t456\n", "PEER=\t198.51.100.1:51820\n", now=1030)
+    assert peers == {"PEER=": {"last_handshake": 1000, "handshake_age": 30, "rx_bytes": 123, "tx_bytes": 456,
+                               "endpoint": "198.51.100.1:51820"}}
+    assert wg.tunnel_problem(peers) is None
+    never = wg.parse_show("PEER=\t0\n", "PEER=\t0\t148\n", "PEER=\t(none)\n", now=1030)
+    assert "no handshake" in wg.tunnel_problem(never)
+    stale = wg.parse_show("PEER=\t1000\n", "", "", now=1000 + 600)
+    assert "600 s ago" in wg.tunnel_problem(stale)
+    assert "no peer" in wg.tunnel_problem({})
+
+
+def test_reading_status_of_a_missing_interface_says_so():
+    def run(cmd):
+        return 1, "", "Unable to access interface: No such device"
+    with pytest.raises(wg.WireGuardError, match="does not exist"):
+        wg.read_status("wg9", run=run)
