@@ -9,6 +9,9 @@
 #   bash scripts/demo.sh          start (or show, if already running)
 #   bash scripts/demo.sh stop     stop everything the demo started
 #   bash scripts/demo.sh status   show what runs
+#   bash scripts/demo.sh --topology a [stop|status]
+#                                 topology A (home + VPS) in network namespaces: see
+#                                 scripts/demo-topology-a.sh
 #
 # Settings (environment): ENVOYAGE_DEMO_DIR (default /tmp/envoyage-demo),
 # ENVOYAGE_DEMO_HTTP_PORT (8080), ENVOYAGE_DEMO_ADMIN_PORT (9901),
@@ -19,6 +22,14 @@
 # envoyage-<scope>-*, and `stop` removes only containers in its scope, so a second demo
 # or the test suite on the same dockerd never touches it.
 set -euo pipefail
+if [ "${1:-}" = "--topology" ]; then
+  case "${2:-}" in
+    a|A) shift 2; exec bash "$(dirname "$0")/demo-topology-a.sh" "$@" ;;
+    c|C) shift 2 ;;  # home only: this script
+    b|B) echo "error: topology B (control plane on the VPS) is not available yet; use a or c" >&2; exit 2 ;;
+    *) echo "error: --topology takes a (home + VPS, in network namespaces) or c (home only)" >&2; exit 2 ;;
+  esac
+fi
 source "$(dirname "$0")/lib.sh"
 
 DIR="${ENVOYAGE_DEMO_DIR:-/tmp/envoyage-demo}"
