@@ -10,13 +10,18 @@
 #
 # Settings (environment): ENVOYAGE_DEMO_A_DIR (/tmp/envoyage-topology-a),
 # ENVOYAGE_DEMO_A_NET (10.231: the lab's addresses are 10.231.x.y, inside the namespaces
-# and on two veth interfaces the demo adds), ENVOYAGE_DEMO_SCOPE (demo-a).
+# and on two veth interfaces the demo adds), ENVOYAGE_DEMO_A_TAG (eya: the namespaces are
+# eya-lan, eya-router, eya-vps, eya-inet), ENVOYAGE_DEMO_A_HTTP_PORT (18480: the home
+# Envoy's LAN port), ENVOYAGE_DEMO_A_ADMIN_PORT (19901), ENVOYAGE_DEMO_SCOPE (demo-a).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 DIR="${ENVOYAGE_DEMO_A_DIR:-/tmp/envoyage-topology-a}"
 NET="${ENVOYAGE_DEMO_A_NET:-10.231}"
 SCOPE="${ENVOYAGE_DEMO_SCOPE:-demo-a}"
+TAG="${ENVOYAGE_DEMO_A_TAG:-eya}"
+HTTP_PORT="${ENVOYAGE_DEMO_A_HTTP_PORT:-18480}"
+ADMIN_PORT="${ENVOYAGE_DEMO_A_ADMIN_PORT:-19901}"
 
 lab() { "$VENV/bin/python" "$ROOT/scripts/topology_a.py" "$@"; }
 
@@ -27,7 +32,7 @@ stop_all() {
     [ -z "$ids" ] || { docker rm -f $ids >/dev/null; say "removed the demo containers"; }
   fi
   if [ -x "$VENV/bin/python" ]; then
-    lab down --dir "$DIR" --net "$NET"
+    lab down --dir "$DIR" --net "$NET" --tag "$TAG"
     say "stopped the processes and removed the namespaces, the tunnel and the veth interfaces"
   fi
 }
@@ -56,7 +61,7 @@ ensure_debian_packages iproute2 iptables wireguard-go wireguard-tools curl
 bash "$ROOT/scripts/sample-image.sh"
 stop_all >/dev/null 2>&1 || true
 rm -rf "$DIR"
-lab up --dir "$DIR" --net "$NET" --scope "$SCOPE" || { stop_all >/dev/null 2>&1 || true; die "topology A did not come up (logs in $DIR/*.log)"; }
+lab up --dir "$DIR" --net "$NET" --scope "$SCOPE" --tag "$TAG" --http-port "$HTTP_PORT" --admin-port "$ADMIN_PORT" || { stop_all >/dev/null 2>&1 || true; die "topology A did not come up (logs in $DIR/*.log)"; }
 
 say "starting labelled containers: whoami.example.test (public) and private.example.test (vpn-only)"
 docker run -d --name "envoyage-$SCOPE-whoami" -l envoyage.enable=true -l "envoyage.scope=$SCOPE" \
@@ -64,7 +69,7 @@ docker run -d --name "envoyage-$SCOPE-whoami" -l envoyage.enable=true -l "envoya
 docker run -d --name "envoyage-$SCOPE-private" -l envoyage.enable=true -l "envoyage.scope=$SCOPE" \
   -l envoyage.domain=private.example.test -l envoyage.access=vpn-only envoyage/sample-app:1 >/dev/null
 for i in $(seq 150); do
-  if ip netns exec "eya-inet" curl -fsS --max-time 2 -H 'Host: whoami.example.test' "http://$NET.4.1/" >/dev/null 2>&1; then
+  if ip netns exec "$TAG-inet" curl -fsS --max-time 2 -H 'Host: whoami.example.test' "http://$NET.4.1/" >/dev/null 2>&1; then
     break
   fi
   [ "$i" = 150 ] && die "whoami.example.test did not answer through the VPS within 30 s (logs in $DIR/*.log)"

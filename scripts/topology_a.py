@@ -443,16 +443,22 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/envoyage-topology-a"))
     parser.add_argument("--net", default="10.231", help="first two octets of the lab's addresses")
     parser.add_argument("--scope", default="topology-a")
+    parser.add_argument("--tag", default="eya", help="prefix of the namespaces and interfaces (up to 5 characters)")
+    parser.add_argument("--http-port", type=int, default=18480, help="the home Envoy's LAN port")
+    parser.add_argument("--admin-port", type=int, default=19901, help="the home Envoy's admin port (loopback)")
     args = parser.parse_args(argv)
+    if not (args.tag.isalnum() and len(args.tag) <= 5):
+        parser.error("--tag: letters and digits, up to 5")
     try:
         if args.action == "down":
-            lab = Lab.load(args.dir) if (args.dir / "lab.json").exists() else Lab(args.dir, net=args.net)
+            lab = Lab.load(args.dir) if (args.dir / "lab.json").exists() else Lab(args.dir, net=args.net, tag=args.tag)
             lab.down()
             return 0
         if args.action == "info":
             print(info(Lab.load(args.dir)))
             return 0
-        lab = Lab(args.dir, net=args.net, scope=args.scope)
+        lab = Lab(args.dir, net=args.net, scope=args.scope, tag=args.tag, http_port=args.http_port,
+                  admin_port=args.admin_port)
         lab.save()
         print("==> network namespaces, NAT router and WireGuard tunnel", file=sys.stderr)
         lab.network_up()

@@ -40,3 +40,33 @@ def test_demo_script_starts_serves_and_stops(workdir, docker):
     assert "running" not in status.stdout
     for pid in pids:  # nothing is left behind
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_topology_a_demo_starts_serves_both_paths_and_stops_leaving_nothing(workdir, docker):
+    env = dict(os.environ)
+    tag = "eyd"
+    env.update({"ENVOYAGE_DEMO_A_DIR": str(workdir / "demo-a"), "ENVOYAGE_DEMO_A_NET": "10.234",
+                "ENVOYAGE_DEMO_A_TAG": tag, "ENVOYAGE_DEMO_A_HTTP_PORT": str(free_port()),
+                "ENVOYAGE_DEMO_A_ADMIN_PORT": str(free_port()), "ENVOYAGE_DEMO_SCOPE": f"{TEST_SCOPE}-a"})
+    demo = ["bash", str(ROOT / "scripts" / "demo.sh"), "--topology", "a"]
+    try:
+        out = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        # every curl line it prints works as printed
+        lines = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("ip netns exec")]
+        assert len(lines) == 4, out.stdout
+        for line in lines:
+            got = subprocess.run(line + " -sS --max-time 5 -w '\\n%{http_code}'", shell=True, capture_output=True,
+                                 text=True, timeout=20)
+            assert got.stdout.rpartition("\n")[2] == "200", (line, got.stdout, got.stderr)
+        vpn_only_from_internet = subprocess.run(
+            ["ip", "netns", "exec", f"{tag}-inet", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+             "-H", "Host: private.example.test", "http://10.234.4.1/"], capture_output=True, text=True, timeout=20)
+        assert vpn_only_from_internet.stdout == "404"
+    finally:
+        stop = subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"{tag}-" not in netns and f"{tag}-" not in links
+    assert not docker.client.containers.list(all=True, filters={"label": f"envoyage.scope={TEST_SCOPE}-a"})
