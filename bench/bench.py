@@ -37,6 +37,7 @@ from peers import (  # noqa: E402
     wait_for,
 )
 from report import write_report  # noqa: E402
+from topology import topology_a  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent / "runtime" / "tests"))
 from helpers import Upstream  # noqa: E402
@@ -364,9 +365,11 @@ def main() -> int:
     ap.add_argument("--results", default=str(HERE / "results"), help="where raw samples go")
     args = ap.parse_args()
     if args.smoke:
-        params = {"changes": 5, "containers": 3, "sizes": [20, 100], "repeats": 2}
+        params = {"changes": 5, "containers": 3, "sizes": [20, 100], "repeats": 2,
+                  "topology_services": 100, "load_seconds": 2, "load_connections": 8}
     else:
-        params = {"changes": 40, "containers": 30, "sizes": [100, 1000, 5000], "repeats": 5}
+        params = {"changes": 40, "containers": 30, "sizes": [100, 1000, 5000], "repeats": 5,
+                  "topology_services": 1000, "load_seconds": 10, "load_connections": 16}
     results = {"smoke": args.smoke, "params": params, "machine": machine()}
     workdir = Path(tempfile.mkdtemp(prefix="ey-bench-"))
     upstream = Upstream("ok")
@@ -375,6 +378,7 @@ def main() -> int:
         results["config_live"] = config_live(workdir, upstream, params["changes"])
         results["discovery_live"] = discovery_live(workdir, upstream, params["containers"])
         results["scale"] = scale(workdir, upstream, params["sizes"], params["repeats"])
+        results["topology_a"] = topology_a(workdir, params)
     finally:
         upstream.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -159,6 +159,52 @@ def write_report(r: dict, out: Path, raw: Path) -> None:
                 f"{_f(row.get('sotw_cold_request_ms'))} (SotW run).")
     add("")
 
+    # ---------------------------------------------------------------- topology A
+    ta = r.get("topology_a", {})
+    add("## Topology A: the VPS path and the LAN path")
+    add("")
+    if "skipped" in ta or not ta:
+        add(f"Skipped: {ta.get('skipped', 'not run')}.")
+        add("")
+    else:
+        add("In the namespace harness (`scripts/topology_a.py`, [docs/topology-a.md](topology-a.md)): the internet "
+            "client's namespace -> VPS Envoy -> WireGuard (wireguard-go) through a NAT router namespace -> home "
+            "Envoy's tunnel listener (PROXY v2) -> app; the LAN client's namespace -> home Envoy -> app. The "
+            "pollers run inside the client namespaces (one GET per millisecond, kept alive).")
+        add("")
+        ev = ta["event_to_first_200"]
+        add("| Docker `start` event -> first 200 | n | p50 | p95 | max |")
+        add("|---|---|---|---|---|")
+        for key, name in (("vps_ms", "VPS path (internet client)"), ("lan_ms", "LAN path (LAN client)")):
+            x = ev[key]
+            add(f"| {name} | {x['n']} | {_f(x['p50'])} | {_f(x['p95'])} | {_f(x['max'])} |")
+        add("")
+        oc = ta["one_change"]
+        add(f"| {oc['services']:,} services: API request -> first 200 | p50 | p95 | "
+            "the whole set, cold (batch of all) |")
+        add("|---|---|---|---|")
+        add(f"| LAN path (home Envoy) | {_f(oc['lan_ms']['p50'])} | {_f(oc['lan_ms']['p95'])} | "
+            f"{_f(oc['cold_lan_ms'])} |")
+        add(f"| VPS path (edge link -> VPS Envoy) | {_f(oc['vps_ms']['p50'])} | {_f(oc['vps_ms']['p95'])} | "
+            f"{_f(oc['cold_vps_ms'])} |")
+        add(f"| VPS / LAN | {_ratio(oc['vps_ms']['p50'], oc['lan_ms']['p50'])} | "
+            f"{_ratio(oc['vps_ms']['p95'], oc['lan_ms']['p95'])} | {_ratio(oc['cold_vps_ms'], oc['cold_lan_ms'])} |")
+        add("")
+        pa = ta["paths"]
+        add("| the same request (`wrk`, 1 thread) | requests/s | latency p50 | p90 | p99 | non-2xx |")
+        add("|---|---|---|---|---|---|")
+        for key, name in (("direct", "straight to the app (nginx on loopback)"), ("lan", "LAN path: home Envoy"),
+                          ("vps", "VPS path: VPS Envoy + tunnel + home Envoy")):
+            x = pa[key]
+            lat = x["latency_ms"]
+            add(f"| {name} | {x['rps'] or 0:,.0f} | {_f(lat.get('p50'))} | {_f(lat.get('p90'))} | "
+                f"{_f(lat.get('p99'))} | {x['non_2xx']} |")
+        add("")
+        add("All of it runs on one 2-core machine: the two Envoys, wireguard-go on both ends, the app and the load "
+            "generator share the same cores, so the VPS path's throughput here is a floor, not what a real VPS "
+            "and home server give.")
+        add("")
+
     # ---------------------------------------------------------------- goals
     add("## Goals")
     add("")
@@ -194,6 +240,16 @@ def write_report(r: dict, out: Path, raw: Path) -> None:
         rss = max(row.get("sotw_rss_after_mb") or 0, row.get("delta_rss_after_mb") or 0)
         if rss:
             add(f"| control-plane RSS ≤ 150 MB at {int(big):,} | {_f(rss, 'MB')} | {_goal(rss <= 150)} |")
+    if ta and "skipped" not in ta:
+        ev = ta["event_to_first_200"]["vps_ms"]
+        add(f"| Docker start event -> first 200 through the VPS, p50 ≤ 50 ms | {_f(ev['p50'])} | "
+            f"{_goal(ev['p50'] <= 50)} |")
+        add(f"| Docker start event -> first 200 through the VPS, p95 ≤ 150 ms | {_f(ev['p95'])} | "
+            f"{_goal(ev['p95'] <= 150)} |")
+        oc = ta["one_change"]
+        lan, vps = oc["lan_ms"]["p50"], oc["vps_ms"]["p50"]
+        add(f"| one change at {oc['services']:,} reaches the VPS in ≤ 2× the home time (p50) | "
+            f"{_f(vps)} vs {_f(lan)} = {_ratio(vps, lan)} | {_goal(vps <= 2 * lan)} |")
     add("")
     notes = Path(__file__).with_name("NOTES.md")
     if notes.exists():

@@ -15,6 +15,8 @@ if [ "$had_peers" = 0 ]; then
   pkill -x caddy 2>/dev/null || true
   [ -f /run/nginx.pid ] && kill "$(cat /run/nginx.pid)" 2>/dev/null || true
 fi
+# topology A runs in network namespaces with wireguard-go; wrk loads the three paths
+ensure_debian_packages wireguard-go wireguard-tools iptables iproute2 wrk
 bash "$ROOT/scripts/sample-image.sh"
 if [ ! -x "$ROOT/../shared/peers/go-control-plane/gcp-xds" ]; then
   say "the go-control-plane peer (../shared/peers/go-control-plane/gcp-xds) is missing: its rows are skipped"

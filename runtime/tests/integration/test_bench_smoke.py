@@ -15,7 +15,7 @@ def test_bench_smoke_run_writes_report_and_raw_samples(workdir, docker):
                           "--results", str(results)], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     report = out.read_text()
-    for section in ("## Config → live", "## Discovery → live", "## Scale", "## Goals"):
+    for section in ("## Config → live", "## Discovery → live", "## Scale", "## Topology A", "## Goals"):
         assert section in report
     (raw,) = results.glob("smoke-*.json")
     data = json.loads(raw.read_text())
@@ -25,6 +25,10 @@ def test_bench_smoke_run_writes_report_and_raw_samples(workdir, docker):
     for n in ("20", "100"):
         row = data["scale"][n]
         assert row["sotw_cold_ms"] > 0 and row["delta_one_change_ms"]["n"] == 2
+    ta = data["topology_a"]
+    assert ta["event_to_first_200"]["vps_ms"]["n"] == 3 and ta["one_change"]["vps_ms"]["n"] == 2
+    for path in ("direct", "lan", "vps"):
+        assert ta["paths"][path]["rps"] > 0 and ta["paths"][path]["non_2xx"] == 0, path
 
 
 def test_soak_smoke_run_meets_its_goals(workdir):

@@ -73,10 +73,30 @@ def test_domain_conflict_is_a_problem_not_an_outage(setup, upstreams):
 
 def test_unbuilt_access_mode_fails_closed(setup, upstreams):
     up = upstreams("secret")
-    out = setup.cli("service", "add", "vpn", "-d", "vpn.example.test", "-u", up.address, "--access", "vpn-only")
+    out = setup.cli("service", "add", "vpn", "-d", "vpn.example.test", "-u", up.address, "--access", "link-only")
     assert out.returncode == 1 and "fails closed" in out.stdout
     wait_for(serves(setup.http_port, "vpn.example.test", status=403), 5, what="403 for an unbuilt access mode")
     assert up.hits == 0
+
+
+def test_vpn_only_serves_the_lan_networks_and_refuses_everyone_else(workdir, upstreams):
+    """Topology C: the LAN listener judges the connection's own address (127.0.0.1 here)."""
+    from helpers import Setup, make_config
+
+    up = upstreams("private")
+    for lan, expect in ((("127.0.0.0/8",), "private"), (("192.168.0.0/16",), None)):
+        s = Setup(workdir / f"lan{len(lan[0])}", make_config(workdir / f"lan{len(lan[0])}", lan_cidrs=lan), "sotw")
+        try:
+            s.cli("service", "add", "nas", "-d", "nas.example.test", "-u", up.address, "--access", "vpn-only",
+                  check=True)
+            if expect:
+                wait_for(serves(s.http_port, "nas.example.test", expect), 5, what="vpn-only served to the LAN")
+            else:
+                hits = up.hits
+                wait_for(serves(s.http_port, "nas.example.test", status=403), 5, what="403 outside the LAN")
+                assert up.hits == hits
+        finally:
+            s.close()
 
 
 def test_late_joining_envoy_gets_current_state(setup, upstreams):
