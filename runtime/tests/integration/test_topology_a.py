@@ -342,3 +342,22 @@ def test_a_dead_edge_and_a_wrong_vps_endpoint_are_named_and_home_keeps_serving(l
         lab.tunnel_down()
         lab.tunnel_up()
     served_through_vps(lab, "echo.example.test", timeout=30)
+
+
+def test_a_control_plane_started_before_the_tunnel_serves_the_link_once_it_is_up(lab, app):
+    """At boot the tunnel may come up after the control plane: the link's address is not
+    there yet, which is a named problem until it is, and then the edge connects."""
+    add(lab, "echo", "echo.example.test", app.address)
+    lab.tunnel_down()
+    try:
+        lab.stop("control")
+        lab.start_control()
+        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("edge link:")] or None,
+                            timeout=10, what="the link's problem in status")
+        assert "cannot listen on" in problems[0] and "is the tunnel up?" in problems[0]
+        assert wait_for(lambda: lan(lab, "echo.example.test")[0] == 200, timeout=15, what="the LAN path")
+    finally:
+        lab.tunnel_up()
+    wait_for(lambda: status(lab)["edge"]["connected"], timeout=20, what="the edge to connect")
+    served_through_vps(lab, "echo.example.test", timeout=20)
+    assert not [p for p in status(lab)["problems"] if p.startswith("edge link:")]

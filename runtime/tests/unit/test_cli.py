@@ -89,3 +89,38 @@ def test_bootstrap_with_a_broken_config_names_it(tmp_path):
     cfg.write_text("xds: {port: eighty}\n")
     r = cli("--config", str(cfg), "envoy-bootstrap", "--node-id", "n", "--role", "home")
     assert r.returncode == 2 and "'xds_port' must be a port number" in r.stderr
+
+
+def test_link_secret_writes_the_secret_and_its_hash_0600_and_never_replaces_by_accident(tmp_path):
+    import os
+    import stat
+
+    cfg = tmp_path / "control.yaml"
+    cfg.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    (tmp_path / "state").mkdir(mode=0o700)
+    out = cli("-c", str(cfg), "link-secret", "--secret-file", str(tmp_path / "edge.secret"))
+    assert out.returncode == 0, out.stderr
+    secret = (tmp_path / "edge.secret").read_text().strip()
+    hashed = (tmp_path / "state" / "edge-secret.hash").read_text()
+    assert secret not in out.stdout + out.stderr and secret not in hashed
+    for f in (tmp_path / "edge.secret", tmp_path / "state" / "edge-secret.hash"):
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    again = cli("-c", str(cfg), "link-secret", "--secret-file", str(tmp_path / "other.secret"))
+    assert again.returncode == 2 and "already has an edge secret" in again.stderr
+    assert (tmp_path / "state" / "edge-secret.hash").read_text() == hashed
+    replaced = cli("-c", str(cfg), "link-secret", "--secret-file", str(tmp_path / "other.secret"), "--replace")
+    assert replaced.returncode == 0 and (tmp_path / "state" / "edge-secret.hash").read_text() != hashed
+
+
+def test_edge_bootstrap_uses_the_edge_socket_and_envoy_accepts_it(tmp_path):
+    edge = tmp_path / "edge.yaml"
+    edge.write_text(f"run_dir: {tmp_path / 'run'}\n")
+    out = tmp_path / "bootstrap.yaml"
+    r = cli("-c", str(edge), "envoy-bootstrap", "--node-id", "vps", "--role", "edge", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    data = yaml.safe_load(out.read_text())
+    assert data["node"]["metadata"] == {"role": "edge"}
+    target = data["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    assert target["endpoint"]["address"] == {"pipe": {"path": str(tmp_path / "run" / "xds.sock")}}
+    v = subprocess.run([ENVOY, "--mode", "validate", "-c", str(out)], capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0, v.stdout + v.stderr

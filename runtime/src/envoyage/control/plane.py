@@ -229,12 +229,14 @@ class ControlPlane:
                                          sotw=False in self.variants, delta=True in self.variants,
                                          withheld=self.verdicts.withheld(states))
                 changed = False
-                built = [(ROLE_HOME, assembly.snapshot), (DELTA_HOME, assembly.delta_snapshot)]
+                # home first (its Envoy is woken at once), then the edge's set
+                built = [(ROLE_HOME, lambda: assembly.snapshot), (DELTA_HOME, lambda: assembly.delta_snapshot)]
                 if self.edge_translations is not None:
-                    built.append((ROLE_EDGE, assemble_edge(states, self.edge_translations,
-                                                           previous=self.cache.get_snapshot(ROLE_EDGE),
-                                                           withheld=self.verdicts.withheld(states)).snapshot))
-                for key, snap in built:
+                    built.append((ROLE_EDGE, lambda: assemble_edge(
+                        states, self.edge_translations, previous=self.cache.get_snapshot(ROLE_EDGE),
+                        withheld=self.verdicts.withheld(states)).snapshot))
+                for key, make in built:
+                    snap = make()
                     if snap is not None and self.cache.set_snapshot(key, snap):
                         changed = True
                         self.history.setdefault(key, collections.deque(maxlen=HISTORY)).append(snap)
