@@ -85,12 +85,14 @@ def make_config(root: Path, **overrides) -> Config:
 
 
 class Upstream:
-    """A tiny HTTP server that answers `<name>` on every path (an app behind Envoy)."""
+    """A tiny HTTP server that answers `<name>` on every path (an app behind Envoy); with
+    `echo`, it answers what it learnt about the client instead (JSON: peer, path,
+    x_forwarded_for, x_real_ip), and keeps each answer in `seen`."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, echo: bool = False):
         self.name = name
         self.hits = 0
-        body = name.encode()
+        self.seen: list[dict] = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -99,8 +101,15 @@ class Upstream:
 
             def do_GET(self):  # noqa: N802
                 outer.hits += 1
+                body, kind = name.encode(), "text/plain"
+                if echo:
+                    info = {"peer": self.client_address[0], "path": self.path,
+                            "x_forwarded_for": self.headers.get("X-Forwarded-For"),
+                            "x_real_ip": self.headers.get("X-Real-IP")}
+                    outer.seen.append(info)
+                    body, kind = json.dumps(info).encode(), "application/json"
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -5,22 +5,19 @@ real Envoys. Traffic goes only to addresses inside the namespaces this test crea
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import socket
-import socketserver
 import struct
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
 import grpc
 import pytest
 
-from helpers import ENVOYAGE, TEST_SCOPE, free_port, rmtree, short_tmpdir, wait_for
+from helpers import ENVOYAGE, TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -31,45 +28,6 @@ from envoyage.link import LINK_VERSION, VERSION_KEY  # noqa: E402
 from envoyage.link.v1 import link_pb2, link_pb2_grpc  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-class EchoApp:
-    """An app on home that answers with what it learnt about the client, as JSON."""
-
-    def __init__(self):
-        self.seen: list[dict] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):  # noqa: N802
-                info = {"peer": self.client_address[0], "path": self.path,
-                        "x_forwarded_for": self.headers.get("X-Forwarded-For"),
-                        "x_real_ip": self.headers.get("X-Real-IP")}
-                outer.seen.append(info)
-                body = json.dumps(info).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.address = f"127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +46,7 @@ def lab():
 
 @pytest.fixture(scope="module")
 def app():
-    a = EchoApp()
+    a = Upstream("echo", echo=True)
     yield a
     a.close()
 
@@ -102,6 +60,14 @@ def cli(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess
 
 def status(lab: Lab) -> dict:
     return json.loads(cli(lab, "status", "--json").stdout)
+
+
+def problems_of(lab: Lab, prefix: str) -> list[str]:
+    return [p for p in status(lab)["problems"] if p.startswith(prefix)]
+
+
+def wait_problem(lab: Lab, prefix: str, timeout: float = 15) -> str:
+    return wait_for(lambda: problems_of(lab, prefix), timeout=timeout, what=f"a '{prefix}' problem in status")[0]
 
 
 def add(lab: Lab, name: str, domain: str, upstream: str, *extra: str) -> None:
@@ -258,9 +224,8 @@ def test_tunnel_down_and_up_restores_service_without_restarts(lab, app):
                  what="the VPS path to fail with the tunnel down")
         code, _ = lan(lab, "echo.example.test")
         assert code == 200, "the LAN path must keep serving while the tunnel is down"
-        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("tunnel:")] or None,
-                            timeout=10, what="a tunnel problem in status")
-        assert "does not exist" in problems[0] or "handshake" in problems[0]
+        problem = wait_problem(lab, "tunnel:", timeout=10)
+        assert "does not exist" in problem or "handshake" in problem
     finally:
         lab.tunnel_up()
     served_through_vps(lab, "echo.example.test", timeout=30)
@@ -323,9 +288,8 @@ def test_a_dead_edge_and_a_wrong_vps_endpoint_are_named_and_home_keeps_serving(l
     served_through_vps(lab, "echo.example.test")
     lab.stop("edge")
     try:
-        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("edge:")] or None,
-                            timeout=20, what="the dead edge in status")
-        assert "no edge connected" in problems[0]
+        problem = wait_problem(lab, "edge:", timeout=20)
+        assert "no edge connected" in problem
         assert lan(lab, "echo.example.test")[0] == 200
     finally:
         lab.start_edge()
@@ -334,9 +298,8 @@ def test_a_dead_edge_and_a_wrong_vps_endpoint_are_named_and_home_keeps_serving(l
     lab.tunnel_down()
     try:
         lab.tunnel_up(vps_endpoint=f"{lab.addr('vps_wan')}:{lab.wg_port + 1}")
-        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("tunnel:")] or None,
-                            timeout=15, what="the tunnel problem in status")
-        assert "no handshake" in problems[0]
+        problem = wait_problem(lab, "tunnel:", timeout=15)
+        assert "no handshake" in problem
         assert lan(lab, "echo.example.test")[0] == 200
     finally:
         lab.tunnel_down()
@@ -352,12 +315,11 @@ def test_a_control_plane_started_before_the_tunnel_serves_the_link_once_it_is_up
     try:
         lab.stop("control")
         lab.start_control()
-        problems = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("edge link:")] or None,
-                            timeout=10, what="the link's problem in status")
-        assert "cannot listen on" in problems[0] and "is the tunnel up?" in problems[0]
+        problem = wait_problem(lab, "edge link:", timeout=10)
+        assert "cannot listen on" in problem and "is the tunnel up?" in problem
         assert wait_for(lambda: lan(lab, "echo.example.test")[0] == 200, timeout=15, what="the LAN path")
     finally:
         lab.tunnel_up()
     wait_for(lambda: status(lab)["edge"]["connected"], timeout=20, what="the edge to connect")
     served_through_vps(lab, "echo.example.test", timeout=20)
-    assert not [p for p in status(lab)["problems"] if p.startswith("edge link:")]
+    assert not problems_of(lab, "edge link:")

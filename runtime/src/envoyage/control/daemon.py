@@ -5,25 +5,25 @@ from __future__ import annotations
 import grp
 import logging
 import os
-import pwd
-import signal
-import socket
-import stat
 import threading
-from pathlib import Path
 
 from waitress.server import create_server
 
 from ..config import Config
+from ..process import (  # noqa: F401  (UnsafeDirectory and AlreadyRunning are part of this module's API)
+    AlreadyRunning,
+    UnsafeDirectory,
+    own_directory,
+    prepare_socket,
+    socket_server,
+    stop_within,
+    wait_for_termination,
+)
 from ..xds.server import limit_malloc_arenas, serve
 from .api import create_app
 from .plane import ControlPlane
 
 log = logging.getLogger("envoyage.control")
-
-
-class AlreadyRunning(RuntimeError):
-    pass
 
 
 # the control API's server (waitress): request threads, open connections, seconds a
@@ -41,78 +41,6 @@ def _group_id(group: str) -> int:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise OSError(f"xds.socket_group: there is no group named {group!r}") from None
-
-
-def _socket_server(path: Path, mode: int, gid: int | None, create):
-    """Run `create` (which binds a Unix socket at `path`) under umask 0177, so there is
-    no moment in which anyone else may connect, then give the socket its group and mode."""
-    old = os.umask(0o177)
-    try:
-        server = create()
-    finally:
-        os.umask(old)
-    if gid is not None:
-        os.chown(path, -1, gid)
-    os.chmod(path, mode)
-    return server
-
-
-class UnsafeDirectory(OSError):
-    pass
-
-
-def own_directory(path: Path, mode: int, group_write: bool) -> None:
-    """Create `path` (mode `mode`) or check that the existing one is safe to use: a real
-    directory (not a symlink), owned by this user, and not writable by others (nor by its
-    group unless `group_write`). Another user who could write there could replace a
-    socket or move the registry's files away."""
-    try:
-        path.mkdir(mode=mode, parents=True)
-        os.chmod(path, mode)  # whatever the umask
-        return
-    except FileExistsError:
-        pass
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafeDirectory(f"refusing to use {path}: it is a symbolic link (to {os.readlink(path)}); "
-                              "point the setting at the real directory")
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeDirectory(f"refusing to use {path}: it is not a directory")
-    if st.st_uid != os.geteuid():
-        try:
-            owner = pwd.getpwuid(st.st_uid).pw_name
-        except KeyError:
-            owner = str(st.st_uid)
-        raise UnsafeDirectory(f"refusing to use {path}: it is owned by {owner}, not by the user running "
-                              f"envoyage ({pwd.getpwuid(os.geteuid()).pw_name}); chown it or remove it")
-    writable = stat.S_IWOTH | (0 if group_write else stat.S_IWGRP)
-    if st.st_mode & writable:
-        who = "everyone" if st.st_mode & stat.S_IWOTH else "its group"
-        raise UnsafeDirectory(f"refusing to use {path}: it is writable by {who} (mode "
-                              f"{stat.S_IMODE(st.st_mode):04o}); chmod {'go-w' if not group_write else 'o-w'} it")
-
-
-def _prepare_socket(path: Path) -> None:
-    """Make room for a socket at `path`: a stale socket of a crashed run is removed, a
-    live one means another control plane, and anything that is not a socket is left
-    alone (a misconfigured path never deletes a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{path} exists and is not a socket; refusing to replace it (move it away or "
-                      "choose another path)")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink()  # stale socket from a crashed run
-    else:
-        raise AlreadyRunning(f"another control plane is serving {path}")
-    finally:
-        probe.close()
 
 
 class ControlDaemon:
@@ -135,7 +63,7 @@ class ControlDaemon:
 
     def start(self) -> None:
         sock = self.config.socket_path
-        _prepare_socket(sock)
+        prepare_socket(sock)
         self._check_exposure()
         self.plane.reconcile(reason="startup")
         self._serve_xds()
@@ -144,7 +72,7 @@ class ControlDaemon:
         # waitress: one event loop for every connection and a bounded pool of worker
         # threads for requests, with timeouts, so slow or idle clients hold no thread.
         # The socket is 0600: the control API is root's (or the service user's).
-        self.http_server = _socket_server(sock, 0o600, None, lambda: create_server(
+        self.http_server = socket_server(sock, 0o600, None, lambda: create_server(
             create_app(self.plane), unix_socket=str(sock), unix_socket_perms="600",
             threads=API_THREADS, connection_limit=API_CONNECTIONS, channel_timeout=API_IDLE_TIMEOUT,
             cleanup_interval=5, max_request_body_size=API_MAX_BODY, ident="envoyage",
@@ -192,8 +120,8 @@ class ControlDaemon:
             return
         path = cfg.xds_socket_path
         gid = _group_id(cfg.xds_socket_group) if cfg.xds_socket_group else os.getgid()
-        _prepare_socket(path)
-        self.grpc_server, _ = _socket_server(path, 0o660, gid,
+        prepare_socket(path)
+        self.grpc_server, _ = socket_server(path, 0o660, gid,
                                              lambda: serve(self.plane.ads, f"unix:{path}", **options))
         log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
 
@@ -245,30 +173,9 @@ def run(config: Config) -> int:
         log.error("%s", exc)
         daemon.stop()
         return 1
-    done = threading.Event()
-
-    def _on_signal(signum, _frame):
-        log.info("received %s", signal.Signals(signum).name)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    done.wait()
-    # a stop that hangs (a stuck client, a stuck disk) must not keep the process alive:
-    # Envoy keeps its configuration anyway, and the registry's WAL is consistent as it is
-    watchdog = threading.Timer(SHUTDOWN_TIMEOUT, _give_up_stopping)
-    watchdog.daemon = True
-    watchdog.start()
-    daemon.stop()
-    watchdog.cancel()
+    wait_for_termination()
+    stop_within(daemon.stop, SHUTDOWN_TIMEOUT)
     return 0
 
 
 SHUTDOWN_TIMEOUT = 10.0
-
-
-def _give_up_stopping() -> None:
-    log.error("shutting down took more than %.0f s; exiting now (the registry stays consistent)", SHUTDOWN_TIMEOUT)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(1)

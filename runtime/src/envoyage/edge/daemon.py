@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import signal
 import subprocess
 import threading
 import time
@@ -26,7 +25,7 @@ import grpc
 from .. import __version__
 from ..bootstrap import bootstrap
 from ..config import EdgeConfig
-from ..control.daemon import _prepare_socket, _socket_server, own_directory
+from ..process import own_directory, prepare_socket, socket_server, stop_within, wait_for_termination
 from ..link import LINK_VERSION, VERSION_KEY
 from ..link.secret import SecretError, read_secret
 from ..link.v1 import link_pb2, link_pb2_grpc
@@ -296,8 +295,8 @@ class EdgeDaemon:
     def start(self) -> None:
         cfg = self.config
         path = cfg.xds_socket_path
-        _prepare_socket(path)
-        self.grpc_server, _ = _socket_server(path, 0o660, None, lambda: serve(self.ads, f"unix:{path}"))
+        prepare_socket(path)
+        self.grpc_server, _ = socket_server(path, 0o660, None, lambda: serve(self.ads, f"unix:{path}"))
         log.info("xDS for the VPS Envoy on %s", path)
         self.link.start()
         if cfg.envoy_supervise:
@@ -336,14 +335,6 @@ def run(config: EdgeConfig) -> int:
     except (SecretError, OSError) as exc:
         log.error("%s", exc)
         return 1
-    done = threading.Event()
-
-    def _on_signal(signum, _frame):
-        log.info("received %s", signal.Signals(signum).name)
-        done.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    done.wait()
-    daemon.stop()
+    wait_for_termination()
+    stop_within(daemon.stop, 15.0)  # Envoy gets 10 s to drain, then the rest
     return 0
