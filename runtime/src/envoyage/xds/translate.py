@@ -138,6 +138,14 @@ class ServiceResources:
     endpoints_bytes: bytes | None
     virtual_host_bytes: bytes
 
+    @classmethod
+    def of(cls, key: str, cluster: cluster_pb2.Cluster, endpoints: endpoint_pb2.ClusterLoadAssignment | None,
+           virtual_host: route_components_pb2.VirtualHost) -> "ServiceResources":
+        return cls(key=key, cluster=cluster, endpoints=endpoints, virtual_host=virtual_host,
+                   cluster_bytes=cluster.SerializeToString(deterministic=True),
+                   endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
+                   virtual_host_bytes=virtual_host.SerializeToString(deterministic=True))
+
     @functools.cached_property
     def vhds_host(self) -> route_components_pb2.VirtualHost:
         """The same virtual host as a VHDS resource (delta nodes), "<route config>/<service>".
@@ -168,12 +176,17 @@ def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
             expected_statuses=[range_pb2.Int64Range(start=lo, end=hi + 1) for lo, hi in hc.expected],
         )
         check = health_check_pb2.HealthCheck(http_health_check=http)
-    check.interval.CopyFrom(_duration(interval))
-    check.no_traffic_interval.CopyFrom(_duration(interval))
-    check.timeout.CopyFrom(_duration(timeout))
+    return [_timed(check, interval, timeout)]
+
+
+def _timed(check: health_check_pb2.HealthCheck, interval_ms: int, timeout_ms: int) -> health_check_pb2.HealthCheck:
+    """Interval (also with no traffic), timeout, and down after two failures, up after one."""
+    check.interval.CopyFrom(_duration(interval_ms))
+    check.no_traffic_interval.CopyFrom(_duration(interval_ms))
+    check.timeout.CopyFrom(_duration(timeout_ms))
     check.unhealthy_threshold.value = 2
     check.healthy_threshold.value = 1
-    return [check]
+    return check
 
 
 def _lb_endpoints(spec: ServiceSpec) -> list[endpoint_components_pb2.LocalityLbEndpoints]:
@@ -292,16 +305,7 @@ def translate_virtual_host(spec: ServiceSpec, access: HomeAccess = HomeAccess(),
 
 def translate_service(spec: ServiceSpec, access: HomeAccess = HomeAccess()) -> ServiceResources:
     cluster, endpoints = translate_cluster(spec)
-    virtual_host = translate_virtual_host(spec, access)
-    return ServiceResources(
-        key=spec.content_hash,
-        cluster=cluster,
-        endpoints=endpoints,
-        virtual_host=virtual_host,
-        cluster_bytes=cluster.SerializeToString(deterministic=True),
-        endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
-        virtual_host_bytes=virtual_host.SerializeToString(deterministic=True),
-    )
+    return ServiceResources.of(spec.content_hash, cluster, endpoints, translate_virtual_host(spec, access))
 
 
 class TranslationCache:
@@ -450,22 +454,8 @@ def translate_edge_service(spec: ServiceSpec, settings: EdgeSettings) -> Service
         check = health_check_pb2.HealthCheck(http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(
             path=hc.path if hc is not None else "/", host=health_host(spec), expected_statuses=expected))
         interval = settings.health_interval_ms
-        check.interval.CopyFrom(_duration(interval))
-        check.no_traffic_interval.CopyFrom(_duration(interval))
-        check.timeout.CopyFrom(_duration(min(5_000, interval)))
-        check.unhealthy_threshold.value = 2
-        check.healthy_threshold.value = 1
-        cluster.health_checks.append(check)
-    virtual_host = translate_virtual_host(spec, cluster=name)
-    return ServiceResources(
-        key=spec.content_hash,
-        cluster=cluster,
-        endpoints=None,
-        virtual_host=virtual_host,
-        cluster_bytes=cluster.SerializeToString(deterministic=True),
-        endpoints_bytes=None,
-        virtual_host_bytes=virtual_host.SerializeToString(deterministic=True),
-    )
+        cluster.health_checks.append(_timed(check, interval, min(5_000, interval)))
+    return ServiceResources.of(spec.content_hash, cluster, None, translate_virtual_host(spec, cluster=name))
 
 
 def health_host(spec: ServiceSpec) -> str:
