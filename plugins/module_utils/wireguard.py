@@ -27,6 +27,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -175,7 +176,8 @@ def parse_endpoint(endpoint):
         host, sep, port = text[1:].partition("]:")
     else:
         host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536
+            or any(c.isspace() or ord(c) < 32 or c in "[]#=" for c in host)):
         raise WireGuardError("the VPS endpoint %r must be HOST:PORT (for example vps.example.org:51820)" % endpoint)
     return host, int(port)
 
@@ -249,16 +251,30 @@ def _run(cmd, netns=None, run=None):
     return run(cmd)
 
 
-def _default_run(cmd):
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=30, check=False)
+def _default_run(cmd, timeout=10):
+    """(exit code, stdout, stderr); a missing program or a hang is an exit code too."""
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              timeout=timeout, check=False)
+    except OSError as exc:
+        return 127, "", "%s: %s" % (cmd[0], exc.strerror or exc)
+    except subprocess.TimeoutExpired:
+        return 124, "", "%s did not finish within %d s" % (cmd[0], timeout)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+_KEY_LIKE = re.compile(r"[A-Za-z0-9+/]{42,43}=")
+
+
+def _redact(text):
+    """Command output may quote a line of the configuration: never a key."""
+    return _KEY_LIKE.sub("(key hidden)", text)
 
 
 def _must(cmd, netns=None, run=None, what=None):
     code, out, err = _run(cmd, netns, run)
     if code != 0:
-        raise WireGuardError("%s failed: %s" % (what or " ".join(cmd[:3]), (err or out).strip()[:300]))
+        raise WireGuardError("%s failed: %s" % (what or " ".join(cmd[:3]), _redact((err or out).strip())[:300]))
     return out
 
 
@@ -330,7 +346,7 @@ def read_status(interface, netns=None, run=None, now=None):
                 raise WireGuardError("the tunnel interface %s does not exist (is the tunnel unit running?)" % interface)
             if "Operation not permitted" in text or "ermission denied" in text:
                 raise WireGuardError("not allowed to read the tunnel interface %s (needs CAP_NET_ADMIN)" % interface)
-            raise WireGuardError("cannot read the tunnel interface %s: %s" % (interface, text[:200]))
+            raise WireGuardError("cannot read the tunnel interface %s: %s" % (interface, _redact(text)[:200]))
         outputs.append(out)
     return parse_show(*outputs, now=now)
 

@@ -87,7 +87,7 @@ def make_config(root: Path, **overrides) -> Config:
 class Upstream:
     """A tiny HTTP server that answers `<name>` on every path (an app behind Envoy); with
     `echo`, it answers what it learnt about the client instead (JSON: peer, path,
-    x_forwarded_for, x_real_ip), and keeps each answer in `seen`."""
+    x_forwarded_for, x_real_ip, forwarded), and keeps each answer in `seen`."""
 
     def __init__(self, name: str, echo: bool = False):
         self.name = name
@@ -105,7 +105,8 @@ class Upstream:
                 if echo:
                     info = {"peer": self.client_address[0], "path": self.path,
                             "x_forwarded_for": self.headers.get("X-Forwarded-For"),
-                            "x_real_ip": self.headers.get("X-Real-IP")}
+                            "x_real_ip": self.headers.get("X-Real-IP"),
+                            "forwarded": self.headers.get("Forwarded")}
                     outer.seen.append(info)
                     body, kind = json.dumps(info).encode(), "application/json"
                 self.send_response(200)

@@ -8,6 +8,7 @@ the key, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -150,7 +151,16 @@ class EdgeConfig:
     def link_target(self) -> str:
         from .module_utils.wireguard import address_plan
 
-        host = self.link_address or address_plan(self.tunnel_prefix)["home"]
+        plan = address_plan(self.tunnel_prefix)
+        host = self.link_address or plan["home"]
+        try:
+            inside = ipaddress.ip_address(host) in ipaddress.ip_network(plan["prefix"])
+        except ValueError:
+            inside = False
+        if not inside:
+            # the secret travels on this connection: only across the tunnel
+            raise ConfigError(f"link_address {host!r} is not inside the tunnel prefix {plan['prefix']}; the edge "
+                              "link runs across the tunnel only")
         return f"[{host}]:{self.link_port}" if ":" in host else f"{host}:{self.link_port}"
 
 

@@ -112,10 +112,10 @@ def test_the_internet_client_is_served_through_the_tunnel_with_its_real_address(
     assert json.loads(text)["x_real_ip"] == lab.v6_prefix + "2"
     # headers the client sends to claim another address are replaced, not passed on
     code, text = internet(lab, "echo.example.test", "/", "-H", "X-Forwarded-For: 203.0.113.7",
-                          "-H", "X-Real-IP: 203.0.113.8")
+                          "-H", "X-Real-IP: 203.0.113.8", "-H", "Forwarded: for=203.0.113.9")
     assert code == 200
     seen = json.loads(text)
-    assert seen["x_forwarded_for"] == client and seen["x_real_ip"] == client
+    assert seen["x_forwarded_for"] == client and seen["x_real_ip"] == client and seen["forwarded"] is None
     # the home Envoy's access log (tunnel listener) names the internet client
     marker = f"/real-ip-{uuid.uuid4().hex[:8]}"
     assert internet(lab, "echo.example.test", marker)[0] == 200

@@ -142,3 +142,24 @@ def test_reading_status_of_a_missing_interface_says_so():
         return 1, "", "Unable to access interface: No such device"
     with pytest.raises(wg.WireGuardError, match="does not exist"):
         wg.read_status("wg9", run=run)
+
+
+def test_an_endpoint_with_spaces_or_newlines_cannot_inject_configuration():
+    plan = wg.address_plan("10.88.0.0/24")
+    key = wg.generate_private_key()
+    for bad in ("vps\nPrivateKey = x:51820", "vps .example:51820", "vps#x:51820"):
+        with pytest.raises(wg.WireGuardError, match="HOST:PORT"):
+            wg.render_home(key, wg.public_key(key), bad, plan)
+
+
+def test_command_output_never_carries_a_key_and_a_missing_program_is_an_error_not_a_crash():
+    key = wg.generate_private_key()
+
+    def run(cmd):
+        return 1, "", "Line unrecognized: `PrivateKey = %s'" % key
+    with pytest.raises(wg.WireGuardError) as exc:
+        wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=lambda c: (0, "", "") if c[:2] != [
+            "wg", "setconf"] else run(c))
+    assert key not in str(exc.value) and "(key hidden)" in str(exc.value)
+    code, _, err = wg._default_run(["/nonexistent/wg", "show"])
+    assert code == 127 and "nonexistent" in err

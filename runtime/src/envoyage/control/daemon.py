@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import ipaddress
 import logging
 import os
 import threading
@@ -95,16 +96,20 @@ class ControlDaemon:
         cfg = self.config
         if self.plane.tunnel_plan is None or cfg.xds_transport != "tcp":
             return
-        if cfg.xds_address in ("0.0.0.0", "::", self.plane.tunnel_plan["home"]):
-            raise OSError(f"xds.address {cfg.xds_address} would serve xDS on the tunnel address; with topology "
-                          "'a' use the Unix socket (the default) or a loopback address")
+        try:
+            loopback = ipaddress.ip_address(cfg.xds_address).is_loopback
+        except ValueError:
+            loopback = False  # a host name could resolve to anything
+        if not loopback:
+            raise OSError(f"xds.address {cfg.xds_address} is not a loopback address, so xDS could be reached over "
+                          "the tunnel; with topology 'a' use the Unix socket (the default) or 127.0.0.1")
 
     def _serve_link(self) -> None:
         from ..link.server import EdgeLinkServer, LinkListener
         from .tunnel import TunnelMonitor
 
         plan = self.plane.tunnel_plan
-        servicer = EdgeLinkServer(self.plane.cache, "edge", self.config.link_secret_hash_path)
+        servicer = EdgeLinkServer(self.plane.cache, "edge", self.config.link_secret_hash_path, edge_ip=plan["vps"])
         self.plane.edge_link = servicer
         self.plane.link_listener = LinkListener(servicer, plan["home"], self.config.link_port)
         self.plane.link_listener.start()

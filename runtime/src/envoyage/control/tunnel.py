@@ -25,10 +25,14 @@ class TunnelMonitor:
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] > self.max_age:
-                self._cached = (now, self._read())
-            out = dict(self._cached[1])
+            cached = self._cached
+        now = time.monotonic()
+        if cached is None or now - cached[0] > self.max_age:
+            # read outside the lock: a slow `wg` never holds up other status calls
+            cached = (now, self._read())
+            with self._lock:
+                self._cached = cached
+        out = dict(cached[1])
         out["rtt_ms"] = self.rtt()
         return out
 

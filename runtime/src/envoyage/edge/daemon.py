@@ -64,6 +64,10 @@ def snapshot_from(rs: link_pb2.ResourceSet, previous: Snapshot | None) -> Snapsh
             except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
                 raise ResourceSetError(f"resource {res.name!r} ({T.short(res.type_url)}) cannot be decoded: "
                                        f"{exc}") from None
+        name = msg.cluster_name if res.type_url == T.ENDPOINT else msg.name
+        if name != res.name:
+            raise ResourceSetError(f"resource {res.name[:100]!r} ({T.short(res.type_url)}) is named "
+                                   f"{name[:100]!r} inside")
         by_type.setdefault(res.type_url, []).append(msg)
         serialized.setdefault(res.type_url, {})[res.name] = res.body
     return Snapshot.build(by_type, meta={"role": ROLE, "set": rs.version}, serialized=serialized, previous=previous)
@@ -103,7 +107,8 @@ class _Reporter(BaseCallbacks):
 
 
 class LinkClient:
-    """Keeps one stream to the control plane, reconnecting with backoff."""
+    """Keeps one stream to the control plane, reconnecting with backoff (0.2 s doubling
+    to 10 s; 10 s after a refused secret, 30 s after a version mismatch)."""
 
     def __init__(self, target: str, secret: str, edge_id: str, apply, envoy_report, stop: threading.Event):
         self.target = target
@@ -113,29 +118,43 @@ class LinkClient:
         self.envoy_report = envoy_report  # () -> EnvoyReport
         self.stop = stop
         self.have_version = ""
-        self.outbox: queue.Queue = queue.Queue()
+        self.outbox: queue.Queue | None = None  # one per connection
         self.state: dict[str, Any] = {"connected": False, "last_error": "", "since": 0.0}
+        self._call = None
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="edge-link", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def report_soon(self) -> None:
-        self.outbox.put("report")
+    def close(self) -> None:
+        """Stop: cancels the current call (the loop ends once `stop` is set)."""
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
 
-    def _requests(self, done: threading.Event):
+    def report_soon(self) -> None:
+        outbox = self.outbox
+        if outbox is not None:
+            try:
+                outbox.put_nowait("report")  # never blocks an xDS callback; a report is already due then
+            except queue.Full:
+                pass
+
+    def _requests(self, outbox: queue.Queue, done: threading.Event):
         yield link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id=self.edge_id, software_version=__version__,
                                                         have_version=self.have_version))
         yield link_pb2.EdgeMessage(envoy=self.envoy_report())
         while not done.is_set() and not self.stop.is_set():
             try:
-                item = self.outbox.get(timeout=0.5)
+                item = outbox.get(timeout=0.5)
             except queue.Empty:
                 continue
             if item == "report":
                 while True:  # several ACKs at once: one report
                     try:
-                        extra = self.outbox.get_nowait()
+                        extra = outbox.get_nowait()
                     except queue.Empty:
                         break
                     if extra != "report":
@@ -147,58 +166,72 @@ class LinkClient:
     def _run(self) -> None:
         backoff = 0.2
         while not self.stop.is_set():
-            channel = grpc.insecure_channel(self.target, options=[
-                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
-                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)])
-            done = threading.Event()
-            call = None
             try:
-                stub = link_pb2_grpc.EdgeLinkStub(channel)
-                call = stub.Connect(self._requests(done), metadata=[
-                    ("authorization", f"Bearer {self._secret}"), (VERSION_KEY, str(LINK_VERSION))])
-                stopper = threading.Thread(target=lambda: (self.stop.wait(), call.cancel()), daemon=True)
-                stopper.start()
-                for msg in call:
-                    kind = msg.WhichOneof("kind")
-                    if kind == "welcome":
-                        self.state.update(connected=True, last_error="", since=time.time())
-                        backoff = 0.2
-                        log.info("edge link: connected to %s (control plane %s)", self.target,
-                                 msg.welcome.software_version)
-                    elif kind == "resources":
-                        error = self.apply(msg.resources)
-                        if not error:
-                            self.have_version = msg.resources.version
-                        self.outbox.put(link_pb2.EdgeMessage(applied=link_pb2.Applied(
-                            version=msg.resources.version, error=error)))
-                    elif kind == "ping":
-                        self.outbox.put(link_pb2.EdgeMessage(pong=link_pb2.Pong(nonce=msg.ping.nonce)))
-                error = "the control plane closed the link"
-            except grpc.RpcError as exc:
-                code = exc.code()
-                error = f"{code.name if code else 'error'}: {exc.details() or ''}".strip()
-                if code == grpc.StatusCode.UNAUTHENTICATED:
-                    log.error("edge link: the control plane refused this edge: %s (check the edge secret)",
-                              exc.details())
-                    backoff = max(backoff, 10.0)
-                elif code == grpc.StatusCode.FAILED_PRECONDITION:
-                    log.error("edge link: %s", exc.details())
-                    backoff = max(backoff, 30.0)
-                elif code != grpc.StatusCode.CANCELLED:
-                    log.warning("edge link: %s (retrying in %.1f s)", error, backoff)
-            finally:
-                done.set()
-                if call is not None:
-                    call.cancel()
-                channel.close()
-                self.state.update(connected=False)
+                backoff = self._connect(backoff)
+            except Exception:  # noqa: BLE001 - the link must outlive any bug: log it, reconnect
+                log.exception("edge link: unexpected error; reconnecting")
+                self.state["last_error"] = "unexpected error (see the edge's log)"
             if self.stop.is_set():
                 break
-            self.state["last_error"] = error
             self.stop.wait(backoff)
             backoff = min(backoff * 2, 10.0) if backoff < 10.0 else backoff
+
+    def _connect(self, backoff: float) -> float:
+        """One connection, until it ends; returns the backoff before the next one."""
+        channel = grpc.insecure_channel(self.target, options=[
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)])
+        done = threading.Event()
+        outbox: queue.Queue = queue.Queue(maxsize=1000)
+        self.outbox = outbox
+        try:
+            call = link_pb2_grpc.EdgeLinkStub(channel).Connect(self._requests(outbox, done), metadata=[
+                ("authorization", f"Bearer {self._secret}"), (VERSION_KEY, str(LINK_VERSION))])
+            with self._lock:
+                self._call = call
+            if self.stop.is_set():
+                call.cancel()
+            for msg in call:
+                kind = msg.WhichOneof("kind")
+                if kind == "welcome":
+                    self.state.update(connected=True, last_error="", since=time.time())
+                    backoff = 0.2
+                    log.info("edge link: connected to %s (control plane %s)", self.target,
+                             msg.welcome.software_version[:64])
+                elif kind == "resources":
+                    error = self.apply(msg.resources)
+                    if not error:
+                        self.have_version = msg.resources.version
+                    outbox.put(link_pb2.EdgeMessage(applied=link_pb2.Applied(
+                        version=msg.resources.version, error=error[:1024])))
+                elif kind == "ping":
+                    outbox.put(link_pb2.EdgeMessage(pong=link_pb2.Pong(nonce=msg.ping.nonce)))
+            error = "the control plane closed the link"
+        except grpc.RpcError as exc:
+            code = exc.code()
+            error = f"{code.name if code else 'error'}: {exc.details() or ''}".strip()
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                log.error("edge link: the control plane refused this edge: %s (check the edge secret)",
+                          exc.details())
+                backoff = max(backoff, 10.0)
+            elif code == grpc.StatusCode.FAILED_PRECONDITION:
+                log.error("edge link: %s", exc.details())
+                backoff = max(backoff, 30.0)
+            elif code != grpc.StatusCode.CANCELLED:
+                log.warning("edge link: %s (retrying in %.1f s)", error, backoff)
+        finally:
+            done.set()
+            self.outbox = None
+            with self._lock:
+                call, self._call = self._call, None
+            if call is not None:
+                call.cancel()
+            channel.close()
+            self.state.update(connected=False)
+        self.state["last_error"] = error
+        return backoff
 
 
 class EnvoySupervisor:
@@ -273,10 +306,12 @@ class EdgeDaemon:
             snap = snapshot_from(rs, self.cache.get_snapshot(KEYS[0]))
             for key in KEYS:
                 self.cache.set_snapshot(key, snap)
-        except (ResourceSetError, InconsistentSnapshot) as exc:
-            log.error("resource set %s refused, the last good set keeps serving: %s", rs.version, exc)
-            self.applied.update(error=str(exc), at=time.time())
-            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the last good set stays
+            why = str(exc) if isinstance(exc, (ResourceSetError, InconsistentSnapshot)) else \
+                f"{type(exc).__name__}: {exc}"
+            log.error("resource set %s refused, the last good set keeps serving: %s", rs.version[:64], why[:1024])
+            self.applied.update(error=why, at=time.time())
+            return why
         self.store.save(rs)
         self.applied.update(version=rs.version, at=time.time(), error="")
         log.info("resource set %s applied (%d resources)", rs.version, len(rs.resources))
@@ -315,6 +350,7 @@ class EdgeDaemon:
             return
         log.info("shutting down")
         self.stop_event.set()
+        self.link.close()
         if self.envoy is not None:
             self.envoy.terminate()
         self.ads.stopping.set()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import queue
 import threading
 import time
 from concurrent import futures
@@ -53,26 +52,53 @@ def resource_set(snap: Snapshot) -> link_pb2.ResourceSet:
 
 
 class _Session:
+    """One authenticated stream. What the reader tells the writer is a few flags and the
+    latest pong, never a queue an edge could fill."""
+
     ids = itertools.count(1)
 
     def __init__(self, peer: str):
         self.id = next(self.ids)
         self.peer = peer
-        self.outbox: queue.Queue = queue.Queue()
+        self.wake = threading.Event()
         self.closed = threading.Event()
+        self.hello = threading.Event()
+        self.dirty = True  # the snapshot may have changed since it was last sent
+        self.pong: int | None = None
         self.edge_id = ""
         self.have_version = ""
 
+    def close(self) -> None:
+        self.closed.set()
+        self.wake.set()
+
+
+def peer_ip(peer: str) -> str:
+    """gRPC's peer string ("ipv4:10.88.0.1:53746", "ipv6:[fd00::1]:53746") -> the address."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition("]:")[0].lstrip("[")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return ""
+
 
 class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
-    def __init__(self, cache: SnapshotCache, key: str, hash_path: Path, ping_interval: float = PING_INTERVAL):
+    """`edge_ip`: the only peer address that may try (the VPS's tunnel address); anyone
+    else on the tunnel is refused before the secret is even looked at."""
+
+    def __init__(self, cache: SnapshotCache, key: str, hash_path: Path, ping_interval: float = PING_INTERVAL,
+                 edge_ip: str | None = None):
         self.cache = cache
         self.key = key
         self.hash_path = hash_path
         self.ping_interval = ping_interval
+        self.edge_ip = edge_ip
         self._lock = threading.Lock()
         self._session: _Session | None = None
         self._cancel_watch = cache.watch(key, self._on_snapshot)
+        self._last_refusal_log = 0.0
+        self._refusals_unlogged = 0
         # what `envoyage status` shows about the edge
         self.state: dict[str, Any] = {
             "connected": False, "edge_id": "", "peer": "", "connected_since": 0.0, "disconnected_at": 0.0,
@@ -91,21 +117,34 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         return st
 
     def _refuse(self, context, code, peer: str, why: str, detail: str):
+        now = time.time()
         with self._lock:
             self.state["refused"] += 1
-            self.state["last_refused"] = {"at": time.time(), "peer": peer, "why": why}
-        log.warning("edge link: refused %s: %s", peer, why)
+            self.state["last_refused"] = {"at": now, "peer": peer[:64], "why": why[:200]}
+            # at most one line a minute, however fast someone knocks
+            loud = now - self._last_refusal_log >= 60
+            if loud:
+                self._last_refusal_log, skipped, self._refusals_unlogged = now, self._refusals_unlogged, 0
+            else:
+                self._refusals_unlogged += 1
+        if loud:
+            log.warning("edge link: refused %s: %s%s", peer[:64], why[:200],
+                        f" ({skipped} more refusals in the last minute not logged)" if skipped else "")
         context.abort(code, detail)
 
     def _on_snapshot(self) -> None:
         with self._lock:
             session = self._session
         if session is not None:
-            session.outbox.put("snapshot")
+            session.dirty = True
+            session.wake.set()
 
     # -- the stream ------------------------------------------------------------------
     def Connect(self, request_iterator, context):  # noqa: N802 - gRPC name
         peer = context.peer()
+        if self.edge_ip is not None and peer_ip(peer) != self.edge_ip:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "not the VPS's tunnel address",
+                         "this edge link serves only the VPS's tunnel address")
         meta = {k.lower(): v for k, v in context.invocation_metadata()}
         auth = meta.get("authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
@@ -119,7 +158,7 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         if not verify(auth[7:].strip(), stored):
             self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "wrong edge secret",
                          "wrong edge secret")
-        theirs = meta.get(VERSION_KEY, "")
+        theirs = meta.get(VERSION_KEY, "")[:16]
         if theirs != str(LINK_VERSION):
             self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, peer,
                          f"link version {theirs or 'none'}",
@@ -129,28 +168,25 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         reader = threading.Thread(target=self._read, args=(session, request_iterator), daemon=True,
                                   name=f"link-read-{session.id}")
         reader.start()
-        context.add_callback(lambda: (session.closed.set(), session.outbox.put("closed")))
-        return self._write(session, context)
+        context.add_callback(session.close)
+        return self._write(session)
 
-    def _write(self, session: _Session, context):
+    def _write(self, session: _Session):
         try:
             yield link_pb2.HomeMessage(welcome=link_pb2.Welcome(software_version=__version__,
                                                                 link_version=LINK_VERSION))
-            try:
-                first = session.outbox.get(timeout=HELLO_TIMEOUT)
-            except queue.Empty:
-                log.warning("edge link: %s sent no hello within %.0f s; closing", session.peer, HELLO_TIMEOUT)
-                return
-            if first != "hello":
+            if not session.hello.wait(HELLO_TIMEOUT) or session.closed.is_set():
+                if not session.closed.is_set():
+                    log.warning("edge link: %s sent no hello within %.0f s; closing", session.peer, HELLO_TIMEOUT)
                 return
             self._take(session)
             sent = session.have_version
             nonces = itertools.count(1)
-            pending_ping: tuple[int, float] | None = None
+            pending: tuple[int, float] | None = None
             next_ping = time.monotonic()
-            event: str | None = "snapshot"
             while not session.closed.is_set():
-                if event == "snapshot":
+                if session.dirty:
+                    session.dirty = False
                     snap = self.cache.get_snapshot(self.key)
                     if snap is not None and set_version(snap) != sent:
                         rs = resource_set(snap)
@@ -160,92 +196,90 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                             self.state["sent_version"], self.state["sent_at"] = sent, time.time()
                         log.info("edge link: sent resource set %s (%d resources) to %s", sent,
                                  len(rs.resources), session.edge_id)
-                elif isinstance(event, tuple) and event[0] == "pong" and pending_ping and event[1] == pending_ping[0]:
+                pong, session.pong = session.pong, None
+                if pending is not None and pong == pending[0]:
                     with self._lock:
-                        self.state["rtt_ms"] = round((time.monotonic() - pending_ping[1]) * 1000, 2)
-                    pending_ping = None
-                elif event == "closed":
-                    break
+                        self.state["rtt_ms"] = round((time.monotonic() - pending[1]) * 1000, 2)
+                    pending = None
                 now = time.monotonic()
                 if now >= next_ping:
                     nonce = next(nonces)
-                    pending_ping = (nonce, now)
+                    pending = (nonce, now)
                     next_ping = now + self.ping_interval
                     yield link_pb2.HomeMessage(ping=link_pb2.Ping(nonce=nonce))
-                try:
-                    event = session.outbox.get(timeout=max(0.05, next_ping - time.monotonic()))
-                except queue.Empty:
-                    event = None
+                session.wake.wait(max(0.05, next_ping - time.monotonic()))
+                session.wake.clear()
         finally:
-            session.closed.set()
+            session.close()
             self._drop(session)
 
     def _take(self, session: _Session) -> None:
         """This session is now the edge's; an older one is closed."""
         with self._lock:
             old, self._session = self._session, session
-            self.state.update(connected=True, edge_id=session.edge_id, peer=session.peer,
-                              connected_since=time.time())
+            self.state.update(connected=True, edge_id=session.edge_id, peer=session.peer[:64],
+                              connected_since=time.time(), rtt_ms=None)
         if old is not None and old is not session:
             log.info("edge link: %s reconnected; closing its previous stream", session.edge_id)
-            old.closed.set()
-            old.outbox.put("closed")
+            old.close()
         log.info("edge link: edge %r connected from %s", session.edge_id, session.peer)
 
     def _drop(self, session: _Session) -> None:
         with self._lock:
             if self._session is session:
                 self._session = None
-                self.state.update(connected=False, disconnected_at=time.time())
+                # what the edge said about its Envoy is no longer known
+                self.state.update(connected=False, disconnected_at=time.time(), rtt_ms=None, envoy=[])
                 log.warning("edge link: edge %r disconnected", session.edge_id)
 
     def _read(self, session: _Session, requests) -> None:
         try:
             for msg in requests:
+                if session.closed.is_set():
+                    break
                 kind = msg.WhichOneof("kind")
                 if kind == "hello" and not session.edge_id:
                     session.edge_id = msg.hello.edge_id[:64] or "edge"
                     session.have_version = msg.hello.have_version[:64]
                     with self._lock:
                         self.state["software_version"] = msg.hello.software_version[:64]
-                    session.outbox.put("hello")
+                    session.hello.set()
                 elif not session.edge_id:
                     log.warning("edge link: %s did not start with a hello; closing", session.peer)
                     break
                 elif kind == "applied":
+                    version, error = msg.applied.version[:64], msg.applied.error[:1024]
                     with self._lock:
-                        self.state.update(applied_version=msg.applied.version[:64], applied_at=time.time(),
-                                          apply_error=msg.applied.error[:1024])
-                    if msg.applied.error:
-                        log.warning("edge %s refused resource set %s: %s", session.edge_id, msg.applied.version,
-                                    msg.applied.error[:1024])
+                        if self._session is session:
+                            self.state.update(applied_version=version, applied_at=time.time(), apply_error=error)
+                    if error:
+                        log.warning("edge %s refused resource set %s: %s", session.edge_id, version, error)
                 elif kind == "envoy":
                     nodes = [{"node_id": n.node_id[:128], "connected": n.connected,
-                              "types": {T.short(t.type_url): {"acked_version": t.acked_version[:64],
-                                                              "nacked_version": t.nacked_version[:64],
-                                                              "error": t.error[:1024]}
+                              "types": {T.short(t.type_url[:200]): {"acked_version": t.acked_version[:64],
+                                                                    "nacked_version": t.nacked_version[:64],
+                                                                    "error": t.error[:1024]}
                                         for t in n.types[:16]}}
                              for n in msg.envoy.nodes[:16]]
                     with self._lock:
                         if self._session is session:
                             self.state["envoy"] = nodes
                 elif kind == "pong":
-                    session.outbox.put(("pong", msg.pong.nonce))
+                    session.pong = msg.pong.nonce
+                    session.wake.set()
         except grpc.RpcError:
             pass
         except Exception:  # noqa: BLE001 - a bad message must not kill the thread silently
             log.exception("edge link: reading from %s failed", session.peer)
         finally:
-            session.closed.set()
-            session.outbox.put("closed")
+            session.close()
 
     def close(self) -> None:
         self._cancel_watch()
         with self._lock:
             session = self._session
         if session is not None:
-            session.closed.set()
-            session.outbox.put("closed")
+            session.close()
 
 
 class LinkListener:
@@ -288,6 +322,8 @@ class LinkListener:
             return False
         server.start()
         self.server = server
+        if self._stop.is_set():  # stop() came while binding
+            server.stop(None)
         return True
 
     def _run(self) -> None:
@@ -306,6 +342,8 @@ class LinkListener:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
         self.servicer.close()
         if self.server is not None:
             self.server.stop(grace=0.5).wait(5)

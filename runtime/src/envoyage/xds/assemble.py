@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from ..model import ServiceState
+from ..model import BUILT_ACCESS_MODES, ServiceState
 from . import types as T
 from .snapshot import Snapshot
 from .translate import (
@@ -88,7 +88,9 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
                     delta_snapshot=delta_snapshot)
 
 
-EDGE_ACCESS = ("public",)  # vpn-only services never reach the edge
+# what the edge serves: public services, and services whose access mode is not built yet
+# (the edge answers them 403, failing closed); vpn-only ones never reach the edge
+EDGE_ACCESS = ("public",)
 
 
 def assemble_edge(states: Iterable[ServiceState], cache: TranslationCache, previous: Snapshot | None = None,
@@ -98,7 +100,8 @@ def assemble_edge(states: Iterable[ServiceState], cache: TranslationCache, previ
     `cache` is a TranslationCache made with the edge's settings."""
     assert cache.edge is not None, "assemble_edge needs a TranslationCache with edge settings"
     accepted, problems = check_services(states, withheld)
-    pieces = cache.translate_all(s.spec for s in accepted if s.spec.access != "vpn-only")
+    pieces = cache.translate_all(s.spec for s in accepted
+                                 if s.spec.access in EDGE_ACCESS or s.spec.access not in BUILT_ACCESS_MODES)
     routes, routes_bytes = cache.route_configuration(EDGE_ROUTES, pieces.values())
     snapshot = Snapshot.build(
         {T.CLUSTER: [r.cluster for r in pieces.values()], T.LISTENER: [edge_listener(cache.edge)],

@@ -204,7 +204,11 @@ def _listener_rds_names(listener) -> list[str]:
         for flt in chain.filters:
             if flt.typed_config.type_url.endswith("HttpConnectionManager"):
                 hcm = hcm_pb2.HttpConnectionManager()
-                flt.typed_config.Unpack(hcm)
+                try:
+                    flt.typed_config.Unpack(hcm)
+                except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+                    raise InconsistentSnapshot(f"listener {listener.name!r}: its HTTP connection manager cannot be "
+                                               f"decoded ({exc})") from None
                 if hcm.HasField("rds"):
                     names.append(hcm.rds.route_config_name)
     return names

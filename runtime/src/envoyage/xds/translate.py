@@ -403,7 +403,9 @@ def tunnel_listener(address: str, port: int, edge_ip: str, access_log_path: str)
         freebind=wrappers_pb2.BoolValue(value=True),
         listener_filters=[listener_components_pb2.ListenerFilter(
             name="envoy.filters.listener.proxy_protocol",
-            typed_config=_pack(proxy_protocol_pb2.ProxyProtocol()))],
+            # v2 only: the edge sends nothing else
+            typed_config=_pack(proxy_protocol_pb2.ProxyProtocol(
+                disallowed_versions=[core_proxy_protocol_pb2.ProxyProtocolConfig.V1])))],
         filter_chains=[listener_components_pb2.FilterChain(filters=[
             listener_components_pb2.Filter(name="envoy.filters.network.rbac", typed_config=_pack(rbac)),
             _http_manager(TUNNEL_LISTENER, HOME_ROUTES, access_log_path, TUNNEL_ACCESS_FILTER),
@@ -478,6 +480,10 @@ def default_virtual_host(route_config: str, vhds: bool) -> route_components_pb2.
     return route_components_pb2.VirtualHost(name=name, domains=["*"], routes=[route])
 
 
+# other headers in which a client could claim an address: removed before the app sees them
+CLIENT_CLAIMS = ["forwarded", "x-client-ip", "true-client-ip", "cf-connecting-ip"]
+
+
 def _client_headers() -> list[base_pb2.HeaderValueOption]:
     """What the app learns about the client from the home Envoy: its address (from the
     connection, or from the edge's PROXY header), replacing whatever the client sent."""
@@ -490,7 +496,8 @@ def _client_headers() -> list[base_pb2.HeaderValueOption]:
 def vhds_route_configuration(name: str) -> route_pb2.RouteConfiguration:
     """A route configuration whose virtual hosts come over VHDS (delta nodes)."""
     return route_pb2.RouteConfiguration(name=name, vhds=route_pb2.Vhds(config_source=_ads()),
-                                        request_headers_to_add=_client_headers())
+                                        request_headers_to_add=_client_headers(),
+                                        request_headers_to_remove=CLIENT_CLAIMS)
 
 
 def route_configuration(name: str, virtual_hosts: Iterable[route_components_pb2.VirtualHost],
@@ -501,6 +508,7 @@ def route_configuration(name: str, virtual_hosts: Iterable[route_components_pb2.
         name=name,
         virtual_hosts=sorted(virtual_hosts, key=lambda vh: vh.name),
         request_headers_to_add=_client_headers() if client_headers else [],
+        request_headers_to_remove=CLIENT_CLAIMS if client_headers else [],
     )
 
 
