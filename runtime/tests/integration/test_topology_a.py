@@ -14,7 +14,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import grpc
 import pytest
 
 from helpers import ENVOYAGE, TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
@@ -25,7 +24,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from topology_a import Lab  # noqa: E402
 
 from envoyage.link import LINK_VERSION, VERSION_KEY  # noqa: E402
-from envoyage.link.v1 import link_pb2, link_pb2_grpc  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +164,31 @@ def test_a_lan_request_stays_on_the_lan(lab, app):
     assert [l["listener"] for l in home] == ["home_http"]
 
 
+RAW_GET = r"""
+import socket, sys
+home, port, payload = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+with socket.create_connection((home, port), timeout=5) as s:
+    s.sendall(payload)
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+print(data.split(b" ", 2)[1].decode() if data else "000")
+"""
+
+
+def _proxied_status(lab: Lab, host: str, client: str) -> int:
+    """What the home tunnel listener answers the VPS for `host`, with a PROXY v2 header
+    naming `client` (sent from the VPS's namespace, as the VPS Envoy does)."""
+    payload = _proxy_v2(client, lab.plan["home"], 40000, lab.tunnel_port) + \
+        f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    out = subprocess.run(["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", RAW_GET, lab.plan["home"],
+                          str(lab.tunnel_port), payload.hex()], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip())
+
+
 def test_vpn_only_is_refused_from_the_internet_and_served_on_the_lan(lab, app):
+    add(lab, "echo", "echo.example.test", app.address)
     add(lab, "private", "private.example.test", app.address, "--access", "vpn-only")
     code, text = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(lan(lab, "private.example.test")),
                           timeout=15, what="the vpn-only service on the LAN")
@@ -178,9 +200,11 @@ def test_vpn_only_is_refused_from_the_internet_and_served_on_the_lan(lab, app):
     assert "private.example.test" not in routes
     # the VPS itself, on the tunnel listener (with a PROXY header) or on the LAN
     # listener's tunnel address, is neither LAN nor VPN
-    tunnel = lab.curl("vps", f"http://{lab.plan['home']}:{lab.tunnel_port}/", "-H", "Host: private.example.test",
-                      "--haproxy-protocol")
-    assert tunnel.stdout.rpartition("\n")[2] == "403"
+    assert _proxied_status(lab, "private.example.test", "198.51.100.7") == 403
+    assert _proxied_status(lab, "echo.example.test", "198.51.100.7") == 200  # a public one is served
+    v1 = lab.curl("vps", f"http://{lab.plan['home']}:{lab.tunnel_port}/", "-H", "Host: private.example.test",
+                  "--haproxy-protocol")  # curl speaks PROXY v1 only: refused, the connection is closed
+    assert v1.stdout.rpartition("\n")[2] == "000"
     direct = lab.curl("vps", f"http://{lab.plan['home']}:{lab.http_port}/", "-H", "Host: private.example.test")
     assert direct.stdout.rpartition("\n")[2] == "403"
     cli(lab, "service", "rm", "private")
@@ -251,36 +275,54 @@ def test_status_shows_the_tunnel_the_link_and_the_edge_envoy(lab, app):
     assert "tunnel eyt-wgh: last handshake" in text and "edge vps: connected" in text and "in sync" in text
 
 
-def _link_call(lab: Lab, metadata) -> tuple[grpc.StatusCode, str, list]:
-    channel = grpc.insecure_channel(f"{lab.plan['home']}:{lab.link_port}")
-    got = []
-    try:
-        call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
-            iter([link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="intruder"))]), metadata=metadata, timeout=5)
-        for msg in call:
-            got.append(msg)
-        return grpc.StatusCode.OK, "", got
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details(), got
-    finally:
-        channel.close()
+LINK_PROBE = r"""
+import json, sys, grpc
+from envoyage.link.v1 import link_pb2, link_pb2_grpc
+target, metadata = sys.argv[1], json.loads(sys.argv[2])
+channel = grpc.insecure_channel(target)
+got, code, details = [], "OK", ""
+try:
+    call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
+        iter([link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="intruder"))]), metadata=metadata, timeout=5)
+    for msg in call:
+        got.append(msg.WhichOneof("kind"))
+except grpc.RpcError as exc:
+    code, details = exc.code().name, exc.details()
+print(json.dumps({"code": code, "details": details, "got": got}))
+"""
+
+
+def _link_call(lab: Lab, metadata, ns: str | None = "vps") -> dict:
+    """An edge-link call with this metadata, from the VPS's namespace (its tunnel address)
+    or, with ns=None, from home itself."""
+    argv = [sys.executable, "-c", LINK_PROBE, f"{lab.plan['home']}:{lab.link_port}", json.dumps(metadata)]
+    if ns:
+        argv = ["ip", "netns", "exec", lab.ns[ns]] + argv
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def test_an_edge_with_a_wrong_or_missing_secret_gets_nothing(lab):
-    version = (VERSION_KEY, str(LINK_VERSION))
-    for metadata in ([version], [version, ("authorization", "Bearer not-the-secret")],
-                     [version, ("authorization", "not-even-bearer")]):
-        code, details, got = _link_call(lab, metadata)
-        assert code == grpc.StatusCode.UNAUTHENTICATED, (metadata, code, details)
-        assert got == []
+    version = [VERSION_KEY, str(LINK_VERSION)]
+    before = status(lab)["edge"]["refused"]
+    for metadata in ([version], [version, ["authorization", "Bearer not-the-secret"]],
+                     [version, ["authorization", "not-even-bearer"]]):
+        r = _link_call(lab, metadata)
+        assert r["code"] == "UNAUTHENTICATED" and r["got"] == [], (metadata, r)
     secret = (lab.vps_dir / "edge.secret").read_text().strip()
-    code, details, got = _link_call(lab, [(VERSION_KEY, "99"), ("authorization", f"Bearer {secret}")])
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and got == []
-    assert "version 99" in details and f"version {LINK_VERSION}" in details
-    refused = status(lab)["edge"]["refused"]
-    assert refused >= 4
+    r = _link_call(lab, [[VERSION_KEY, "99"], ["authorization", f"Bearer {secret}"]])
+    assert r["code"] == "FAILED_PRECONDITION" and r["got"] == []
+    assert "version 99" in r["details"] and f"version {LINK_VERSION}" in r["details"]
+    # the right secret from anywhere but the VPS's tunnel address gets nothing either
+    r = _link_call(lab, [version, ["authorization", f"Bearer {secret}"]], ns=None)
+    assert r["code"] == "UNAUTHENTICATED" and r["got"] == [] and "VPS's tunnel address" in r["details"]
+    st = status(lab)["edge"]
+    assert st["refused"] == before + 5
     # the real edge is still connected and served
-    assert status(lab)["edge"]["connected"]
+    assert st["connected"]
+    log = (lab.dir / "control.log").read_text()
+    assert secret not in log and "not-the-secret" not in log
 
 
 def test_a_dead_edge_and_a_wrong_vps_endpoint_are_named_and_home_keeps_serving(lab, app):
