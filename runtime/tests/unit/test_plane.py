@@ -85,3 +85,28 @@ def test_topology_a_refuses_xds_on_the_tunnel_address(workdir, address):
             d.start()
     finally:
         d.stop()
+
+
+def test_a_service_the_vps_envoy_rejects_is_dropped_with_its_message(workdir):
+    from envoyage.link.server import verdict_events
+    from envoyage.xds import types as T
+
+    p = ControlPlane(make_config(workdir, topology="a"))
+    try:
+        p.add_service(dict(BASE, name="good", domains=["good.test"]))
+        acked = p.cache.get_snapshot("edge").version(T.CLUSTER)
+        p.add_service(dict(BASE, name="bad", domains=["bad.test"]))
+        rejected = p.cache.get_snapshot("edge").version(T.CLUSTER)
+        report = [{"node_id": "vps", "connected": True, "types": {
+            "cds": {"acked_version": acked, "nacked_version": rejected, "error": "bad cluster svc_bad"}}}]
+        before = [{"node_id": "vps", "connected": True, "types": {
+            "cds": {"acked_version": acked, "nacked_version": "", "error": ""}}}]
+        (event,) = verdict_events(before, report)
+        assert event == ("edge:vps", T.CLUSTER, rejected, "bad cluster svc_bad", acked)
+        p.on_envoy_verdict(*event[:4], key="edge", acked_version=event[4])
+        assert "Envoy rejected this service: bad cluster svc_bad" in p.get_service("bad")["problems"][0]
+        assert set(p.cache.get_snapshot("edge").get(T.CLUSTER)) == {"svc_good"}
+        assert p.get_service("good")["problems"] == []
+        assert verdict_events(report, report) == []  # the same report twice is no new verdict
+    finally:
+        p.registry.close()

@@ -109,7 +109,10 @@ class ControlDaemon:
         from .tunnel import TunnelMonitor
 
         plan = self.plane.tunnel_plan
-        servicer = EdgeLinkServer(self.plane.cache, "edge", self.config.link_secret_hash_path, edge_ip=plan["vps"])
+        servicer = EdgeLinkServer(
+            self.plane.cache, "edge", self.config.link_secret_hash_path, edge_ip=plan["vps"],
+            on_verdict=lambda node, type_url, version, message, acked: self.plane.on_envoy_verdict(
+                node, type_url, version, message, key="edge", acked_version=acked))
         self.plane.edge_link = servicer
         self.plane.link_listener = LinkListener(servicer, plan["home"], self.config.link_port)
         self.plane.link_listener.start()

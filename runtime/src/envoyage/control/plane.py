@@ -354,9 +354,13 @@ class ControlPlane:
                 return snap
         return None
 
-    def on_envoy_verdict(self, node_id: str, type_url: str, version: str, message: str | None) -> None:
-        """An ACK (message None) or NACK from a node: drop the service(s) Envoy rejects."""
-        key, acked_version = self.status.acked(node_id, type_url)
+    def on_envoy_verdict(self, node_id: str, type_url: str, version: str, message: str | None,
+                         key: str | None = None, acked_version: str = "") -> None:
+        """An ACK (message None) or NACK from a node: drop the service(s) Envoy rejects.
+        A home Envoy's snapshot key and last ACK come from the status tracker; the VPS
+        Envoy's come with the edge's report (`key` "edge")."""
+        if key is None:
+            key, acked_version = self.status.acked(node_id, type_url)
         if not key:
             return
         states = {s.name: s for s in self.registry.services()}

@@ -83,17 +83,37 @@ def peer_ip(peer: str) -> str:
     return ""
 
 
+def verdict_events(before: list[dict], after: list[dict]) -> list[tuple]:
+    """New ACKs and NACKs between two reports of the VPS Envoy: (node id, type URL,
+    version, Envoy's message or None for an ACK, the version ACKed before)."""
+    old = {(n["node_id"], t): v for n in before for t, v in n["types"].items()}
+    events = []
+    for node in after:
+        for tname, t in node["types"].items():
+            prev = old.get((node["node_id"], tname), {})
+            type_url = T.BY_SHORT.get(tname, tname)
+            node_id = f"edge:{node['node_id']}"
+            if t["nacked_version"] and t["error"] and t["nacked_version"] != prev.get("nacked_version"):
+                events.append((node_id, type_url, t["nacked_version"], t["error"], t["acked_version"]))
+            if t["acked_version"] and t["acked_version"] != prev.get("acked_version"):
+                events.append((node_id, type_url, t["acked_version"], None, prev.get("acked_version", "")))
+    return events
+
+
 class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
     """`edge_ip`: the only peer address that may try (the VPS's tunnel address); anyone
     else on the tunnel is refused before the secret is even looked at."""
 
     def __init__(self, cache: SnapshotCache, key: str, hash_path: Path, ping_interval: float = PING_INTERVAL,
-                 edge_ip: str | None = None):
+                 edge_ip: str | None = None, on_verdict=None):
+        """`on_verdict(node_id, type_url, version, message or None, acked_version)` hears
+        each new ACK and NACK of the VPS Envoy (the control plane drops services it rejects)."""
         self.cache = cache
         self.key = key
         self.hash_path = hash_path
         self.ping_interval = ping_interval
         self.edge_ip = edge_ip
+        self.on_verdict = on_verdict
         self._lock = threading.Lock()
         self._session: _Session | None = None
         self._cancel_watch = cache.watch(key, self._on_snapshot)
@@ -262,8 +282,13 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                                         for t in n.types[:16]}}
                              for n in msg.envoy.nodes[:16]]
                     with self._lock:
-                        if self._session is session:
+                        current = self._session is session
+                        before = self.state["envoy"] if current else []
+                        if current:
                             self.state["envoy"] = nodes
+                    if current and self.on_verdict is not None:
+                        for event in verdict_events(before, nodes):
+                            self.on_verdict(*event)
                 elif kind == "pong":
                     session.pong = msg.pong.nonce
                     session.wake.set()
