@@ -77,6 +77,11 @@ class Lab:
     wg_port: int = 51820
     scope: str = "topology-a"
     edge_health_interval: str = "30s"
+    # split-horizon DNS (issue: topology A part 2): Unbound on home's LAN address, BIND in
+    # the VPS namespace as "the internet's DNS" with a signed zone example.test
+    dns: bool = False
+    dns_port: int = 53
+    unbound_control_port: int = 18953
     # pids of what `start_*` started (name -> pid), so `down` can stop them
     pids: dict = field(default_factory=dict)
 
@@ -193,6 +198,8 @@ class Lab:
         sh("ip", "addr", "add", f"{n}.4.2/24", "dev", "eth0", ns=ns["inet"])
         sh("ip", "addr", "add", f"{self.v6_prefix}2/64", "dev", "eth0", "nodad", ns=ns["inet"])
         sh("ip", "link", "set", "eth0", "up", ns=ns["inet"])
+        # the VPS's WAN address is public too: the internet client reaches it through pub0
+        sh("ip", "route", "add", f"{n}.3.0/24", "via", f"{n}.4.1", ns=ns["inet"])
         # home reaches the VPS's WAN address through the router, and nothing else there
         sh("ip", "route", "add", f"{n}.3.0/24", "via", f"{n}.2.1", "dev", f"{self.tag}-wan")
         # the router: NAT out, nothing in (CGNAT)
@@ -246,6 +253,8 @@ class Lab:
                 sh("ip", "netns", "del", name, check=False)
         for iface in (f"{self.tag}-lan", f"{self.tag}-wan"):
             sh("ip", "link", "del", iface, check=False)
+        for name in self.ns.values():
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
 
     # -- the Envoyage processes -----------------------------------------------------------
     def write_configs(self, secret: bool = True) -> None:
@@ -277,7 +286,15 @@ lan_cidrs: ["{self.net}.1.0/24", "127.0.0.0/8"]
 docker:
   enabled: true
   scope: {self.scope}
-""")
+""" + (f"""dns:
+  enabled: true
+  answer_address: {self.addr('home_lan')}
+  include_file: {self.home_dir}/dns/zones.conf
+  unbound_config: {self.unbound_dir}/unbound.conf
+  server: {self.addr('home_lan')}:{self.dns_port}
+  public_resolver: {self.addr('vps_wan')}
+edge_public_address: {self.addr('vps_wan')}
+""" if self.dns else f"edge_public_address: {self.addr('vps_wan')}\n"))
         self.edge_config.write_text(f"""\
 # Envoyage edge on the VPS, topology A (scripts/topology_a.py)
 edge_id: vps
@@ -351,14 +368,112 @@ envoy:
                  ns=self.ns["vps"], check=False)
         return out.stdout.strip()
 
+    # -- DNS: BIND (the internet's DNS, a signed zone) and Unbound (home's resolver) --------
+    @property
+    def unbound_dir(self) -> Path:
+        return self.home_dir / "unbound"
+
+    @property
+    def bind_dir(self) -> Path:
+        return self.vps_dir / "bind"
+
+    ZONE = "example.test"
+
+    def start_bind(self) -> None:
+        """Signs example.test (every name -> the VPS's public address; outside.example.test
+        -> an address no service has) and serves it from the VPS namespace on port 53."""
+        d = self.bind_dir
+        d.mkdir(parents=True, exist_ok=True)
+        zone = self.ZONE
+        if not (d / f"db.{zone}.signed").exists():
+            (d / f"db.{zone}").write_text(f"""$TTL 60
+@ IN SOA ns.{zone}. admin.{zone}. 1 3600 600 86400 60
+@ IN NS ns.{zone}.
+ns IN A {self.addr('vps_wan')}
+* IN A {self.addr('vps_wan')}
+outside IN A {self.outside_address}
+""")
+            ksk = sh("dnssec-keygen", "-q", "-K", str(d), "-a", "ECDSAP256SHA256", "-f", "KSK", "-n", "ZONE",
+                     zone).stdout.strip()
+            zsk = sh("dnssec-keygen", "-q", "-K", str(d), "-a", "ECDSAP256SHA256", "-n", "ZONE", zone).stdout.strip()
+            with open(d / f"db.{zone}", "a") as fh:
+                fh.write(f"$INCLUDE {d / ksk}.key\n$INCLUDE {d / zsk}.key\n")
+            sh("dnssec-signzone", "-q", "-K", str(d), "-o", zone, "-f", str(d / f"db.{zone}.signed"),
+               "-k", str(d / ksk), str(d / f"db.{zone}"), str(d / zsk))
+            key = [line for line in (d / f"{ksk}.key").read_text().splitlines() if not line.startswith(";")][0]
+            (d / "trust-anchor").write_text(key.strip() + "\n")
+        (d / "named.conf").write_text(f"""options {{
+  directory "{d}";
+  pid-file "{d}/named.pid";
+  managed-keys-directory "{d}";
+  listen-on port 53 {{ any; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  allow-query {{ any; }};
+  dnssec-validation no;
+}};
+zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
+""")
+        self.spawn("bind", ["named", "-g", "-c", str(d / "named.conf")], ns=self.ns["vps"])
+        _wait(lambda: sh("dig", "+short", "+time=1", "+tries=1", f"@{self.addr('vps_wan')}", f"ns.{zone}",
+                         check=False).stdout.strip() == self.addr("vps_wan"), 20, "BIND", self.dir / "bind.log")
+
+    @property
+    def outside_address(self) -> str:
+        return f"{self.net}.3.77"
+
+    @property
+    def trust_anchor(self) -> str:
+        return (self.bind_dir / "trust-anchor").read_text().strip()
+
+    def start_unbound(self) -> None:
+        from envoyage.dns.unbound import ResolverSettings, render_conf
+
+        d = self.unbound_dir
+        d.mkdir(parents=True, exist_ok=True)
+        (self.home_dir / "dns").mkdir(parents=True, exist_ok=True)
+        if not (d / "unbound_control.key").exists():
+            sh("unbound-control-setup", "-d", str(d))
+        settings = ResolverSettings(
+            listen=(self.addr("home_lan"),), port=self.dns_port, include_file=str(self.home_dir / "dns" / "zones.conf"),
+            access=(f"{self.net}.1.0/24", "127.0.0.0/8"), upstreams=(f"{self.addr('vps_wan')}@53",),
+            control_port=self.unbound_control_port, key_dir=str(d), directory=str(d), pidfile=str(d / "unbound.pid"),
+            username="", trust_anchor_file=None, trust_anchors=(self.trust_anchor,), logfile=str(d / "unbound.log"),
+            no_default_zones=("test",))  # the lab's zone, example.test, is a special-use name
+        (d / "unbound.conf").write_text(render_conf(settings))
+        include = self.home_dir / "dns" / "zones.conf"
+        if not include.exists():
+            include.write_text("server:\n")
+        self.spawn("unbound", ["unbound", "-d", "-c", str(d / "unbound.conf")])
+        _wait(lambda: sh("unbound-control", "-c", str(d / "unbound.conf"), "status", check=False).returncode == 0,
+              20, "Unbound", self.dir / "unbound.log")
+        # the namespaces' clients use the resolvers a real one would: the LAN client home's,
+        # the internet client the public DNS (BIND)
+        for ns, server in (("lan", self.addr("home_lan")), ("inet", self.addr("vps_wan"))):
+            Path(f"/etc/netns/{self.ns[ns]}").mkdir(parents=True, exist_ok=True)
+            Path(f"/etc/netns/{self.ns[ns]}/resolv.conf").write_text(f"nameserver {server}\n")
+
+    def unbound_control(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return sh("unbound-control", "-c", str(self.unbound_dir / "unbound.conf"), *args, check=check)
+
+    def dig(self, where: str | None, name: str, *args: str, server: str | None = None) -> subprocess.CompletedProcess:
+        """dig from a namespace ("lan", "inet") or home (None), against its usual resolver."""
+        server = server or (self.addr("vps_wan") if where == "inet" else self.addr("home_lan"))
+        return sh("dig", "+time=2", "+tries=1", f"@{server}", "-p", str(self.dns_port if server == self.addr("home_lan")
+                                                                          else 53),
+                  name, *args, ns=self.ns[where] if where else None, check=False)
+
     def start_all(self) -> None:
         self.write_configs()
+        if self.dns:
+            self.start_bind()
+            self.start_unbound()
         self.start_control()
         self.start_home_envoy()
         self.start_edge()
 
     def stop_all(self) -> None:
-        for name in ("edge", "home-envoy", "control", "app"):
+        for name in ("edge", "home-envoy", "control", "unbound", "bind", "app"):
             self.stop(name)
 
     # -- clients -------------------------------------------------------------------------

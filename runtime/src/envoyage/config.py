@@ -95,6 +95,22 @@ class Config:
     lan_cidrs: tuple = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7",
                         "fe80::/10", "::1/128")
     vpn_cidrs: tuple = ()
+    # -- split-horizon DNS (docs/dns.md): the home resolver (Unbound) answers every service
+    # domain with `dns_answer_address` (home's LAN address), so the LAN stays on the LAN
+    dns_enabled: bool = False
+    dns_answer_address: str = ""
+    dns_answer_address6: str = ""
+    dns_ttl: int = 60
+    # the file of local zones Unbound includes (it must be able to read it; the directory
+    # must be writable by the control plane, which replaces the file atomically)
+    dns_include_file: Path = Path("/var/lib/envoyage-dns/zones.conf")
+    dns_unbound_config: Path = Path("/etc/unbound/unbound.conf")
+    dns_unbound_control: str = "unbound-control"
+    # for `envoyage check`: where LAN clients ask (default: the answer address, port 53),
+    # a public resolver (what the internet sees), and the VPS's public address
+    dns_server: str = ""
+    dns_public_resolver: str = "9.9.9.9"
+    edge_public_address: str = ""
     _source: str = field(default="defaults", compare=False, repr=False)
 
     @property
@@ -170,15 +186,18 @@ def _fields(cls) -> dict:
 
 _FIELDS = _fields(Config)
 _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "link_secret_hash_file",
-          "edge_access_log", "secret_file"}
+          "edge_access_log", "secret_file", "dns_include_file", "dns_unbound_config"}
 _OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_secret_hash_file"}
 _INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port", "envoy_admin_port"}
-_COUNTS = {"xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024)}
+_COUNTS = {"xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024),
+           "dns_ttl": (1, 86_400)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
             "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0),
             "edge_health_interval": (1.0, 3600.0)}
-_BOOLS = {"docker_enabled", "docker_mesh", "accept_registry", "envoy_supervise"}
-_OPTIONAL_STRINGS = {"docker_host", "link_address"}
+_BOOLS = {"docker_enabled", "docker_mesh", "accept_registry", "envoy_supervise", "dns_enabled"}
+_OPTIONAL_STRINGS = {"docker_host", "link_address", "dns_server", "edge_public_address"}
+# IP addresses ("" = not set)
+_ADDRESSES = {"dns_answer_address": 4, "dns_answer_address6": 6}
 # lists of strings (a YAML list, or a comma-separated string in a variable); CIDR
 # syntax is checked when used, so a typo is a named problem in status, not a dead daemon
 _LISTS = {"edge_addresses", "lan_cidrs", "vpn_cidrs"}
@@ -237,6 +256,16 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{origin}: '{key}' must be a list of strings, got {value!r}")
         return tuple(value)
+    if key in _ADDRESSES:
+        text = str(value).strip()
+        if text:
+            try:
+                ip = ipaddress.ip_address(text)
+            except ValueError:
+                ip = None
+            if ip is None or ip.version != _ADDRESSES[key]:
+                raise ConfigError(f"{origin}: '{key}' must be an IPv{_ADDRESSES[key]} address, got {value!r}")
+        return text
     if key in _NAMES:
         if not isinstance(value, str) or not _NAMES[key].fullmatch(value):
             raise ConfigError(f"{origin}: '{key}' must be letters, digits, '_', '.', '-', got {value!r}")
@@ -283,7 +312,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     return value
 
 
-_SECTIONS = ("xds", "docker", "tunnel", "link", "edge", "envoy")
+_SECTIONS = ("xds", "docker", "tunnel", "link", "edge", "envoy", "dns")
 
 
 def _flatten(data: Mapping[str, Any], origin: str, fields: Mapping[str, Any]) -> dict[str, Any]:

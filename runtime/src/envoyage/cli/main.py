@@ -175,6 +175,11 @@ def _print_topology(st: dict[str, Any]) -> None:
                 if t["error"]:
                     line += f", last NACK {t['nacked_version']}: {t['error']}"
                 print(line)
+    dns = st.get("dns")
+    if dns is not None:
+        state = "in sync" if dns["in_sync"] else "NOT IN SYNC"
+        print(f"dns: {dns['entries']} zones answered with {dns['answer']}, Unbound {state}, last applied "
+              f"{_ago(dns['last_apply_at'])}" + (f" in {dns['last_apply_ms']:.1f} ms" if dns["last_apply_ms"] else ""))
     for problem in st.get("problems") or []:
         print(f"PROBLEM: {problem}")
 
@@ -189,6 +194,61 @@ def cmd_control(args) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("peewee").setLevel(logging.INFO)
     return run(cfg)
+
+
+def _report(result: dict[str, Any], lines: list[str], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        for line in lines:
+            print(line)
+        for problem in result["problems"]:
+            print(f"PROBLEM: {problem}")
+        if result["ok"]:
+            print("ok")
+    return EXIT_OK if result["ok"] else EXIT_FAIL
+
+
+def cmd_check(args) -> int:
+    from . import check
+
+    cfg = load_config(_config_path(args))
+    if args.what == "tunnel":
+        r = check.check_tunnel(_client(args).get("/status"))
+        lines = []
+        if r["tunnel"]:
+            t, e = r["tunnel"], r["edge"]
+            age = f"last handshake {t['handshake_age']:.0f}s ago" if t["handshake_age"] is not None else "no handshake"
+            rtt = f", round trip {t['rtt_ms']:.1f} ms" if t["rtt_ms"] is not None else ""
+            lines.append(f"tunnel {t['interface']}: {age}{rtt}, endpoint {t['endpoint'] or '-'}")
+            lines.append(f"edge link: {'up, edge ' + str(e['edge_id']) if e['connected'] else 'DOWN'}"
+                         + (", configuration in sync" if e.get("in_sync") else ""))
+        return _report(r, lines, args.json)
+    if args.what == "dns":
+        if not args.name:
+            print("error: check dns needs a DOMAIN", file=sys.stderr)
+            return EXIT_USAGE
+        services = _client(args).get("/services")["services"]
+        r = check.check_dns(cfg, services, args.name)
+        lines = [f"{r['domain']}" + (f" (service {r['service']})" if r["service"] else " (not an Envoyage domain)")]
+        for key, label in (("lan", "LAN, home resolver"), ("internet", "internet")):
+            v = r.get(key)
+            if v:
+                answer = ", ".join(v["answers"]) or v["error"] or "no address"
+                lines.append(f"  {label} {v['server']}: {answer}" + (" (DNSSEC validated)" if v.get("dnssec") else ""))
+        return _report(r, lines, args.json)
+    if not args.name:
+        print("error: check service needs a NAME", file=sys.stderr)
+        return EXIT_USAGE
+    svc = _client(args).get(f"/services/{quote(args.name, safe='')}")
+    r = check.check_service(cfg, svc)
+    lines = [f"{r['service']} ({r['domain']})"]
+    for key, label in (("lan", "LAN path"), ("vps", "VPS path")):
+        v = r["paths"].get(key)
+        if v:
+            lines.append(f"  {label}: " + (f"{v['status']} in {v['median_ms']:.1f} ms (median of 5)"
+                                           if v["status"] is not None else v["error"]))
+    return _report(r, lines, args.json)
 
 
 def cmd_edge(args) -> int:
@@ -337,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("edge", help="run the edge service on the VPS (edge link client, xDS for the VPS Envoy)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_edge)
+
+    p = sub.add_parser("check", help="diagnostics: dns DOMAIN | tunnel | service NAME (exit 1 with a sentence "
+                                     "when something is wrong)")
+    p.add_argument("what", choices=["dns", "tunnel", "service"])
+    p.add_argument("name", nargs="?", help="the domain (dns) or the service name (service)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("link-secret", help="create the edge secret (its hash stays on home)")
     p.add_argument("--secret-file", required=True, help="where to write the secret for the VPS (mode 0600)")

@@ -66,6 +66,8 @@ class ControlDaemon:
         sock = self.config.socket_path
         prepare_socket(sock)
         self._check_exposure()
+        if self.config.dns_enabled:
+            self._start_dns()
         self.plane.reconcile(reason="startup")
         self._serve_xds()
         if self.plane.tunnel_plan is not None:
@@ -103,6 +105,21 @@ class ControlDaemon:
         if not loopback:
             raise OSError(f"xds.address {cfg.xds_address} is not a loopback address, so xDS could be reached over "
                           "the tunnel; with topology 'a' use the Unix socket (the default) or 127.0.0.1")
+
+    def _start_dns(self) -> None:
+        from ..dns.controller import DnsController
+        from ..dns.unbound import UnboundControl
+
+        cfg = self.config
+        if not cfg.dns_answer_address:
+            raise OSError("dns.enabled needs dns.answer_address: this home's LAN address, the answer LAN "
+                          "clients get for every service domain")
+        cfg.dns_include_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.plane.dns = DnsController(UnboundControl(str(cfg.dns_unbound_config), cfg.dns_unbound_control),
+                                       cfg.dns_include_file, cfg.dns_answer_address, cfg.dns_answer_address6 or None,
+                                       cfg.dns_ttl)
+        self.plane.dns.start()
+        log.info("dns: keeping Unbound's local zones (%s) equal to the service domains", cfg.dns_include_file)
 
     def _serve_link(self) -> None:
         from ..link.server import EdgeLinkServer, LinkListener
@@ -148,6 +165,8 @@ class ControlDaemon:
             except FileNotFoundError:
                 pass
         self.plane.ads.stopping.set()
+        if self.plane.dns is not None:
+            self.plane.dns.stop()
         if self.plane.link_listener is not None:
             log.debug("stopping the edge link")
             self.plane.link_listener.stop()

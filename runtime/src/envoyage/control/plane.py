@@ -80,6 +80,7 @@ class ControlPlane:
         self.edge_link = None  # the link server (set by the daemon in topology A)
         self.link_listener = None
         self.tunnel = None  # the tunnel monitor (set by the daemon in topology A)
+        self.dns = None  # the DNS controller (set by the daemon when dns.enabled)
         self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect,
                                     forget_after=config.xds_forget_after)
         self.verdicts = Verdicts()
@@ -247,6 +248,10 @@ class ControlPlane:
                 self.registry.event("snapshot.refused", ROLE_HOME, str(exc))
                 self.last_reconcile = {"ok": False, "error": str(exc), "reason": reason, "at": time.time()}
                 return self.last_reconcile
+            if self.dns is not None:
+                served = set(assembly.served)
+                self.dns.set_domains(d for st in states if st.name in served and st.spec is not None
+                                     for d in st.spec.domains)
             for name, problems in self.registry.set_problems(assembly.problems):
                 if problems:
                     log.warning("service %s: %s", name, "; ".join(problems))
@@ -317,12 +322,19 @@ class ControlPlane:
             "topology": self.config.topology,
             "tunnel": self.tunnel.status() if self.tunnel is not None else None,
             "edge": self.edge_link.status() if self.edge_link is not None else None,
+            "dns": self.dns.status() if self.dns is not None else None,
             "problems": self.problems(),
         }
 
     def problems(self) -> list[str]:
         """Everything wrong that is not a single service's problem, in sentences."""
         out = list(self.config_problems)
+        if self.dns is not None:
+            st = self.dns.status()
+            if st["error"]:
+                since = time.strftime("%H:%M:%S", time.localtime(st["error_since"]))
+                out.append(f"dns: {st['error']} (since {since}; LAN clients get the last applied answers, "
+                           "HTTP is not affected)")
         if self.tunnel is not None:
             problem = self.tunnel.status().get("problem")
             if problem:

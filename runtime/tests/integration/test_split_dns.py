@@ -1,0 +1,242 @@
+"""Split-horizon DNS (topology A, part 2) in the namespace harness: a real Unbound on
+home's LAN address fed by the control plane's DNS controller, a real BIND9 in the VPS
+namespace serving a DNSSEC-signed example.test (every name -> the VPS) as "the internet's
+DNS", and the LAN and internet clients using them as their resolvers. Traffic goes only
+to addresses inside the namespaces the harness created."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from helpers import ENVOYAGE, TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from topology_a import Lab  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def lab():
+    directory = short_tmpdir("eyD-")
+    lab = Lab(directory, tag="eys", net="10.236", http_port=free_port(), admin_port=free_port(),
+              tunnel_port=free_port(), link_port=free_port(), scope=TEST_SCOPE, dns=True,
+              unbound_control_port=free_port())
+    try:
+        lab.network_up()
+        lab.start_all()
+        yield lab
+    finally:
+        lab.down()
+        rmtree(directory)
+
+
+@pytest.fixture(scope="module")
+def app():
+    a = Upstream("app")
+    yield a
+    a.close()
+
+
+def cli(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([ENVOYAGE, "-c", str(lab.home_config), *args], capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"envoyage {' '.join(args)}: {proc.stdout}{proc.stderr}")
+    return proc
+
+
+def status(lab: Lab) -> dict:
+    return json.loads(cli(lab, "status", "--json").stdout)
+
+
+def add(lab: Lab, name: str, domain: str, upstream: str, *extra: str) -> None:
+    cli(lab, "service", "rm", name, check=False)
+    cli(lab, "service", "add", name, "--domain", domain, "--upstream", upstream, *extra)
+
+
+def answers(lab: Lab, where: str | None, name: str) -> list[str]:
+    return lab.dig(where, name, "+short").stdout.split()
+
+
+def home_zones(lab: Lab) -> set[str]:
+    out = lab.unbound_control("list_local_zones").stdout
+    return {line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].endswith("example.test.")}
+
+
+def test_a_new_container_resolves_to_home_on_the_lan_and_never_touches_the_vps(lab, docker):
+    name = f"dns-{uuid.uuid4().hex[:6]}"
+    domain = f"{name}.example.test"
+    home = lab.addr("home_lan")
+    c = docker.run(name, labels={"envoyage.domain": domain})
+    wait_for(lambda: answers(lab, "lan", domain) == [home], timeout=15, what="the LAN resolver to answer home")
+    # the internet still gets the VPS for the same name
+    assert answers(lab, "inet", domain) == [lab.addr("vps_wan")]
+    # the LAN client, using its resolver as a browser would, is served by the home Envoy
+    marker = f"/?m=lan-{uuid.uuid4().hex[:8]}"
+    out = lab.curl("lan", f"http://{domain}:{lab.http_port}{marker}")
+    assert out.stdout.rpartition("\n")[2] == "200", out.stdout + out.stderr
+    lines = lambda path: [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []  # noqa: E731
+    wait_for(lambda: any(x["path"] == marker for x in lines(lab.home_access_log)), timeout=10,
+             what="the request in the home access log")
+    assert not any(x["path"] == marker for x in lines(lab.edge_access_log))
+    # the container goes: so does the name (the LAN then gets what the internet gets)
+    c.remove(force=True)
+    wait_for(lambda: answers(lab, "lan", domain) == [lab.addr("vps_wan")], timeout=15,
+             what="the name to leave the home resolver")
+    assert f"{domain}." not in home_zones(lab)
+
+
+def test_wildcards_resolve_for_any_label_and_other_names_go_upstream_validated(lab, app):
+    add(lab, "apps", "*.apps.example.test", app.address)
+    home = lab.addr("home_lan")
+    for label in ("a", "deep.er", uuid.uuid4().hex[:8]):
+        wait_for(lambda: answers(lab, "lan", f"{label}.apps.example.test") == [home], timeout=10,
+                 what=f"{label}.apps.example.test on the LAN")
+    out = lab.dig("lan", "outside.example.test")
+    assert "status: NOERROR" in out.stdout and lab.outside_address in out.stdout
+    assert " ad" in out.stdout.split("flags:")[1].split(";")[0], "the upstream answer was not DNSSEC-validated"
+    cli(lab, "service", "rm", "apps")
+    wait_for(lambda: answers(lab, "lan", "a.apps.example.test") == [lab.addr("vps_wan")], timeout=10,
+             what="the wildcard to leave the home resolver")
+
+
+TAMPER = r"""
+import socket, sys, time
+listen, upstream, bad, good = sys.argv[1], sys.argv[2], socket.inet_aton(sys.argv[3]), socket.inet_aton(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((listen, 5353))
+up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+up.settimeout(2)
+deadline = time.time() + 120
+while time.time() < deadline:
+    s.settimeout(1)
+    try:
+        query, client = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    up.sendto(query, (upstream, 53))
+    try:
+        answer, _ = up.recvfrom(65535)
+    except socket.timeout:
+        continue
+    s.sendto(answer.replace(good, bad), client)
+"""
+
+
+def test_dnssec_a_record_altered_on_the_way_gives_servfail(lab):
+    wan = lab.addr("vps_wan")
+    altered = f"{lab.net}.3.78"
+    proxy = subprocess.Popen(["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", TAMPER, wan, wan, altered,
+                              lab.outside_address])
+    try:
+        time.sleep(0.3)
+        lab.unbound_control("forward", f"{wan}@5353")
+        lab.unbound_control("flush_zone", "example.test")
+        lab.unbound_control("flush_bogus")
+        out = lab.dig("lan", "outside.example.test")
+        assert "status: SERVFAIL" in out.stdout, out.stdout
+        assert altered not in out.stdout
+    finally:
+        proxy.kill()
+        proxy.wait()
+        lab.unbound_control("forward", f"{wan}@53")
+        lab.unbound_control("flush_zone", "example.test")
+        lab.unbound_control("flush_bogus")
+    assert lab.outside_address in lab.dig("lan", "outside.example.test").stdout
+
+
+def test_unbound_down_is_a_named_problem_http_keeps_serving_and_entries_return(lab, app):
+    add(lab, "before", "before.example.test", app.address)
+    wait_for(lambda: answers(lab, "lan", "before.example.test") == [lab.addr("home_lan")], timeout=10,
+             what="before.example.test on the LAN")
+    lab.stop("unbound")
+    try:
+        add(lab, "during", "during.example.test", app.address)
+        problem = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("dns:")], timeout=15,
+                           what="the DNS problem in status")[0]
+        assert "Unbound is not running" in problem
+        out = lab.curl("lan", f"http://{lab.addr('home_lan')}:{lab.http_port}/", "-H", "Host: during.example.test")
+        assert out.stdout.rpartition("\n")[2] == "200"
+    finally:
+        lab.start_unbound()
+    home = lab.addr("home_lan")
+    # the include file had both: a restarted Unbound answers them at once
+    assert answers(lab, "lan", "before.example.test") == [home]
+    assert answers(lab, "lan", "during.example.test") == [home]
+    wait_for(lambda: not [p for p in status(lab)["problems"] if p.startswith("dns:")] and status(lab)["dns"]["in_sync"],
+             timeout=15, what="the DNS problem to clear")
+
+
+def test_a_controller_restart_with_changes_meanwhile_ends_equal_to_the_registry(lab, app, docker):
+    add(lab, "stays", "stays.example.test", app.address)
+    gone = docker.run(f"gone-{uuid.uuid4().hex[:6]}", labels={"envoyage.domain": "gone.example.test"})
+    wait_for(lambda: {"stays.example.test.", "gone.example.test."} <= home_zones(lab), timeout=15,
+             what="both names in Unbound")
+    lab.stop("control")
+    try:
+        gone.remove(force=True)
+        docker.run(f"new-{uuid.uuid4().hex[:6]}", labels={"envoyage.domain": "new.example.test"})
+        lab.unbound_control("local_zone_remove", "stays.example.test.")  # Unbound lost one meanwhile
+        lab.unbound_control("local_zone", "stray.example.test.", "transparent")  # not ours: left alone
+    finally:
+        lab.start_control()
+    services = json.loads(cli(lab, "services", "--json").stdout)
+    want = {f"{d}." for s in services if not s["problems"] for d in s["domains"] if not d.startswith("*.")}
+    wait_for(lambda: home_zones(lab) - {"stray.example.test."} == want, timeout=20,
+             what=f"Unbound's zones to equal the registry's domains {sorted(want)}")
+    assert "stray.example.test." in home_zones(lab)
+    assert {"stays.example.test.", "new.example.test."} <= want and "gone.example.test." not in want
+    lab.unbound_control("local_zone_remove", "stray.example.test.")
+
+
+def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, app):
+    add(lab, "web", "web.example.test", app.address)
+    wait_for(lambda: answers(lab, "lan", "web.example.test") == [lab.addr("home_lan")], timeout=10,
+             what="web.example.test on the LAN")
+    ok = cli(lab, "check", "dns", "web.example.test", "--json")
+    assert json.loads(ok.stdout)["ok"], ok.stdout
+    # a wrong answer on the LAN
+    lab.unbound_control("local_data_remove", "web.example.test.")
+    lab.unbound_control("local_data", "web.example.test. 60 IN A 10.9.9.9")
+    try:
+        out = cli(lab, "check", "dns", "web.example.test", check=False)
+        assert out.returncode == 1
+        assert ("PROBLEM: LAN clients get 10.9.9.9 for web.example.test, not this home's address "
+                f"{lab.addr('home_lan')}") in out.stdout
+    finally:
+        lab.unbound_control("local_data_remove", "web.example.test.")
+        lab.unbound_control("local_data", f"web.example.test. 60 IN A {lab.addr('home_lan')}")
+    # a dead service
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+    add(lab, "dead", "dead.example.test", f"127.0.0.1:{port}", "--no-health-check")
+    good = cli(lab, "check", "service", "web", "--json")
+    paths = json.loads(good.stdout)["paths"]
+    assert good.returncode == 0 and set(paths) == {"lan", "vps"} and paths["vps"]["status"] == 200
+    out = cli(lab, "check", "service", "dead", check=False)
+    assert out.returncode == 1 and "PROBLEM: dead answers 503 on the LAN path" in out.stdout
+    assert "PROBLEM: dead answers 503 on the VPS path" in out.stdout
+    cli(lab, "service", "rm", "dead")
+    # a broken tunnel
+    assert cli(lab, "check", "tunnel").returncode == 0
+    lab.tunnel_down()
+    try:
+        out = wait_for(lambda: (lambda r: r if r.returncode == 1 else None)(cli(lab, "check", "tunnel", check=False)),
+                       timeout=15, what="check tunnel to fail")
+        assert "PROBLEM: the tunnel is down" in out.stdout
+    finally:
+        lab.tunnel_up()
+    wait_for(lambda: cli(lab, "check", "tunnel", check=False).returncode == 0, timeout=30,
+             what="check tunnel to pass again")
