@@ -2,7 +2,9 @@
 # Topology A on one machine: home (this host's root namespace: control plane, home Envoy,
 # Docker containers) dials a WireGuard tunnel through a NAT router namespace to a "VPS"
 # namespace (envoyage edge + the VPS Envoy); an "internet" client namespace reaches only
-# the VPS, a "LAN" client namespace only home. Layout: scripts/topology_a.py.
+# the VPS, a "LAN" client namespace only home. Split-horizon DNS: home's Unbound answers the
+# LAN client with home's address, BIND9 (the "internet's DNS", DNSSEC-signed, in the VPS
+# namespace) answers the internet client with the VPS's. Layout: scripts/topology_a.py.
 #
 #   bash scripts/demo.sh --topology a          start (or show, if already running)
 #   bash scripts/demo.sh --topology a stop     stop it and remove every namespace and interface
@@ -57,17 +59,18 @@ if [ -f "$DIR/lab.json" ] && "$VENV/bin/envoyage" -c "$DIR/home/control.yaml" st
   exit 0
 fi
 ensure_venv
-ensure_debian_packages iproute2 iptables wireguard-go wireguard-tools curl
+ensure_debian_packages iproute2 iptables wireguard-go wireguard-tools curl unbound bind9 bind9-utils bind9-dnsutils
 bash "$ROOT/scripts/sample-image.sh"
 stop_all >/dev/null 2>&1 || true
 rm -rf "$DIR"
-lab up --dir "$DIR" --net "$NET" --scope "$SCOPE" --tag "$TAG" --http-port "$HTTP_PORT" --admin-port "$ADMIN_PORT" || { stop_all >/dev/null 2>&1 || true; die "topology A did not come up (logs in $DIR/*.log)"; }
+lab up --dir "$DIR" --net "$NET" --scope "$SCOPE" --tag "$TAG" --http-port "$HTTP_PORT" --admin-port "$ADMIN_PORT" --dns || { stop_all >/dev/null 2>&1 || true; die "topology A did not come up (logs in $DIR/*.log)"; }
 
 say "starting labelled containers: whoami.example.test (public) and private.example.test (vpn-only)"
 docker run -d --name "envoyage-$SCOPE-whoami" -l envoyage.enable=true -l "envoyage.scope=$SCOPE" \
-  -l envoyage.domain=whoami.example.test envoyage/sample-app:1 >/dev/null
+  -l envoyage.name=whoami -l envoyage.domain=whoami.example.test envoyage/sample-app:1 >/dev/null
 docker run -d --name "envoyage-$SCOPE-private" -l envoyage.enable=true -l "envoyage.scope=$SCOPE" \
-  -l envoyage.domain=private.example.test -l envoyage.access=vpn-only envoyage/sample-app:1 >/dev/null
+  -l envoyage.name=private -l envoyage.domain=private.example.test -l envoyage.access=vpn-only \
+  envoyage/sample-app:1 >/dev/null
 for i in $(seq 150); do
   if ip netns exec "$TAG-inet" curl -fsS --max-time 2 -H 'Host: whoami.example.test' "http://$NET.4.1/" >/dev/null 2>&1; then
     break

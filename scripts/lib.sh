@@ -28,8 +28,19 @@ ensure_debian_packages() {
   [ "$(id -u)" = 0 ] || die "missing Debian packages: ${missing[*]} (run as root, or install them first)"
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Daemons these packages bring (unbound, named, caddy, nginx) are not started: the
+  # demo, tests and benchmarks run their own, on their own addresses and ports. (Only when
+  # no policy-rc.d is there already; an existing one is the machine's and is left alone.)
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+  fi
   apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  local rc=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  [ -z "$policy" ] || rm -f "$policy"
+  [ "$rc" = 0 ] || die "apt-get install ${missing[*]} failed"
 }
 
 # The dependency list: runtime/pyproject.toml's dependencies and test extras, no package.

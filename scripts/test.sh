@@ -4,8 +4,11 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_venv
-# the tests also use network namespaces and iptables (dead-peer test), ss, setpriv and mount
-ensure_debian_packages iproute2 iptables util-linux mount wireguard-go wireguard-tools curl
+# the tests also use network namespaces and iptables (dead-peer test), ss, setpriv and mount;
+# topology A: wireguard-go and wg, curl in the namespaces, Unbound and BIND9 (DNSSEC: dnssec-keygen,
+# dnssec-signzone, dig)
+ensure_debian_packages iproute2 iptables util-linux mount wireguard-go wireguard-tools curl \
+  unbound bind9 bind9-utils bind9-dnsutils
 bash "$ROOT/scripts/sample-image.sh"  # docker.io, a running dockerd, the sample app image
 cd "$ROOT/runtime"
 say "running the test suite"

@@ -531,21 +531,40 @@ def _wait(check, timeout: float, what: str, log: Path | None = None) -> None:
 
 def info(lab: Lab) -> str:
     inet, lan = lab.ns["inet"], lab.ns["lan"]
-    return f"""
-Topology A is running in network namespaces (state in {lab.dir}).
-
-  Internet path (client -> VPS Envoy -> WireGuard tunnel -> home Envoy -> app):
+    envoyage = f"{VENV}/bin/envoyage -c {lab.home_config}"
+    if lab.dns:
+        paths = f"""  Internet path (client -> VPS Envoy -> WireGuard tunnel -> home Envoy -> app); the internet's
+  DNS (BIND9 in the VPS namespace) answers every example.test name with the VPS:
+    ip netns exec {inet} curl http://whoami.example.test/
+    ip netns exec {inet} curl -g -H 'Host: whoami.example.test' 'http://[{lab.vps_public6}]/'
+  LAN path (client -> home Envoy -> app; nothing goes through the VPS): the LAN client's
+  resolver is home's Unbound, which answers the same name with home's LAN address:
+    ip netns exec {lan} curl http://whoami.example.test:{lab.http_port}/
+  A vpn-only service answers on the LAN path only:
+    ip netns exec {lan} curl http://private.example.test:{lab.http_port}/
+  The same name, two answers (split horizon), and the checks:
+    ip netns exec {lan} dig +short whoami.example.test     # {lab.addr('home_lan')}, home
+    ip netns exec {inet} dig +short whoami.example.test    # {lab.addr('vps_wan')}, the VPS
+    {envoyage} check dns whoami.example.test
+    {envoyage} check service whoami
+    {envoyage} check tunnel"""
+    else:
+        paths = f"""  Internet path (client -> VPS Envoy -> WireGuard tunnel -> home Envoy -> app):
     ip netns exec {inet} curl -H 'Host: whoami.example.test' http://{lab.addr('vps_public')}/
     ip netns exec {inet} curl -g -H 'Host: whoami.example.test' 'http://[{lab.vps_public6}]/'
   LAN path (client -> home Envoy -> app; nothing goes through the VPS):
     ip netns exec {lan} curl -H 'Host: whoami.example.test' http://{lab.addr('home_lan')}:{lab.http_port}/
   A vpn-only service answers on the LAN path only:
-    ip netns exec {lan} curl -H 'Host: private.example.test' http://{lab.addr('home_lan')}:{lab.http_port}/
+    ip netns exec {lan} curl -H 'Host: private.example.test' http://{lab.addr('home_lan')}:{lab.http_port}/"""
+    return f"""
+Topology A is running in network namespaces (state in {lab.dir}).
+
+{paths}
   Add a container and it appears on both paths:
     docker run -d --name envoyage-{lab.scope}-blog -l envoyage.enable=true -l envoyage.scope={lab.scope} \\
       -l envoyage.domain=blog.example.test envoyage/sample-app:1
-  Status (tunnel, edge link, both Envoys):
-    {VENV}/bin/envoyage -c {lab.home_config} status
+  Status (tunnel, edge link, both Envoys{', DNS' if lab.dns else ''}):
+    {envoyage} status
   Logs: {lab.dir}/*.log, home access log {lab.home_access_log}, VPS access log {lab.edge_access_log}
 
   Stop it all:  bash {ROOT}/scripts/demo.sh --topology a stop
@@ -561,6 +580,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="eya", help="prefix of the namespaces and interfaces (up to 5 characters)")
     parser.add_argument("--http-port", type=int, default=18480, help="the home Envoy's LAN port")
     parser.add_argument("--admin-port", type=int, default=19901, help="the home Envoy's admin port (loopback)")
+    parser.add_argument("--dns", action="store_true", help="split-horizon DNS: Unbound on home, BIND9 as the "
+                        "internet's DNS, and the clients' resolvers set to them")
     args = parser.parse_args(argv)
     if not (args.tag.isalnum() and len(args.tag) <= 5):
         parser.error("--tag: letters and digits, up to 5")
@@ -573,7 +594,8 @@ def main(argv=None) -> int:
             print(info(Lab.load(args.dir)))
             return 0
         lab = Lab(args.dir, net=args.net, scope=args.scope, tag=args.tag, http_port=args.http_port,
-                  admin_port=args.admin_port)
+                  admin_port=args.admin_port, dns=args.dns,
+                  unbound_control_port=args.admin_port + 2)  # next to the admin port: two labs never share it
         lab.save()
         print("==> network namespaces, NAT router and WireGuard tunnel", file=sys.stderr)
         lab.network_up()

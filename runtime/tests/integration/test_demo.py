@@ -53,8 +53,20 @@ def test_topology_a_demo_starts_serves_both_paths_and_stops_leaving_nothing(work
         out = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         # every curl line it prints works as printed
-        lines = [line.strip() for line in out.stdout.splitlines() if line.strip().startswith("ip netns exec")]
+        lines = [line.strip() for line in out.stdout.splitlines()
+                 if line.strip().startswith("ip netns exec") and " curl " in line]
         assert len(lines) == 4, out.stdout
+        # the same name, two answers: home's address on the LAN, the VPS's on the internet
+        lan_dns = subprocess.run(["ip", "netns", "exec", f"{tag}-lan", "dig", "+short", "whoami.example.test"],
+                                 capture_output=True, text=True, timeout=20)
+        inet_dns = subprocess.run(["ip", "netns", "exec", f"{tag}-inet", "dig", "+short", "whoami.example.test"],
+                                  capture_output=True, text=True, timeout=20)
+        assert (lan_dns.stdout.strip(), inet_dns.stdout.strip()) == ("10.234.1.1", "10.234.3.2")
+        checks = [line.strip() for line in out.stdout.splitlines() if " check " in line]
+        assert len(checks) == 3, out.stdout
+        for line in checks:  # dns, service, tunnel: all as printed, all fine
+            done = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0 and done.stdout.rstrip().endswith("ok"), (line, done.stdout, done.stderr)
         for line in lines:
             got = subprocess.run(line + " -sS --max-time 5 -w '\\n%{http_code}'", shell=True, capture_output=True,
                                  text=True, timeout=20)
@@ -69,4 +81,5 @@ def test_topology_a_demo_starts_serves_both_paths_and_stops_leaving_nothing(work
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert f"{tag}-" not in netns and f"{tag}-" not in links
+    assert not Path(f"/etc/netns/{tag}-lan").exists()
     assert not docker.client.containers.list(all=True, filters={"label": f"envoyage.scope={TEST_SCOPE}-a"})
