@@ -16,7 +16,7 @@ if [ "$had_peers" = 0 ]; then
   [ -f /run/nginx.pid ] && kill "$(cat /run/nginx.pid)" 2>/dev/null || true
 fi
 # topology A runs in network namespaces with wireguard-go; wrk loads the three paths
-ensure_debian_packages wireguard-go wireguard-tools iptables iproute2 wrk
+ensure_debian_packages wireguard-go wireguard-tools iptables iproute2 wrk unbound bind9 bind9-utils bind9-dnsutils
 bash "$ROOT/scripts/sample-image.sh"
 if [ ! -x "$ROOT/../shared/peers/go-control-plane/gcp-xds" ]; then
   say "the go-control-plane peer (../shared/peers/go-control-plane/gcp-xds) is missing: its rows are skipped"

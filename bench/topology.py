@@ -45,14 +45,38 @@ print("timeout", flush=True); sys.exit(1)
 """
 
 
+# Asks SERVER for NAME (A) once per millisecond until the answer is EXPECTED; prints
+# "ready", then the time.time() of that answer.
+DNS_POLLER = r"""
+import sys, time
+import dns.message, dns.query, dns.rdatatype
+server, name, expected, timeout = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+query = dns.message.make_query(name, dns.rdatatype.A)
+print("ready", flush=True)
+deadline = time.time() + timeout
+while time.time() < deadline:
+    try:
+        answer = dns.query.udp(query, server, timeout=0.5)
+        if any(rr.address == expected for rrset in answer.answer for rr in rrset if rrset.rdtype == dns.rdatatype.A):
+            print(time.time(), flush=True); sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.001)
+print("timeout", flush=True); sys.exit(1)
+"""
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 class NsPoller:
-    def __init__(self, lab: Lab, ns: str, url: str, host: str, timeout: float = 60):
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns[ns], sys.executable, "-c", POLLER, url, host,
-                                      str(timeout)], stdout=subprocess.PIPE, text=True)
+    def __init__(self, lab: Lab, ns: str, url: str, host: str, timeout: float = 60, dns: bool = False):
+        """HTTP: GET url with Host: host until 200. dns: ask home's resolver for `host`
+        until it answers home's LAN address."""
+        args = ([DNS_POLLER, lab.addr("home_lan"), host, lab.addr("home_lan")] if dns else [POLLER, url, host])
+        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns[ns], sys.executable, "-c", *args, str(timeout)],
+                                     stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
 
     def first_ok(self) -> float:
@@ -102,26 +126,28 @@ def event_to_vps(lab: Lab, containers: int) -> dict:
             started[ev["id"]] = ev["timeNano"] / 1e9
 
     threading.Thread(target=follow, daemon=True).start()
-    vps_ms, lan_ms = [], []
+    vps_ms, lan_ms, dns_ms = [], [], []
     try:
         for i in range(containers):
             host = f"ev-{i}.example.test"
             pollers = {k: NsPoller(lab, ns, url, host) for k, (ns, url) in _paths(lab).items()}
+            pollers["dns"] = NsPoller(lab, "lan", "", host, dns=True)
             c = client.containers.run("envoyage/sample-app:1", detach=True, name=f"ey-bench-a-{i}",
                                       labels={label: "1", "envoyage.enable": "true", "envoyage.scope": lab.scope,
                                               "envoyage.domain": host, "envoyage.healthcheck": "off"})
-            t_vps, t_lan = pollers["vps"].first_ok(), pollers["lan"].first_ok()
+            t_vps, t_lan, t_dns = pollers["vps"].first_ok(), pollers["lan"].first_ok(), pollers["dns"].first_ok()
             deadline = time.time() + 10
             while c.id not in started and time.time() < deadline:
                 time.sleep(0.01)
             vps_ms.append((t_vps - started[c.id]) * 1000)
             lan_ms.append((t_lan - started[c.id]) * 1000)
+            dns_ms.append((t_dns - started[c.id]) * 1000)
     finally:
         events.close()
         for c in client.containers.list(all=True, filters={"label": label}):
             c.remove(force=True)
         client.close()
-    return {"vps_ms": summary(vps_ms), "lan_ms": summary(lan_ms)}
+    return {"vps_ms": summary(vps_ms), "lan_ms": summary(lan_ms), "dns_ms": summary(dns_ms)}
 
 
 def one_change_at(lab: Lab, n: int, repeats: int) -> dict:
@@ -133,18 +159,41 @@ def one_change_at(lab: Lab, n: int, repeats: int) -> dict:
     pollers = {k: NsPoller(lab, ns, url, f"bulk-{n - 1}.example.test", 300) for k, (ns, url) in _paths(lab).items()}
     cold = {k: (p.first_ok() - t0) * 1000 for k, p in pollers.items()}
     time.sleep(1)
-    lan_ms, vps_ms = [], []
+    lan_ms, vps_ms, dns_ms = [], [], []
     for k in range(repeats):
         host = f"one-{n}-{k}.example.test"
         pollers = {key: NsPoller(lab, ns, url, host) for key, (ns, url) in _paths(lab).items()}
+        pollers["dns"] = NsPoller(lab, "lan", "", host, dns=True)
         t0 = time.time()
         _api(lab, "POST", "/services", {"name": f"one-{n}-{k}", "domains": [host],
                                         "upstreams": [f"127.0.0.1:{lab.app_port}"], "health_check": "off"})
         vps_ms.append((pollers["vps"].first_ok() - t0) * 1000)
         lan_ms.append((pollers["lan"].first_ok() - t0) * 1000)
+        dns_ms.append((pollers["dns"].first_ok() - t0) * 1000)
         time.sleep(0.3)
     return {"services": n, "cold_lan_ms": cold["lan"], "cold_vps_ms": cold["vps"],
-            "lan_ms": summary(lan_ms), "vps_ms": summary(vps_ms)}
+            "lan_ms": summary(lan_ms), "vps_ms": summary(vps_ms), "dns_ms": summary(dns_ms)}
+
+
+def unbound_at_scale(lab: Lab, n: int, repeats: int) -> dict:
+    """With the N services' zones in the include file: Unbound's start until it answers the
+    last of them, and `unbound-control reload` (what a config-file approach would do on
+    every change) until it answers again; both against the same Unbound, same run."""
+    name = f"bulk-{n - 1}.example.test"
+    start_ms, reload_ms = [], []
+    for _ in range(repeats):
+        lab.stop("unbound")
+        t0 = time.time()
+        poller = NsPoller(lab, "lan", "", name, dns=True)
+        lab.start_unbound()
+        start_ms.append((poller.first_ok() - t0) * 1000)
+        t0 = time.time()
+        lab.unbound_control("reload")
+        poller = NsPoller(lab, "lan", "", name, dns=True)
+        reload_ms.append((poller.first_ok() - t0) * 1000)
+    zones = sum(1 for line in lab.unbound_control("list_local_zones").stdout.splitlines() if "example.test." in line)
+    return {"services": n, "zones": zones, "start_to_answer_ms": summary(start_ms), "reload_ms": summary(reload_ms),
+            "include_bytes": (lab.home_dir / "dns" / "zones.conf").stat().st_size}
 
 
 _WRK_LAT = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$")
@@ -201,12 +250,15 @@ http {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 
 
 
 def topology_a(workdir: Path, params: dict) -> dict:
-    if not all(shutil.which(t) for t in ("wireguard-go", "wg", "iptables", "wrk")) or not Path("/usr/sbin/nginx").exists():
-        return {"skipped": "needs wireguard-go, wireguard-tools, iptables, wrk and nginx (bench/run.sh installs them)"}
+    tools = ("wireguard-go", "wg", "iptables", "wrk", "unbound", "named", "dnssec-signzone", "dig")
+    if not all(shutil.which(t) for t in tools) or not Path("/usr/sbin/nginx").exists():
+        return {"skipped": "needs wireguard-go, wireguard-tools, iptables, wrk, nginx, unbound and bind9 "
+                           "(bench/run.sh installs them)"}
     from helpers import free_port  # runtime/tests/helpers.py, on the path bench.py sets
 
     lab = Lab(workdir / "topology-a", tag="eyb", net="10.235", http_port=free_port(), admin_port=free_port(),
-              tunnel_port=free_port(), link_port=free_port(), scope="bench-a")
+              tunnel_port=free_port(), link_port=free_port(), scope="bench-a", dns=True,
+              unbound_control_port=free_port())
     lab.app_port = free_port()
     app = App(workdir, lab.app_port)
     out: dict = {}
@@ -220,7 +272,11 @@ def topology_a(workdir: Path, params: dict) -> dict:
         out["paths"] = paths_load(lab, params["load_seconds"], params["load_connections"])
         out["one_change"] = one_change_at(lab, params["topology_services"], params["repeats"])
         log(f"topology A: one change at {params['topology_services']}: LAN p50 "
-            f"{out['one_change']['lan_ms']['p50']:.1f} ms, VPS p50 {out['one_change']['vps_ms']['p50']:.1f} ms")
+            f"{out['one_change']['lan_ms']['p50']:.1f} ms, VPS p50 {out['one_change']['vps_ms']['p50']:.1f} ms, "
+            f"LAN resolver p50 {out['one_change']['dns_ms']['p50']:.1f} ms")
+        out["unbound"] = unbound_at_scale(lab, params["topology_services"], params["repeats"])
+        log(f"topology A: Unbound with {params['topology_services']} zones: start -> answer p50 "
+            f"{out['unbound']['start_to_answer_ms']['p50']:.0f} ms, reload p50 {out['unbound']['reload_ms']['p50']:.0f} ms")
     finally:
         lab.down()
         app.stop()

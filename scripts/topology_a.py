@@ -81,7 +81,7 @@ class Lab:
     # the VPS namespace as "the internet's DNS" with a signed zone example.test
     dns: bool = False
     dns_port: int = 53
-    unbound_control_port: int = 18953
+    unbound_control_port: int = 18953  # only with TLS control (the lab uses a Unix socket)
     # pids of what `start_*` started (name -> pid), so `down` can stop them
     pids: dict = field(default_factory=dict)
 
@@ -432,9 +432,8 @@ zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
         d = self.unbound_dir
         d.mkdir(parents=True, exist_ok=True)
         (self.home_dir / "dns").mkdir(parents=True, exist_ok=True)
-        if not (d / "unbound_control.key").exists():
-            sh("unbound-control-setup", "-d", str(d))
         settings = ResolverSettings(
+            control_socket=str(d / "control.sock"),
             listen=(self.addr("home_lan"),), port=self.dns_port, include_file=str(self.home_dir / "dns" / "zones.conf"),
             access=(f"{self.net}.1.0/24", "127.0.0.0/8"), upstreams=(f"{self.addr('vps_wan')}@53",),
             control_port=self.unbound_control_port, key_dir=str(d), directory=str(d), pidfile=str(d / "unbound.pid"),
@@ -447,6 +446,7 @@ zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
         self.spawn("unbound", ["unbound", "-d", "-c", str(d / "unbound.conf")])
         _wait(lambda: sh("unbound-control", "-c", str(d / "unbound.conf"), "status", check=False).returncode == 0,
               20, "Unbound", self.dir / "unbound.log")
+        os.chmod(d / "control.sock", 0o600)  # the control plane runs as the same user here
         # the namespaces' clients use the resolvers a real one would: the LAN client home's,
         # the internet client the public DNS (BIND)
         for ns, server in (("lan", self.addr("home_lan")), ("inet", self.addr("vps_wan"))):

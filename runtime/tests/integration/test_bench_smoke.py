@@ -27,6 +27,8 @@ def test_bench_smoke_run_writes_report_and_raw_samples(workdir, docker):
         assert row["sotw_cold_ms"] > 0 and row["delta_one_change_ms"]["n"] == 2
     ta = data["topology_a"]
     assert ta["event_to_first_200"]["vps_ms"]["n"] == 3 and ta["one_change"]["vps_ms"]["n"] == 2
+    assert ta["event_to_first_200"]["dns_ms"]["n"] == 3 and ta["one_change"]["dns_ms"]["n"] == 2
+    assert ta["unbound"]["zones"] >= 100 and ta["unbound"]["start_to_answer_ms"]["n"] == 2
     for path in ("direct", "lan", "vps"):
         assert ta["paths"][path]["rps"] > 0 and ta["paths"][path]["non_2xx"] == 0, path
 

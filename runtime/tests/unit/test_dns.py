@@ -40,7 +40,10 @@ def test_the_resolver_only_answers_the_lan_validates_and_keeps_its_control_on_lo
     assert "access-control: 0.0.0.0/0 refuse" in conf and "access-control: ::/0 refuse" in conf
     assert "access-control: 192.168.1.0/24 allow" in conf
     assert 'module-config: "validator iterator"' in conf and 'auto-trust-anchor-file: "/var/lib/unbound/root.key"' in conf
-    assert "control-interface: 127.0.0.1" in conf and 'control-key-file: "/etc/unbound/unbound_control.key"' in conf
+    assert 'control-interface: "/run/unbound/control.sock"' in conf and "control-use-cert: no" in conf
+    tls = render_conf(ResolverSettings(listen=("192.168.1.10",), include_file="z", access=("192.168.1.0/24",),
+                                       control_socket=None))
+    assert "control-interface: 127.0.0.1" in tls and 'control-key-file: "/etc/unbound/unbound_control.key"' in tls
     assert 'include: "/var/lib/envoyage-dns/zones.conf"' in conf
     assert "forward-addr: 9.9.9.9" in conf and 'name: "."' in conf
     with pytest.raises(ValueError):

@@ -28,6 +28,10 @@ class ResolverSettings:
     access: tuple[str, ...]
     upstreams: tuple[str, ...] = ("9.9.9.9", "149.112.112.112")
     port: int = 53
+    # unbound-control: on a Unix socket (default: only its owner and group can connect, no
+    # network stack at all, and no TLS handshake per change) or, with control_socket None,
+    # on 127.0.0.1:control_port with TLS keys (0600) in key_dir
+    control_socket: str | None = "/run/unbound/control.sock"
     control_port: int = 8953
     key_dir: str = "/etc/unbound"
     directory: str = "/etc/unbound"
@@ -75,15 +79,17 @@ def render_conf(s: ResolverSettings) -> str:
         add("local-zone", f'"{zone.rstrip(".")}." nodefault')
     # the service domains (the DNS controller rewrites this file and applies changes live)
     add("include", f'"{s.include_file}"')
-    lines += ["", "remote-control:",
-              "  control-enable: yes",
-              "  control-interface: 127.0.0.1",
-              f"  control-port: {s.control_port}",
-              f'  server-key-file: "{s.key_dir}/unbound_server.key"',
-              f'  server-cert-file: "{s.key_dir}/unbound_server.pem"',
-              f'  control-key-file: "{s.key_dir}/unbound_control.key"',
-              f'  control-cert-file: "{s.key_dir}/unbound_control.pem"',
-              "", "forward-zone:", '  name: "."']
+    lines += ["", "remote-control:", "  control-enable: yes"]
+    if s.control_socket:
+        lines += [f'  control-interface: "{s.control_socket}"', "  control-use-cert: no"]
+    else:
+        lines += ["  control-interface: 127.0.0.1",
+                  f"  control-port: {s.control_port}",
+                  f'  server-key-file: "{s.key_dir}/unbound_server.key"',
+                  f'  server-cert-file: "{s.key_dir}/unbound_server.pem"',
+                  f'  control-key-file: "{s.key_dir}/unbound_control.key"',
+                  f'  control-cert-file: "{s.key_dir}/unbound_control.pem"']
+    lines += ["", "forward-zone:", '  name: "."']
     for up in s.upstreams:
         lines.append(f"  forward-addr: {up}")
     return "\n".join(lines) + "\n"
@@ -135,7 +141,11 @@ class UnboundControl:
             self.run("local_zones_remove", stdin="".join(f"{n}\n" for n in names))
 
     def add(self, zones: Mapping[str, Zone]) -> None:
+        """Zones other than transparent ones are made first; local data makes a transparent
+        zone by itself, so adding plain domains is one call."""
         if not zones:
             return
-        self.run("local_zones", stdin="".join(f"{n} {z.kind}\n" for n, z in zones.items()))
+        typed = {n: z for n, z in zones.items() if z.kind != "transparent"}
+        if typed:
+            self.run("local_zones", stdin="".join(f"{n} {z.kind}\n" for n, z in typed.items()))
         self.run("local_datas", stdin="".join(f"{rr}\n" for z in zones.values() for rr in z.data))
