@@ -100,6 +100,10 @@ def test_the_controller_persists_atomically_applies_changes_and_leaves_other_zon
     assert ctl.apply_now()
     assert control.calls == [("remove", ("b.example.org.",)), ("add", ("c.example.org.",))]  # nothing else
     assert ctl.status()["in_sync"] and ctl.status()["entries"] == 2
+    # a domain that moves to another service is the same entry: nothing to do
+    control.calls.clear()
+    ctl.set_domains(["c.example.org", "a.example.org"])
+    assert ctl.apply_now() and control.calls == []
 
 
 def test_a_failure_is_named_and_the_next_apply_reconciles_with_what_unbound_has(tmp_path):
