@@ -175,7 +175,8 @@ setsid -f bash -c 'echo $$ > "$1"; shift; exec "$@"' envoy-launcher "$DIR/envoy.
 wait_until 10 "the Envoy process" test -s "$DIR/envoy.pid"
 wait_until 30 "Envoy to become ready" curl -fsS "http://127.0.0.1:$ADMIN_PORT/ready"
 
-if ! "$VENV/bin/envoyage" --config "$CONFIG" service ls --json | grep -q '"name": "hello"'; then
+services="$("$VENV/bin/envoyage" --config "$CONFIG" service ls --json)"
+if ! grep -q '"name": "hello"' <<<"$services"; then
   say "adding the sample service 'hello' (hello.localhost -> 127.0.0.1:$APP_PORT)"
   "$VENV/bin/envoyage" --config "$CONFIG" service add hello --domain hello.localhost \
     --upstream "127.0.0.1:$APP_PORT" --health-path /

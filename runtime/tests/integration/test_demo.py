@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from helpers import TEST_SCOPE, free_port, http_get
+from helpers import ENVOYAGE, TEST_SCOPE, free_port, http_get
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -32,6 +32,15 @@ def test_demo_script_starts_serves_and_stops(workdir, docker):
         assert code == 200 and len(body.strip()) == 12
         again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "already running" in again.stderr
+        pids = [int((workdir / "demo" / f"{name}.pid").read_text()) for name in ("envoy", "control", "app")]
+        # a second start from the state the first one left (the registry already has its
+        # services) works too, and `envoyage services | head` is not an error
+        subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=60)
+        second = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=180)
+        assert second.returncode == 0, second.stderr[-3000:]
+        piped = subprocess.run(f"'{ENVOYAGE}' -c '{workdir}/demo/control.yaml' services --json | head -1",
+                               shell=True, capture_output=True, text=True, timeout=60)
+        assert piped.stdout.strip() == "[" and "Broken pipe" not in piped.stderr
         pids = [int((workdir / "demo" / f"{name}.pid").read_text()) for name in ("envoy", "control", "app")]
     finally:
         stop = subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=60)

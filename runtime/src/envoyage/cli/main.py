@@ -468,6 +468,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BootstrapError, WireGuardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader went away (`envoyage services | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
