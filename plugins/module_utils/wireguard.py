@@ -30,10 +30,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 
-KEY_FILE_MODE = 0o600
+from .files import write_secret_file
+
 DEFAULT_PREFIX = "10.88.0.0/24"
 DEFAULT_LISTEN_PORT = 51820
 HOME_KEEPALIVE = 25  # seconds: keeps the NAT mapping of a home behind CGNAT open
@@ -87,28 +87,6 @@ def public_key(private_b64):
     private = x25519.X25519PrivateKey.from_private_bytes(_raw(private_b64, "private key"))
     raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return base64.b64encode(raw).decode("ascii")
-
-
-def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None):
-    """Write `content` to `path` atomically; the file is never readable by others, not
-    even for a moment (created 0600 in the same directory, then renamed)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".envoyage-")
-    try:
-        os.fchmod(fd, mode)
-        if owner is not None or group is not None:
-            os.fchown(fd, -1 if owner is None else owner, -1 if group is None else group)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def read_private_key(path):
