@@ -80,7 +80,10 @@ def get_service(name: str):
 @bp.route("/services/<name>", methods=["PUT", "PATCH"])
 def update_service(name: str):
     # PUT replaces the whole desired state (omitted fields take their defaults); PATCH
-    # changes only the fields given.
+    # changes only the fields given. `?dry_run=1` on PUT: the service as it would be
+    # stored (validated and normalized), nothing stored (automation compares with it)
+    if request.method == "PUT" and request.args.get("dry_run", "") in ("1", "true", "yes"):
+        return jsonify(_plane().preview_service(name, _json_body()))
     return jsonify(_plane().update_service(name, _json_body(), replace=request.method == "PUT"))
 
 

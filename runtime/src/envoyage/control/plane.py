@@ -194,6 +194,17 @@ class ControlPlane:
         self.reconcile(reason=f"service {name} updated")
         return self.get_service(name)
 
+    def preview_service(self, name: str, data: Any) -> dict[str, Any]:
+        """The manual service `data` (PUT semantics) as it would be stored, normalized;
+        nothing is stored. Bad input raises InputError as a real change would."""
+        if isinstance(data, dict) and data.get("name", name) != name:
+            raise InputError("name", "does not match the service in the URL")
+        spec = parse_service(data, name=name)
+        if spec.source != "manual":
+            raise InputError("source", f"'{spec.source}' services are created by {spec.source} discovery, "
+                                       "not through the API; leave 'source' out (manual)")
+        return spec.to_json()
+
     def remove_service(self, name: str) -> None:
         self._writable()
         self._manual(name)

@@ -1,0 +1,101 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Envoyage contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: wireguard_keypair
+short_description: Create a WireGuard key pair once, and return its public key
+version_added: "0.1.0"
+description:
+  - Creates a WireGuard private key at O(path) unless one is there, and returns the
+    matching public key. An existing key is never replaced, so a tunnel keeps its identity
+    across runs.
+  - The private key never leaves the host and never appears in the module's output; the
+    file is written atomically with mode C(0600) from its first byte.
+  - A key file that others can read, or that holds something else, fails the module and is
+    left as it is.
+options:
+  path:
+    description: The private key file. Its directory must exist.
+    type: path
+    required: true
+  owner:
+    description: The key file's owner (name or id); unchanged when not given.
+    type: str
+  group:
+    description: The key file's group (name or id); unchanged when not given.
+    type: str
+notes:
+  - Supports check mode and diff mode. In check mode a key that does not exist yet is
+    reported as C(changed) and RV(public_key) is empty.
+requirements:
+  - cryptography (Debian package C(python3-cryptography)) on the managed host
+author:
+  - Envoyage developers
+"""
+
+EXAMPLES = r"""
+- name: The tunnel key of this host
+  envoyage.core.wireguard_keypair:
+    path: /etc/envoyage/wireguard.key
+  register: wg
+
+- name: Use the public key elsewhere
+  ansible.builtin.debug:
+    msg: "{{ wg.public_key }}"
+"""
+
+RETURN = r"""
+public_key:
+  description: The public key (base64), for the peer's configuration. Empty in check mode when the key does not exist yet.
+  returned: always
+  type: str
+  sample: "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
+path:
+  description: The private key file.
+  returned: always
+  type: str
+  sample: /etc/envoyage/wireguard.key
+created:
+  description: Whether the key was created by this run.
+  returned: always
+  type: bool
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.envoyage.core.plugins.module_utils.wireguard import WireGuardError, ensure_keypair
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            owner=dict(type="str"),
+            group=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    existed = os.path.exists(path)
+    try:
+        public, created = ensure_keypair(path, check_mode=module.check_mode)
+    except WireGuardError as exc:
+        module.fail_json(msg="path: %s" % exc)
+    changed = created
+    diff = {"before": {"path": path, "exists": existed}, "after": {"path": path, "exists": True}}
+    if not (module.check_mode and created):
+        changed = module.set_owner_if_different(path, module.params["owner"], changed)
+        changed = module.set_group_if_different(path, module.params["group"], changed)
+    module.exit_json(changed=changed, public_key=public or "", path=path, created=created, diff=diff)
+
+
+if __name__ == "__main__":
+    main()
