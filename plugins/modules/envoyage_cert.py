@@ -14,7 +14,7 @@ short_description: A leaf certificate from the installation's CA, renewed when d
 version_added: "0.1.0"
 description:
   - Issues a certificate for a key (made here if missing) signed by the CA that
-    M(envoyage.core.envoyage_ca) made: for the edge link, LAN names and the like.
+    M(envoyage.core.envoyage_ca) made, for the edge link, LAN names and the like.
   - The certificate is issued again when it is inside the renewal window
     (O(renew_before_days)), has expired, has other names than O(subject_alt_names), was
     not signed by this CA, or does not belong to the key. Otherwise nothing changes.

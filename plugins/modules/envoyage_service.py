@@ -13,8 +13,8 @@ module: envoyage_service
 short_description: Manual services of an Envoyage home, through its control API
 version_added: "0.1.0"
 description:
-  - Adds, changes or removes a manual service (one not discovered from Docker labels: a
-    NAS, a router's web page, a VM) through the control plane's API on its Unix socket, so
+  - Adds, changes or removes a manual service (one not discovered from Docker labels, such
+    as a NAS, a router's web page or a VM) through the control plane's API on its Unix socket, so
     the change is validated and pushed to the Envoys at once.
   - With O(state=present) the service ends exactly as the options describe it; options not
     given take their defaults (as the API's C(PUT)). The control plane validates and
@@ -104,7 +104,7 @@ from ansible_collections.envoyage.core.plugins.module_utils.control_api import A
 
 FIELDS = ("domains", "upstreams", "path", "access", "health_check", "websocket", "request_timeout", "idle_timeout")
 # what the API returns besides the desired state itself
-NOT_COMPARED = ("problems", "domains_unicode", "first_seen", "updated", "source_id")
+NOT_COMPARED = ("problems", "domains_unicode", "first_seen", "updated_at", "detail")
 
 
 def _comparable(service):
