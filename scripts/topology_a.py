@@ -398,7 +398,7 @@ outside IN A {self.outside_address}
             zsk = sh("dnssec-keygen", "-q", "-K", str(d), "-a", "ECDSAP256SHA256", "-n", "ZONE", zone).stdout.strip()
             with open(d / f"db.{zone}", "a") as fh:
                 fh.write(f"$INCLUDE {d / ksk}.key\n$INCLUDE {d / zsk}.key\n")
-            sh("dnssec-signzone", "-q", "-K", str(d), "-o", zone, "-f", str(d / f"db.{zone}.signed"),
+            sh("dnssec-signzone", "-q", "-K", str(d), "-d", str(d), "-o", zone, "-f", str(d / f"db.{zone}.signed"),
                "-k", str(d / ksk), str(d / f"db.{zone}"), str(d / zsk))
             key = [line for line in (d / f"{ksk}.key").read_text().splitlines() if not line.startswith(";")][0]
             (d / "trust-anchor").write_text(key.strip() + "\n")

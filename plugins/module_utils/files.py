@@ -35,5 +35,3 @@ def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None)
         except OSError:
             pass
         raise
-
-

@@ -30,15 +30,29 @@ class PkiError(Exception):
     """A problem with a key or certificate, in a sentence for the user (never key material)."""
 
 
+class _Crypto(object):
+    """The parts of `cryptography` used here, imported when first needed."""
+
+    def __init__(self):
+        try:
+            from cryptography import x509
+            from cryptography.hazmat.primitives import hashes, serialization
+            from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+            from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        except ImportError:
+            raise PkiError("the Python package 'cryptography' is needed (Debian: apt install python3-cryptography)")
+        self.x509, self.hashes, self.serialization = x509, hashes, serialization
+        self.ec, self.ed25519, self.rsa = ec, ed25519, rsa
+        self.ExtendedKeyUsageOID, self.NameOID = ExtendedKeyUsageOID, NameOID
+
+
+_CRYPTO = []
+
+
 def _crypto():
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    except ImportError:
-        raise PkiError("the Python package 'cryptography' is needed (Debian: apt install python3-cryptography)")
-    return x509, hashes, serialization, ec, ed25519, rsa, ExtendedKeyUsageOID, NameOID
+    if not _CRYPTO:
+        _CRYPTO.append(_Crypto())
+    return _CRYPTO[0]
 
 
 def _now():
@@ -49,7 +63,13 @@ def _now():
 
 
 def generate_key(key_type="ec", size=None):
-    x509, hashes, serialization, ec, ed25519, rsa, _, _ = _crypto()
+    c = _crypto()
+    x509 = c.x509
+    hashes = c.hashes
+    serialization = c.serialization
+    ec = c.ec
+    ed25519 = c.ed25519
+    rsa = c.rsa
     if key_type == "ec":
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "rsa":
@@ -63,7 +83,10 @@ def generate_key(key_type="ec", size=None):
 
 
 def key_type_of(key):
-    _, _, _, ec, ed25519, rsa, _, _ = _crypto()
+    c = _crypto()
+    ec = c.ec
+    ed25519 = c.ed25519
+    rsa = c.rsa
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return "ec"
     if isinstance(key, rsa.RSAPrivateKey):
@@ -74,19 +97,22 @@ def key_type_of(key):
 
 
 def key_pem(key):
-    _, _, serialization, _, _, _, _, _ = _crypto()
+    c = _crypto()
+    serialization = c.serialization
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def public_pem(key):
-    _, _, serialization, _, _, _, _, _ = _crypto()
+    c = _crypto()
+    serialization = c.serialization
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_key(path):
     """The private key in `path`; refuses one others can read, and never echoes content."""
-    _, _, serialization, _, _, _, _, _ = _crypto()
+    c = _crypto()
+    serialization = c.serialization
     try:
         st = os.stat(path)
         with open(path, "rb") as handle:
@@ -103,7 +129,7 @@ def load_key(path):
 
 
 def load_cert(path):
-    x509 = _crypto()[0]
+    x509 = _crypto().x509
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -116,7 +142,8 @@ def load_cert(path):
 
 
 def cert_pem(cert):
-    _, _, serialization, _, _, _, _, _ = _crypto()
+    c = _crypto()
+    serialization = c.serialization
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -124,12 +151,16 @@ def cert_pem(cert):
 
 
 def _sign_hash(key):
-    _, hashes, _, _, ed25519, _, _, _ = _crypto()
+    c = _crypto()
+    hashes = c.hashes
+    ed25519 = c.ed25519
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
 def _name(common_name):
-    x509, _, _, _, _, _, _, NameOID = _crypto()
+    c = _crypto()
+    x509 = c.x509
+    NameOID = c.NameOID
     if not common_name or len(common_name) > 64:
         raise PkiError("common_name must be 1 to 64 characters, got %r" % (common_name,))
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -137,7 +168,7 @@ def _name(common_name):
 
 def create_ca(key, common_name, days=3650):
     """A self-signed root CA (path length 0: it signs leaves only)."""
-    x509 = _crypto()[0]
+    x509 = _crypto().x509
     if not 1 <= int(days) <= 36500:
         raise PkiError("days %r: must be between 1 and 36500" % (days,))
     now = _now()
@@ -182,7 +213,9 @@ def parse_sans(sans):
 
 def issue_leaf(ca_key, ca_cert, key, common_name, sans, days=365, usage="server"):
     """A leaf certificate for `key`, signed by the CA, with its SANs and extended key usage."""
-    x509, _, _, _, _, _, ExtendedKeyUsageOID, _ = _crypto()
+    c = _crypto()
+    x509 = c.x509
+    ExtendedKeyUsageOID = c.ExtendedKeyUsageOID
     if usage not in USAGES:
         raise PkiError("usage %r: must be one of %s" % (usage, ", ".join(USAGES)))
     if not 1 <= int(days) <= 3650:
@@ -216,7 +249,7 @@ def issue_leaf(ca_key, ca_cert, key, common_name, sans, days=365, usage="server"
 
 
 def cert_sans(cert):
-    x509 = _crypto()[0]
+    x509 = _crypto().x509
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -229,7 +262,7 @@ def cert_sans(cert):
 
 def key_matches_cert(key, cert):
     return public_pem(key) == cert.public_key().public_bytes(
-        _crypto()[2].Encoding.PEM, _crypto()[2].PublicFormat.SubjectPublicKeyInfo)
+        _crypto().serialization.Encoding.PEM, _crypto().serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def signed_by(cert, ca_cert):
@@ -268,8 +301,8 @@ def describe(cert):
         "serial": "%x" % cert.serial_number,
         "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "subject_alt_names": [v for _, v in cert_sans(cert)],
-        "fingerprint_sha256": cert.fingerprint(_crypto()[1].SHA256()).hex(),
+        "subject_alt_names": [value for _kind, value in cert_sans(cert)],
+        "fingerprint_sha256": cert.fingerprint(_crypto().hashes.SHA256()).hex(),
     }
 
 

@@ -261,7 +261,7 @@ def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None,
     Idempotent: an interface that exists is reconfigured, not recreated."""
     if backend is None:
         backend = choose_backend(kernel_module_available(), shutil.which("wireguard-go"))
-    code, _, _ = _run(["ip", "link", "show", "dev", interface], netns, run)
+    code = _run(["ip", "link", "show", "dev", interface], netns, run)[0]
     if code != 0:
         if backend == "kernel":
             _must(["ip", "link", "add", "dev", interface, "type", "wireguard"], netns, run,
@@ -279,7 +279,7 @@ def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None,
 
 def bring_down(interface, netns=None, run=None):
     """Remove the interface (wireguard-go exits with it). Returns False if it was not there."""
-    code, _, _ = _run(["ip", "link", "show", "dev", interface], netns, run)
+    code = _run(["ip", "link", "show", "dev", interface], netns, run)[0]
     if code != 0:
         return False
     _must(["ip", "link", "delete", "dev", interface], netns, run, "removing %s" % interface)

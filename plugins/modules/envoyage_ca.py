@@ -61,7 +61,7 @@ notes:
 requirements:
   - cryptography (Debian package C(python3-cryptography)) on the managed host
 author:
-  - Envoyage developers
+  - Envoyage developers (@envoyage)
 """
 
 EXAMPLES = r"""

@@ -80,7 +80,7 @@ notes:
 requirements:
   - cryptography (Debian package C(python3-cryptography)) on the managed host
 author:
-  - Envoyage developers
+  - Envoyage developers (@envoyage)
 """
 
 EXAMPLES = r"""
@@ -189,7 +189,7 @@ def main():
             if module.check_mode:
                 module.exit_json(changed=True, certificate="", reason=reason,
                                  diff={"before": before, "after": {"subject_alt_names": [
-                                     v for _, v in parse_sans(p["subject_alt_names"])]}})
+                                     value for _kind, value in parse_sans(p["subject_alt_names"])]}})
             if key is None:
                 key = generate_key(p["key_type"], p["key_size"] if p["key_type"] == "rsa" else None)
                 write_file(p["key_path"], key_pem(key), 0o600)

@@ -73,7 +73,7 @@ options:
 notes:
   - Supports check mode and diff mode.
 author:
-  - Envoyage developers
+  - Envoyage developers (@envoyage)
 """
 
 EXAMPLES = r"""
@@ -133,7 +133,7 @@ def main():
     sock, name = p["socket"], p["name"]
     try:
         try:
-            _, current = request(sock, "GET", "/services/%s" % name)
+            current = request(sock, "GET", "/services/%s" % name)[1]
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -149,15 +149,15 @@ def main():
         body = dict((k, p[k]) for k in FIELDS if p[k] is not None)
         if p["health_check"] is None:
             body["health_check"] = None
-        _, desired = request(sock, "PUT", "/services/%s?dry_run=1" % name, body)
+        desired = request(sock, "PUT", "/services/%s?dry_run=1" % name, body)[1]
         before, after = _comparable(current), _comparable(desired)
         changed = before != after
         result = current or {}
         if changed and not module.check_mode:
             if current is None:
-                _, result = request(sock, "POST", "/services", dict(body, name=name))
+                result = request(sock, "POST", "/services", dict(body, name=name))[1]
             else:
-                _, result = request(sock, "PUT", "/services/%s" % name, body)
+                result = request(sock, "PUT", "/services/%s" % name, body)[1]
         elif changed:
             result = desired
     except ApiError as exc:

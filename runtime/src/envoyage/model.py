@@ -257,7 +257,7 @@ def parse_status_ranges(field_name: str, value: Any) -> tuple[tuple[int, int], .
         raise InputError(field_name, f"{value!r} is not a list of status codes (e.g. '200-399')")
     ranges = []
     for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
+        lo, _sep, hi = part.strip().partition("-")
         hi = hi or lo
         if not (f"{lo}{hi}".isascii() and lo.isdigit() and hi.isdigit()) or not (100 <= int(lo) <= int(hi) <= 599):
             raise InputError(field_name, f"'{part.strip()}' is not a status code or range between 100 and 599")

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from envoyage.control.daemon import ControlDaemon, UnsafeDirectory
+from envoyage.control.daemon import ControlDaemon
+from envoyage.process import UnsafeDirectory
 from helpers import ENVOYAGE, make_config
 
 NOBODY = 65534

@@ -20,7 +20,7 @@ from ..config import Config
 
 
 def _server(text: str, default_port: int = 53) -> tuple[str, int]:
-    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    host, _sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
     return (host or text), int(port) if port.isdigit() else default_port
 
 
@@ -64,7 +64,7 @@ def check_dns(cfg: Config, services: list[dict[str, Any]], domain: str) -> dict[
     svc = _served_by(services, domain)
     out: dict[str, Any] = {"domain": domain, "service": svc["name"] if svc else None}
     if lan_server:
-        lan, err, _ = resolve(lan_server, domain)
+        lan, err, _validated = resolve(lan_server, domain)
         out["lan"] = {"server": lan_server, "answers": lan, "error": err}
         if err:
             problems.append(f"the home resolver did not give an answer for {domain}: {err}")
@@ -94,7 +94,7 @@ def check_dns(cfg: Config, services: list[dict[str, Any]], domain: str) -> dict[
 def _timed_get(host: str, port: int, domain: str, path: str, count: int = 5, timeout: float = 5.0):
     """(status of the last request, median latency in ms) or (None, error sentence)."""
     latencies, status = [], None
-    for _ in range(count):
+    for _attempt in range(count):
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         started = time.perf_counter()
         try:

@@ -11,9 +11,8 @@ import threading
 from waitress.server import create_server
 
 from ..config import Config
-from ..process import (  # noqa: F401  (UnsafeDirectory and AlreadyRunning are part of this module's API)
+from ..process import (
     AlreadyRunning,
-    UnsafeDirectory,
     own_directory,
     prepare_socket,
     socket_server,
@@ -146,8 +145,8 @@ class ControlDaemon:
         path = cfg.xds_socket_path
         gid = _group_id(cfg.xds_socket_group) if cfg.xds_socket_group else os.getgid()
         prepare_socket(path)
-        self.grpc_server, _ = socket_server(path, 0o660, gid,
-                                             lambda: serve(self.plane.ads, f"unix:{path}", **options))
+        self.grpc_server = socket_server(path, 0o660, gid,
+                                         lambda: serve(self.plane.ads, f"unix:{path}", **options))[0]
         log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
 
     def stop(self) -> None:

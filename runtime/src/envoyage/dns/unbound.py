@@ -49,7 +49,10 @@ def render_conf(s: ResolverSettings) -> str:
     for net in s.access:
         ipaddress.ip_network(net, strict=False)
     lines = ["# Written by Envoyage: the home resolver (split horizon, docs/dns.md).", "server:"]
-    add = lambda key, value: lines.append(f"  {key}: {value}")  # noqa: E731
+
+    def add(key, value):
+        lines.append(f"  {key}: {value}")
+
     for address in s.listen:
         add("interface", f"{address}@{s.port}" if s.port != 53 else address)
     add("port", s.port)
@@ -106,7 +109,7 @@ class UnboundControl:
     def run(self, *args: str, stdin: str | None = None) -> str:
         argv = [self.binary, "-c", self.config, *args]
         try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=self.timeout)
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=self.timeout, check=False)
         except FileNotFoundError:
             raise UnboundError(f"{self.binary} is not installed (apt install unbound)") from None
         except subprocess.TimeoutExpired:

@@ -331,7 +331,7 @@ class EdgeDaemon:
         cfg = self.config
         path = cfg.xds_socket_path
         prepare_socket(path)
-        self.grpc_server, _ = socket_server(path, 0o660, None, lambda: serve(self.ads, f"unix:{path}"))
+        self.grpc_server = socket_server(path, 0o660, None, lambda: serve(self.ads, f"unix:{path}"))[0]
         log.info("xDS for the VPS Envoy on %s", path)
         self.link.start()
         if cfg.envoy_supervise:

@@ -75,7 +75,7 @@ class _Session:
 
 def peer_ip(peer: str) -> str:
     """gRPC's peer string ("ipv4:10.88.0.1:53746", "ipv6:[fd00::1]:53746") -> the address."""
-    kind, _, rest = peer.partition(":")
+    kind, _sep, rest = peer.partition(":")
     if kind == "ipv6":
         return rest.rpartition("]:")[0].lstrip("[")
     if kind == "ipv4":

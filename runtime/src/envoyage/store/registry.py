@@ -232,8 +232,9 @@ class Registry:
                 problems = []
             return ServiceState(name=str(row.name), source=str(row.source), spec=None,
                                 first_seen=float(row.first_seen or 0), updated_at=float(row.updated_at or 0),
-                                problems=problems, source_problems=[f"the stored desired state cannot be used ({exc}); the service "
-                                                 "is quarantined: update it (`envoyage service update`) or remove it"])
+                                problems=problems,
+                                source_problems=[f"the stored desired state cannot be used ({exc}); the service is "
+                                                 "quarantined: update it (`envoyage service update`) or remove it"])
 
     def _cache(self) -> dict[str, ServiceState]:
         if self._services is None:
@@ -382,7 +383,7 @@ class Registry:
                     Service.update(problems=json.dumps(new)).where(Service.name == name).execute()
                     changed.append((name, new))
                     self._event("service.problems", name, "; ".join(new) or "resolved")
-            return [name for name, _ in changed]
+            return [name for name, _state in changed]
 
         with self._lock:
             self._write(write)

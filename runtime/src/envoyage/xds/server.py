@@ -182,8 +182,7 @@ class _Stream:
                         log.warning("node %s asked for unsupported type %s", self.node_id, req.type_url)
                 elif kind == _WAKE:
                     out = self.on_snapshot()
-                for resp in out:
-                    yield resp
+                yield from out
         finally:
             self.server._streams_remove(self)
             if self._cancel_watch:
@@ -646,7 +645,7 @@ class ElasticExecutor(futures.Executor):
         with self._lock:
             self._shutdown = True
             threads = self._threads
-        for _ in range(threads):
+        for _thread in range(threads):
             self._queue.put(None)
 
 

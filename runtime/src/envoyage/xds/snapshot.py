@@ -97,7 +97,7 @@ class Snapshot:
                     data = msg.SerializeToString(deterministic=True)
                 entries[name] = (msg, data)
             raw[type_url] = entries
-        cluster_bytes = {n: d for n, (_, d) in raw[T.CLUSTER].items()}
+        cluster_bytes = {n: d for n, (_msg, d) in raw[T.CLUSTER].items()}
         old_clusters = previous.get(T.CLUSTER) if previous is not None else {}
         resources: dict[str, dict[str, Resource]] = {}
         versions: dict[str, str] = {}

@@ -70,6 +70,7 @@ class EdgeSettings:
     home_tunnel_port: int
     health_interval_ms: int = 30_000
 
+
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
@@ -233,7 +234,7 @@ def translate_cluster(spec: ServiceSpec) -> tuple[cluster_pb2.Cluster, endpoint_
 
 
 def _cidr(text: str) -> address_pb2.CidrRange:
-    addr, _, length = text.partition("/")
+    addr, _sep, length = text.partition("/")
     return address_pb2.CidrRange(address_prefix=addr, prefix_len=wrappers_pb2.UInt32Value(value=int(length)))
 
 

@@ -36,4 +36,3 @@ BY_SHORT = {v: k for k, v in SHORT.items()}
 
 def short(type_url: str) -> str:
     return SHORT.get(type_url, type_url.rsplit(".", 1)[-1])
-

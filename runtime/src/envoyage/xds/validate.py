@@ -83,7 +83,7 @@ def check_snapshot(snapshot: Snapshot, previous: Snapshot | None = None) -> None
                 check_message(type_url, res.message)
     snapshot.consistent()
     domains: dict[str, str] = {}
-    groups = [(name, res) for name, res in snapshot.get(T.ROUTE).items()]
+    groups = list(snapshot.get(T.ROUTE).items())
     groups += [(name.split("/", 1)[0], res) for name, res in snapshot.get(T.VHOST).items()]
     for rc_name, res in groups:
         for host, host_domains, _targets in res.hosts:
