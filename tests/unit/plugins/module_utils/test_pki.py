@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from envoyage.module_utils import pki
+from ansible_collections.envoyage.core.plugins.module_utils import pki
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_bad_parameters_are_named():
 
 
 def test_keys_are_written_0600_and_a_readable_or_broken_key_is_refused_without_its_content(tmp_path, ca):
-    key, _ = ca
+    key = ca[0]
     path = tmp_path / "ca.key"
     pki.write_file(str(path), pki.key_pem(key), 0o600)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from envoyage.module_utils import wireguard as wg
+from ansible_collections.envoyage.core.plugins.module_utils import wireguard as wg
 
 
 def test_keys_are_x25519_and_the_public_key_matches_wg_pubkey():
@@ -18,7 +18,8 @@ def test_keys_are_x25519_and_the_public_key_matches_wg_pubkey():
     assert len(private) == 44 and private != wg.generate_private_key()
     public = wg.public_key(private)
     if shutil.which("wg"):
-        assert subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True).stdout.strip() == public
+        assert subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
+                              check=True).stdout.strip() == public
 
 
 def test_a_key_pair_is_made_once_0600_and_kept(tmp_path):
@@ -161,5 +162,5 @@ def test_command_output_never_carries_a_key_and_a_missing_program_is_an_error_no
         wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=lambda c: (0, "", "") if c[:2] != [
             "wg", "setconf"] else run(c))
     assert key not in str(exc.value) and "(key hidden)" in str(exc.value)
-    code, _, err = wg._default_run(["/nonexistent/wg", "show"])
+    code, _out, err = wg._default_run(["/nonexistent/wg", "show"])
     assert code == 127 and "nonexistent" in err

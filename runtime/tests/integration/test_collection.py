@@ -1,0 +1,142 @@
+"""The Ansible collection envoyage.core as users get it: the tarball builds small and
+installs; ansible-doc documents every module; and, on the installed copy, ansible-test
+sanity, the collection's unit tests and one integration target per module (check mode,
+apply, check mode, apply), run at -vvv and searched for every private key they made."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from helpers import ENVOYAGE, rmtree, short_tmpdir
+
+ROOT = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+MODULES = ("wireguard_keypair", "envoyage_ca", "envoyage_cert", "envoyage_service")
+PIP_VERSION = "24.2"  # what ansible-test's venvs bootstrap
+
+pytestmark = pytest.mark.integration
+
+# ansible-test bootstraps pip in each of its venvs with a get-pip script from a host that is
+# not reachable here; this stand-in runs pip from its wheel (the wheel comes from PyPI,
+# which is reachable), with the arguments ansible-test gives get-pip.
+GET_PIP = '''\
+import os
+import sys
+
+wheel = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pip-{v}-py3-none-any.whl")
+sys.path.insert(0, wheel)
+from pip._internal.cli.main import main  # noqa: E402
+
+sys.exit(main(["install"] + [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]))
+'''
+
+
+def _ansible_test_cache() -> None:
+    cache = Path.home() / ".ansible" / "test" / "cache"
+    script = cache / f"get_pip_{PIP_VERSION.replace('.', '_')}.py"
+    wheel = cache / f"pip-{PIP_VERSION}-py3-none-any.whl"
+    cache.mkdir(parents=True, exist_ok=True)
+    if not wheel.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
+                        "-d", str(cache), f"pip=={PIP_VERSION}"], check=True, timeout=300)
+    if not script.exists():
+        script.write_text(GET_PIP.format(v=PIP_VERSION))
+
+
+@pytest.fixture(scope="module")
+def collection():
+    """Build the tarball from the checkout and install it; yields (tarball, installed path)."""
+    work = short_tmpdir("eyC-")
+    try:
+        built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(work), "."],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert built.returncode == 0, built.stdout + built.stderr
+        (tarball,) = work.glob("envoyage-core-*.tar.gz")
+        installed = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p",
+                                    str(work / "collections")], capture_output=True, text=True, timeout=300)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        path = work / "collections" / "ansible_collections" / "envoyage" / "core"
+        _ansible_test_cache()
+        yield tarball, path
+    finally:
+        rmtree(work)
+
+
+def _ansible_test(path: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ansible-test"), *args, "--python", "3.11"], cwd=path, capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])))
+
+
+def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(collection):
+    tarball, path = collection
+    assert tarball.stat().st_size < 400_000, f"{tarball.stat().st_size} bytes"
+    names = tarfile.open(tarball).getnames()
+    for wanted in ("meta/runtime.yml", "MANIFEST.json", "plugins/module_utils/wireguard.py",
+                   "plugins/module_utils/pki.py", *(f"plugins/modules/{m}.py" for m in MODULES),
+                   "changelogs/changelog.yaml", "runtime/pyproject.toml"):
+        assert wanted in names, wanted
+    for unwanted in (".venv", "bench", "scripts", "runtime/tests", ".hypothesis", ".git", "__pycache__"):
+        assert not any(n == unwanted or n.startswith(unwanted + "/") or f"/{unwanted}/" in n for n in names), unwanted
+    assert (path / "plugins" / "modules" / "envoyage_ca.py").exists()
+
+
+def test_ansible_doc_documents_every_module_with_examples_and_return_values(collection):
+    import json
+
+    _, path = collection
+    out = subprocess.run([str(BIN / "ansible-doc"), "--json", *(f"envoyage.core.{m}" for m in MODULES)],
+                         capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])))
+    assert out.returncode == 0, out.stderr
+    docs = json.loads(out.stdout)
+    for module in MODULES:
+        doc = docs[f"envoyage.core.{module}"]
+        assert doc["doc"]["short_description"] and doc["examples"].strip() and doc["return"], module
+        for name, option in doc["doc"]["options"].items():
+            assert option.get("description"), f"{module}: option {name} has no description"
+
+
+def test_sanity(collection):
+    _, path = collection
+    out = _ansible_test(path, "sanity")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+
+
+def test_unit_tests(collection):
+    _, path = collection
+    out = _ansible_test(path, "units", "--venv")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+    assert " passed" in out.stdout
+
+
+@pytest.mark.parametrize("target", MODULES)
+def test_integration_target_and_no_secret_in_its_output(collection, target):
+    _, path = collection
+    keep = short_tmpdir("eyT-")
+    try:
+        (path / "tests" / "integration" / "integration_config.yml").write_text(
+            f"envoyage_bin: {ENVOYAGE}\nenvoyage_target_dir: {keep}\n")
+        out = _ansible_test(path, "integration", "--local", "-vvv", target)
+        log = out.stdout + out.stderr
+        assert out.returncode == 0, log[-6000:]
+        assert "failed=0" in log
+        # every private key the target made, in any form, is absent from the -vvv output
+        secrets = []
+        for f in keep.iterdir():
+            text = f.read_text(errors="replace").strip()
+            if "PRIVATE KEY" in text:  # PEM: every base64 line of it
+                secrets += [line for line in text.splitlines() if line and not line.startswith("-----")]
+            elif len(text) == 44 and text.endswith("="):  # a WireGuard key
+                secrets.append(text)
+        if target != "envoyage_service":
+            assert secrets, f"{target} made no keys in {keep}"
+        leaked = [s for s in secrets if s in log]
+        assert not leaked, f"{len(leaked)} lines of private keys appear in the output of {target}"
+    finally:
+        rmtree(keep)
