@@ -77,7 +77,7 @@ def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(c
     tarball, path = collection
     assert tarball.stat().st_size < 400_000, f"{tarball.stat().st_size} bytes"
     names = tarfile.open(tarball).getnames()
-    for wanted in ("meta/runtime.yml", "MANIFEST.json", "plugins/module_utils/wireguard.py",
+    for wanted in ("COLLECTION.md", "meta/runtime.yml", "MANIFEST.json", "plugins/module_utils/wireguard.py",
                    "plugins/module_utils/pki.py", *(f"plugins/modules/{m}.py" for m in MODULES),
                    "changelogs/changelog.yaml", "runtime/pyproject.toml"):
         assert wanted in names, wanted
