@@ -50,7 +50,10 @@ def request(socket_path, method, path, body=None, timeout=30):
                        % (socket_path, getattr(exc, "strerror", None) or exc))
     finally:
         conn.close()
-    decoded = json.loads(raw.decode("utf-8")) if raw else None
+    try:
+        decoded = json.loads(raw.decode("utf-8")) if raw else None
+    except ValueError:
+        decoded = {"error": raw.decode("utf-8", "replace").strip()[:300]}
     if resp.status >= 400:
         decoded = decoded if isinstance(decoded, dict) else {}
         raise ApiError(resp.status, decoded.get("error") or "HTTP %d" % resp.status, decoded.get("field"))

@@ -8,16 +8,20 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import grp
 import os
+import pwd
 import tempfile
 
 KEY_FILE_MODE = 0o600
 
 
-def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None):
+def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None, exclusive=False):
     """Write `content` to `path` atomically: a temporary file in the same directory gets
     its final mode (0600 unless `mode` says otherwise) and owner before the first byte,
-    is synced, then renamed over `path`. A crash leaves the old file or the new one."""
+    is synced, then renamed over `path` (with `exclusive`, linked to `path`, which fails
+    with FileExistsError if another writer got there first); the directory is synced too,
+    so the new file survives a power cut. A crash leaves the old file or the new one."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".envoyage-")
     try:
@@ -28,10 +32,31 @@ def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None)
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
-        os.rename(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.rename(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def owner_group_problem(owner, group):
+    """A sentence naming the parameter if `owner` or `group` (names or ids) does not exist
+    on this host, else None: checked before anything is written."""
+    for option, value, lookup, kind in (("owner", owner, pwd.getpwnam, "user"), ("group", group, grp.getgrnam, "group")):
+        if value is not None and not str(value).isdigit():
+            try:
+                lookup(value)
+            except KeyError:
+                return "%s: there is no %s named %r on this host" % (option, kind, value)
+    return None

@@ -59,6 +59,23 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def not_after(cert):
+    """The end of validity, timezone-aware (cryptography before 42 has only naive UTC)."""
+    value = getattr(cert, "not_valid_after_utc", None)
+    return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
+def not_before(cert):
+    value = getattr(cert, "not_valid_before_utc", None)
+    return value if value is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+
+
+def check_common_name(common_name):
+    if not common_name or len(common_name) > 64:
+        raise PkiError("common_name must be 1 to 64 characters, got %r" % (common_name,))
+    return common_name
+
+
 # -- keys -------------------------------------------------------------------------------
 
 
@@ -124,8 +141,8 @@ def load_key(path):
                        % (path, st.st_mode & 0o7777))
     try:
         return serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise PkiError("%s does not hold an unencrypted PEM private key" % path)
+    except Exception:  # noqa: BLE001 - ValueError, TypeError, UnsupportedAlgorithm: all "not a usable key"
+        raise PkiError("%s does not hold an unencrypted PEM private key of a supported type" % path)
 
 
 def load_cert(path):
@@ -161,8 +178,7 @@ def _name(common_name):
     c = _crypto()
     x509 = c.x509
     NameOID = c.NameOID
-    if not common_name or len(common_name) > 64:
-        raise PkiError("common_name must be 1 to 64 characters, got %r" % (common_name,))
+    check_common_name(common_name)
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
@@ -231,7 +247,7 @@ def issue_leaf(ca_key, ca_cert, key, common_name, sans, days=365, usage="server"
     if not entries:
         raise PkiError("subject_alt_names: a leaf certificate needs at least one name")
     now = _now()
-    ca_end = ca_cert.not_valid_after_utc
+    ca_end = not_after(ca_cert)
     end = min(now + datetime.timedelta(days=int(days)), ca_end)  # never outlive the CA
     eku = {"server": [ExtendedKeyUsageOID.SERVER_AUTH], "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
            "both": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]}[usage]
@@ -270,7 +286,20 @@ def signed_by(cert, ca_cert):
     if cert.issuer != ca_cert.subject:
         return False
     try:
-        cert.verify_directly_issued_by(ca_cert)
+        if hasattr(cert, "verify_directly_issued_by"):
+            cert.verify_directly_issued_by(ca_cert)
+            return True
+        # cryptography before 40: check the signature with the CA's public key
+        c = _crypto()
+        public = ca_cert.public_key()
+        if isinstance(public, c.ec.EllipticCurvePublicKey):
+            public.verify(cert.signature, cert.tbs_certificate_bytes, c.ec.ECDSA(cert.signature_hash_algorithm))
+        elif isinstance(public, c.rsa.RSAPublicKey):
+            from cryptography.hazmat.primitives.asymmetric import padding
+            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                          cert.signature_hash_algorithm)
+        else:
+            public.verify(cert.signature, cert.tbs_certificate_bytes)
         return True
     except Exception:  # noqa: BLE001 - cryptography raises several kinds here
         return False
@@ -280,16 +309,29 @@ def renewal_reason(cert, renew_before_days, sans=None, ca_cert=None, now=None):
     """Why `cert` must be issued again (a sentence), or None: inside the renewal window,
     expired, other names than asked for, or no longer signed by the CA."""
     now = now or _now()
-    left = cert.not_valid_after_utc - now
+    end = not_after(cert)
+    left = end - now
     if left.total_seconds() <= 0:
-        return "it expired on %s" % cert.not_valid_after_utc.strftime("%Y-%m-%d")
+        return "it expired on %s" % end.strftime("%Y-%m-%d")
     if left <= datetime.timedelta(days=renew_before_days):
-        return "it expires on %s, within the renewal window of %d days" % (
-            cert.not_valid_after_utc.strftime("%Y-%m-%d"), renew_before_days)
+        return "it expires on %s, within the renewal window of %d days" % (end.strftime("%Y-%m-%d"), renew_before_days)
     if sans is not None and cert_sans(cert) != parse_sans(sans):
         return "its names changed"
     if ca_cert is not None and not signed_by(cert, ca_cert):
         return "it is not signed by this CA"
+    return None
+
+
+def ca_problem(ca_cert, renew_before_days, now=None):
+    """A sentence if the CA cannot issue a certificate that lasts beyond the renewal
+    window (expired, or expiring within it), else None."""
+    now = now or _now()
+    end = not_after(ca_cert)
+    if end <= now:
+        return "the CA expired on %s; renew the CA first" % end.strftime("%Y-%m-%d")
+    if end - now <= datetime.timedelta(days=renew_before_days):
+        return ("the CA expires on %s, within the renewal window of %d days, so every run would issue again; "
+                "renew the CA first" % (end.strftime("%Y-%m-%d"), renew_before_days))
     return None
 
 
@@ -299,8 +341,8 @@ def describe(cert):
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "serial": "%x" % cert.serial_number,
-        "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_before": not_before(cert).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": not_after(cert).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "subject_alt_names": [value for _kind, value in cert_sans(cert)],
         "fingerprint_sha256": cert.fingerprint(_crypto().hashes.SHA256()).hex(),
     }

@@ -117,7 +117,12 @@ def ensure_keypair(path, check_mode=False):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise WireGuardError("the directory %s for the private key does not exist" % directory)
-    write_secret_file(path, generate_private_key() + "\n")
+    try:
+        write_secret_file(path, generate_private_key() + "\n", exclusive=True)
+    except OSError as exc:
+        if getattr(exc, "errno", None) != 17:  # EEXIST: another run made it just now; use that one
+            raise WireGuardError("cannot write the private key %s: %s" % (path, exc.strerror or exc))
+        return public_key(read_private_key(path)), False
     return public_key(read_private_key(path)), True
 
 

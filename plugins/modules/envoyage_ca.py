@@ -92,9 +92,11 @@ created:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.envoyage.core.plugins.module_utils.files import owner_group_problem
 from ansible_collections.envoyage.core.plugins.module_utils.pki import (
     PkiError,
     cert_pem,
+    check_common_name,
     create_ca,
     describe,
     generate_key,
@@ -104,6 +106,11 @@ from ansible_collections.envoyage.core.plugins.module_utils.pki import (
     load_key,
     write_file,
 )
+
+
+def _fail_if(module, problem):
+    if problem:
+        module.fail_json(msg=problem)
 
 
 def main():
@@ -127,6 +134,11 @@ def main():
         directory = os.path.dirname(os.path.abspath(p[option]))
         if not os.path.isdir(directory):
             module.fail_json(msg="%s: the directory %s does not exist" % (option, directory))
+    try:
+        check_common_name(p["common_name"])
+    except PkiError as exc:
+        module.fail_json(msg="common_name: %s" % exc)
+    _fail_if(module, owner_group_problem(p["owner"], p["group"]))
     have_key, have_cert = os.path.exists(p["key_path"]), os.path.exists(p["cert_path"])
     before = {"key": have_key, "certificate": have_cert}
     created = False
@@ -135,8 +147,14 @@ def main():
             module.fail_json(msg="key_path: %s does not exist but the CA certificate %s does; refusing to make a "
                                  "new CA over it (move the certificate away to start a new CA)"
                                  % (p["key_path"], p["cert_path"]))
-        key = load_key(p["key_path"]) if have_key else None
-        cert = load_cert(p["cert_path"]) if have_cert else None
+        try:
+            key = load_key(p["key_path"]) if have_key else None
+        except PkiError as exc:
+            module.fail_json(msg="key_path: %s" % exc)
+        try:
+            cert = load_cert(p["cert_path"]) if have_cert else None
+        except PkiError as exc:
+            module.fail_json(msg="cert_path: %s" % exc)
         if key is not None and cert is not None and not key_matches_cert(key, cert):
             module.fail_json(msg="key_path: the CA key %s does not match the CA certificate %s; refusing to "
                                  "change either (move both away to start a new CA)" % (p["key_path"], p["cert_path"]))

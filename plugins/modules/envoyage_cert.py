@@ -115,9 +115,12 @@ reason:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.envoyage.core.plugins.module_utils.files import owner_group_problem
 from ansible_collections.envoyage.core.plugins.module_utils.pki import (
     PkiError,
+    ca_problem,
     cert_pem,
+    check_common_name,
     describe,
     generate_key,
     issue_leaf,
@@ -136,6 +139,18 @@ def _summary(cert):
         return {}
     d = describe(cert)
     return {"subject_alt_names": d["subject_alt_names"], "not_after": d["not_after"], "issuer": d["issuer"]}
+
+
+def _load(module, loader, option, path):
+    try:
+        return loader(path)
+    except PkiError as exc:
+        module.fail_json(msg="%s: %s" % (option, exc))
+
+
+def _fail_if(module, problem):
+    if problem:
+        module.fail_json(msg=problem)
 
 
 def main():
@@ -169,13 +184,24 @@ def main():
             module.fail_json(msg="%s: the directory %s does not exist" % (option, directory))
     try:
         parse_sans(p["subject_alt_names"])
-        ca_key = load_key(p["ca_key_path"])
-        ca_cert = load_cert(p["ca_cert_path"])
-        if not key_matches_cert(ca_key, ca_cert):
-            module.fail_json(msg="ca_key_path: the CA key %s does not match the CA certificate %s"
-                                 % (p["ca_key_path"], p["ca_cert_path"]))
-        key = load_key(p["key_path"]) if os.path.exists(p["key_path"]) else None
-        cert = load_cert(p["cert_path"]) if os.path.exists(p["cert_path"]) else None
+    except PkiError as exc:
+        module.fail_json(msg=str(exc))  # already names subject_alt_names
+    try:
+        check_common_name(p["common_name"])
+    except PkiError as exc:
+        module.fail_json(msg="common_name: %s" % exc)
+    _fail_if(module, owner_group_problem(p["owner"], p["group"]))
+    ca_key = _load(module, load_key, "ca_key_path", p["ca_key_path"])
+    ca_cert = _load(module, load_cert, "ca_cert_path", p["ca_cert_path"])
+    if not key_matches_cert(ca_key, ca_cert):
+        module.fail_json(msg="ca_key_path: the CA key %s does not match the CA certificate %s"
+                             % (p["ca_key_path"], p["ca_cert_path"]))
+    problem = ca_problem(ca_cert, p["renew_before_days"])
+    if problem:
+        module.fail_json(msg="ca_cert_path: %s" % problem)
+    key = _load(module, load_key, "key_path", p["key_path"]) if os.path.exists(p["key_path"]) else None
+    cert = _load(module, load_cert, "cert_path", p["cert_path"]) if os.path.exists(p["cert_path"]) else None
+    try:
         if cert is None:
             reason = "it did not exist"
         elif key is None:

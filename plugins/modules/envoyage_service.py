@@ -99,11 +99,15 @@ service:
   sample: {"name": "nas", "domains": ["nas.example.org"], "upstreams": ["192.168.1.20:5000"], "problems": []}
 """
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
+from urllib.parse import quote
 from ansible_collections.envoyage.core.plugins.module_utils.control_api import ApiError, request
 
 FIELDS = ("domains", "upstreams", "path", "access", "health_check", "websocket", "request_timeout", "idle_timeout")
 # what the API returns besides the desired state itself
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 NOT_COMPARED = ("problems", "domains_unicode", "first_seen", "updated_at", "detail")
 
 
@@ -131,9 +135,13 @@ def main():
     )
     p = module.params
     sock, name = p["socket"], p["name"]
+    if not NAME_RE.match(name or ""):
+        module.fail_json(msg="name: %r is not a service name (lowercase letters, digits and '-', up to 63, "
+                             "starting and ending with a letter or digit)" % name)
+    url = "/services/%s" % quote(name, safe="")
     try:
         try:
-            current = request(sock, "GET", "/services/%s" % name)[1]
+            current = request(sock, "GET", url)[1]
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -143,13 +151,13 @@ def main():
                                  % (name, current.get("source")))
         if p["state"] == "absent":
             if current is not None and not module.check_mode:
-                request(sock, "DELETE", "/services/%s" % name)
+                request(sock, "DELETE", url)
             module.exit_json(changed=current is not None, service={},
                              diff={"before": _comparable(current), "after": {}})
         body = dict((k, p[k]) for k in FIELDS if p[k] is not None)
         if p["health_check"] is None:
             body["health_check"] = None
-        desired = request(sock, "PUT", "/services/%s?dry_run=1" % name, body)[1]
+        desired = request(sock, "PUT", url + "?dry_run=1", body)[1]
         before, after = _comparable(current), _comparable(desired)
         changed = before != after
         result = current or {}
@@ -157,7 +165,7 @@ def main():
             if current is None:
                 result = request(sock, "POST", "/services", dict(body, name=name))[1]
             else:
-                result = request(sock, "PUT", "/services/%s" % name, body)[1]
+                result = request(sock, "PUT", url, body)[1]
         elif changed:
             result = desired
     except ApiError as exc:

@@ -71,7 +71,13 @@ created:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.envoyage.core.plugins.module_utils.files import owner_group_problem
 from ansible_collections.envoyage.core.plugins.module_utils.wireguard import WireGuardError, ensure_keypair
+
+
+def _fail_if(module, problem):
+    if problem:
+        module.fail_json(msg=problem)
 
 
 def main():
@@ -84,6 +90,7 @@ def main():
         supports_check_mode=True,
     )
     path = module.params["path"]
+    _fail_if(module, owner_group_problem(module.params["owner"], module.params["group"]))
     existed = os.path.exists(path)
     try:
         public, created = ensure_keypair(path, check_mode=module.check_mode)

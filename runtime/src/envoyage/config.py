@@ -265,6 +265,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
                 ip = None
             if ip is None or ip.version != _ADDRESSES[key]:
                 raise ConfigError(f"{origin}: '{key}' must be an IPv{_ADDRESSES[key]} address, got {value!r}")
+            text = str(ip)  # canonical, as Unbound prints it
         return text
     if key in _NAMES:
         if not isinstance(value, str) or not _NAMES[key].fullmatch(value):

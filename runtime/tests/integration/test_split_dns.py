@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ENVOYAGE, TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
+from helpers import TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from topology_a import Lab  # noqa: E402
+
+from labtools import add, cli, status  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -46,22 +48,6 @@ def app():
     a = Upstream("app")
     yield a
     a.close()
-
-
-def cli(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([ENVOYAGE, "-c", str(lab.home_config), *args], capture_output=True, text=True, timeout=60)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"envoyage {' '.join(args)}: {proc.stdout}{proc.stderr}")
-    return proc
-
-
-def status(lab: Lab) -> dict:
-    return json.loads(cli(lab, "status", "--json").stdout)
-
-
-def add(lab: Lab, name: str, domain: str, upstream: str, *extra: str) -> None:
-    cli(lab, "service", "rm", name, check=False)
-    cli(lab, "service", "add", name, "--domain", domain, "--upstream", upstream, *extra)
 
 
 def answers(lab: Lab, where: str | None, name: str) -> list[str]:
@@ -240,3 +226,16 @@ def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, 
         lab.tunnel_up()
     wait_for(lambda: cli(lab, "check", "tunnel", check=False).returncode == 0, timeout=30,
              what="check tunnel to pass again")
+
+
+def test_a_name_inside_another_service_s_zone_keeps_its_answer_when_the_outer_one_goes(lab, app):
+    add(lab, "outer", "nest.example.test", app.address)
+    add(lab, "inner", "www.nest.example.test", app.address)
+    home = lab.addr("home_lan")
+    wait_for(lambda: answers(lab, "lan", "www.nest.example.test") == [home], timeout=10, what="the inner name")
+    cli(lab, "service", "rm", "outer")
+    wait_for(lambda: "nest.example.test." not in home_zones(lab), timeout=10, what="the outer zone to go")
+    assert answers(lab, "lan", "www.nest.example.test") == [home]
+    cli(lab, "service", "rm", "inner")
+    wait_for(lambda: answers(lab, "lan", "www.nest.example.test") == [lab.addr("vps_wan")], timeout=10,
+             what="the inner name to go too")

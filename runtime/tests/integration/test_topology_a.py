@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ENVOYAGE, TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
+from helpers import TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from topology_a import Lab  # noqa: E402
+
+from labtools import add, cli, status  # noqa: E402
 
 from envoyage.link import LINK_VERSION, VERSION_KEY  # noqa: E402
 
@@ -49,28 +51,12 @@ def app():
     a.close()
 
 
-def cli(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([ENVOYAGE, "-c", str(lab.home_config), *args], capture_output=True, text=True, timeout=60)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"envoyage {' '.join(args)}: {proc.stderr}")
-    return proc
-
-
-def status(lab: Lab) -> dict:
-    return json.loads(cli(lab, "status", "--json").stdout)
-
-
 def problems_of(lab: Lab, prefix: str) -> list[str]:
     return [p for p in status(lab)["problems"] if p.startswith(prefix)]
 
 
 def wait_problem(lab: Lab, prefix: str, timeout: float = 15) -> str:
     return wait_for(lambda: problems_of(lab, prefix), timeout=timeout, what=f"a '{prefix}' problem in status")[0]
-
-
-def add(lab: Lab, name: str, domain: str, upstream: str, *extra: str) -> None:
-    cli(lab, "service", "rm", name, check=False)
-    cli(lab, "service", "add", name, "--domain", domain, "--upstream", upstream, *extra)
 
 
 def internet(lab: Lab, host: str, path: str = "/", *args: str, v6: bool = False) -> tuple[int, str]:
@@ -158,7 +144,7 @@ def test_a_lan_request_stays_on_the_lan(lab, app):
     assert internet(lab, "echo.example.test", f"/inet-{tag}")[0] == 200
     wait_for(lambda: any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.edge_access_log))
              and any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.home_access_log)),
-             timeout=10, what="the marker request in both access logs")
+             timeout=20, what="the marker request in both access logs")
     assert not any(l["path"] == f"/lan-{tag}" for l in log_lines(lab.edge_access_log))
     home = [l for l in log_lines(lab.home_access_log) if l["path"] == f"/lan-{tag}"]
     assert [l["listener"] for l in home] == ["home_http"]

@@ -132,3 +132,18 @@ def test_a_restarted_controller_knows_its_zones_from_the_include_file(tmp_path):
     ctl.set_domains(["kept.example.org", "new.example.org"])
     assert ctl.apply_now()
     assert set(control.zones) == {"kept.example.org.", "new.example.org.", "user.example.org."}
+
+
+def test_a_zone_unbound_has_from_its_own_configuration_is_left_alone_and_named(tmp_path):
+    include = tmp_path / "zones.conf"
+    user = Zone("static", ("nas.example.org. 3600 IN A 192.168.1.5",))
+    control = FakeControl({"nas.example.org.": user})
+    ctl = DnsController(control, include, "192.168.1.10")
+    ctl.set_domains(["nas.example.org", "web.example.org"])
+    assert ctl.apply_now()
+    assert control.zones["nas.example.org."] == user  # not replaced
+    assert "nas.example.org" not in include.read_text()  # a second definition would stop Unbound
+    st = ctl.status()
+    assert st["foreign"] == ["nas.example.org."] and st["in_sync"]
+    ctl.set_domains(["web.example.org"])  # the service goes: the user's zone stays
+    assert ctl.apply_now() and control.zones["nas.example.org."] == user

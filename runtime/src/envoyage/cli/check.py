@@ -34,14 +34,17 @@ def resolve(server: str, name: str, timeout: float = 2.0) -> tuple[list[str], st
     import dns.rdatatype
 
     host, port = _server(server)
-    query = dns.message.make_query(name, dns.rdatatype.A, want_dnssec=True)
+    try:
+        query = dns.message.make_query(name, dns.rdatatype.A, want_dnssec=True)
+    except (dns.exception.DNSException, ValueError) as exc:
+        return [], f"{name!r} is not a domain name ({exc})", False
     query.flags |= dns.flags.AD
     try:
         answer = dns.query.udp(query, host, port=port, timeout=timeout)
     except dns.exception.Timeout:
         return [], f"{server} did not answer within {timeout:.0f} s", False
-    except OSError as exc:
-        return [], f"{server} cannot be asked: {exc.strerror or exc}", False
+    except (OSError, ValueError, dns.exception.DNSException) as exc:
+        return [], f"{server} cannot be asked: {getattr(exc, 'strerror', None) or exc}", False
     rcode = answer.rcode()
     if rcode != dns.rcode.NOERROR:
         return [], f"{server} answered {dns.rcode.to_text(rcode)}", False
@@ -102,8 +105,8 @@ def _timed_get(host: str, port: int, domain: str, path: str, count: int = 5, tim
             resp = conn.getresponse()
             resp.read()
             status = resp.status
-        except OSError as exc:
-            return None, f"no answer from {host}:{port} ({exc.strerror or exc})"
+        except (OSError, http.client.HTTPException) as exc:
+            return None, f"no answer from {host}:{port} ({getattr(exc, 'strerror', None) or exc or type(exc).__name__})"
         finally:
             conn.close()
         latencies.append((time.perf_counter() - started) * 1000)
@@ -111,6 +114,9 @@ def _timed_get(host: str, port: int, domain: str, path: str, count: int = 5, tim
 
 
 def check_service(cfg: Config, svc: dict[str, Any]) -> dict[str, Any]:
+    if not svc.get("domains") or not svc.get("upstreams"):
+        return {"service": svc["name"], "domain": None, "paths": {}, "ok": False,
+                "problems": [f"{svc['name']}: {p}" for p in svc.get("problems") or ["it has no domain or upstream"]]}
     domain = svc["domains"][0]
     domain = "check." + domain[2:] if domain.startswith("*.") else domain
     path = svc.get("path") or "/"

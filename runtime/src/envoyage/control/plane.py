@@ -346,6 +346,9 @@ class ControlPlane:
                 since = time.strftime("%H:%M:%S", time.localtime(st["error_since"]))
                 out.append(f"dns: {st['error']} (since {since}; LAN clients get the last applied answers, "
                            "HTTP is not affected)")
+            for name in st["foreign"]:
+                out.append(f"dns: Unbound already has a zone {name} from its own configuration; LAN clients get "
+                           "that zone's answers (remove it from Unbound's configuration to let Envoyage answer it)")
         if self.tunnel is not None:
             problem = self.tunnel.status().get("problem")
             if problem:

@@ -36,7 +36,10 @@ class DnsController:
         self._stop = threading.Event()
         self.desired: dict[str, Zone] | None = None  # None until the first set_domains
         self.applied: dict[str, Zone] | None = None  # what Unbound has, as far as we know (None: reconcile)
-        self.known: set[str] = set()  # every zone this controller manages
+        # the zones this controller manages: those in its include file (Unbound loaded them
+        # at start) and those it added itself; any other zone in Unbound is left alone
+        self.known: set[str] = set()
+        self.foreign: set[str] = set()  # wanted, but Unbound has them from elsewhere
         self.written = ""
         self.state: dict[str, Any] = {"last_apply_at": 0.0, "last_apply_ms": None, "applies": 0, "error": None,
                                       "error_since": 0.0, "last_change": ""}
@@ -64,7 +67,6 @@ class DnsController:
             if desired == self.desired:
                 return
             self.desired = desired
-            self.known |= set(desired)
         self._wake.set()
 
     # -- the worker -----------------------------------------------------------------
@@ -74,7 +76,12 @@ class DnsController:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self.apply_now()
+            try:
+                self.apply_now()
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any bug; say what happened
+                log.exception("dns: applying failed")
+                self.applied = None
+                self._failed(f"applying failed unexpectedly ({type(exc).__name__}: {exc})")
 
     def apply_now(self) -> bool:
         """Persist and apply the desired zones; True when Unbound has them."""
@@ -84,29 +91,39 @@ class DnsController:
         if desired is None:
             return False
         started = time.perf_counter()
-        text = render_include(desired)
+        unbound_error = None
+        current = self.applied
+        if current is None:
+            try:
+                current = self._read_unbound(known, desired)
+            except UnboundError as exc:
+                unbound_error = str(exc)
+        # zones Unbound has from its own configuration are neither written nor applied
+        # (a second definition in the include file would stop Unbound from starting)
+        wanted = {n: z for n, z in desired.items() if n not in self.foreign}
+        text = render_include(wanted)
         if text != self.written:
             try:
                 write_secret_file(str(self.include_file), text, mode=0o644)  # atomic; Unbound must read it
                 self.written = text
             except OSError as exc:
                 return self._failed(f"cannot write {self.include_file}: {exc.strerror or exc}")
+        if unbound_error:
+            return self._failed(unbound_error)
         try:
-            if self.applied is None:
-                current = self._read_unbound(known)
-            else:
-                current = self.applied
-            add, remove = diff(current, desired)
+            add, remove = diff(current, wanted)
             self.control.remove(remove)
+            with self._lock:
+                self.known |= set(add)  # ours from now on, even if adding fails half way
             self.control.add(add)
         except UnboundError as exc:
             self.applied = None  # reconcile with what Unbound really has next time
             return self._failed(str(exc))
-        self.applied = desired
+        self.applied = wanted
         elapsed = (time.perf_counter() - started) * 1000
         if add or remove:
             change = f"+{len(add)} -{len(remove)} zones"
-            log.info("dns: %s applied to Unbound (%d zones, %.1f ms)", change, len(desired), elapsed)
+            log.info("dns: %s applied to Unbound (%d zones, %.1f ms)", change, len(wanted), elapsed)
             self.state["last_change"] = change
         if self.state["error"]:
             log.info("dns: Unbound is in sync again")
@@ -114,9 +131,17 @@ class DnsController:
         self.state["applies"] += 1
         return True
 
-    def _read_unbound(self, known: set[str]) -> dict[str, Zone]:
+    def _read_unbound(self, known: set[str], desired: dict[str, Zone]) -> dict[str, Zone]:
+        """The managed zones as Unbound has them. A wanted zone that Unbound has from its
+        own configuration (not ours) is left alone and named as a problem."""
         zones = self.control.list_zones()
         data = self.control.list_data()
+        foreign = {n for n in desired if n in zones and n not in known}
+        if foreign != self.foreign:
+            for name in sorted(foreign - self.foreign):
+                log.warning("dns: Unbound already has a zone %s from its own configuration; Envoyage leaves it alone "
+                            "(remove it there to let Envoyage answer it)", name)
+            self.foreign = foreign
         return {name: Zone(kind, tuple(sorted(data.get(name, ())))) for name, kind in zones.items() if name in known}
 
     def _failed(self, why: str) -> bool:
@@ -133,6 +158,8 @@ class DnsController:
         with self._lock:
             desired = self.desired or {}
         st = dict(self.state)
-        st.update(entries=len(desired), in_sync=self.applied is not None and self.applied == desired,
-                  include_file=str(self.include_file), answer=self.address, answer6=self.address6)
+        wanted = {n: z for n, z in desired.items() if n not in self.foreign}
+        st.update(entries=len(desired), in_sync=self.applied is not None and self.applied == wanted,
+                  include_file=str(self.include_file), answer=self.address, answer6=self.address6,
+                  foreign=sorted(self.foreign))
         return st

@@ -109,9 +109,12 @@ class UnboundControl:
     def run(self, *args: str, stdin: str | None = None) -> str:
         argv = [self.binary, "-c", self.config, *args]
         try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=self.timeout, check=False)
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, errors="replace",
+                                  timeout=self.timeout, check=False)
         except FileNotFoundError:
             raise UnboundError(f"{self.binary} is not installed (apt install unbound)") from None
+        except OSError as exc:
+            raise UnboundError(f"cannot run {self.binary}: {exc.strerror or exc}") from None
         except subprocess.TimeoutExpired:
             raise UnboundError(f"unbound-control {args[0]} did not answer within {self.timeout:.0f} s") from None
         out = (proc.stdout + proc.stderr).strip()
@@ -144,11 +147,10 @@ class UnboundControl:
             self.run("local_zones_remove", stdin="".join(f"{n}\n" for n in names))
 
     def add(self, zones: Mapping[str, Zone]) -> None:
-        """Zones other than transparent ones are made first; local data makes a transparent
-        zone by itself, so adding plain domains is one call."""
+        """Every zone is made explicitly before its data: data for a name inside another
+        zone (www.example.org under example.org, or under a zone of the user's own) would
+        otherwise land in that zone, and go when it goes."""
         if not zones:
             return
-        typed = {n: z for n, z in zones.items() if z.kind != "transparent"}
-        if typed:
-            self.run("local_zones", stdin="".join(f"{n} {z.kind}\n" for n, z in typed.items()))
+        self.run("local_zones", stdin="".join(f"{n} {z.kind}\n" for n, z in zones.items()))
         self.run("local_datas", stdin="".join(f"{rr}\n" for z in zones.values() for rr in z.data))

@@ -162,3 +162,21 @@ def test_service_errors_name_the_field(monkeypatch):
     monkeypatch.setattr(envoyage_service, "request", refuse)
     out = run(envoyage_service, {"name": "bad", "domains": ["x y"], "upstreams": ["192.0.2.1:80"]})
     assert out["failed"] and out["msg"] == "domains[0]: 'x y' is not a valid domain name"
+
+
+def test_bad_owner_or_common_name_fail_before_anything_is_written(tmp_path):
+    out = run(wireguard_keypair, {"path": str(tmp_path / "wg.key"), "owner": "no-such-user-here"})
+    assert out["failed"] and out["msg"].startswith("owner: ") and not (tmp_path / "wg.key").exists()
+    out = run(envoyage_ca, {"key_path": str(tmp_path / "ca.key"), "cert_path": str(tmp_path / "ca.pem"),
+                            "common_name": "x" * 65})
+    assert out["failed"] and out["msg"].startswith("common_name: ") and not (tmp_path / "ca.key").exists()
+
+
+def test_a_service_name_that_is_not_one_is_refused_before_any_request(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("no request may be made")
+
+    monkeypatch.setattr(envoyage_service, "request", never)
+    for name in ("web?x", "web/../other", "Web", "a b"):
+        out = run(envoyage_service, {"name": name, "state": "absent"})
+        assert out["failed"] and out["msg"].startswith("name: "), name
