@@ -171,8 +171,10 @@ def one_change_at(lab: Lab, n: int, repeats: int) -> dict:
         lan_ms.append((pollers["lan"].first_ok() - t0) * 1000)
         dns_ms.append((pollers["dns"].first_ok() - t0) * 1000)
         time.sleep(0.3)
+    dns = _api(lab, "GET", "/status").get("dns") or {}
     return {"services": n, "cold_lan_ms": cold["lan"], "cold_vps_ms": cold["vps"],
-            "lan_ms": summary(lan_ms), "vps_ms": summary(vps_ms), "dns_ms": summary(dns_ms)}
+            "lan_ms": summary(lan_ms), "vps_ms": summary(vps_ms), "dns_ms": summary(dns_ms),
+            "dns_apply_ms": dns.get("last_apply_ms")}
 
 
 def unbound_at_scale(lab: Lab, n: int, repeats: int) -> dict:
