@@ -419,7 +419,12 @@ class ControlPlane:
             self.reconcile(reason=f"first {'delta' if delta else 'state-of-the-world'} node ({node_id})")
 
 
-HISTORY = 16  # snapshots kept per key for NACK attribution
+# snapshots kept per key for NACK attribution (the rejected one and the one last ACKed;
+# Envoy answers each push, so they are the newest few). Each state-of-the-world snapshot
+# holds its own route configuration with every host, so a long history is memory: at
+# 5,000 services 16 of them held ~11 MB each. An ACKed version that fell out of the
+# history only widens the search (every changed service is a suspect, then bisected).
+HISTORY = 4
 
 
 class _VerdictCallbacks(BaseCallbacks):
