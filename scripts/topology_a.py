@@ -44,6 +44,7 @@ VENV = Path(os.environ.get("ENVOYAGE_VENV", ROOT / ".venv"))
 
 from envoyage.link import secret as link_secret  # noqa: E402  (the checkout's venv has runtime/src)
 from envoyage.module_utils import wireguard as wg  # noqa: E402
+from envoyage.module_utils.files import write_secret_file  # noqa: E402
 
 
 class LabError(RuntimeError):
@@ -218,9 +219,9 @@ class Lab:
             os.chmod(d, 0o700)
         home_pub, _ = wg.ensure_keypair(str(self.home_dir / "wg.key"))
         vps_pub, _ = wg.ensure_keypair(str(self.vps_dir / "wg.key"))
-        wg.write_secret_file(str(self.vps_dir / "wg.conf"), wg.render_vps(
+        write_secret_file(str(self.vps_dir / "wg.conf"), wg.render_vps(
             wg.read_private_key(str(self.vps_dir / "wg.key")), home_pub, plan, listen_port=self.wg_port))
-        wg.write_secret_file(str(self.home_dir / "wg.conf"), wg.render_home(
+        write_secret_file(str(self.home_dir / "wg.conf"), wg.render_home(
             wg.read_private_key(str(self.home_dir / "wg.key")), vps_pub,
             vps_endpoint or f"{self.addr('vps_wan')}:{self.wg_port}", plan))
         wg.bring_up(self.vps_wg, str(self.vps_dir / "wg.conf"), plan["vps"], plan["prefixlen"],

@@ -8,12 +8,39 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import grp
 import os
 import pwd
 import tempfile
 
 KEY_FILE_MODE = 0o600
+
+
+class SecretFileError(Exception):
+    """Why a secret file cannot be used, in a sentence (never its content). `missing`:
+    the file does not exist (callers may say how to make one)."""
+
+    def __init__(self, message, missing=False):
+        Exception.__init__(self, message)
+        self.missing = missing
+
+
+def read_secret_file(path, what):
+    """The bytes of `path`, a file only its owner may read; `what` names it in errors
+    ("the private key file", "the edge secret file")."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            raise SecretFileError("%s %s does not exist" % (what, path), missing=True)
+        raise SecretFileError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+    if st.st_mode & 0o077:
+        raise SecretFileError("%s %s is readable by others (mode %04o); it must be 0600"
+                              % (what, path, st.st_mode & 0o7777))
+    return data
 
 
 def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None, exclusive=False):

@@ -17,9 +17,8 @@ __metaclass__ = type
 
 import datetime
 import ipaddress
-import os
 
-from .wireguard import write_secret_file
+from .files import SecretFileError, read_secret_file, write_secret_file
 
 KEY_TYPES = ("ec", "rsa", "ed25519")
 RSA_SIZES = (2048, 3072, 4096)
@@ -128,17 +127,11 @@ def public_pem(key):
 
 def load_key(path):
     """The private key in `path`; refuses one others can read, and never echoes content."""
-    c = _crypto()
-    serialization = c.serialization
+    serialization = _crypto().serialization
     try:
-        st = os.stat(path)
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except (IOError, OSError) as exc:
-        raise PkiError("cannot read the private key %s: %s" % (path, exc.strerror or exc))
-    if st.st_mode & 0o077:
-        raise PkiError("the private key %s is readable by others (mode %04o); it must be 0600"
-                       % (path, st.st_mode & 0o7777))
+        data = read_secret_file(path, "the private key file")
+    except SecretFileError as exc:
+        raise PkiError(str(exc))
     try:
         return serialization.load_pem_private_key(data, password=None)
     except Exception:  # noqa: BLE001 - ValueError, TypeError, UnsupportedAlgorithm: all "not a usable key"

@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import time
 
-from .files import write_secret_file
+from .files import SecretFileError, read_secret_file, write_secret_file
 
 DEFAULT_PREFIX = "10.88.0.0/24"
 DEFAULT_LISTEN_PORT = 51820
@@ -92,14 +92,9 @@ def public_key(private_b64):
 def read_private_key(path):
     """The private key in `path`; refuses a file others can read."""
     try:
-        st = os.stat(path)
-        with open(path) as handle:
-            content = handle.read()
-    except (IOError, OSError) as exc:
-        raise WireGuardError("cannot read the private key file %s: %s" % (path, exc.strerror or exc))
-    if st.st_mode & 0o077:
-        raise WireGuardError("the private key file %s is readable by others (mode %04o); it must be 0600"
-                             % (path, st.st_mode & 0o7777))
+        content = read_secret_file(path, "the private key file").decode("ascii", "replace")
+    except SecretFileError as exc:
+        raise WireGuardError(str(exc))
     try:
         return check_key(content, "private key in %s" % path)
     except WireGuardError:

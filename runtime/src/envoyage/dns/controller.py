@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..module_utils.wireguard import write_secret_file
+from ..module_utils.files import write_secret_file
 from .unbound import UnboundControl, UnboundError
 from .zones import Zone, desired_zones, diff, parse_include, render_include
 

@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from ..module_utils.wireguard import write_secret_file
+from ..module_utils.files import SecretFileError, read_secret_file, write_secret_file
 
 SCHEME = "sha256"
 
@@ -49,15 +49,12 @@ def read_hash(path: Path) -> str:
     """The stored hash; SecretError with a sentence if it is missing, unreadable, open to
     others or not a hash."""
     try:
-        st = path.stat()
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        raise SecretError(f"no edge secret is set up ({path} does not exist; create one with "
-                          "`envoyage link-secret`)") from None
-    except OSError as exc:
-        raise SecretError(f"cannot read the edge secret's hash {path}: {exc.strerror}") from None
-    if st.st_mode & 0o077:
-        raise SecretError(f"{path} is readable by others (mode {st.st_mode & 0o777:04o}); it must be 0600")
+        text = read_secret_file(str(path), "the edge secret's hash").decode(errors="replace").strip()
+    except SecretFileError as exc:
+        if exc.missing:
+            raise SecretError(f"no edge secret is set up ({path} does not exist; create one with "
+                              "`envoyage link-secret`)") from None
+        raise SecretError(str(exc)) from None
     if text.count("$") != 2 or not text.startswith(SCHEME + "$"):
         raise SecretError(f"{path} does not hold an edge secret hash")
     return text
@@ -65,15 +62,9 @@ def read_hash(path: Path) -> str:
 
 def read_secret(path: Path) -> str:
     try:
-        st = path.stat()
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        raise SecretError(f"the edge secret file {path} does not exist") from None
-    except OSError as exc:
-        raise SecretError(f"cannot read the edge secret file {path}: {exc.strerror}") from None
-    if st.st_mode & 0o077:
-        raise SecretError(f"the edge secret file {path} is readable by others (mode {st.st_mode & 0o777:04o}); "
-                          "it must be 0600")
+        text = read_secret_file(str(path), "the edge secret file").decode(errors="replace").strip()
+    except SecretFileError as exc:
+        raise SecretError(str(exc)) from None
     if not text:
         raise SecretError(f"the edge secret file {path} is empty")
     return text
