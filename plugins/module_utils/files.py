@@ -87,3 +87,21 @@ def owner_group_problem(owner, group):
             except KeyError:
                 return "%s: there is no %s named %r on this host" % (option, kind, value)
     return None
+
+
+def target_problem(params, path_options):
+    """Before anything is written: a sentence naming the option if a file's directory does
+    not exist, or if params' owner or group does not exist on this host; else None."""
+    for option in path_options:
+        directory = os.path.dirname(os.path.abspath(params[option]))
+        if not os.path.isdir(directory):
+            return "%s: the directory %s does not exist" % (option, directory)
+    return owner_group_problem(params.get("owner"), params.get("group"))
+
+
+def apply_owner_group(module, paths, changed):
+    """Give `paths` the module's owner and group options (check mode and diff aware)."""
+    for path in paths:
+        changed = module.set_owner_if_different(path, module.params["owner"], changed)
+        changed = module.set_group_if_different(path, module.params["group"], changed)
+    return changed

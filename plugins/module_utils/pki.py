@@ -138,6 +138,21 @@ def load_key(path):
         raise PkiError("%s does not hold an unencrypted PEM private key of a supported type" % path)
 
 
+def load_named(option, loader, path):
+    """loader(path) (load_key or load_cert), its error prefixed with the option's name."""
+    try:
+        return loader(path)
+    except PkiError as exc:
+        raise PkiError("%s: %s" % (option, exc))
+
+
+def new_key(path, key_type="ec", key_size=None):
+    """A new private key of `key_type` (`key_size` for RSA only), written to `path` (0600)."""
+    key = generate_key(key_type, key_size if key_type == "rsa" else None)
+    write_file(path, key_pem(key), 0o600)
+    return key
+
+
 def load_cert(path):
     x509 = _crypto().x509
     try:

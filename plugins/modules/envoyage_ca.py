@@ -92,25 +92,20 @@ created:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils.files import owner_group_problem
+from ansible_collections.envoyage.core.plugins.module_utils.files import apply_owner_group, target_problem
 from ansible_collections.envoyage.core.plugins.module_utils.pki import (
     PkiError,
     cert_pem,
     check_common_name,
     create_ca,
     describe,
-    generate_key,
     key_matches_cert,
-    key_pem,
     load_cert,
     load_key,
+    load_named,
+    new_key,
     write_file,
 )
-
-
-def _fail_if(module, problem):
-    if problem:
-        module.fail_json(msg=problem)
 
 
 def main():
@@ -130,15 +125,13 @@ def main():
     p = module.params
     if not 1 <= p["days"] <= 36500:
         module.fail_json(msg="days: %d is not between 1 and 36500" % p["days"])
-    for option in ("key_path", "cert_path"):
-        directory = os.path.dirname(os.path.abspath(p[option]))
-        if not os.path.isdir(directory):
-            module.fail_json(msg="%s: the directory %s does not exist" % (option, directory))
+    problem = target_problem(p, ("key_path", "cert_path"))
+    if problem:
+        module.fail_json(msg=problem)
     try:
         check_common_name(p["common_name"])
     except PkiError as exc:
         module.fail_json(msg="common_name: %s" % exc)
-    _fail_if(module, owner_group_problem(p["owner"], p["group"]))
     have_key, have_cert = os.path.exists(p["key_path"]), os.path.exists(p["cert_path"])
     before = {"key": have_key, "certificate": have_cert}
     created = False
@@ -147,14 +140,8 @@ def main():
             module.fail_json(msg="key_path: %s does not exist but the CA certificate %s does; refusing to make a "
                                  "new CA over it (move the certificate away to start a new CA)"
                                  % (p["key_path"], p["cert_path"]))
-        try:
-            key = load_key(p["key_path"]) if have_key else None
-        except PkiError as exc:
-            module.fail_json(msg="key_path: %s" % exc)
-        try:
-            cert = load_cert(p["cert_path"]) if have_cert else None
-        except PkiError as exc:
-            module.fail_json(msg="cert_path: %s" % exc)
+        key = load_named("key_path", load_key, p["key_path"]) if have_key else None
+        cert = load_named("cert_path", load_cert, p["cert_path"]) if have_cert else None
         if key is not None and cert is not None and not key_matches_cert(key, cert):
             module.fail_json(msg="key_path: the CA key %s does not match the CA certificate %s; refusing to "
                                  "change either (move both away to start a new CA)" % (p["key_path"], p["cert_path"]))
@@ -164,16 +151,12 @@ def main():
                 module.exit_json(changed=True, certificate="", created=created,
                                  diff={"before": before, "after": {"key": True, "certificate": True}})
             if key is None:
-                key = generate_key(p["key_type"], p["key_size"] if p["key_type"] == "rsa" else None)
-                write_file(p["key_path"], key_pem(key), 0o600)
+                key = new_key(p["key_path"], p["key_type"], p["key_size"])
             cert = create_ca(key, p["common_name"], p["days"])
             write_file(p["cert_path"], cert_pem(cert), 0o644)
     except PkiError as exc:
         module.fail_json(msg=str(exc))
-    changed = created or not have_cert
-    for path in (p["key_path"], p["cert_path"]):
-        changed = module.set_owner_if_different(path, p["owner"], changed)
-        changed = module.set_group_if_different(path, p["group"], changed)
+    changed = apply_owner_group(module, (p["key_path"], p["cert_path"]), created or not have_cert)
     module.exit_json(changed=changed, certificate=cert_pem(cert).decode("ascii"), info=describe(cert),
                      created=created, diff={"before": before, "after": {"key": True, "certificate": True}})
 

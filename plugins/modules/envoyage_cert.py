@@ -115,19 +115,19 @@ reason:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils.files import owner_group_problem
+from ansible_collections.envoyage.core.plugins.module_utils.files import apply_owner_group, target_problem
 from ansible_collections.envoyage.core.plugins.module_utils.pki import (
     PkiError,
     ca_problem,
     cert_pem,
     check_common_name,
     describe,
-    generate_key,
     issue_leaf,
     key_matches_cert,
-    key_pem,
     load_cert,
     load_key,
+    load_named,
+    new_key,
     parse_sans,
     renewal_reason,
     write_file,
@@ -139,18 +139,6 @@ def _summary(cert):
         return {}
     d = describe(cert)
     return {"subject_alt_names": d["subject_alt_names"], "not_after": d["not_after"], "issuer": d["issuer"]}
-
-
-def _load(module, loader, option, path):
-    try:
-        return loader(path)
-    except PkiError as exc:
-        module.fail_json(msg="%s: %s" % (option, exc))
-
-
-def _fail_if(module, problem):
-    if problem:
-        module.fail_json(msg=problem)
 
 
 def main():
@@ -178,30 +166,25 @@ def main():
     if not 0 <= p["renew_before_days"] < p["days"]:
         module.fail_json(msg="renew_before_days: %d must be at least 0 and less than days (%d)"
                              % (p["renew_before_days"], p["days"]))
-    for option in ("key_path", "cert_path"):
-        directory = os.path.dirname(os.path.abspath(p[option]))
-        if not os.path.isdir(directory):
-            module.fail_json(msg="%s: the directory %s does not exist" % (option, directory))
-    try:
-        parse_sans(p["subject_alt_names"])
-    except PkiError as exc:
-        module.fail_json(msg=str(exc))  # already names subject_alt_names
+    problem = target_problem(p, ("key_path", "cert_path"))
+    if problem:
+        module.fail_json(msg=problem)
     try:
         check_common_name(p["common_name"])
     except PkiError as exc:
         module.fail_json(msg="common_name: %s" % exc)
-    _fail_if(module, owner_group_problem(p["owner"], p["group"]))
-    ca_key = _load(module, load_key, "ca_key_path", p["ca_key_path"])
-    ca_cert = _load(module, load_cert, "ca_cert_path", p["ca_cert_path"])
-    if not key_matches_cert(ca_key, ca_cert):
-        module.fail_json(msg="ca_key_path: the CA key %s does not match the CA certificate %s"
-                             % (p["ca_key_path"], p["ca_cert_path"]))
-    problem = ca_problem(ca_cert, p["renew_before_days"])
-    if problem:
-        module.fail_json(msg="ca_cert_path: %s" % problem)
-    key = _load(module, load_key, "key_path", p["key_path"]) if os.path.exists(p["key_path"]) else None
-    cert = _load(module, load_cert, "cert_path", p["cert_path"]) if os.path.exists(p["cert_path"]) else None
     try:
+        parse_sans(p["subject_alt_names"])  # its errors name subject_alt_names
+        ca_key = load_named("ca_key_path", load_key, p["ca_key_path"])
+        ca_cert = load_named("ca_cert_path", load_cert, p["ca_cert_path"])
+        if not key_matches_cert(ca_key, ca_cert):
+            module.fail_json(msg="ca_key_path: the CA key %s does not match the CA certificate %s"
+                                 % (p["ca_key_path"], p["ca_cert_path"]))
+        problem = ca_problem(ca_cert, p["renew_before_days"])
+        if problem:
+            module.fail_json(msg="ca_cert_path: %s" % problem)
+        key = load_named("key_path", load_key, p["key_path"]) if os.path.exists(p["key_path"]) else None
+        cert = load_named("cert_path", load_cert, p["cert_path"]) if os.path.exists(p["cert_path"]) else None
         if cert is None:
             reason = "it did not exist"
         elif key is None:
@@ -217,16 +200,12 @@ def main():
                                  diff={"before": before, "after": {"subject_alt_names": [
                                      value for _kind, value in parse_sans(p["subject_alt_names"])]}})
             if key is None:
-                key = generate_key(p["key_type"], p["key_size"] if p["key_type"] == "rsa" else None)
-                write_file(p["key_path"], key_pem(key), 0o600)
+                key = new_key(p["key_path"], p["key_type"], p["key_size"])
             cert = issue_leaf(ca_key, ca_cert, key, p["common_name"], p["subject_alt_names"], p["days"], p["usage"])
             write_file(p["cert_path"], cert_pem(cert), 0o644)
     except PkiError as exc:
         module.fail_json(msg=str(exc))
-    changed = bool(reason)
-    for path in (p["key_path"], p["cert_path"]):
-        changed = module.set_owner_if_different(path, p["owner"], changed)
-        changed = module.set_group_if_different(path, p["group"], changed)
+    changed = apply_owner_group(module, (p["key_path"], p["cert_path"]), bool(reason))
     module.exit_json(changed=changed, certificate=cert_pem(cert).decode("ascii"), info=describe(cert), reason=reason,
                      diff={"before": before, "after": _summary(cert)})
 

@@ -71,13 +71,8 @@ created:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils.files import owner_group_problem
+from ansible_collections.envoyage.core.plugins.module_utils.files import apply_owner_group, owner_group_problem
 from ansible_collections.envoyage.core.plugins.module_utils.wireguard import WireGuardError, ensure_keypair
-
-
-def _fail_if(module, problem):
-    if problem:
-        module.fail_json(msg=problem)
 
 
 def main():
@@ -90,7 +85,9 @@ def main():
         supports_check_mode=True,
     )
     path = module.params["path"]
-    _fail_if(module, owner_group_problem(module.params["owner"], module.params["group"]))
+    problem = owner_group_problem(module.params["owner"], module.params["group"])
+    if problem:
+        module.fail_json(msg=problem)
     existed = os.path.exists(path)
     try:
         public, created = ensure_keypair(path, check_mode=module.check_mode)
@@ -99,8 +96,7 @@ def main():
     changed = created
     diff = {"before": {"path": path, "exists": existed}, "after": {"path": path, "exists": True}}
     if not (module.check_mode and created):
-        changed = module.set_owner_if_different(path, module.params["owner"], changed)
-        changed = module.set_group_if_different(path, module.params["group"], changed)
+        changed = apply_owner_group(module, (path,), changed)
     module.exit_json(changed=changed, public_key=public or "", path=path, created=created, diff=diff)
 
 
