@@ -234,19 +234,20 @@ class ControlPlane:
         with self._lock:
             started = time.perf_counter()
             states = self.registry.services()
+            withheld = self.verdicts.withheld(states)  # the same for every role
             try:
                 assembly = assemble_home(states, self.home_settings, self.translations,
                                          previous=self.cache.get_snapshot(ROLE_HOME),
                                          previous_delta=self.cache.get_snapshot(DELTA_HOME),
                                          sotw=False in self.variants, delta=True in self.variants,
-                                         withheld=self.verdicts.withheld(states))
+                                         withheld=withheld)
                 changed = False
                 # home first (its Envoy is woken at once), then the edge's set
                 built = [(ROLE_HOME, lambda: assembly.snapshot), (DELTA_HOME, lambda: assembly.delta_snapshot)]
                 if self.edge_translations is not None:
                     built.append((ROLE_EDGE, lambda: assemble_edge(
                         states, self.edge_translations, previous=self.cache.get_snapshot(ROLE_EDGE),
-                        withheld=self.verdicts.withheld(states)).snapshot))
+                        withheld=withheld).snapshot))
                 for key, make in built:
                     snap = make()
                     if snap is not None and self.cache.set_snapshot(key, snap):

@@ -30,7 +30,7 @@ from ..link import LINK_VERSION, VERSION_KEY
 from ..link.secret import SecretError, read_secret
 from ..link.v1 import link_pb2, link_pb2_grpc
 from ..xds import types as T
-from ..xds.cache import SnapshotCache, snapshot_key
+from ..xds.cache import SnapshotCache
 from ..xds.server import AdsServer, limit_malloc_arenas, serve
 from ..xds.snapshot import InconsistentSnapshot, Snapshot
 from ..xds.status import BaseCallbacks, StatusTracker
@@ -38,7 +38,6 @@ from ..xds.status import BaseCallbacks, StatusTracker
 log = logging.getLogger("envoyage.edge")
 
 ROLE = "edge"
-KEYS = (snapshot_key(ROLE, delta=False), snapshot_key(ROLE, delta=True))
 
 
 class ResourceSetError(ValueError):
@@ -294,7 +293,9 @@ class EdgeDaemon:
         self.status = StatusTracker()
         self.link = LinkClient(config.link_target, self.secret, config.edge_id, self.apply,
                                self.envoy_report, self.stop_event)
-        self.ads = AdsServer(self.cache, callbacks=[self.status, _Reporter(self.link.report_soon)])
+        # one snapshot for SotW and delta Envoys alike (the edge's set has no VHDS variant)
+        self.ads = AdsServer(self.cache, callbacks=[self.status, _Reporter(self.link.report_soon)],
+                             key_for=lambda node, delta=False: ROLE)
         self.grpc_server = None
         self.envoy: EnvoySupervisor | None = None
         self.applied: dict[str, Any] = {"version": "", "at": 0.0, "error": ""}
@@ -303,9 +304,7 @@ class EdgeDaemon:
     def apply(self, rs: link_pb2.ResourceSet) -> str:
         """Install a resource set; on any problem keep the last good one and say why."""
         try:
-            snap = snapshot_from(rs, self.cache.get_snapshot(KEYS[0]))
-            for key in KEYS:
-                self.cache.set_snapshot(key, snap)
+            self.cache.set_snapshot(ROLE, snapshot_from(rs, self.cache.get_snapshot(ROLE)))
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the last good set stays
             why = str(exc) if isinstance(exc, (ResourceSetError, InconsistentSnapshot)) else \
                 f"{type(exc).__name__}: {exc}"

@@ -490,8 +490,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """
 
     def __init__(self, cache: SnapshotCache, callbacks: Iterable = (), max_streams: int = 256,
-                 known: Callable[[str], bool] = lambda node_id: False, first_request_timeout: float = 10.0):
+                 known: Callable[[str], bool] = lambda node_id: False, first_request_timeout: float = 10.0,
+                 key_for: Callable[..., str] | None = None):
+        """`key_for(node, delta)`: the snapshot key a node is served from (default: its role,
+        and the role's VHDS variant for delta nodes)."""
         self.cache = cache
+        if key_for is not None:
+            self.key_for = key_for
         self.callbacks = list(callbacks)
         self.stopping = threading.Event()
         self.max_streams = max_streams
