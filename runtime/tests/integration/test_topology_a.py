@@ -16,32 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TEST_SCOPE, Upstream, free_port, rmtree, short_tmpdir, wait_for
-
-ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from topology_a import Lab  # noqa: E402
-
-from labtools import add, cli, status  # noqa: E402
-
-from envoyage.link import LINK_VERSION, VERSION_KEY  # noqa: E402
+from envoyage.link import LINK_VERSION, VERSION_KEY
+from helpers import Upstream, free_port, wait_for
+from labtools import Lab, add, cli, running_lab, status
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def lab():
-    directory = short_tmpdir("eyA-")
-    lab = Lab(directory, tag="eyt", net="10.232", http_port=free_port(), admin_port=free_port(),
-              tunnel_port=free_port(), link_port=free_port(), scope=TEST_SCOPE, edge_health_interval="1s")
-    try:
-        lab.network_up()
-        lab.start_all()
+    with running_lab("eyA-", tag="eyt", net="10.232", edge_health_interval="1s") as lab:
         yield lab
-    finally:
-        lab.down()
-        rmtree(directory)
 
 
 @pytest.fixture(scope="module")
