@@ -163,14 +163,18 @@ def parse_endpoint(endpoint):
 # -- config rendering (wg(8) setconf format; addresses are set by bring_up) -------------
 
 
+def _interface(private_key, what):
+    """The [Interface] head; without a key (None) the key is loaded from its file."""
+    return ["[Interface]"] + ([] if private_key is None else ["PrivateKey = %s" % check_key(private_key, what)])
+
+
 def render_home(private_key, vps_public_key, vps_endpoint, plan, keepalive=HOME_KEEPALIVE):
     """Home dials the VPS: the VPS is its only peer, with keepalives so the NAT in front
-    of home keeps the tunnel open. Home listens on no fixed port."""
+    of home keeps the tunnel open. Home listens on no fixed port. `private_key` None:
+    no PrivateKey line (bring_up(private_key_path=...) loads it)."""
     host, port = parse_endpoint(vps_endpoint)
     endpoint = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-    return "\n".join([
-        "[Interface]",
-        "PrivateKey = %s" % check_key(private_key, "home private key"),
+    return "\n".join(_interface(private_key, "home private key") + [
         "",
         "[Peer]",
         "# the VPS",
@@ -184,9 +188,7 @@ def render_home(private_key, vps_public_key, vps_endpoint, plan, keepalive=HOME_
 
 def render_vps(private_key, home_public_key, plan, listen_port=DEFAULT_LISTEN_PORT):
     """The VPS listens and never dials: home's endpoint is learnt from its handshakes."""
-    return "\n".join([
-        "[Interface]",
-        "PrivateKey = %s" % check_key(private_key, "VPS private key"),
+    return "\n".join(_interface(private_key, "VPS private key") + [
         "ListenPort = %d" % int(listen_port),
         "",
         "[Peer]",
@@ -256,9 +258,12 @@ def _must(cmd, netns=None, run=None, what=None):
     return out
 
 
-def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None, run=None):
+def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None, run=None,
+             private_key_path=None):
     """Create `interface`, load `conf_path` (wg setconf format) and set its address.
-    Idempotent: an interface that exists is reconfigured, not recreated."""
+    Idempotent: an interface that exists is reconfigured, not recreated. With
+    `private_key_path` the configuration holds no PrivateKey line: the key is loaded from
+    that file (0600) with `wg set`, so the configuration file carries no secret."""
     if backend is None:
         backend = choose_backend(kernel_module_available(), shutil.which("wireguard-go"))
     code = _run(["ip", "link", "show", "dev", interface], netns, run)[0]
@@ -270,6 +275,10 @@ def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None,
             # daemonizes once the interface and its control socket exist
             _must(["wireguard-go", interface], netns, run, "starting wireguard-go for %s" % interface)
     _must(["wg", "setconf", interface, conf_path], netns, run, "loading the tunnel configuration into %s" % interface)
+    if private_key_path:
+        read_private_key(private_key_path)  # refuses a missing, malformed or readable-by-others key
+        _must(["wg", "set", interface, "private-key", private_key_path], netns, run,
+              "loading the private key into %s" % interface)
     _must(["ip", "address", "replace", "%s/%d" % (address, prefixlen), "dev", interface], netns, run,
           "setting the tunnel address on %s" % interface)
     _must(["ip", "link", "set", "mtu", "1420", "up", "dev", interface], netns, run,

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .model import InputError, parse_duration_ms
+from .model import InputError, parse_domain, parse_duration_ms
 
 
 class ConfigError(ValueError):
@@ -66,6 +66,9 @@ class Config:
     # takes only containers labelled envoyage.scope=<value> (several control planes, or
     # a demo and tests, sharing one dockerd)
     docker_scope: str = ""
+    # a labelled container without envoyage.domain is served as <name>.<docker_default_domain>
+    # ("" = envoyage.domain is required)
+    docker_default_domain: str = ""
     # serve the registry even if it is older or smaller than its last known state (after
     # restoring a backup on purpose); `envoyage control --accept-registry` sets it
     accept_registry: bool = False
@@ -300,6 +303,16 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             raise ConfigError(f"{origin}: 'docker_scope' must be empty (every container) or letters, digits, "
                               f"'_', '.', '-' (up to 63), got {value!r}")
         return value
+    if key == "docker_default_domain":
+        if value in ("", None):
+            return ""
+        try:
+            domain = parse_domain(key, value)
+        except InputError as exc:
+            raise ConfigError(f"{origin}: 'docker_default_domain': {exc.message}")
+        if domain.startswith("*."):
+            raise ConfigError(f"{origin}: 'docker_default_domain' must be a plain domain, not a wildcard, got {value!r}")
+        return domain
     if key in _OPTIONAL_STRINGS:
         if not isinstance(value, str):
             raise ConfigError(f"{origin}: '{key}' must be a string, got {value!r}")

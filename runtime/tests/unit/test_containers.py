@@ -76,3 +76,19 @@ def test_stopped_and_unlabelled_and_disabled_are_ignored():
 def test_names_are_sanitized():
     assert one(c(name="My_App.v2")).name == "my-app-v2"
     assert one(c(labels={**LBL, "envoyage.name": "custom"})).name == "custom"
+
+
+def test_default_domain_serves_name_dot_domain_unless_a_domain_is_labelled():
+    plain = ContainerInfo(id="p" * 12, name="nextcloud", labels={"envoyage.enable": "true"},
+                          networks={"bridge": "172.17.0.5"}, exposed_ports=("80/tcp",))
+    named = ContainerInfo(id="n" * 12, name="x", labels={"envoyage.enable": "true", "envoyage.name": "photos"},
+                          networks={"bridge": "172.17.0.6"}, exposed_ports=("80/tcp",))
+    own = ContainerInfo(id="o" * 12, name="wiki", labels={"envoyage.enable": "true", "envoyage.domain": "w.other.org"},
+                        networks={"bridge": "172.17.0.7"}, exposed_ports=("80/tcp",))
+    by_name = {s.name: s for s in derive_services([plain, named, own], default_domain="example.org")}
+    assert list(by_name["nextcloud"].spec.domains) == ["nextcloud.example.org"]
+    assert list(by_name["photos"].spec.domains) == ["photos.example.org"]
+    assert list(by_name["wiki"].spec.domains) == ["w.other.org"]
+    # without a default domain the label stays required, with the same problem as before
+    bare = {s.name: s for s in derive_services([plain])}["nextcloud"]
+    assert bare.spec is None and any(p.startswith("envoyage.domain: missing") for p in bare.source_problems)

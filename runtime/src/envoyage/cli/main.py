@@ -275,6 +275,28 @@ def cmd_link_secret(args) -> int:
     return EXIT_OK
 
 
+def cmd_tunnel(args) -> int:
+    """The tunnel unit's start and stop (the collection's wireguard role): the same backend
+    as the modules and the harness (module_utils.wireguard)."""
+    from ..module_utils import wireguard as wg
+
+    if args.action == "down":
+        gone = wg.bring_down(args.interface)
+        print(f"removed {args.interface}" if gone else f"{args.interface} was not up")
+        return EXIT_OK
+    if not (args.config and args.key and args.address):
+        print("error: tunnel up needs --config, --key and --address", file=sys.stderr)
+        return EXIT_USAGE
+    address, _, length = args.address.partition("/")
+    if not length.isdigit():
+        print(f"error: --address {args.address!r}: give the tunnel address with its prefix length, "
+              "e.g. 10.88.0.2/24", file=sys.stderr)
+        return EXIT_USAGE
+    backend = wg.bring_up(args.interface, args.config, address, int(length), private_key_path=args.key)
+    print(f"{args.interface} is up ({backend}) with {args.address}")
+    return EXIT_OK
+
+
 def cmd_backup(args) -> int:
     out = _client(args).post("/backup", {"path": os.path.abspath(args.path)})
     print(f"wrote {out['path']}: {out['services']} services, write generation {out['generation']}, "
@@ -410,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hash-file", help="where home keeps the hash (default link.secret_hash_file from the config)")
     p.add_argument("--replace", action="store_true", help="replace an existing secret")
     p.set_defaults(func=cmd_link_secret)
+
+    p = sub.add_parser("tunnel", help="bring the WireGuard tunnel up or down (the tunnel's systemd unit runs this)")
+    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("--interface", default="envoyage0", help="interface name (default envoyage0)")
+    p.add_argument("--config", help="wg setconf file without a private key (up)")
+    p.add_argument("--key", help="the private key file, 0600 (up)")
+    p.add_argument("--address", help="this side's tunnel address with prefix length, e.g. 10.88.0.2/24 (up)")
+    p.set_defaults(func=cmd_tunnel)
 
     p = sub.add_parser("backup", help="write a consistent copy of the registry (through the control plane)")
     p.add_argument("path", help="the backup file to write (mode 0600)")

@@ -87,7 +87,7 @@ class ControlDaemon:
             self.watcher = DockerWatcher(
                 lambda reason, desired: self.plane.sync_discovered(SOURCE, desired, reason),
                 docker_host=self.config.docker_host, mesh=self.config.docker_mesh,
-                scope=self.config.docker_scope)
+                scope=self.config.docker_scope, default_domain=self.config.docker_default_domain)
             self.plane.discovery[SOURCE] = self.watcher
             self.watcher.start()
 

@@ -107,13 +107,16 @@ def container_port(c: ContainerInfo, lr: LabelResult) -> tuple[int | None, str |
     return None, f"envoyage.port: missing, and the image exposes several ports ({', '.join(tcp)}); set envoyage.port"
 
 
-def derive_services(containers: Iterable[ContainerInfo], source: str = "docker") -> list[ServiceState]:
-    """Group labelled running containers into desired services (spec None = not servable)."""
+def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
+                    default_domain: str = "") -> list[ServiceState]:
+    """Group labelled running containers into desired services (spec None = not servable).
+    `default_domain`: a service whose containers name no envoyage.domain is served as
+    <service name>.<default_domain>."""
     groups: dict[str, list[tuple[ContainerInfo, LabelResult]]] = {}
     for c in containers:
         if not c.running:
             continue
-        lr = parse_labels(c.labels)
+        lr = parse_labels(c.labels, default_domain)
         if not lr.enabled:
             continue
         groups.setdefault(group_name(c, lr), []).append((c, lr))
@@ -122,6 +125,8 @@ def derive_services(containers: Iterable[ContainerInfo], source: str = "docker")
     for name, members in sorted(groups.items()):
         members.sort(key=lambda m: m[0].id)
         primary_c, primary = members[0]
+        if not primary.domains and default_domain and not any(p.startswith("envoyage.domain") for p in primary.problems):
+            primary.domains.append(f"{name}.{default_domain}")
         problems: list[str] = []
         upstreams: list[str] = []
         detail_containers = []

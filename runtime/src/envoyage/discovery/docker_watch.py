@@ -39,10 +39,12 @@ def default_docker_host() -> str:
 
 class DockerWatcher:
     def __init__(self, sync: Callable[[str, list], None], docker_host: str = "", mesh: bool = False,
-                 backoff: tuple[float, float] = (0.2, 5.0), scope: str = ""):
+                 backoff: tuple[float, float] = (0.2, 5.0), scope: str = "",
+                 default_domain: str = ""):
         self._sync = sync
         self.docker_host = docker_host or default_docker_host()
         self.mesh = mesh
+        self.default_domain = default_domain  # <name>.<default_domain> when envoyage.domain is not set
         self.scope = scope  # "": every labelled container; else only those with envoyage.scope=<scope>
         self._backoff = backoff
         self._stop = threading.Event()
@@ -188,7 +190,8 @@ class DockerWatcher:
         self._publish(f"{kind} {action} {container_id[:12]}")
 
     def _publish(self, reason: str) -> None:
-        self._sync(reason, derive_services(self.containers.values(), source=SOURCE))
+        self._sync(reason, derive_services(self.containers.values(), source=SOURCE,
+                                                   default_domain=self.default_domain))
 
     # -- the only writes to Docker (docker.mesh) ---------------------------------------
     def _ensure_mesh(self) -> None:

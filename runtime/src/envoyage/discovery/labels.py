@@ -115,7 +115,9 @@ def in_scope(labels: Mapping[str, str], scope: str) -> bool:
     return not scope or labels.get(SCOPE_LABEL) == scope
 
 
-def parse_labels(labels: Mapping[str, str]) -> LabelResult:
+def parse_labels(labels: Mapping[str, str], default_domain: str = "") -> LabelResult:
+    """`default_domain`: with it, a container without envoyage.domain is served as
+    <service name>.<default_domain> (the caller fills that in: it knows the name)."""
     res = LabelResult()
     ours = {k: v for k, v in labels.items() if k.startswith(PREFIX)}
     if not ours:
@@ -148,7 +150,9 @@ def parse_labels(labels: Mapping[str, str]) -> LabelResult:
             res.problems.append(f"{key}: unknown label; {hint}")
 
     domain = ours.get("envoyage.domain")
-    if domain is None or not domain.strip():
+    if (domain is None or not domain.strip()) and default_domain:
+        pass  # <name>.<default_domain>, filled in by derive_services
+    elif domain is None or not domain.strip():
         res.problems.append("envoyage.domain: missing; set the domain(s) to serve, e.g. envoyage.domain=app.example.com")
     else:
         for item in domain.split(","):
