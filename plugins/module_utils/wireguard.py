@@ -329,6 +329,11 @@ def read_status(interface, netns=None, run=None, now=None):
         code, out, err = _run(["wg", "show", interface, what], netns, run)
         if code != 0:
             text = (err or out).strip()
+            uapi = "/var/run/wireguard/%s.sock" % interface
+            if netns is None and os.path.exists(uapi) and not os.access(uapi, os.W_OK):
+                # wireguard-go's control socket is root's alone (and it exits if that changes)
+                raise WireGuardError("cannot read the tunnel's status: %s is wireguard-go's control socket and only "
+                                     "root may use it (with the kernel's WireGuard, CAP_NET_ADMIN is enough)" % uapi)
             if "No such device" in text or "Unable to access interface" in text:
                 raise WireGuardError("the tunnel interface %s does not exist (is the tunnel unit running?)" % interface)
             if "Operation not permitted" in text or "ermission denied" in text:

@@ -18,13 +18,13 @@ def test_demo_script_starts_serves_and_stops(workdir, docker):
     env["ENVOYAGE_DEMO_DIR"] = str(workdir / "demo")
     # its own scope: the default demo (scope "demo"), if one runs, is not touched
     env["ENVOYAGE_DEMO_SCOPE"] = f"{TEST_SCOPE}-demo"
-    demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
+    demo = ["bash", str(ROOT / "scripts" / "demo.sh"), "--local"]
     pids = []
     try:
         out = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr[-3000:]
         assert f"http://hello.localhost:{ports['HTTP']}/" in out.stdout
-        assert "demo.sh stop" in out.stdout
+        assert "demo.sh --local stop" in out.stdout
         code, body = http_get(int(ports["HTTP"]), "hello.localhost")
         assert code == 200 and "Hello from Envoyage" in body
         # the labelled demo container, found by Docker discovery
