@@ -1,0 +1,140 @@
+"""The collection's roles as users run them: Molecule scenarios on systemd containers
+from the local base image (molecule/default: topology A, home + vps + a labelled app;
+molecule/topology_c: home only), driven step by step so that one set of instances also
+serves the bad-inventory checks and the -vvv secret search.
+
+Shares the base image, the apt caches and the wheelhouse with the README's first command
+(scripts/demo-nodes.sh)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+VENV_BIN = ROOT / ".venv" / "bin"
+# the dependency venv's bin (molecule calls ansible-config, pytest and more by name)
+DEPS_BIN = Path(os.path.realpath(VENV_BIN / "ansible")).parent
+pytestmark = pytest.mark.integration
+
+if not shutil.which("docker"):
+    pytest.fail("docker is missing: scripts/test.sh installs it and starts dockerd", pytrace=False)
+
+
+def sh(argv, env=None, timeout=900, check=True):
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, argv))} failed ({out.returncode}):\n"
+                             f"{out.stdout[-6000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Built once for both scenarios: the base image, the collection (installed where
+    Molecule's converge finds it) and the wheelhouse."""
+    work = tmp_path_factory.mktemp("molecule")
+    image = sh(["bash", "scripts/base-image.sh"]).stdout.strip().splitlines()[-1]
+    built = sh(["bash", "scripts/build-collection.sh", str(work / "collections")],
+               env={**os.environ, "WHEELHOUSE": "1"}).stdout
+    paths = dict(line.split("=", 1) for line in built.splitlines() if re.match(r"^[A-Z]+=", line))
+    cache = os.environ.get("ENVOYAGE_CACHE", "/var/cache/envoyage")
+    for kind in ("home", "vps"):
+        for sub in ("archives/partial", "lists/partial"):
+            Path(cache, "apt", kind, sub).mkdir(parents=True, exist_ok=True)
+    (work / "home").mkdir()
+    return {**os.environ, "HOME": str(work / "home"), "PATH": f"{VENV_BIN}:{DEPS_BIN}:{os.environ['PATH']}",
+            "ENVOYAGE_BASE_IMAGE": image, "ENVOYAGE_WHEELHOUSE": paths["WHEELHOUSE"], "ENVOYAGE_CACHE": cache,
+            "ANSIBLE_COLLECTIONS_PATH": paths["COLLECTIONS"], "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_PIPELINING": "1", "PY_COLORS": "0", "MOLECULE_NO_LOG": "false", "work": str(work)}
+
+
+def molecule(env, step, scenario, *extra, check=True, timeout=900):
+    return sh([str(VENV_BIN / "molecule"), step, "-s", scenario, *extra],
+              env={k: v for k, v in env.items() if k != "work"}, timeout=timeout, check=check)
+
+
+def docker_read(container, path):
+    out = subprocess.run(["docker", "exec", container, "cat", path], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def assert_tests_ran(out, at_least):
+    """The scenario's testinfra tests ran (not "no tests collected") and all passed."""
+    text = out.stdout + out.stderr
+    passed = re.findall(r"(\d+) passed", text)
+    assert passed and int(passed[-1]) >= at_least and not re.search(r"\d+ (failed|error)", text), text[-3000:]
+
+
+BAD_INVENTORIES = [
+    ("missing domain", {"envoyage_domain": None}, "envoyage_domain"),
+    ("topology B", {"envoyage_topology": "b"}, "topology B (the control plane on the VPS) is not available yet"),
+    ("malformed address", {"envoyage_home_address": "198.18.90.300"}, "envoyage_home_address: '198.18.90.300'"),
+    ("malformed tunnel prefix", {"envoyage_tunnel_prefix": "10.88.0/24"}, "envoyage_tunnel_prefix"),
+]
+
+
+def inventory(work: Path, name: str, overrides: dict) -> Path:
+    base = {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3",
+            "envoyage_topology": "a", "envoyage_domain": "example.test", "envoyage_vps_address": "198.18.90.3",
+            "envoyage_lan_cidrs": ["198.18.90.0/24"]}
+    base.update(overrides)
+    lines = ["all:", "  vars:"]
+    lines += [f"    {k}: {v!r}" if not isinstance(v, list) else f"    {k}: {v}" for k, v in base.items() if v is not None]
+    lines += ["  children:", "    home:", "      hosts:", "        eym-home:", "    vps:", "      hosts:",
+              "        eym-vps:"]
+    path = work / f"bad-{re.sub('[^a-z]+', '-', name)}.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_topology_a_scenario(env):
+    """Create; every bad inventory fails before any change, naming the variable; converge
+    at -vvv leaks no secret; idempotence; verify (molecule/default/tests)."""
+    work = Path(env["work"])
+    molecule(env, "destroy", "default", check=False)
+    try:
+        molecule(env, "create", "default")
+        for name, overrides, message in BAD_INVENTORIES:
+            out = sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory(work, name, overrides)), "site.yml"],
+                     env={k: v for k, v in env.items() if k != "work"}, check=False, timeout=300)
+            text = out.stdout + out.stderr
+            assert out.returncode != 0, f"{name}: the playbook passed:\n{text[-3000:]}"
+            assert message in text, f"{name}: no message naming the variable:\n{text[-3000:]}"
+            recap = re.findall(r"^eym-(?:home|vps)\s*:.*changed=(\d+)", text, re.M)
+            assert recap and set(recap) == {"0"}, f"{name}: something changed:\n{text[-2000:]}"
+            # nothing was installed
+            assert sh(["docker", "exec", "eym-home", "test", "-e", "/opt/envoyage"], check=False).returncode != 0
+        molecule(env, "prepare", "default")
+        converge = molecule(env, "converge", "default", "--", "-vvv", timeout=1200)
+        output = converge.stdout + converge.stderr
+        secrets = {
+            "home WireGuard key": docker_read("eym-home", "/etc/envoyage/wireguard/envoyage0.key"),
+            "VPS WireGuard key": docker_read("eym-vps", "/etc/envoyage/wireguard/envoyage0.key"),
+            "edge secret": docker_read("eym-vps", "/etc/envoyage/edge.secret"),
+            "CrowdSec bouncer key": docker_read("eym-vps", "/etc/crowdsec-bouncer.key")
+            or docker_read("eym-vps", "/etc/envoyage/crowdsec-bouncer.key"),
+        }
+        for what, secret in secrets.items():
+            assert secret and len(secret) >= 16, f"{what} was not created"
+            variants = {secret, base64.b64encode(secret.encode()).decode(), base64.b64encode((secret + "\n").encode()).decode()}
+            for v in variants:
+                assert v not in output, f"the {what} appears in the -vvv converge output"
+        assert "changed=" in output and len(output) > 10_000  # it really was verbose
+        molecule(env, "idempotence", "default", timeout=600)
+        verified = molecule(env, "verify", "default", timeout=600)
+        assert_tests_ran(verified, at_least=15)
+    finally:
+        molecule(env, "cleanup", "default", check=False)
+        molecule(env, "destroy", "default", check=False)
+
+
+def test_topology_c_scenario(env):
+    """Home only: converge, idempotence, verify (molecule/topology_c/tests)."""
+    assert_tests_ran(molecule(env, "test", "topology_c", timeout=1500), at_least=8)
