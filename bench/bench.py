@@ -37,6 +37,7 @@ from peers import (  # noqa: E402
     wait_for,
 )
 from report import write_report  # noqa: E402
+from site_playbook import site_playbook  # noqa: E402
 from topology import topology_a  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent / "runtime" / "tests"))
@@ -379,6 +380,9 @@ def main() -> int:
         results["discovery_live"] = discovery_live(workdir, upstream, params["containers"])
         results["scale"] = scale(workdir, upstream, params["sizes"], params["repeats"])
         results["topology_a"] = topology_a(workdir, params)
+        # two systemd containers and a whole site playbook: the full run only (CI runs the
+        # same command as a test, tests/integration/test_demo_nodes.py)
+        results["site_playbook"] = {"skipped": "smoke run"} if args.smoke else site_playbook(workdir)
     finally:
         upstream.close()
         shutil.rmtree(workdir, ignore_errors=True)

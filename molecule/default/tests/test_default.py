@@ -22,6 +22,11 @@ def get(address, host_header, path="/"):
         return exc.code, ""
 
 
+def ok(result):
+    """A (status, body) result if the status is 200, else None (keep waiting)."""
+    return result if result[0] == 200 else None
+
+
 def eventually(check, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     last = None
@@ -73,7 +78,7 @@ def test_home_resolver_answers_the_app_with_home_address():
 
 def test_app_answers_through_the_vps_and_directly_on_home():
     for address in (VPS_IP, HOME_IP):
-        status, body = eventually(lambda: (lambda r: r if r[0] == 200 else None)(get(address, APP)),
+        status, body = eventually(lambda: ok(get(address, APP)),
                                   what=f"200 from {address}")
         assert status == 200 and body.strip()  # the sample app answers with its container name
 

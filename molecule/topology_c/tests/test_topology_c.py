@@ -22,6 +22,11 @@ def get(address, host_header, path="/"):
         return exc.code, ""
 
 
+def ok(result):
+    """A (status, body) result if the status is 200, else None (keep waiting)."""
+    return result if result[0] == 200 else None
+
+
 def eventually(check, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     last = None
@@ -52,7 +57,7 @@ def test_no_tunnel_and_no_edge_in_topology_c():
 
 
 def test_app_answers_on_home():
-    status, body = eventually(lambda: (lambda r: r if r[0] == 200 else None)(get(HOME_IP, APP)), what="200 on home")
+    status, body = eventually(lambda: ok(get(HOME_IP, APP)), what="200 on home")
     assert body.strip()
 
 

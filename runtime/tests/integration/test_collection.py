@@ -18,6 +18,7 @@ from helpers import ENVOYAGE, rmtree, short_tmpdir
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 MODULES = ("wireguard_keypair", "envoyage_ca", "envoyage_cert", "envoyage_service")
+ROLES = ("preflight", "runtime", "wireguard", "unbound", "control_plane", "envoy", "edge", "crowdsec")
 PIP_VERSION = "24.2"  # what ansible-test's venvs bootstrap
 
 pytestmark = pytest.mark.integration
@@ -51,16 +52,14 @@ def _ansible_test_cache() -> None:
 
 @pytest.fixture(scope="module")
 def collection():
-    """Build the tarball from the checkout and install it; yields (tarball, installed path)."""
+    """Build the tarball from the checkout (with the runtime wheel in it) and install it, as
+    scripts/build-collection.sh does; yields (tarball, installed path)."""
     work = short_tmpdir("eyC-")
     try:
-        built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(work), "."],
-                               cwd=ROOT, capture_output=True, text=True, timeout=300)
+        built = subprocess.run(["bash", str(ROOT / "scripts" / "build-collection.sh"), str(work / "collections")],
+                               cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert built.returncode == 0, built.stdout + built.stderr
-        (tarball,) = work.glob("envoyage-core-*.tar.gz")
-        installed = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p",
-                                    str(work / "collections")], capture_output=True, text=True, timeout=300)
-        assert installed.returncode == 0, installed.stdout + installed.stderr
+        tarball = Path(dict(line.split("=", 1) for line in built.stdout.splitlines() if "=" in line)["TARBALL"])
         path = work / "collections" / "ansible_collections" / "envoyage" / "core"
         _ansible_test_cache()
         yield tarball, path
@@ -79,11 +78,43 @@ def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(c
     names = tarfile.open(tarball).getnames()
     for wanted in ("COLLECTION.md", "meta/runtime.yml", "MANIFEST.json", "plugins/module_utils/wireguard.py",
                    "plugins/module_utils/pki.py", *(f"plugins/modules/{m}.py" for m in MODULES),
-                   "changelogs/changelog.yaml", "runtime/pyproject.toml"):
+                   "changelogs/changelog.yaml", "runtime/pyproject.toml", "playbooks/site.yml",
+                   "plugins/filter/network.py", "molecule/default/molecule.yml",
+                   *(f"roles/{r}/meta/argument_specs.yml" for r in ROLES)):
         assert wanted in names, wanted
     for unwanted in (".venv", "bench", "scripts", "runtime/tests", ".hypothesis", ".git", "__pycache__"):
         assert not any(n == unwanted or n.startswith(unwanted + "/") or f"/{unwanted}/" in n for n in names), unwanted
     assert (path / "plugins" / "modules" / "envoyage_ca.py").exists()
+    # the runtime role installs the wheel the collection carries
+    assert any(n.startswith("roles/runtime/files/envoyage-") and n.endswith(".whl") for n in names)
+
+
+def test_ansible_lint_production_profile_passes(collection):
+    """The roles, playbooks and Molecule scenarios as installed (deliberate exceptions are
+    in .ansible-lint-ignore, with the reason)."""
+    _, path = collection
+    out = subprocess.run([str(BIN / "ansible-lint"), "--nocolor"], cwd=path, capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])))
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
+    assert "Profile 'production' was required, and it passed" in out.stdout + out.stderr
+
+
+def test_every_role_documents_and_validates_its_variables(collection):
+    """Each role's defaults are all in its argument spec (and the other way round), so a
+    misspelt or mistyped inventory variable fails at the preflight, naming it."""
+    import yaml
+
+    _, path = collection
+    for role in ROLES:
+        spec = yaml.safe_load((path / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        options = set(spec["main"].get("options") or {})
+        assert spec.get("validate") == spec["main"] or role == "preflight", f"{role}: validate differs from main"
+        defaults_file = path / "roles" / role / "defaults" / "main.yml"
+        defaults = set(yaml.safe_load(defaults_file.read_text()) or {}) if defaults_file.exists() else set()
+        assert defaults <= options, f"{role}: defaults without a spec: {sorted(defaults - options)}"
+        for name, option in spec["main"].get("options", {}).items():
+            assert name.startswith(f"{role}_") or role == "preflight", f"{role}: {name} lacks the role prefix"
+            assert option.get("description"), f"{role}: {name} has no description"
 
 
 def test_ansible_doc_documents_every_module_with_examples_and_return_values(collection):

@@ -130,9 +130,70 @@ def test_topology_a_scenario(env):
         molecule(env, "idempotence", "default", timeout=600)
         verified = molecule(env, "verify", "default", timeout=600)
         assert_tests_ran(verified, at_least=15)
+        everyday_jobs(env, work)
     finally:
         molecule(env, "cleanup", "default", check=False)
         molecule(env, "destroy", "default", check=False)
+
+
+def http(address, host_header, timeout=5):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{address}/", headers={"Host": host_header})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status
+    except (urllib.error.URLError, OSError) as exc:
+        return getattr(exc, "code", None)
+
+
+def wait_for_200(address, host_header, seconds=60):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if http(address, host_header) == 200:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def everyday_jobs(env, work: Path) -> None:
+    """The small playbooks against the converged scenario: add a service, back up the
+    registry, rotate the edge secret and the WireGuard keys."""
+    good = inventory(work, "good", {"runtime_pip_extra_args": "--no-index --find-links /var/cache/envoyage-wheels",
+                                    "control_plane_docker_scope": "eym"})
+    run_env = {k: v for k, v in env.items() if k != "work"}
+
+    def playbook(name, *extra):
+        return sh([str(VENV_BIN / "ansible-playbook"), "-i", str(good), name, *extra], env=run_env, timeout=600)
+
+    app_ip = sh(["docker", "inspect", "-f", "{{(index .NetworkSettings.Networks \"eym-net\").IPAddress}}",
+                 "eym-whoami"]).stdout.strip()
+    playbook("envoyage.core.add_service", "-e", "service_name=manual", "-e", "service_domain=manual.example.test",
+             "-e", f"service_upstream={app_ip}:80")
+    assert wait_for_200("198.18.90.3", "manual.example.test"), "the manual service is not served through the VPS"
+    again = playbook("envoyage.core.add_service", "-e", "service_name=manual", "-e",
+                     "service_domain=manual.example.test", "-e", f"service_upstream={app_ip}:80")
+    assert re.search(r"eym-home\s*:.*changed=0", again.stdout), again.stdout[-1500:]
+
+    backups = work / "backups"
+    playbook("envoyage.core.backup", "-e", f"backup_dir={backups}")
+    (backup,) = backups.glob("envoyage-eym-home-*.db")
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert backup.read_bytes()[:16] == b"SQLite format 3\x00"
+
+    def wg_public(host):
+        return sh(["docker", "exec", host, "wg", "show", "envoyage0", "public-key"]).stdout.strip()
+
+    before = (wg_public("eym-home"), wg_public("eym-vps"), docker_read("eym-vps", "/etc/envoyage/edge.secret"))
+    out = playbook("envoyage.core.rotate")
+    after = (wg_public("eym-home"), wg_public("eym-vps"), docker_read("eym-vps", "/etc/envoyage/edge.secret"))
+    assert all(a != b for a, b in zip(before, after)), "rotate left a key or the secret as it was"
+    assert after[2] not in out.stdout + out.stderr
+    assert docker_read("eym-home", "/var/lib/envoyage/edge-secret.outbox") is None
+    assert wait_for_200("198.18.90.3", "whoami.example.test", 90), "nothing answers through the VPS after rotate"
 
 
 def test_topology_c_scenario(env):

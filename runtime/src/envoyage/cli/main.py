@@ -287,7 +287,7 @@ def cmd_tunnel(args) -> int:
     if not (args.config and args.key and args.address):
         print("error: tunnel up needs --config, --key and --address", file=sys.stderr)
         return EXIT_USAGE
-    address, _, length = args.address.partition("/")
+    address, _slash, length = args.address.partition("/")
     if not length.isdigit():
         print(f"error: --address {args.address!r}: give the tunnel address with its prefix length, "
               "e.g. 10.88.0.2/24", file=sys.stderr)

@@ -191,7 +191,7 @@ class DockerWatcher:
 
     def _publish(self, reason: str) -> None:
         self._sync(reason, derive_services(self.containers.values(), source=SOURCE,
-                                                   default_domain=self.default_domain))
+                                           default_domain=self.default_domain))
 
     # -- the only writes to Docker (docker.mesh) ---------------------------------------
     def _ensure_mesh(self) -> None:

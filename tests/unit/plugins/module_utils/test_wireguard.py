@@ -119,6 +119,19 @@ def test_bring_up_creates_the_interface_loads_the_file_and_never_puts_a_key_on_a
     assert all(c[:4] == ["ip", "netns", "exec", "vps"] for c in netns.calls)
 
 
+def test_bring_up_loads_the_private_key_from_its_file_after_the_configuration(tmp_path):
+    key = tmp_path / "wg0.key"
+    wg.ensure_keypair(str(key))
+    run = Recorder()
+    wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=run, private_key_path=str(key))
+    setconf = run.calls.index(["wg", "setconf", "wg0", "/x.conf"])
+    assert run.calls[setconf + 1] == ["wg", "set", "wg0", "private-key", str(key)]
+    # a key others can read is refused before it is loaded
+    key.chmod(0o644)
+    with pytest.raises(wg.WireGuardError):
+        wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=Recorder(), private_key_path=str(key))
+
+
 def test_a_failing_command_is_reported_with_what_it_was_doing():
     def run(cmd):
         return (1, "", "RTNETLINK answers: Operation not permitted") if cmd[:2] == ["wg", "setconf"] else (0, "", "")
