@@ -75,22 +75,23 @@ def cidr_problem(value):
         return "%r is not a network in CIDR notation (e.g. 192.168.1.0/24)" % (value,)
 
 
-def prefix_problem(value):
-    """'' for a usable tunnel prefix, else why not."""
+def _problem(check, value):
+    """'' if check(value) passes, else its WireGuardError's sentence."""
     try:
-        address_plan(str(value))
+        check(str(value))
         return ""
     except WireGuardError as exc:
         return str(exc)
+
+
+def prefix_problem(value):
+    """'' for a usable tunnel prefix, else why not."""
+    return _problem(address_plan, value)
 
 
 def endpoint_problem(value):
     """'' for host:port or [v6]:port, else why not."""
-    try:
-        parse_endpoint(str(value))
-        return ""
-    except WireGuardError as exc:
-        return str(exc)
+    return _problem(parse_endpoint, value)
 
 
 class FilterModule(object):

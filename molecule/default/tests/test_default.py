@@ -1,44 +1,20 @@
 """Topology A after converge: what a user would check by hand (molecule verify)."""
 
 import json
+import sys
 import time
-import urllib.request
+from pathlib import Path
 
 import pytest
 import testinfra
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "common"))
+from checks import assert_unit_runs_as, eventually, get, ok, resolver_answer, scan_and_wait_for_ban  # noqa: E402
 
 HOME = testinfra.get_host("docker://eym-home")
 VPS = testinfra.get_host("docker://eym-vps")
 HOME_IP, VPS_IP = "198.18.90.2", "198.18.90.3"
 APP = "whoami.example.test"  # no envoyage.domain label: <name>.<envoyage_domain>
-
-
-def get(address, host_header, path="/"):
-    req = urllib.request.Request(f"http://{address}{path}", headers={"Host": host_header})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-
-
-def ok(result):
-    """A (status, body) result if the status is 200, else None (keep waiting)."""
-    return result if result[0] == 200 else None
-
-
-def eventually(check, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, AssertionError, ValueError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not reached in {timeout}s: {last!r}")
 
 
 @pytest.mark.parametrize("host,unit,user", [
@@ -49,10 +25,7 @@ def eventually(check, timeout=30.0, what="condition"):
     (VPS, "crowdsec", "root"),
 ])
 def test_services_run_under_their_own_users(host, unit, user):
-    svc = host.service(unit)
-    assert svc.is_running and svc.is_enabled
-    pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
-    assert host.check_output(f"ps -o user= -p {pid}").strip() == user
+    assert_unit_runs_as(host, unit, user)
 
 
 def test_the_vps_envoy_runs_under_the_edge_user():
@@ -69,18 +42,13 @@ def test_tunnel_handshake_is_recent():
 
 
 def test_home_resolver_answers_the_app_with_home_address():
-    probe = ("import dns.resolver as r; res = r.Resolver(configure=False); res.nameservers = ['127.0.0.1']; "
-             f"print(' '.join(a.address for a in res.resolve('{APP}', 'A')))")
-    answer = eventually(lambda: HOME.check_output(f"/opt/envoyage/venv/bin/python -c \"{probe}\""),
-                        what="Unbound answering the app's domain")
-    assert answer.split() == [HOME_IP]
+    assert resolver_answer(HOME, APP) == [HOME_IP]
 
 
-def test_app_answers_through_the_vps_and_directly_on_home():
-    for address in (VPS_IP, HOME_IP):
-        status, body = eventually(lambda: ok(get(address, APP)),
-                                  what=f"200 from {address}")
-        assert status == 200 and body.strip()  # the sample app answers with its container name
+@pytest.mark.parametrize("address", [VPS_IP, HOME_IP])
+def test_app_answers_through_the_vps_and_directly_on_home(address):
+    _, body = eventually(lambda: ok(get(address, APP)), what=f"200 from {address}")
+    assert body.strip()  # the sample app answers with its container name
 
 
 def test_status_shows_both_envoys_in_sync():
@@ -115,13 +83,5 @@ def test_the_edge_secret_left_home():
 
 
 def test_crowdsec_bans_a_scan_seen_in_the_vps_envoy_log():
-    # a scripted scan from this machine (198.18.90.1 on the scenario network): 404s
-    # through the VPS Envoy, read by CrowdSec from its access log
-    for i in range(15):
-        get(VPS_IP, APP, f"/scan-{i}.php")
-
-    def banned():
-        out = VPS.check_output("cscli decisions list -o json")
-        decisions = [d for alert in (json.loads(out) or []) for d in alert.get("decisions") or []]
-        return [d for d in decisions if d["value"] == "198.18.90.1" and d["type"] == "ban"]
-    eventually(banned, what="a CrowdSec ban for the scanner")
+    # from this machine (198.18.90.1 on the scenario network), through the VPS Envoy
+    scan_and_wait_for_ban(VPS, VPS_IP, APP, "198.18.90.1")

@@ -7,23 +7,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import urllib.error
-import urllib.request
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "molecule" / "common"))
+from checks import get  # noqa: E402  (the scenarios' checks)
+
 pytestmark = pytest.mark.integration
-
-
-def get(address, host_header):
-    req = urllib.request.Request(f"http://{address}/", headers={"Host": host_header})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
 
 
 def docker_names(prefix):

@@ -13,11 +13,15 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "molecule" / "common"))
+from checks import eventually, get, ok  # noqa: E402  (the scenarios' checks)
+
 VENV_BIN = ROOT / ".venv" / "bin"
 # the dependency venv's bin (molecule calls ansible-config, pytest and more by name)
 DEPS_BIN = Path(os.path.realpath(VENV_BIN / "ansible")).parent
@@ -136,27 +140,11 @@ def test_topology_a_scenario(env):
         molecule(env, "destroy", "default", check=False)
 
 
-def http(address, host_header, timeout=5):
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(f"http://{address}/", headers={"Host": host_header})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status
-    except (urllib.error.URLError, OSError) as exc:
-        return getattr(exc, "code", None)
-
-
 def wait_for_200(address, host_header, seconds=60):
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if http(address, host_header) == 200:
-            return True
-        time.sleep(0.5)
-    return False
+    try:
+        return bool(eventually(lambda: ok(get(address, host_header)), timeout=seconds))
+    except AssertionError:
+        return False
 
 
 def everyday_jobs(env, work: Path) -> None:
