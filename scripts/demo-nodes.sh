@@ -68,7 +68,9 @@ Home's resolver answers the LAN with home's address (split horizon):
 
 Status, services and the tunnel, on home:
   docker exec $NAME-home envoyage status
-  docker exec $NAME-home envoyage check tunnel
+  docker exec $NAME-home wg show envoyage0
+(The containers have no WireGuard in their kernel, so the tunnel runs on wireguard-go, whose
+status only root can read: envoyage status names that as a problem. docs/install.md.)
 
 Add a service: start a container with labels on this machine's Docker, e.g.
   docker run -d --network $NAME -l envoyage.enable=true -l envoyage.scope=$SCOPE -l envoyage.name=hello envoyage/sample-app:1

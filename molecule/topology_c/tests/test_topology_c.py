@@ -28,7 +28,7 @@ def test_no_tunnel_and_no_edge_in_topology_c():
 
 
 def test_app_answers_on_home():
-    _, body = eventually(lambda: ok(get(HOME_IP, APP)), what="200 on home")
+    body = eventually(lambda: ok(get(HOME_IP, APP)), what="200 on home")[1]
     assert body.strip()
 
 
