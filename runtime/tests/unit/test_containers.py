@@ -89,6 +89,14 @@ def test_default_domain_serves_name_dot_domain_unless_a_domain_is_labelled():
     assert list(by_name["nextcloud"].spec.domains) == ["nextcloud.example.org"]
     assert list(by_name["photos"].spec.domains) == ["photos.example.org"]
     assert list(by_name["wiki"].spec.domains) == ["w.other.org"]
+    # replicas of a service without envoyage.domain are one service, not "labels differ"
+    replica = ContainerInfo(id="q" * 12, name="nextcloud-2", labels={"envoyage.enable": "true",
+                            "envoyage.name": "nextcloud"}, networks={"bridge": "172.17.0.8"}, exposed_ports=("80/tcp",))
+    first = ContainerInfo(id="a" * 12, name="nextcloud-1", labels=dict(replica.labels),
+                          networks={"bridge": "172.17.0.9"}, exposed_ports=("80/tcp",))
+    (both,) = derive_services([first, replica], default_domain="example.org")
+    assert both.source_problems == [] and list(both.spec.domains) == ["nextcloud.example.org"]
+    assert len(both.spec.upstreams) == 2
     # without a default domain the label stays required, with the same problem as before
     bare = {s.name: s for s in derive_services([plain])}["nextcloud"]
     assert bare.spec is None and any(p.startswith("envoyage.domain: missing") for p in bare.source_problems)

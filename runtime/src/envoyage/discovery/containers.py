@@ -125,8 +125,11 @@ def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
     for name, members in sorted(groups.items()):
         members.sort(key=lambda m: m[0].id)
         primary_c, primary = members[0]
-        if not primary.domains and default_domain and not any(p.startswith("envoyage.domain") for p in primary.problems):
-            primary.domains.append(f"{name}.{default_domain}")
+        # the labels' own domains, else <name>.<default_domain> (replicas' labels stay as
+        # parsed, so comparing them below still compares what they say)
+        domains = list(primary.domains)
+        if not domains and default_domain and not any(p.startswith("envoyage.domain") for p in primary.problems):
+            domains = [f"{name}.{default_domain}"]
         problems: list[str] = []
         upstreams: list[str] = []
         detail_containers = []
@@ -145,13 +148,13 @@ def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
             detail_containers.append(entry)
             prefix = f"{c.name}: " if len(members) > 1 else ""
             problems += [prefix + p for p in own]
-        detail = {"containers": detail_containers, "domains": list(primary.domains)}
+        detail = {"containers": detail_containers, "domains": domains}
         spec = None
         if primary.problems or not upstreams:
             pass  # not servable; problems say why
         else:
             try:
-                spec = parse_service({"name": name, "domains": primary.domains, "upstreams": upstreams,
+                spec = parse_service({"name": name, "domains": domains, "upstreams": upstreams,
                                       "source": source, **primary.service})
             except InputError as exc:  # a combination the label checks did not catch
                 problems.append(f"{exc.field}: {exc.message}")
