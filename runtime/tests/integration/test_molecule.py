@@ -40,10 +40,15 @@ def sh(argv, env=None, timeout=900, check=True):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("molecule")
+
+
+@pytest.fixture(scope="module")
+def env(work):
     """Built once for both scenarios: the base image, the collection (installed where
-    Molecule's converge finds it) and the wheelhouse."""
-    work = tmp_path_factory.mktemp("molecule")
+    Molecule's converge finds it) and the wheelhouse; the environment Molecule and
+    ansible-playbook run in."""
     image = sh(["bash", "scripts/base-image.sh"]).stdout.strip().splitlines()[-1]
     built = sh(["bash", "scripts/build-collection.sh", str(work / "collections")],
                env={**os.environ, "WHEELHOUSE": "1"}).stdout
@@ -56,12 +61,12 @@ def env(tmp_path_factory):
     return {**os.environ, "HOME": str(work / "home"), "PATH": f"{VENV_BIN}:{DEPS_BIN}:{os.environ['PATH']}",
             "ENVOYAGE_BASE_IMAGE": image, "ENVOYAGE_WHEELHOUSE": paths["WHEELHOUSE"], "ENVOYAGE_CACHE": cache,
             "ANSIBLE_COLLECTIONS_PATH": paths["COLLECTIONS"], "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_PIPELINING": "1", "PY_COLORS": "0", "MOLECULE_NO_LOG": "false", "work": str(work)}
+            "ANSIBLE_PIPELINING": "1", "PY_COLORS": "0", "MOLECULE_NO_LOG": "false"}
 
 
 def molecule(env, step, scenario, *extra, check=True, timeout=900):
     return sh([str(VENV_BIN / "molecule"), step, "-s", scenario, *extra],
-              env={k: v for k, v in env.items() if k != "work"}, timeout=timeout, check=check)
+              env=env, timeout=timeout, check=check)
 
 
 def docker_read(container, path):
@@ -85,29 +90,30 @@ BAD_INVENTORIES = [
 
 
 def inventory(work: Path, name: str, overrides: dict) -> Path:
+    """An inventory for the default scenario's instances; an override of None drops the
+    variable."""
+    import yaml
+
     base = {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3",
             "envoyage_topology": "a", "envoyage_domain": "example.test", "envoyage_vps_address": "198.18.90.3",
             "envoyage_lan_cidrs": ["198.18.90.0/24"]}
     base.update(overrides)
-    lines = ["all:", "  vars:"]
-    lines += [f"    {k}: {v!r}" if not isinstance(v, list) else f"    {k}: {v}" for k, v in base.items() if v is not None]
-    lines += ["  children:", "    home:", "      hosts:", "        eym-home:", "    vps:", "      hosts:",
-              "        eym-vps:"]
+    doc = {"all": {"vars": {k: v for k, v in base.items() if v is not None},
+                   "children": {"home": {"hosts": {"eym-home": None}}, "vps": {"hosts": {"eym-vps": None}}}}}
     path = work / f"bad-{re.sub('[^a-z]+', '-', name)}.yml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-def test_topology_a_scenario(env):
+def test_topology_a_scenario(env, work):
     """Create; every bad inventory fails before any change, naming the variable; converge
     at -vvv leaks no secret; idempotence; verify (molecule/default/tests)."""
-    work = Path(env["work"])
     molecule(env, "destroy", "default", check=False)
     try:
         molecule(env, "create", "default")
         for name, overrides, message in BAD_INVENTORIES:
             out = sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory(work, name, overrides)), "site.yml"],
-                     env={k: v for k, v in env.items() if k != "work"}, check=False, timeout=300)
+                     env=env, check=False, timeout=300)
             text = out.stdout + out.stderr
             assert out.returncode != 0, f"{name}: the playbook passed:\n{text[-3000:]}"
             assert message in text, f"{name}: no message naming the variable:\n{text[-3000:]}"
@@ -152,10 +158,8 @@ def everyday_jobs(env, work: Path) -> None:
     registry, rotate the edge secret and the WireGuard keys."""
     good = inventory(work, "good", {"runtime_pip_extra_args": "--no-index --find-links /var/cache/envoyage-wheels",
                                     "control_plane_docker_scope": "eym"})
-    run_env = {k: v for k, v in env.items() if k != "work"}
-
     def playbook(name, *extra):
-        return sh([str(VENV_BIN / "ansible-playbook"), "-i", str(good), name, *extra], env=run_env, timeout=600)
+        return sh([str(VENV_BIN / "ansible-playbook"), "-i", str(good), name, *extra], env=env, timeout=600)
 
     app_ip = sh(["docker", "inspect", "-f", "{{(index .NetworkSettings.Networks \"eym-net\").IPAddress}}",
                  "eym-whoami"]).stdout.strip()
