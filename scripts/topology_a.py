@@ -83,6 +83,10 @@ class Lab:
     dns: bool = False
     dns_port: int = 53
     unbound_control_port: int = 18953  # only with TLS control (the lab uses a Unix socket)
+    # home's tunnel interface accepts from the VPS only the tunnel listener and the edge
+    # link (the backend's apply_firewall, as the wireguard role does; off only to test
+    # the layers behind it on their own)
+    tunnel_firewall: bool = True
     # pids of what `start_*` started (name -> pid), so `down` can stop them
     pids: dict = field(default_factory=dict)
 
@@ -227,7 +231,7 @@ class Lab:
         wg.bring_up(self.vps_wg, str(self.vps_dir / "wg.conf"), plan["vps"], plan["prefixlen"],
                     netns=self.ns["vps"], run=_run_for_wg)
         wg.bring_up(self.home_wg, str(self.home_dir / "wg.conf"), plan["home"], plan["prefixlen"],
-                    run=_run_for_wg)
+                    run=_run_for_wg, allow_tcp=[self.tunnel_port, self.link_port] if self.tunnel_firewall else None)
 
     def tunnel_down(self) -> None:
         wg.bring_down(self.home_wg, run=_run_for_wg)
@@ -242,6 +246,10 @@ class Lab:
     def network_down(self) -> None:
         for iface in (self.home_wg,):
             sh("ip", "link", "del", iface, check=False)
+        # home is the root namespace: its firewall chain and unreachable route go with the
+        # lab (the VPS's go with its namespace)
+        wg.remove_firewall(self.home_wg, run=_run_for_wg)
+        wg.remove_unreachable_route(self.tunnel_prefix, run=_run_for_wg)
         for name in self.ns.values():
             if Path(f"/run/netns/{name}").exists():
                 # processes left in it (wireguard-go, envoy) would keep it alive

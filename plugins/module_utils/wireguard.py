@@ -258,12 +258,132 @@ def _must(cmd, netns=None, run=None, what=None):
     return out
 
 
+# -- the tunnel interface's firewall and the unreachable route (docs/security.md) -------
+
+FIREWALL_CHAIN_PREFIX = "ENVOYAGE-TUN-"  # + the interface name: 28 characters at most (iptables' limit)
+# where the chain is hooked: local delivery, forwarding (a home without Docker), and
+# Docker's own hook (its published ports are DNAT'ed and forwarded before FORWARD's
+# later rules, so only DOCKER-USER sees them first)
+FIREWALL_HOOKS = ("INPUT", "FORWARD", "DOCKER-USER")
+# the route for the tunnel prefix that outlives the interface: the interface's own route
+# (metric 0) wins while it exists
+UNREACHABLE_METRIC = 4294967295
+_IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def firewall_chain(interface):
+    if not _IFACE.match(interface or ""):
+        raise WireGuardError("interface name %r: use 1-15 letters, digits, _, . or -" % (interface,))
+    return FIREWALL_CHAIN_PREFIX + interface
+
+
+def render_firewall(interface, address, tcp_ports):
+    """The chain that filters what arrives on the tunnel interface, in iptables-restore
+    format (applied with --noflush: declaring the chain creates or empties it, so the
+    refill is one transaction). Answers to this host's own connections pass; new
+    connections only to `address` (this host's tunnel address) on `tcp_ports`; the rest
+    is dropped. Allowed packets RETURN to the hooking chain, so the host's own rules (and
+    Docker's) still apply to them; nothing is accepted here."""
+    chain = firewall_chain(interface)
+    ip = ipaddress.ip_address(address)
+    ports = sorted(set(int(p) for p in tcp_ports))
+    if any(not 0 < p < 65536 for p in ports) or len(ports) > 15:
+        raise WireGuardError("the tunnel firewall takes 1-15 TCP ports between 1 and 65535, got %r" % (tcp_ports,))
+    lines = ["*filter", ":%s - [0:0]" % chain,
+             "-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN" % chain]
+    if ports:
+        lines.append("-A %s -d %s/%d -p tcp -m multiport --dports %s -j RETURN"
+                     % (chain, ip, 32 if ip.version == 4 else 128, ",".join(str(p) for p in ports)))
+    lines += ['-A %s -m comment --comment "envoyage: only %s from the tunnel" -j DROP'
+              % (chain, "tcp " + ",".join(str(p) for p in ports) if ports else "answers"), "COMMIT", ""]
+    return "\n".join(lines)
+
+
+def _iptables(address):
+    return "ip6tables" if ipaddress.ip_address(address).version == 6 else "iptables"
+
+
+def apply_firewall(interface, address, tcp_ports, netns=None, run=None):
+    """Install (or refresh) the tunnel interface's firewall: the chain refilled atomically,
+    then a jump `-i INTERFACE` at the top of INPUT, FORWARD and DOCKER-USER (created if
+    dockerd has not made it yet; dockerd keeps an existing one and its rules), each added
+    only if missing, so a second run changes nothing. Keyed on the interface name only:
+    the rules exist before the interface does and touch no other traffic."""
+    import tempfile
+
+    chain = firewall_chain(interface)
+    tool = _iptables(address)
+    fd, path = tempfile.mkstemp(prefix="envoyage-tunnel-fw-", suffix=".rules")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(render_firewall(interface, address, tcp_ports))
+        _must([tool + "-restore", "-w", "--noflush", path], netns, run,
+              "loading the tunnel firewall (%s-restore)" % tool)
+    finally:
+        os.unlink(path)
+    added = []
+    for hook in FIREWALL_HOOKS:
+        if hook == "DOCKER-USER" and _run([tool, "-w", "-n", "-L", hook], netns, run)[0] != 0:
+            code, out, err = _run([tool, "-w", "-N", hook], netns, run)
+            if code != 0 and _run([tool, "-w", "-n", "-L", hook], netns, run)[0] != 0:  # not made meanwhile
+                raise WireGuardError("creating the chain DOCKER-USER failed: %s" % (err or out).strip()[:300])
+        rule = ["-i", interface, "-j", chain]
+        if _run([tool, "-w", "-C", hook] + rule, netns, run)[0] != 0:
+            _must([tool, "-w", "-I", hook, "1"] + rule, netns, run, "hooking the tunnel firewall into %s" % hook)
+            added.append(hook)
+    return added
+
+
+def remove_firewall(interface, netns=None, run=None):
+    """Remove the jumps and the chain (the lab's `down`; the role keeps them)."""
+    chain = firewall_chain(interface)
+    for tool in ("iptables", "ip6tables"):
+        if _run([tool, "-w", "-n", "-L", chain], netns, run)[0] != 0:
+            continue
+        for hook in FIREWALL_HOOKS:
+            for _ in range(16):  # bounded: a rule added twice by two concurrent runs goes too
+                if _run([tool, "-w", "-D", hook, "-i", interface, "-j", chain], netns, run)[0] != 0:
+                    break
+        _run([tool, "-w", "-F", chain], netns, run)
+        _must([tool, "-w", "-X", chain], netns, run, "removing the chain %s" % chain)
+
+
+def _network(address, prefixlen):
+    try:
+        return ipaddress.ip_network("%s/%d" % (address, int(prefixlen)), strict=False)
+    except ValueError as exc:
+        raise WireGuardError("tunnel address %s/%s: %s" % (address, prefixlen, exc))
+
+
+def ensure_unreachable_route(address, prefixlen, netns=None, run=None):
+    """An `unreachable` route for the tunnel prefix with the highest metric: while the
+    interface exists its own route wins; once it is gone (a restart deletes it) a
+    connection to a tunnel address fails at once (EHOSTUNREACH) instead of following the
+    default route. Kept by bring_down."""
+    net = _network(address, prefixlen)
+    _must(["ip", "-%d" % net.version, "route", "replace", "unreachable", str(net), "metric", str(UNREACHABLE_METRIC)],
+          netns, run, "adding the unreachable route for %s" % net)
+    return str(net)
+
+
+def remove_unreachable_route(prefix, netns=None, run=None):
+    net = ipaddress.ip_network(prefix, strict=False)
+    return _run(["ip", "-%d" % net.version, "route", "del", "unreachable", str(net), "metric",
+                 str(UNREACHABLE_METRIC)], netns, run)[0] == 0
+
+
 def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None, run=None,
-             private_key_path=None):
+             private_key_path=None, allow_tcp=None):
     """Create `interface`, load `conf_path` (wg setconf format) and set its address.
     Idempotent: an interface that exists is reconfigured, not recreated. With
     `private_key_path` the configuration holds no PrivateKey line: the key is loaded from
-    that file (0600) with `wg set`, so the configuration file carries no secret."""
+    that file (0600) with `wg set`, so the configuration file carries no secret.
+    First, before the interface exists: the unreachable route for the tunnel prefix and,
+    with `allow_tcp` (home: the tunnel listener and the edge link), the interface's
+    firewall (apply_firewall)."""
+    ensure_unreachable_route(address, prefixlen, netns, run)
+    if allow_tcp is not None:
+        apply_firewall(interface, address, allow_tcp, netns, run)
     if backend is None:
         backend = choose_backend(kernel_module_available(), shutil.which("wireguard-go"))
     code = _run(["ip", "link", "show", "dev", interface], netns, run)[0]
@@ -287,7 +407,8 @@ def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None,
 
 
 def bring_down(interface, netns=None, run=None):
-    """Remove the interface (wireguard-go exits with it). Returns False if it was not there."""
+    """Remove the interface (wireguard-go exits with it). Returns False if it was not there.
+    The unreachable route and the firewall stay: nothing leaks while it is gone."""
     code = _run(["ip", "link", "show", "dev", interface], netns, run)[0]
     if code != 0:
         return False
@@ -322,8 +443,23 @@ def parse_show(latest_handshakes, transfer, endpoints, now=None):
     return peers
 
 
-def read_status(interface, netns=None, run=None, now=None):
-    """The interface's peers as parse_show gives them; WireGuardError if it cannot be read."""
+def read_status(interface, netns=None, run=None, now=None, status_file=None):
+    """The interface's peers as parse_show gives them; WireGuardError if it cannot be read.
+    With `status_file` (what the wireguard role's root-run writer keeps fresh, for a
+    control plane that may not use wireguard-go's socket): that file when it exists (a
+    stale one is a problem of its own), else the interface as without it."""
+    if status_file:
+        try:
+            return read_status_file(status_file, interface, now=now)
+        except StatusFileMissing as missing:
+            try:
+                return _read_interface(interface, netns, run, now)
+            except WireGuardError as exc:
+                raise WireGuardError("%s (%s)" % (exc, missing))
+    return _read_interface(interface, netns, run, now)
+
+
+def _read_interface(interface, netns=None, run=None, now=None):
     outputs = []
     for what in ("latest-handshakes", "transfer", "endpoints"):
         code, out, err = _run(["wg", "show", interface, what], netns, run)
@@ -356,9 +492,105 @@ def tunnel_problem(peers, stale_after=HANDSHAKE_STALE_SECONDS):
     return None
 
 
+# -- the status file (wireguard-go's socket is root's alone) ----------------------------
+
+STATUS_DIR = "/run/envoyage-tunnel"
+STATUS_WRITER_UNIT = "envoyage-tunnel-status.service"
+# the writer refreshes every few seconds; a file older than this means it is not running
+STATUS_FILE_STALE_SECONDS = 30
+
+
+class StatusFileMissing(WireGuardError):
+    """There is no status file (no writer installed, or it is stopped)."""
+
+
+def default_status_file(interface):
+    return os.path.join(STATUS_DIR, "%s.json" % interface)
+
+
+def status_document(interface, netns=None, run=None, now=None):
+    """What the status writer writes: per peer the last handshake (epoch seconds), the
+    endpoint and the byte counters, or the sentence why the interface cannot be read.
+    No key of any kind, not even the peers' public keys (and never `wg show dump`, whose
+    first line is the private key)."""
+    now = time.time() if now is None else now
+    doc = {"interface": interface, "written_at": round(now, 3), "peers": [], "error": None}
+    try:
+        peers = _read_interface(interface, netns, run, now)
+    except WireGuardError as exc:
+        doc["error"] = _redact(str(exc))
+        return doc
+    for _key, peer in sorted(peers.items()):
+        doc["peers"].append({k: peer.get(k) for k in ("last_handshake", "endpoint", "rx_bytes", "tx_bytes")})
+    return doc
+
+
+def write_status_file(path, doc):
+    """Replace `path` atomically (a reader never sees half a file), mode 0644: the status
+    holds no secret and the control plane's user must read it."""
+    import json
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(doc, handle, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)  # atomic on POSIX (os.replace is not in Python 2)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_status_file(path, interface, now=None, stale_after=STATUS_FILE_STALE_SECONDS):
+    """The peers (as parse_show gives them, keyed "peer1", "peer2", ...) from a file the
+    writer made; StatusFileMissing if there is none, WireGuardError if it is stale, for
+    another interface, unreadable, or says why the interface could not be read."""
+    import json
+
+    now = time.time() if now is None else now
+    try:
+        with open(path) as handle:
+            doc = json.load(handle)
+    except (IOError, OSError) as exc:
+        if getattr(exc, "errno", None) == 2:
+            raise StatusFileMissing("the tunnel status file %s does not exist: is %s running?"
+                                    % (path, STATUS_WRITER_UNIT))
+        raise WireGuardError("cannot read the tunnel status file %s: %s" % (path, exc.strerror or exc))
+    except ValueError:
+        raise WireGuardError("the tunnel status file %s is not the JSON its writer (%s) writes"
+                             % (path, STATUS_WRITER_UNIT))
+    if not isinstance(doc, dict) or not isinstance(doc.get("written_at"), (int, float)):
+        raise WireGuardError("the tunnel status file %s is not the JSON its writer (%s) writes"
+                             % (path, STATUS_WRITER_UNIT))
+    if doc.get("interface") != interface:
+        raise WireGuardError("the tunnel status file %s is about the interface %r, not %s"
+                             % (path, doc.get("interface"), interface))
+    age = now - doc["written_at"]
+    if age > stale_after:
+        raise WireGuardError("the tunnel status file %s was last written %d s ago: its writer (%s) is not "
+                             "running or is stuck" % (path, age, STATUS_WRITER_UNIT))
+    if doc.get("error"):
+        raise WireGuardError(str(doc["error"]))
+    peers = {}
+    for i, peer in enumerate(doc.get("peers") or [], 1):
+        ts = peer.get("last_handshake")
+        peers["peer%d" % i] = {"last_handshake": ts or None, "handshake_age": round(now - ts, 1) if ts else None,
+                               "rx_bytes": peer.get("rx_bytes"), "tx_bytes": peer.get("tx_bytes"),
+                               "endpoint": peer.get("endpoint")}
+    return peers
+
+
 __all__ = [
     "WireGuardError", "check_key", "generate_private_key", "public_key", "write_secret_file",
     "read_private_key", "ensure_keypair", "address_plan", "parse_endpoint", "render_home", "render_vps",
     "kernel_module_available", "choose_backend", "bring_up", "bring_down", "parse_show", "read_status",
-    "tunnel_problem",
+    "tunnel_problem", "firewall_chain", "render_firewall", "apply_firewall", "remove_firewall",
+    "ensure_unreachable_route", "remove_unreachable_route", "default_status_file", "status_document",
+    "write_status_file", "read_status_file",
 ]

@@ -80,6 +80,10 @@ class Config:
     # VPS gets the first address, home the second)
     tunnel_interface: str = "envoyage0"
     tunnel_prefix: str = "10.88.0.0/24"
+    # the tunnel's status as the wireguard role's root-run writer keeps it (wireguard-go's
+    # control socket is root's alone); default /run/envoyage-tunnel/<tunnel_interface>.json.
+    # Read when it exists (a stale one is a problem), else the interface itself
+    tunnel_status_file: Path | None = None
     # the edge link (gRPC, our own protocol) on home's tunnel address, and the file with
     # the hash of the edge's secret (`envoyage link-secret`)
     link_port: int = 18443
@@ -131,6 +135,10 @@ class Config:
     @property
     def access_log_path(self) -> Path:
         return self.log_dir / "access.log"
+
+    @property
+    def tunnel_status_path(self) -> Path:
+        return self.tunnel_status_file or Path("/run/envoyage-tunnel") / f"{self.tunnel_interface}.json"
 
     @property
     def link_secret_hash_path(self) -> Path:
@@ -189,8 +197,9 @@ def _fields(cls) -> dict:
 
 _FIELDS = _fields(Config)
 _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "link_secret_hash_file",
+          "tunnel_status_file",
           "edge_access_log", "secret_file", "dns_include_file", "dns_unbound_config"}
-_OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_secret_hash_file"}
+_OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_secret_hash_file", "tunnel_status_file"}
 _INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port", "envoy_admin_port"}
 _COUNTS = {"xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024),
            "dns_ttl": (1, 86_400)}

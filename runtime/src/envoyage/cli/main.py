@@ -284,6 +284,16 @@ def cmd_tunnel(args) -> int:
         gone = wg.bring_down(args.interface)
         print(f"removed {args.interface}" if gone else f"{args.interface} was not up")
         return EXIT_OK
+    if args.action == "status":
+        return _tunnel_status(args, wg)
+    allow_tcp = None
+    if args.allow_tcp is not None:
+        ports = [p.strip() for p in args.allow_tcp.split(",") if p.strip()]
+        if not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
+            print(f"error: --allow-tcp {args.allow_tcp!r}: give TCP ports separated by commas, e.g. 18080,18443",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        allow_tcp = [int(p) for p in ports]
     if not (args.config and args.key and args.address):
         print("error: tunnel up needs --config, --key and --address", file=sys.stderr)
         return EXIT_USAGE
@@ -292,9 +302,28 @@ def cmd_tunnel(args) -> int:
         print(f"error: --address {args.address!r}: give the tunnel address with its prefix length, "
               "e.g. 10.88.0.2/24", file=sys.stderr)
         return EXIT_USAGE
-    backend = wg.bring_up(args.interface, args.config, address, int(length), private_key_path=args.key)
-    print(f"{args.interface} is up ({backend}) with {args.address}")
+    backend = wg.bring_up(args.interface, args.config, address, int(length), private_key_path=args.key,
+                          allow_tcp=allow_tcp)
+    print(f"{args.interface} is up ({backend}) with {args.address}"
+          + (f"; from the tunnel only tcp {','.join(map(str, allow_tcp))} to {address}" if allow_tcp is not None else ""))
     return EXIT_OK
+
+
+def _tunnel_status(args, wg) -> int:
+    """The status writer (the wireguard role's envoyage-tunnel-status unit, as root): the
+    interface's handshake, endpoint and bytes, never a key, as JSON on stdout or into
+    --output, replaced atomically every --interval seconds (--once: one write)."""
+    if not args.output:
+        print(json.dumps(wg.status_document(args.interface), indent=2, sort_keys=True))
+        return EXIT_OK
+    if not 0.2 <= args.interval <= 3600:
+        print(f"error: --interval {args.interval}: between 0.2 and 3600 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    while True:
+        wg.write_status_file(args.output, wg.status_document(args.interface))
+        if args.once:
+            return EXIT_OK
+        time.sleep(args.interval)
 
 
 def cmd_backup(args) -> int:
@@ -434,11 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_link_secret)
 
     p = sub.add_parser("tunnel", help="bring the WireGuard tunnel up or down (the tunnel's systemd unit runs this)")
-    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("action", choices=["up", "down", "status"],
+                   help="status: handshake, endpoint and bytes as JSON (no keys), with --output into a file")
     p.add_argument("--interface", default="envoyage0", help="interface name (default envoyage0)")
     p.add_argument("--config", help="wg setconf file without a private key (up)")
     p.add_argument("--key", help="the private key file, 0600 (up)")
     p.add_argument("--address", help="this side's tunnel address with prefix length, e.g. 10.88.0.2/24 (up)")
+    p.add_argument("--allow-tcp", help="home (up): the only TCP ports the VPS may open on this tunnel address, "
+                   "e.g. 18080,18443 (the tunnel listener and the edge link); all else from the tunnel is dropped")
+    p.add_argument("--output", help="status: the file to keep fresh (replaced atomically, mode 0644)")
+    p.add_argument("--interval", type=float, default=5.0, help="status: seconds between writes (default 5)")
+    p.add_argument("--once", action="store_true", help="status: write --output once and exit")
     p.set_defaults(func=cmd_tunnel)
 
     p = sub.add_parser("backup", help="write a consistent copy of the registry (through the control plane)")

@@ -132,7 +132,8 @@ class ControlDaemon:
         self.plane.edge_link = servicer
         self.plane.link_listener = LinkListener(servicer, plan["home"], self.config.link_port)
         self.plane.link_listener.start()
-        self.plane.tunnel = TunnelMonitor(self.config.tunnel_interface, rtt=lambda: servicer.status()["rtt_ms"])
+        self.plane.tunnel = TunnelMonitor(self.config.tunnel_interface, rtt=lambda: servicer.status()["rtt_ms"],
+                                          status_file=self.config.tunnel_status_path)
 
     def _serve_xds(self) -> None:
         cfg = self.config

@@ -4,6 +4,7 @@ link's round-trip time."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any, Callable
@@ -12,14 +13,17 @@ from ..module_utils.wireguard import WireGuardError, read_status, tunnel_problem
 
 
 class TunnelMonitor:
-    """`status()` reads `wg show` at most every `max_age` seconds (status calls are cheap)."""
+    """`status()` reads the tunnel at most every `max_age` seconds (status calls are cheap):
+    the status file of the wireguard role's root-run writer when there is one (the control
+    plane's user may not use wireguard-go's socket; a stale file is a problem), else
+    `wg show` on the interface."""
 
     def __init__(self, interface: str, rtt: Callable[[], float | None] = lambda: None, max_age: float = 2.0,
-                 reader=read_status):
+                 reader=read_status, status_file=None):
         self.interface = interface
         self.rtt = rtt
         self.max_age = max_age
-        self.reader = reader
+        self.reader = reader if status_file is None else functools.partial(reader, status_file=str(status_file))
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
 

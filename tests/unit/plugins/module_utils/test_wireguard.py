@@ -107,7 +107,7 @@ class Recorder:
 def test_bring_up_creates_the_interface_loads_the_file_and_never_puts_a_key_on_a_command_line(backend, create):
     run = Recorder()
     wg.bring_up("wg0", "/etc/envoyage/wg0.conf", "10.88.0.2", 24, backend=backend, run=run)
-    assert run.calls[1] == create
+    assert run.calls.index(create) < run.calls.index(["wg", "setconf", "wg0", "/etc/envoyage/wg0.conf"])
     assert ["wg", "setconf", "wg0", "/etc/envoyage/wg0.conf"] in run.calls
     assert ["ip", "address", "replace", "10.88.0.2/24", "dev", "wg0"] in run.calls
     # an existing interface is reconfigured, not created again
@@ -177,3 +177,108 @@ def test_command_output_never_carries_a_key_and_a_missing_program_is_an_error_no
     assert key not in str(exc.value) and "(key hidden)" in str(exc.value)
     code, _out, err = wg._default_run(["/nonexistent/wg", "show"])
     assert code == 127 and "nonexistent" in err
+
+
+def test_the_unreachable_route_comes_before_the_interface_and_outlives_it():
+    run = Recorder()
+    wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=run)
+    route = ["ip", "-4", "route", "replace", "unreachable", "10.88.0.0/24", "metric", "4294967295"]
+    assert run.calls.index(route) < run.calls.index(["ip", "link", "add", "dev", "wg0", "type", "wireguard"])
+    down = Recorder(exists=True)
+    wg.bring_down("wg0", run=down)
+    assert not any("route" in c for c in down.calls)
+    assert wg.ensure_unreachable_route("fd00:88::2", 64, run=Recorder()) == "fd00:88::/64"
+
+
+def test_the_tunnel_firewall_passes_answers_and_two_ports_to_the_tunnel_address_and_drops_the_rest():
+    rules = wg.render_firewall("envoyage0", "10.88.0.2", [18443, 18080, 18080])
+    lines = rules.splitlines()
+    assert lines[:2] == ["*filter", ":ENVOYAGE-TUN-envoyage0 - [0:0]"] and rules.endswith("\nCOMMIT\n")
+    assert lines[2] == "-A ENVOYAGE-TUN-envoyage0 -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
+    assert lines[3] == ("-A ENVOYAGE-TUN-envoyage0 -d 10.88.0.2/32 -p tcp -m multiport --dports 18080,18443 "
+                        "-j RETURN")
+    assert lines[4].endswith("-j DROP") and len(lines) == 6
+    assert "ACCEPT" not in rules  # allowed packets go on through the host's own rules
+    assert "-d fd00::2/128" in wg.render_firewall("wg0", "fd00::2", [1])
+    for bad in ((0,), (70000,), range(1, 20)):
+        with pytest.raises(wg.WireGuardError, match="TCP ports"):
+            wg.render_firewall("wg0", "10.88.0.2", bad)
+    with pytest.raises(wg.WireGuardError, match="interface name"):
+        wg.render_firewall("wg0 -j ACCEPT", "10.88.0.2", [1])
+
+
+class FakeIptables(Recorder):
+    """Just enough iptables: which chains exist and which rules -C finds."""
+
+    def __init__(self, chains=("INPUT", "FORWARD"), rules=()):
+        super().__init__()
+        self.chains, self.rules = set(chains), set(rules)
+
+    def __call__(self, cmd):
+        self.calls.append(cmd)
+        if cmd[0].endswith("-restore"):
+            return 0, "", ""
+        args = cmd[2:]
+        if args[:2] == ["-n", "-L"]:
+            return (0 if args[2] in self.chains else 1), "", ""
+        if args[0] == "-N":
+            self.chains.add(args[1])
+            return 0, "", ""
+        if args[0] == "-C":
+            return (0 if " ".join(args[1:]) in self.rules else 1), "", ""
+        if args[0] == "-I":
+            self.rules.add(" ".join([args[1]] + args[3:]))
+            return 0, "", ""
+        return super().__call__(cmd)
+
+
+def test_the_firewall_hooks_once_into_input_forward_and_docker_user_at_the_top():
+    run = FakeIptables()
+    assert wg.apply_firewall("envoyage0", "10.88.0.2", [18080, 18443], run=run) == ["INPUT", "FORWARD", "DOCKER-USER"]
+    assert ["iptables", "-w", "-N", "DOCKER-USER"] in run.calls  # dockerd keeps a chain that exists
+    for hook in ("INPUT", "FORWARD", "DOCKER-USER"):
+        # at the top: above Docker's RETURN in DOCKER-USER and any ACCEPT of the host's
+        assert ["iptables", "-w", "-I", hook, "1", "-i", "envoyage0", "-j", "ENVOYAGE-TUN-envoyage0"] in run.calls
+    assert run.calls[0][:3] == ["iptables-restore", "-w", "--noflush"]
+    # a second run refills the chain and adds nothing
+    assert wg.apply_firewall("envoyage0", "10.88.0.2", [18080, 18443], run=run) == []
+    assert wg.apply_firewall("envoyage0", "fd00::2", [18080], run=FakeIptables())[0] == "INPUT"
+
+
+def test_the_status_file_holds_no_key_and_is_read_while_fresh(tmp_path):
+    key = wg.generate_private_key()
+    pub = wg.public_key(key)
+    outputs = {"latest-handshakes": "%s\t1000\n" % pub, "transfer": "%s\t123\t456\n" % pub,
+               "endpoints": "%s\t198.51.100.1:51820\n" % pub}
+
+    def run(cmd):
+        assert "dump" not in cmd and "private-key" not in cmd
+        return 0, outputs[cmd[-1]], ""
+    path = tmp_path / "run" / "wg0.json"
+    wg.write_status_file(str(path), wg.status_document("wg0", run=run, now=1010))
+    text = path.read_text()
+    assert key not in text and pub not in text and "198.51.100.1:51820" in text
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644 and not list(path.parent.glob(".status-*"))
+    peers = wg.read_status("wg0", status_file=str(path), now=1020, run=lambda c: pytest.fail("read the socket"))
+    assert peers == {"peer1": {"last_handshake": 1000, "handshake_age": 20, "rx_bytes": 123, "tx_bytes": 456,
+                               "endpoint": "198.51.100.1:51820"}}
+    assert wg.tunnel_problem(peers) is None
+    # the writer stopped: named, not silently old numbers
+    with pytest.raises(wg.WireGuardError, match="last written 90 s ago: its writer .envoyage-tunnel-status"):
+        wg.read_status("wg0", status_file=str(path), now=1100)
+    with pytest.raises(wg.WireGuardError, match="about the interface 'wg0', not wg1"):
+        wg.read_status("wg1", status_file=str(path), now=1020)
+
+
+def test_the_status_file_carries_why_the_interface_cannot_be_read_and_a_missing_file_falls_back(tmp_path):
+    path = tmp_path / "wg0.json"
+
+    def gone(cmd):
+        return 1, "", "Unable to access interface: No such device"
+    wg.write_status_file(str(path), wg.status_document("wg0", run=gone, now=1000))
+    with pytest.raises(wg.WireGuardError, match="wg0 does not exist"):
+        wg.read_status("wg0", status_file=str(path), now=1001)
+    path.unlink()
+    with pytest.raises(wg.WireGuardError, match="does not exist.*status file .* does not exist: is envoyage-tunnel"):
+        wg.read_status("wg0", status_file=str(path), run=gone)
+    assert wg.read_status("wg0", status_file=str(path), run=lambda c: (0, "", "")) == {}
