@@ -207,7 +207,40 @@ def parse_domain(field_name: str, value: Any) -> str:
     labels = rest.split(".")
     if len(rest) + 2 * wildcard > 253 or not all(_LABEL_RE.fullmatch(lbl) for lbl in labels):
         raise InputError(field_name, f"{value!r} is not a valid domain name")
+    if is_public_suffix(rest):
+        what = f"a wildcard on the public suffix '{rest}'" if wildcard else f"the public suffix '{rest}' itself"
+        raise InputError(field_name, f"{value!r} is {what}: anyone can register names under it, so no one "
+                                     "installation can claim them all")
     return f"*.{rest}" if wildcard else rest
+
+
+@functools.lru_cache(maxsize=1)
+def _public_suffixes():
+    """The Public Suffix List from the maintained `publicsuffixlist` package (loaded once).
+    Unknown TLDs (test, localhost, home.arpa, a LAN's own names) are not public suffixes."""
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList(accept_unknown=False)
+
+
+def is_public_suffix(name: str) -> bool:
+    """'com', 'co.uk', 'github.io': names under which anyone can register (ASCII form)."""
+    return bool(name) and _public_suffixes().is_public(name)
+
+
+def zone_of(domain: str, zones: tuple[str, ...]) -> str | None:
+    """The configured zone `domain` (or a wildcard's base) lies in, else None."""
+    base = domain[2:] if domain.startswith("*.") else domain
+    return next((z for z in zones if base == z or base.endswith("." + z)), None)
+
+
+def zones_problem(domain: str, zones: tuple[str, ...]) -> str | None:
+    """Why `domain` may not be served by this installation (None: it may). With no
+    zones configured every name is allowed."""
+    if not zones or zone_of(domain, zones) is not None:
+        return None
+    return (f"'{domain_display(domain)}' is not in this installation's domains ({', '.join(zones)}); add its zone to "
+            "the 'domains' setting if it is yours")
 
 
 def domain_display(domain: str) -> str:

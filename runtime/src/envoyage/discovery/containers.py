@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from ..model import InputError, ServiceState, parse_service
-from .labels import LabelResult, parse_labels
+from .labels import PREFIX, LabelResult, parse_labels
 
 MESH_NETWORK = "envoyage-mesh"
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -32,9 +32,20 @@ class ContainerInfo:
     networks: Mapping[str, str] = field(default_factory=dict)  # network name -> IPv4 address
     exposed_ports: tuple[str, ...] = ()  # "80/tcp", ...
     running: bool = True
+    # the labels its image carries (docker inspect merges them into `labels`)
+    image_labels: Mapping[str, str] = field(default_factory=dict)
+
+    def own_labels(self) -> dict[str, str]:
+        """The labels set on the container (docker run -l, a compose file): an envoyage.*
+        label whose value is the image's own is the image's, not the operator's."""
+        return {k: v for k, v in self.labels.items()
+                if not (k.startswith(PREFIX) and self.image_labels.get(k) == v)}
+
+    def ignored_image_labels(self) -> list[str]:
+        return sorted(k for k, v in self.labels.items() if k.startswith(PREFIX) and self.image_labels.get(k) == v)
 
     @classmethod
-    def from_inspect(cls, data: Mapping[str, Any]) -> "ContainerInfo":
+    def from_inspect(cls, data: Mapping[str, Any], image_labels: Mapping[str, str] | None = None) -> "ContainerInfo":
         config = data.get("Config") or {}
         state = data.get("State") or {}
         nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
@@ -47,6 +58,7 @@ class ContainerInfo:
             networks={n: (v or {}).get("IPAddress") or "" for n, v in nets.items() if n != "none"},
             exposed_ports=tuple(sorted((config.get("ExposedPorts") or {}).keys())),
             running=bool(state.get("Running")) and not state.get("Paused") and not state.get("Restarting"),
+            image_labels=dict(image_labels or {}),
         )
 
     @property
@@ -108,15 +120,16 @@ def container_port(c: ContainerInfo, lr: LabelResult) -> tuple[int | None, str |
 
 
 def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
-                    default_domain: str = "") -> list[ServiceState]:
+                    default_domain: str = "", trust_image_labels: bool = False) -> list[ServiceState]:
     """Group labelled running containers into desired services (spec None = not servable).
     `default_domain`: a service whose containers name no envoyage.domain is served as
-    <service name>.<default_domain>."""
+    <service name>.<default_domain>. Unless `trust_image_labels`, envoyage.* labels that
+    come from the image are ignored: an image cannot publish itself or claim a name."""
     groups: dict[str, list[tuple[ContainerInfo, LabelResult]]] = {}
     for c in containers:
         if not c.running:
             continue
-        lr = parse_labels(c.labels, default_domain)
+        lr = parse_labels(c.labels if trust_image_labels else c.own_labels(), default_domain)
         if not lr.enabled:
             continue
         groups.setdefault(group_name(c, lr), []).append((c, lr))
@@ -136,6 +149,10 @@ def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
         for c, lr in members:
             entry: dict[str, Any] = {"id": c.short_id, "name": c.name}
             own = list(lr.problems)
+            ignored = [] if trust_image_labels else c.ignored_image_labels()
+            if ignored:  # said, but the container's own labels still count
+                own.append(f"labels from the image are ignored ({', '.join(ignored)}): set them on the container "
+                           "or in the compose file, or set discovery.trust_image_labels")
             if lr is not primary and lr.comparable() != primary.comparable():
                 own.append(f"labels differ from replica {primary_c.name}; its labels are used")
             ip, addr_problem = container_address(c, lr)

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..networks import DockerNetwork
 from .containers import MESH_NETWORK, ContainerInfo, derive_services
 from .labels import PREFIX, SCOPE_LABEL, in_scope, parse_labels
 
@@ -40,8 +41,14 @@ def default_docker_host() -> str:
 class DockerWatcher:
     def __init__(self, sync: Callable[[str, list], None], docker_host: str = "", mesh: bool = False,
                  backoff: tuple[float, float] = (0.2, 5.0), scope: str = "",
-                 default_domain: str = ""):
+                 default_domain: str = "", on_networks: Callable[[list], None] | None = None,
+                 trust_image_labels: bool = False):
+        """`on_networks(list of DockerNetwork)` hears dockerd's networks at every resync and
+        whenever one is created or removed (vpn-only never admits them)."""
         self._sync = sync
+        self._on_networks = on_networks
+        self.trust_image_labels = trust_image_labels
+        self._image_labels: dict[str, dict[str, str]] = {}  # image id -> its labels (an image never changes)
         self.docker_host = docker_host or default_docker_host()
         self.mesh = mesh
         self.default_domain = default_domain  # <name>.<default_domain> when envoyage.domain is not set
@@ -135,10 +142,27 @@ class DockerWatcher:
             data = self._client.api.inspect_container(container_id)
         except docker.errors.NotFound:
             return None
-        info = ContainerInfo.from_inspect(data)
-        if not any(k.startswith(PREFIX) for k in info.labels) or not in_scope(info.labels, self.scope):
+        labels = (data.get("Config") or {}).get("Labels") or {}
+        if not any(k.startswith(PREFIX) for k in labels) or not in_scope(labels, self.scope):
             return None
-        return info
+        return ContainerInfo.from_inspect(data, image_labels=self._labels_of_image(data.get("Image") or ""))
+
+    def _labels_of_image(self, image_id: str) -> dict[str, str]:
+        """The image's own labels (to tell them from the container's); an image that is
+        gone counts as having none."""
+        import docker
+
+        if not image_id:
+            return {}
+        if image_id not in self._image_labels:
+            try:
+                labels = (self._client.api.inspect_image(image_id).get("Config") or {}).get("Labels") or {}
+            except docker.errors.NotFound:
+                labels = {}
+            if len(self._image_labels) > 1024:
+                self._image_labels.clear()
+            self._image_labels[image_id] = dict(labels)
+        return self._image_labels[image_id]
 
     def _resync(self) -> None:
         found: dict[str, ContainerInfo] = {}
@@ -155,6 +179,7 @@ class DockerWatcher:
                     if refreshed is not None:
                         found[info.id] = refreshed
         self.containers = found
+        self._publish_networks()
         self.last_resync = time.time()
         self.resyncs += 1
         self._publish("resync")
@@ -164,6 +189,9 @@ class DockerWatcher:
         actor = event.get("Actor") or {}
         if kind == "container" and action in CONTAINER_ACTIONS:
             container_id = actor.get("ID") or event.get("id")
+        elif kind == "network" and action in ("create", "destroy"):
+            self._publish_networks()
+            return
         elif kind == "network" and action in NETWORK_ACTIONS:
             container_id = (actor.get("Attributes") or {}).get("container")
         else:
@@ -189,9 +217,21 @@ class DockerWatcher:
             self.containers[container_id] = info
         self._publish(f"{kind} {action} {container_id[:12]}")
 
+    def _publish_networks(self) -> None:
+        if self._on_networks is None:
+            return
+        found = []
+        for net in self._client.api.networks():
+            for cfg in ((net.get("IPAM") or {}).get("Config") or []):
+                if cfg.get("Subnet"):
+                    found.append(DockerNetwork(name=net.get("Name", ""), subnet=cfg["Subnet"],
+                                               gateway=cfg.get("Gateway", "")))
+        self._on_networks(found)
+
     def _publish(self, reason: str) -> None:
         self._sync(reason, derive_services(self.containers.values(), source=SOURCE,
-                                           default_domain=self.default_domain))
+                                           default_domain=self.default_domain,
+                                           trust_image_labels=self.trust_image_labels))
 
     # -- the only writes to Docker (docker.mesh) ---------------------------------------
     def _ensure_mesh(self) -> None:

@@ -48,13 +48,14 @@ class Assembly:
 
 def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache,
                   previous: Snapshot | None = None, previous_delta: Snapshot | None = None,
-                  sotw: bool = True, delta: bool = True, withheld: Mapping[str, str] | None = None) -> Assembly:
+                  sotw: bool = True, delta: bool = True, withheld: Mapping[str, str] | None = None,
+                  zones: tuple[str, ...] = ()) -> Assembly:
     """The home role's snapshots, each checked by SnapshotCache.set_snapshot before use.
 
     `sotw`: the variant with one route configuration holding every host; `delta`: the
     VHDS variant (one resource per host). Only the variants some node uses are built.
     """
-    accepted, problems = check_services(states, withheld)
+    accepted, problems = check_services(states, withheld, zones)
     pieces = cache.translate_all(s.spec for s in accepted)
     clusters, endpoints = [], []
     cluster_bytes, endpoint_bytes = {}, {}
@@ -94,12 +95,12 @@ EDGE_ACCESS = ("public",)
 
 
 def assemble_edge(states: Iterable[ServiceState], cache: TranslationCache, previous: Snapshot | None = None,
-                  withheld: Mapping[str, str] | None = None) -> Assembly:
+                  withheld: Mapping[str, str] | None = None, zones: tuple[str, ...] = ()) -> Assembly:
     """The edge role's snapshot: the public services (and, failing closed with a 403,
     those whose access mode is not built yet), routed to home across the tunnel.
     `cache` is a TranslationCache made with the edge's settings."""
     assert cache.edge is not None, "assemble_edge needs a TranslationCache with edge settings"
-    accepted, problems = check_services(states, withheld)
+    accepted, problems = check_services(states, withheld, zones)
     pieces = cache.translate_all(s.spec for s in accepted
                                  if s.spec.access in EDGE_ACCESS or s.spec.access not in BUILT_ACCESS_MODES)
     routes, routes_bytes = cache.route_configuration(EDGE_ROUTES, pieces.values())

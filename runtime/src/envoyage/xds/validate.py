@@ -12,18 +12,20 @@ from typing import Iterable, Mapping
 
 from google.protobuf.message import DecodeError, Message
 
-from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, ServiceState
+from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, ServiceState, zones_problem
 from . import types as T
 from .snapshot import InconsistentSnapshot, Snapshot
 
 
 def check_services(states: Iterable[ServiceState], withheld: Mapping[str, str] | None = None,
-                   ) -> tuple[list[ServiceState], dict[str, list[str]]]:
+                   zones: tuple[str, ...] = ()) -> tuple[list[ServiceState], dict[str, list[str]]]:
     """Return the services that may be served and the problems of every service.
 
     Domain conflicts: the service seen first (first_seen, then name) keeps the domain;
     the other gets a problem naming the winner and is not served until it is resolved.
     `withheld`: services not to serve now (Envoy rejected them), with the problem to show.
+    `zones`: the installation's domains; a service naming a domain outside them is not
+    served (a container or an API client cannot claim someone else's name).
     """
     withheld = withheld or {}
     ordered = sorted(states, key=lambda s: (s.first_seen, s.origin, s.name))
@@ -38,6 +40,10 @@ def check_services(states: Iterable[ServiceState], withheld: Mapping[str, str] |
         mine: list[str] = list(state.source_problems)
         if spec.name in withheld:
             problems[spec.name] = mine + [withheld[spec.name]]
+            continue
+        outside = [p for p in (zones_problem(d, zones) for d in spec.domains) if p]
+        if outside:
+            problems[spec.name] = mine + outside + ["not served"]
             continue
         for domain in spec.domains:
             if domain in owner:
