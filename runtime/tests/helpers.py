@@ -87,7 +87,8 @@ def make_config(root: Path, **overrides) -> Config:
 class Upstream:
     """A tiny HTTP server that answers `<name>` on every path (an app behind Envoy); with
     `echo`, it answers what it learnt about the client instead (JSON: peer, path,
-    x_forwarded_for, x_real_ip, forwarded), and keeps each answer in `seen`."""
+    x_forwarded_for, x_real_ip, forwarded, and every header it got, lower-cased, in
+    `headers`), and keeps each answer in `seen`."""
 
     def __init__(self, name: str, echo: bool = False):
         self.name = name
@@ -106,7 +107,8 @@ class Upstream:
                     info = {"peer": self.client_address[0], "path": self.path,
                             "x_forwarded_for": self.headers.get("X-Forwarded-For"),
                             "x_real_ip": self.headers.get("X-Real-IP"),
-                            "forwarded": self.headers.get("Forwarded")}
+                            "forwarded": self.headers.get("Forwarded"),
+                            "headers": {k.lower(): v for k, v in self.headers.items()}}
                     outer.seen.append(info)
                     body, kind = json.dumps(info).encode(), "application/json"
                 self.send_response(200)
