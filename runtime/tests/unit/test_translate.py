@@ -146,3 +146,60 @@ def test_listener_allows_websocket_upgrades():
     hcm = hcm_pb2.HttpConnectionManager()
     home_listener("127.0.0.1", 8080, "/tmp/a.log").filter_chains[0].filters[0].typed_config.Unpack(hcm)
     assert [u.upgrade_type for u in hcm.upgrade_configs] == ["websocket"]
+
+
+def _managers():
+    """Each listener's HTTP connection manager: home LAN, home tunnel, edge."""
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    from envoyage.xds.translate import EdgeSettings, edge_listener, home_listener, tunnel_listener
+
+    edge = EdgeSettings(http_port=80, addresses=("0.0.0.0",), access_log_path="/tmp/a.log",
+                        home_tunnel_address="10.88.0.2", home_tunnel_port=18080)
+    out = {}
+    for listener in (home_listener("0.0.0.0", 80, "/tmp/a.log"),
+                     tunnel_listener("10.88.0.2", 18080, "10.88.0.1", "/tmp/a.log"), edge_listener(edge)):
+        hcm = hcm_pb2.HttpConnectionManager()
+        listener.filter_chains[0].filters[-1].typed_config.Unpack(hcm)
+        out[listener.name] = hcm
+    return out
+
+
+def _stripped(hcm) -> tuple[set[str], set[str]]:
+    from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2
+
+    (ext,) = hcm.early_header_mutation_extensions
+    mutation = header_mutation_pb2.HeaderMutation()
+    ext.typed_config.Unpack(mutation)
+    names = {m.remove for m in mutation.mutations if m.remove}
+    prefixes = {m.remove_on_match.key_matcher.prefix for m in mutation.mutations if m.HasField("remove_on_match")}
+    return names, prefixes
+
+
+def test_every_listener_strips_forwarding_and_identity_headers_before_anything_else():
+    claims = {"x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "forwarded", "x-real-ip", "client-ip",
+              "x-client-ip", "x-cluster-client-ip", "true-client-ip", "cf-connecting-ip", "x-forwarded-for",
+              "remote-user", "remote-groups", "remote-name", "remote-email", "x-remote-user", "x-forwarded-user"}
+    managers = _managers()
+    for name, hcm in managers.items():
+        names, prefixes = _stripped(hcm)
+        assert claims <= names, (name, claims - names)
+        assert "x-authentik-" in prefixes, name
+    # the LAN and the edge set X-Forwarded-Proto from their own connection; home's tunnel
+    # listener (only the edge can talk to it) keeps what the edge set
+    assert "x-forwarded-proto" in _stripped(managers["home_http"])[0]
+    assert "x-forwarded-proto" in _stripped(managers["edge_http"])[0]
+    assert "x-forwarded-proto" not in _stripped(managers["home_tunnel"])[0]
+    assert managers["home_tunnel"].xff_num_trusted_hops == 1
+    assert managers["home_http"].xff_num_trusted_hops == 0 == managers["edge_http"].xff_num_trusted_hops
+
+
+def test_every_listener_normalizes_paths_and_refuses_underscore_headers():
+    from envoy.config.core.v3 import protocol_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    for name, hcm in _managers().items():
+        assert hcm.normalize_path.value and hcm.merge_slashes, name
+        assert hcm.path_with_escaped_slashes_action == hcm_pb2.HttpConnectionManager.UNESCAPE_AND_REDIRECT, name
+        assert (hcm.common_http_protocol_options.headers_with_underscores_action
+                == protocol_pb2.HttpProtocolOptions.REJECT_REQUEST), name

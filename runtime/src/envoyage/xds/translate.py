@@ -32,6 +32,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.config.core.v3 import base_pb2, proxy_protocol_pb2 as core_proxy_protocol_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import extension_pb2, protocol_pb2
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    header_mutation_pb2 as early_header_mutation_pb2,
+)
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
@@ -351,8 +357,36 @@ class TranslationCache:
         return out
 
 
+# Headers no client may set (docs/security.md): where the client is and how it came in
+# (our own hop sets X-Forwarded-For and X-Forwarded-Proto from the connection), and who it
+# is (identity headers come only from an auth provider's answer, never from the client).
+FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix",
+                      "x-forwarded-proto", "forwarded", "x-real-ip", "client-ip", "x-client-ip",
+                      "x-cluster-client-ip", "true-client-ip", "cf-connecting-ip")
+IDENTITY_HEADERS = ("remote-user", "remote-groups", "remote-name", "remote-email", "x-remote-user",
+                    "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username")
+# every header starting with one of these: authentik's, oauth2-proxy's
+IDENTITY_PREFIXES = ("x-authentik-", "x-auth-request-")
+
+
+def _strip_client_headers(keep: tuple[str, ...] = ()) -> extension_pb2.TypedExtensionConfig:
+    """An early header mutation: runs before routing, before Envoy's own X-Forwarded-*
+    handling and before every HTTP filter, so what it removes nothing downstream ever sees
+    (and an auth filter later in the chain may still set identity headers)."""
+    mutations = [mutation_rules_pb2.HeaderMutation(remove=name)
+                 for name in FORWARDING_HEADERS + IDENTITY_HEADERS if name not in keep]
+    mutations += [mutation_rules_pb2.HeaderMutation(remove_on_match=mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
+        key_matcher=string_pb2.StringMatcher(prefix=prefix))) for prefix in IDENTITY_PREFIXES]
+    return extension_pb2.TypedExtensionConfig(
+        name="envoy.http.early_header_mutation.header_mutation",
+        typed_config=_pack(early_header_mutation_pb2.HeaderMutation(mutations=mutations)))
+
+
 def _http_manager(stat_prefix: str, routes: str, access_log_path: str,
-                  access_filter: str | None) -> listener_components_pb2.Filter:
+                  access_filter: str | None, trusted_edge: bool = False) -> listener_components_pb2.Filter:
+    """`trusted_edge`: the home tunnel listener, whose only peer is the edge (network RBAC
+    on the VPS's tunnel address, PROXY v2 required): the X-Forwarded-Proto the edge set from
+    its own scheme is kept."""
     access_log = file_pb2.FileAccessLog(path=access_log_path)
     # "listener" tells the LAN, tunnel and edge paths apart in the logs
     access_log.log_format.json_format.CopyFrom(_struct(dict(ACCESS_LOG_FORMAT, listener=stat_prefix)))
@@ -373,7 +407,21 @@ def _http_manager(stat_prefix: str, routes: str, access_log_path: str,
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
         http_filters=filters,
         access_log=[accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_pack(access_log))],
+        early_header_mutation_extensions=[_strip_client_headers(keep=("x-forwarded-proto",) if trusted_edge else ())],
+        # one path for one resource: /app/../admin, //admin and /%2e%2e/admin are routed
+        # (and reach the app) as /admin; an escaped slash (/app%2F..%2Fadmin) is unescaped
+        # and redirected to the normalized path, so the client asks again for what it meant
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        merge_slashes=True,
+        path_with_escaped_slashes_action=hcm_pb2.HttpConnectionManager.UNESCAPE_AND_REDIRECT,
     )
+    # X_USER and X-User would be one header to many apps (CGI, PHP, nginx): refused (400)
+    hcm.common_http_protocol_options.headers_with_underscores_action = protocol_pb2.HttpProtocolOptions.REJECT_REQUEST
+    if trusted_edge:
+        # the edge is the one trusted hop: Envoy keeps its X-Forwarded-Proto (with no hop
+        # trusted it overwrites it with this connection's scheme); X-Forwarded-For is
+        # stripped above, so the client's address still comes from the PROXY header
+        hcm.xff_num_trusted_hops = 1
     return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                           typed_config=_pack(hcm))
 
@@ -409,7 +457,7 @@ def tunnel_listener(address: str, port: int, edge_ip: str, access_log_path: str)
                 disallowed_versions=[core_proxy_protocol_pb2.ProxyProtocolConfig.V1])))],
         filter_chains=[listener_components_pb2.FilterChain(filters=[
             listener_components_pb2.Filter(name="envoy.filters.network.rbac", typed_config=_pack(rbac)),
-            _http_manager(TUNNEL_LISTENER, HOME_ROUTES, access_log_path, TUNNEL_ACCESS_FILTER),
+            _http_manager(TUNNEL_LISTENER, HOME_ROUTES, access_log_path, TUNNEL_ACCESS_FILTER, trusted_edge=True),
         ])],
     )
     return listener
