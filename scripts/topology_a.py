@@ -319,8 +319,8 @@ envoy:
   base_id: {self.admin_port + 1}
   concurrency: 1
 """)
-        if secret and not (self.home_dir / "state" / "edge-secret.hash").exists():
-            link_secret.create(self.home_dir / "state" / "edge-secret.hash", self.vps_dir / "edge.secret")
+        if secret and not (self.home_dir / "state" / "edge-link.key").exists():
+            link_secret.create(self.home_dir / "state" / "edge-link.key", self.vps_dir / "edge.secret")
 
     def spawn(self, name: str, argv: list[str], ns: str | None = None) -> int:
         """Start a process detached from this one (Envoy exits with the process that

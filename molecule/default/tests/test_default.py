@@ -69,7 +69,7 @@ def test_status_shows_both_envoys_in_sync():
 @pytest.mark.parametrize("host,path,owner", [
     (HOME, "/etc/envoyage/wireguard/envoyage0.key", "root"),
     (VPS, "/etc/envoyage/wireguard/envoyage0.key", "root"),
-    (HOME, "/var/lib/envoyage/edge-secret.hash", "envoyage"),
+    (HOME, "/var/lib/envoyage/edge-link.key", "envoyage"),
     (VPS, "/etc/envoyage/edge.secret", "envoyage-edge"),
     (VPS, "/etc/envoyage/crowdsec-bouncer.key", "envoyage-edge"),
 ])
@@ -80,6 +80,8 @@ def test_key_files_are_0600(host, path, owner):
 
 def test_the_edge_secret_left_home():
     assert not HOME.file("/var/lib/envoyage/edge-secret.outbox").exists
+    assert not HOME.file("/var/lib/envoyage/edge-secret.hash").exists  # home keeps only the derived link key
+    assert HOME.file("/var/lib/envoyage/edge-link.key").content_string.startswith("envoyage-link-key-v1$")
 
 
 def test_crowdsec_bans_a_scan_seen_in_the_vps_envoy_log():

@@ -85,9 +85,9 @@ class Config:
     # Read when it exists (a stale one is a problem), else the interface itself
     tunnel_status_file: Path | None = None
     # the edge link (gRPC, our own protocol) on home's tunnel address, and the file with
-    # the hash of the edge's secret (`envoyage link-secret`)
+    # home's link key, derived from the edge's secret (`envoyage link-secret`; 0600)
     link_port: int = 18443
-    link_secret_hash_file: Path | None = None  # default <state_dir>/edge-secret.hash
+    link_key_file: Path | None = None  # default <state_dir>/edge-link.key
     # the home Envoy's listener for the edge, on home's tunnel address (PROXY protocol v2,
     # only from the VPS's tunnel address)
     home_tunnel_port: int = 18080
@@ -141,8 +141,8 @@ class Config:
         return self.tunnel_status_file or Path("/run/envoyage-tunnel") / f"{self.tunnel_interface}.json"
 
     @property
-    def link_secret_hash_path(self) -> Path:
-        return self.link_secret_hash_file or (self.state_dir / "edge-secret.hash")
+    def link_key_path(self) -> Path:
+        return self.link_key_file or (self.state_dir / "edge-link.key")
 
 
 @dataclass(frozen=True)
@@ -196,10 +196,10 @@ def _fields(cls) -> dict:
 
 
 _FIELDS = _fields(Config)
-_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "link_secret_hash_file",
+_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "link_key_file",
           "tunnel_status_file",
           "edge_access_log", "secret_file", "dns_include_file", "dns_unbound_config"}
-_OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_secret_hash_file", "tunnel_status_file"}
+_OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_key_file", "tunnel_status_file"}
 _INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port", "envoy_admin_port"}
 _COUNTS = {"xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024),
            "dns_ttl": (1, 86_400)}
@@ -335,6 +335,11 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     return value
 
 
+# settings of older versions, with what to do instead
+_RETIRED = {"link_secret_hash_file": "(the edge secret's hash) is from Envoyage before edge-link version 2: home now "
+                                     "keeps a link key derived from the secret (link.key_file); rerun the site "
+                                     "playbook (or playbooks/rotate.yml), which writes the key and this file anew"}
+
 _SECTIONS = ("xds", "docker", "tunnel", "link", "edge", "envoy", "dns")
 
 
@@ -348,6 +353,8 @@ def _flatten(data: Mapping[str, Any], origin: str, fields: Mapping[str, Any]) ->
         else:
             flat[key] = value
     for key in flat:
+        if key in _RETIRED and key not in fields:
+            raise ConfigError(f"{origin}: '{key}' {_RETIRED[key]}")
         if key not in fields:
             raise ConfigError(f"{origin}: unknown setting '{key}' (known: {', '.join(sorted(fields))})")
     return flat
@@ -403,5 +410,5 @@ def dump_config(cfg: Config) -> dict[str, Any]:
     out["xds_socket"] = str(cfg.xds_socket_path)
     if isinstance(cfg, Config):
         out["control_socket"] = str(cfg.socket_path)
-        out["link_secret_hash_file"] = str(cfg.link_secret_hash_path)
+        out["link_key_file"] = str(cfg.link_key_path)
     return out

@@ -247,14 +247,18 @@ def test_status_shows_the_tunnel_the_link_and_the_edge_envoy(lab, app):
 
 
 LINK_PROBE = r"""
-import json, sys, grpc
+import json, os, sys, grpc
 from envoyage.link.v1 import link_pb2, link_pb2_grpc
-target, metadata = sys.argv[1], json.loads(sys.argv[2])
+target, metadata, nonce, proof = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "nonce", sys.argv[4]
 channel = grpc.insecure_channel(target)
 got, code, details = [], "OK", ""
+messages = [link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="vps", nonce=os.urandom(32) if nonce else b""))]
+if proof == "random":
+    messages.append(link_pb2.EdgeMessage(proof=link_pb2.EdgeProof(proof=os.urandom(32))))
+elif proof == "report":
+    messages.append(link_pb2.EdgeMessage(envoy=link_pb2.EnvoyReport()))
 try:
-    call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
-        iter([link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="intruder"))]), metadata=metadata, timeout=5)
+    call = link_pb2_grpc.EdgeLinkStub(channel).Connect(iter(messages), metadata=metadata, timeout=15)
     for msg in call:
         got.append(msg.WhichOneof("kind"))
 except grpc.RpcError as exc:
@@ -263,10 +267,12 @@ print(json.dumps({"code": code, "details": details, "got": got}))
 """
 
 
-def _link_call(lab: Lab, metadata, ns: str | None = "vps") -> dict:
-    """An edge-link call with this metadata, from the VPS's namespace (its tunnel address)
-    or, with ns=None, from home itself."""
-    argv = [sys.executable, "-c", LINK_PROBE, f"{lab.plan['home']}:{lab.link_port}", json.dumps(metadata)]
+def _link_call(lab: Lab, metadata, ns: str | None = "vps", nonce: bool = True, proof: str = "random") -> dict:
+    """An edge-link call with this metadata, a hello (with a nonce or not) and then
+    `proof` ("random" bytes, a "report" instead, or "none"), from the VPS's namespace (its
+    tunnel address) or, with ns=None, from home itself."""
+    argv = [sys.executable, "-c", LINK_PROBE, f"{lab.plan['home']}:{lab.link_port}", json.dumps(metadata),
+            "nonce" if nonce else "-", proof]
     if ns:
         argv = ["ip", "netns", "exec", lab.ns[ns]] + argv
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -275,25 +281,34 @@ def _link_call(lab: Lab, metadata, ns: str | None = "vps") -> dict:
 
 
 def test_an_edge_with_a_wrong_or_missing_secret_gets_nothing(lab):
+    """No secret travels: a peer on the VPS's tunnel address that cannot prove the link key
+    gets home's challenge and nothing else; even the secret itself as a bearer token (what
+    an edge before link version 2 sent) opens nothing."""
     version = [VERSION_KEY, str(LINK_VERSION)]
-    before = status(lab)["edge"]["refused"]
-    for metadata in ([version], [version, ["authorization", "Bearer not-the-secret"]],
-                     [version, ["authorization", "not-even-bearer"]]):
-        r = _link_call(lab, metadata)
-        assert r["code"] == "UNAUTHENTICATED" and r["got"] == [], (metadata, r)
     secret = (lab.vps_dir / "edge.secret").read_text().strip()
-    r = _link_call(lab, [[VERSION_KEY, "99"], ["authorization", f"Bearer {secret}"]])
+    before = status(lab)["edge"]["refused"]
+    for metadata, proof in (([version], "random"), ([version], "report"),
+                            ([version, ["authorization", f"Bearer {secret}"]], "random")):
+        r = _link_call(lab, metadata, proof=proof)
+        assert r["code"] == "UNAUTHENTICATED" and r["got"] == ["challenge"], (metadata, proof, r)
+    r = _link_call(lab, [version], nonce=False)
+    assert r["code"] == "UNAUTHENTICATED" and r["got"] == [] and "nonce" in r["details"]
+    r = _link_call(lab, [[VERSION_KEY, "1"], ["authorization", f"Bearer {secret}"]])
     assert r["code"] == "FAILED_PRECONDITION" and r["got"] == []
-    assert "version 99" in r["details"] and f"version {LINK_VERSION}" in r["details"]
-    # the right secret from anywhere but the VPS's tunnel address gets nothing either
-    r = _link_call(lab, [version, ["authorization", f"Bearer {secret}"]], ns=None)
+    assert "version 1" in r["details"] and f"version {LINK_VERSION}" in r["details"]
+    # nothing at all from anywhere but the VPS's tunnel address
+    r = _link_call(lab, [version], ns=None)
     assert r["code"] == "UNAUTHENTICATED" and r["got"] == [] and "VPS's tunnel address" in r["details"]
     st = status(lab)["edge"]
-    assert st["refused"] == before + 5
+    assert st["refused"] == before + 6
+    assert "could not prove the link key" in st["last_refused"]["why"] or "tunnel address" in st["last_refused"]["why"]
     # the real edge is still connected and served
     assert st["connected"]
-    log = (lab.dir / "control.log").read_text()
-    assert secret not in log and "not-the-secret" not in log
+    salt_key = (lab.home_dir / "state" / "edge-link.key").read_text().strip().split("$")
+    assert secret not in salt_key[2]
+    for name in ("control.log", "edge.log"):
+        log = (lab.dir / name).read_text()
+        assert secret not in log and salt_key[2] not in log
 
 
 def test_a_dead_edge_and_a_wrong_vps_endpoint_are_named_and_home_keeps_serving(lab, app):

@@ -91,25 +91,33 @@ def test_bootstrap_with_a_broken_config_names_it(tmp_path):
     assert r.returncode == 2 and "'xds_port' must be a port number" in r.stderr
 
 
-def test_link_secret_writes_the_secret_and_its_hash_0600_and_never_replaces_by_accident(tmp_path):
+def test_link_secret_writes_the_secret_and_a_derived_key_0600_and_never_replaces_by_accident(tmp_path):
     import os
     import stat
+
+    from envoyage.module_utils import linkkey
 
     cfg = tmp_path / "control.yaml"
     cfg.write_text(f"state_dir: {tmp_path / 'state'}\n")
     (tmp_path / "state").mkdir(mode=0o700)
+    # an older Envoyage's hash of the secret goes once home has the key
+    (tmp_path / "state" / "edge-secret.hash").write_text("sha256$00$00\n")
     out = cli("-c", str(cfg), "link-secret", "--secret-file", str(tmp_path / "edge.secret"))
     assert out.returncode == 0, out.stderr
+    key_file = tmp_path / "state" / "edge-link.key"
     secret = (tmp_path / "edge.secret").read_text().strip()
-    hashed = (tmp_path / "state" / "edge-secret.hash").read_text()
-    assert secret not in out.stdout + out.stderr and secret not in hashed
-    for f in (tmp_path / "edge.secret", tmp_path / "state" / "edge-secret.hash"):
+    stored = key_file.read_text()
+    assert secret not in out.stdout + out.stderr and secret not in stored
+    salt, key = linkkey.read_key_file(str(key_file))
+    assert key == linkkey.derive(secret, salt) and key.hex() not in out.stdout + out.stderr
+    assert not (tmp_path / "state" / "edge-secret.hash").exists()
+    for f in (tmp_path / "edge.secret", key_file):
         assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
     again = cli("-c", str(cfg), "link-secret", "--secret-file", str(tmp_path / "other.secret"))
-    assert again.returncode == 2 and "already has an edge secret" in again.stderr
-    assert (tmp_path / "state" / "edge-secret.hash").read_text() == hashed
+    assert again.returncode == 2 and "already has an edge link key" in again.stderr
+    assert key_file.read_text() == stored
     replaced = cli("-c", str(cfg), "link-secret", "--secret-file", str(tmp_path / "other.secret"), "--replace")
-    assert replaced.returncode == 0 and (tmp_path / "state" / "edge-secret.hash").read_text() != hashed
+    assert replaced.returncode == 0 and key_file.read_text() != stored
 
 
 def test_edge_bootstrap_uses_the_edge_socket_and_envoy_accepts_it(tmp_path):

@@ -79,7 +79,14 @@ def test_topology_settings(tmp_path):
                                                                                       18444)
     assert cfg.edge_addresses == ("0.0.0.0",) and cfg.edge_health_interval == 60.0
     assert cfg.lan_cidrs == ("192.168.1.0/24",) and cfg.vpn_cidrs == ("10.99.0.0/24", "10.98.0.0/24")
-    assert cfg.link_secret_hash_path == Path("/var/lib/envoyage/edge-secret.hash")
+    assert cfg.link_key_path == Path("/var/lib/envoyage/edge-link.key")
+
+
+def test_the_old_secret_hash_setting_is_a_named_error_that_says_what_to_run(tmp_path):
+    f = tmp_path / "control.yaml"
+    f.write_text("topology: a\nlink:\n  secret_hash_file: /var/lib/envoyage/edge-secret.hash\n")
+    with pytest.raises(ConfigError, match="before edge-link version 2.*rerun the site playbook"):
+        load_config(f)
 
 
 @pytest.mark.parametrize("text,needle", [

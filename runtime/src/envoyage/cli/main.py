@@ -264,14 +264,14 @@ def cmd_link_secret(args) -> int:
     from ..link.secret import create
 
     cfg = load_config(_config_path(args))
-    hash_path = args.hash_file or cfg.link_secret_hash_path
-    if os.path.exists(hash_path) and not args.replace:
-        print(f"error: {hash_path} exists: this home already has an edge secret (use --replace to make a "
-              "new one; the edge then needs the new secret)", file=sys.stderr)
+    key_path = args.key_file or cfg.link_key_path
+    if os.path.exists(key_path) and not args.replace:
+        print(f"error: {key_path} exists: this home already has an edge link key (use --replace to make a "
+              "new secret; the edge then needs the new secret)", file=sys.stderr)
         return EXIT_USAGE
-    create(Path(hash_path), Path(args.secret_file))
+    create(Path(key_path), Path(args.secret_file))
     print(f"wrote the edge secret to {args.secret_file} (0600; copy it to the VPS as the edge's secret_file "
-          f"and delete it here) and its hash to {hash_path}")
+          f"and delete it here) and the link key derived from it to {key_path} (0600)")
     return EXIT_OK
 
 
@@ -456,9 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("link-secret", help="create the edge secret (its hash stays on home)")
+    p = sub.add_parser("link-secret", help="create the edge secret (only a link key derived from it stays on home)")
     p.add_argument("--secret-file", required=True, help="where to write the secret for the VPS (mode 0600)")
-    p.add_argument("--hash-file", help="where home keeps the hash (default link.secret_hash_file from the config)")
+    p.add_argument("--key-file", help="where home keeps the link key (default link.key_file from the config)")
     p.add_argument("--replace", action="store_true", help="replace an existing secret")
     p.set_defaults(func=cmd_link_secret)
 

@@ -126,7 +126,7 @@ class ControlDaemon:
 
         plan = self.plane.tunnel_plan
         servicer = EdgeLinkServer(
-            self.plane.cache, "edge", self.config.link_secret_hash_path, edge_ip=plan["vps"],
+            self.plane.cache, "edge", self.config.link_key_path, edge_ip=plan["vps"],
             on_verdict=lambda node, type_url, version, message, acked: self.plane.on_envoy_verdict(
                 node, type_url, version, message, key="edge", acked_version=acked))
         self.plane.edge_link = servicer

@@ -358,12 +358,25 @@ class ControlPlane:
             if self.link_listener is not None and self.link_listener.problem:
                 out.append(f"edge link: {self.link_listener.problem}")
             st = self.edge_link.status()
+            if st["key_problem"]:
+                out.append(f"edge link: {st['key_problem']}")
             if not st["connected"]:
                 since = f" since {time.strftime('%H:%M:%S', time.localtime(st['disconnected_at']))}" \
                     if st["disconnected_at"] else ""
                 out.append(f"edge: no edge connected{since}; the VPS serves its last configuration (or nothing)")
+                refused = st["edge_refused_home"]
+                last = st["last_refused"]
+                if refused:
+                    out.append(f"edge link: the edge {refused['edge_id']!r} refused this control plane: "
+                               f"{refused['reason']}")
+                elif last and last["at"] >= st["disconnected_at"] and not st["key_problem"]:
+                    out.append(f"edge link: refused {last['peer']}: {last['why']}")
             elif st["apply_error"]:
                 out.append(f"edge: the edge refused resource set {st['applied_version'] or '?'}: {st['apply_error']}")
+            else:
+                for problem in st["apply_problems"]:
+                    out.append(f"edge: the edge {st['edge_id']!r} took resource set {st['applied_version']} but "
+                               f"{problem}")
             for node in st["envoy"]:
                 for tname, t in node["types"].items():
                     if t["error"] and t["nacked_version"] and t["nacked_version"] != t["acked_version"]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import stat
 import subprocess
 import threading
 import time
@@ -28,6 +30,7 @@ from ..config import EdgeConfig
 from ..process import own_directory, prepare_socket, socket_server, stop_within, wait_for_termination
 from ..link import LINK_VERSION, VERSION_KEY
 from ..link.secret import SecretError, read_secret
+from ..module_utils import linkkey
 from ..link.v1 import link_pb2, link_pb2_grpc
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
@@ -44,15 +47,19 @@ class ResourceSetError(ValueError):
     pass
 
 
-def snapshot_from(rs: link_pb2.ResourceSet, previous: Snapshot | None) -> Snapshot:
-    """The resource set as a snapshot for the local ADS server (refusing unknown types
-    and undecodable resources with a sentence)."""
+def snapshot_from(rs: link_pb2.ResourceSet, previous: Snapshot | None, problems: list[str] | None = None) -> Snapshot:
+    """The resource set as a snapshot for the local ADS server (refusing undecodable
+    resources with a sentence). Resources of a type this edge does not know (a newer home
+    during an upgrade) are skipped, one sentence per type added to `problems`; the rest
+    is served (a resource that refers to a skipped one still makes the set inconsistent)."""
     by_type: dict[str, list] = {}
     serialized: dict[str, dict[str, bytes]] = {}
+    unknown: dict[str, list[str]] = {}
     for res in rs.resources:
         cls = T.MESSAGE_CLASSES.get(res.type_url)
         if cls is None:
-            raise ResourceSetError(f"resource {res.name!r} has a type this edge does not know: {res.type_url}")
+            unknown.setdefault(res.type_url[:200], []).append(res.name[:100])
+            continue
         before = previous.get(res.type_url).get(res.name) if previous is not None else None
         if before is not None and before.data == res.body:
             msg = before.message  # unchanged: one change at 1,000 services decodes one resource
@@ -69,6 +76,11 @@ def snapshot_from(rs: link_pb2.ResourceSet, previous: Snapshot | None) -> Snapsh
                                    f"{name[:100]!r} inside")
         by_type.setdefault(res.type_url, []).append(msg)
         serialized.setdefault(res.type_url, {})[res.name] = res.body
+    if problems is not None:
+        for type_url, names in sorted(unknown.items())[:10]:
+            shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            problems.append(f"skipped {len(names)} resource(s) of a type this edge does not know ({type_url}: "
+                            f"{shown}); upgrade the edge to the control plane's version")
     return Snapshot.build(by_type, meta={"role": ROLE, "set": rs.version}, serialized=serialized, previous=previous)
 
 
@@ -107,7 +119,11 @@ class _Reporter(BaseCallbacks):
 
 class LinkClient:
     """Keeps one stream to the control plane, reconnecting with backoff (0.2 s doubling
-    to 10 s; 10 s after a refused secret, 30 s after a version mismatch)."""
+    to 10 s; 10 s after a failed handshake, 30 s after a version mismatch).
+
+    The handshake comes first (envoyage.module_utils.linkkey): the edge sends a nonce,
+    checks home's proof of the link key, and only then proves the key itself and takes
+    anything from home. The secret never leaves this process."""
 
     def __init__(self, target: str, secret: str, edge_id: str, apply, envoy_report, stop: threading.Event):
         self.target = target
@@ -141,9 +157,20 @@ class LinkClient:
             except queue.Full:
                 pass
 
-    def _requests(self, outbox: queue.Queue, done: threading.Event):
+    def _requests(self, outbox: queue.Queue, handshake: queue.Queue, nonce: bytes, done: threading.Event):
         yield link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id=self.edge_id, software_version=__version__,
-                                                        have_version=self.have_version))
+                                                        have_version=self.have_version, nonce=nonce))
+        while True:  # nothing more until home has proven the key (then our proof), or a refusal
+            if done.is_set() or self.stop.is_set():
+                return
+            try:
+                answer = handshake.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            yield answer
+            if answer.WhichOneof("kind") != "proof":
+                return
+            break
         yield link_pb2.EdgeMessage(envoy=self.envoy_report())
         while not done.is_set() and not self.stop.is_set():
             try:
@@ -175,6 +202,21 @@ class LinkClient:
             self.stop.wait(backoff)
             backoff = min(backoff * 2, 10.0) if backoff < 10.0 else backoff
 
+    def _check_home(self, msg: link_pb2.HomeMessage, nonce: bytes) -> str | None:
+        """None if `msg` is home's challenge with a good proof of the link key, else why not."""
+        if msg.WhichOneof("kind") != "challenge":
+            return (f"it sent {msg.WhichOneof('kind') or 'an empty message'} before proving the link key (a control "
+                    f"plane older than edge-link version {LINK_VERSION}, or not our home)")
+        c = msg.challenge
+        if len(c.nonce) != linkkey.NONCE_BYTES or not c.salt or len(c.salt) > 64:
+            return "its challenge is malformed"
+        key = linkkey.derive(self._secret, c.salt)
+        if not linkkey.verify(key, c.proof, linkkey.HOME, linkkey.EDGE, self.edge_id[:64], c.salt, nonce, c.nonce):
+            return ("home's proof of the link key does not verify: the edge's secret and home's link key are not "
+                    "from the same `envoyage link-secret` (a wrong secret on the edge, a wrong key on home, or not "
+                    "this edge's home); rerun playbooks/rotate.yml")
+        return None
+
     def _connect(self, backoff: float) -> float:
         """One connection, until it ends; returns the backoff before the next one."""
         channel = grpc.insecure_channel(self.target, options=[
@@ -184,15 +226,37 @@ class LinkClient:
             ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)])
         done = threading.Event()
         outbox: queue.Queue = queue.Queue(maxsize=1000)
-        self.outbox = outbox
+        handshake: queue.Queue = queue.Queue(maxsize=1)
+        nonce = linkkey.new_nonce()
+        proven = False
+        refused: str | None = None  # why this edge refused the control plane
+        hang_up = None
         try:
-            call = link_pb2_grpc.EdgeLinkStub(channel).Connect(self._requests(outbox, done), metadata=[
-                ("authorization", f"Bearer {self._secret}"), (VERSION_KEY, str(LINK_VERSION))])
+            call = link_pb2_grpc.EdgeLinkStub(channel).Connect(self._requests(outbox, handshake, nonce, done),
+                                                               metadata=[(VERSION_KEY, str(LINK_VERSION))])
             with self._lock:
                 self._call = call
             if self.stop.is_set():
                 call.cancel()
             for msg in call:
+                if refused is not None:
+                    continue  # nothing is taken; waiting for home to close (or the timer to hang up)
+                if not proven:
+                    refused = self._check_home(msg, nonce)
+                    if refused is None:
+                        c = msg.challenge
+                        key = linkkey.derive(self._secret, c.salt)
+                        handshake.put(link_pb2.EdgeMessage(proof=link_pb2.EdgeProof(proof=linkkey.proof(
+                            key, linkkey.EDGE, linkkey.HOME, self.edge_id[:64], c.salt, nonce, c.nonce))))
+                        proven = True
+                        self.outbox = outbox  # reports may go out from now on
+                    else:
+                        # say why (home's status names it), give it a moment to go out, then hang up
+                        handshake.put(link_pb2.EdgeMessage(refusal=link_pb2.Refusal(reason=refused)))
+                        hang_up = threading.Timer(2.0, call.cancel)
+                        hang_up.daemon = True
+                        hang_up.start()
+                    continue
                 kind = msg.WhichOneof("kind")
                 if kind == "welcome":
                     self.state.update(connected=True, last_error="", since=time.time())
@@ -200,18 +264,21 @@ class LinkClient:
                     log.info("edge link: connected to %s (control plane %s)", self.target,
                              msg.welcome.software_version[:64])
                 elif kind == "resources":
-                    error = self.apply(msg.resources)
+                    error, problems = _outcome(self.apply(msg.resources))
+                    # a set taken in part is asked for again on reconnect (an upgraded edge takes it whole)
                     if not error:
-                        self.have_version = msg.resources.version
+                        self.have_version = msg.resources.version if not problems else ""
                     outbox.put(link_pb2.EdgeMessage(applied=link_pb2.Applied(
-                        version=msg.resources.version, error=error[:1024])))
+                        version=msg.resources.version, error=error[:1024], problems=[p[:300] for p in problems])))
                 elif kind == "ping":
                     outbox.put(link_pb2.EdgeMessage(pong=link_pb2.Pong(nonce=msg.ping.nonce)))
             error = "the control plane closed the link"
         except grpc.RpcError as exc:
             code = exc.code()
             error = f"{code.name if code else 'error'}: {exc.details() or ''}".strip()
-            if code == grpc.StatusCode.UNAUTHENTICATED:
+            if refused is not None:
+                pass  # home hung up on our refusal, or we did
+            elif code == grpc.StatusCode.UNAUTHENTICATED:
                 log.error("edge link: the control plane refused this edge: %s (check the edge secret)",
                           exc.details())
                 backoff = max(backoff, 10.0)
@@ -222,6 +289,8 @@ class LinkClient:
                 log.warning("edge link: %s (retrying in %.1f s)", error, backoff)
         finally:
             done.set()
+            if hang_up is not None:
+                hang_up.cancel()
             self.outbox = None
             with self._lock:
                 call, self._call = self._call, None
@@ -229,8 +298,27 @@ class LinkClient:
                 call.cancel()
             channel.close()
             self.state.update(connected=False)
+        if refused is not None:
+            error = f"refused the control plane at {self.target}: {refused}"
+            log.error("edge link: %s; nothing from it is applied", error)
+            backoff = max(backoff, 10.0)
         self.state["last_error"] = error
         return backoff
+
+
+def _private_directory(path) -> None:
+    """No access for others to a directory of ours (the xDS socket's): 0750 at most."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o007:
+        os.chmod(path, mode & 0o770)
+        log.info("%s: took others' access away (mode %04o -> %04o)", path, mode, mode & 0o770)
+
+
+def _outcome(result) -> tuple[str, list[str]]:
+    """What `apply` returned: an error string, or (error, problems)."""
+    if isinstance(result, tuple):
+        return result[0], list(result[1])
+    return result, []
 
 
 class EnvoySupervisor:
@@ -298,23 +386,27 @@ class EdgeDaemon:
                              key_for=lambda node, delta=False: ROLE)
         self.grpc_server = None
         self.envoy: EnvoySupervisor | None = None
-        self.applied: dict[str, Any] = {"version": "", "at": 0.0, "error": ""}
+        self.applied: dict[str, Any] = {"version": "", "at": 0.0, "error": "", "problems": []}
 
     # -- resources ---------------------------------------------------------------------
-    def apply(self, rs: link_pb2.ResourceSet) -> str:
-        """Install a resource set; on any problem keep the last good one and say why."""
+    def apply(self, rs: link_pb2.ResourceSet) -> tuple[str, list[str]]:
+        """Install a resource set; on any problem keep the last good one and say why.
+        Returns (error, what was skipped of a set that was taken)."""
+        problems: list[str] = []
         try:
-            self.cache.set_snapshot(ROLE, snapshot_from(rs, self.cache.get_snapshot(ROLE)))
+            self.cache.set_snapshot(ROLE, snapshot_from(rs, self.cache.get_snapshot(ROLE), problems))
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the last good set stays
             why = str(exc) if isinstance(exc, (ResourceSetError, InconsistentSnapshot)) else \
                 f"{type(exc).__name__}: {exc}"
             log.error("resource set %s refused, the last good set keeps serving: %s", rs.version[:64], why[:1024])
             self.applied.update(error=why, at=time.time())
-            return why
+            return why, []
         self.store.save(rs)
-        self.applied.update(version=rs.version, at=time.time(), error="")
+        self.applied.update(version=rs.version, at=time.time(), error="", problems=problems)
         log.info("resource set %s applied (%d resources)", rs.version, len(rs.resources))
-        return ""
+        for problem in problems:
+            log.warning("resource set %s: %s", rs.version[:64], problem)
+        return "", problems
 
     def envoy_report(self) -> link_pb2.EnvoyReport:
         report = link_pb2.EnvoyReport()

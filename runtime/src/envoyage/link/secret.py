@@ -1,21 +1,15 @@
-"""The edge secret: made once per edge, known to the edge (a 0600 file), stored on home
-only as a salted hash and compared in constant time.
-
-The secret is 256 random bits, so a salted SHA-256 is as strong as a slow password
-hash here (there is nothing to guess) and costs nothing per connection attempt.
+"""The edge secret: made once per edge, known only to the edge (a 0600 file). Home keeps
+only the link key derived from it (HKDF; envoyage.module_utils.linkkey, 0600), so the
+secret, and every other key derived from it (the edge cache's), stays with the edge.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import secrets
 from pathlib import Path
 
 from ..module_utils.files import SecretFileError, read_secret_file, write_secret_file
-
-SCHEME = "sha256"
+from ..module_utils.linkkey import OLD_HASH_NAME, LinkKeyError, read_key_file, write_key_file
 
 
 class SecretError(ValueError):
@@ -26,38 +20,13 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def hash_secret(secret: str, salt: bytes | None = None) -> str:
-    salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.sha256(salt + secret.encode()).hexdigest()
-    return f"{SCHEME}${salt.hex()}${digest}"
-
-
-def verify(secret: str, stored: str) -> bool:
-    """True if `secret` matches the stored hash (constant time in the secret)."""
+def read_key(path: Path) -> tuple[bytes, bytes]:
+    """(salt, link key) from home's key file; SecretError with a sentence if it is
+    missing, open to others, not a key, or an older Envoyage's hash of the secret."""
     try:
-        scheme, salt_hex, digest = stored.strip().split("$")
-        salt = bytes.fromhex(salt_hex)
-    except ValueError:
-        return False
-    if scheme != SCHEME:
-        return False
-    candidate = hashlib.sha256(salt + secret.encode()).hexdigest()
-    return hmac.compare_digest(candidate, digest)
-
-
-def read_hash(path: Path) -> str:
-    """The stored hash; SecretError with a sentence if it is missing, unreadable, open to
-    others or not a hash."""
-    try:
-        text = read_secret_file(str(path), "the edge secret's hash").decode(errors="replace").strip()
-    except SecretFileError as exc:
-        if exc.missing:
-            raise SecretError(f"no edge secret is set up ({path} does not exist; create one with "
-                              "`envoyage link-secret`)") from None
+        return read_key_file(str(path))
+    except LinkKeyError as exc:
         raise SecretError(str(exc)) from None
-    if text.count("$") != 2 or not text.startswith(SCHEME + "$"):
-        raise SecretError(f"{path} does not hold an edge secret hash")
-    return text
 
 
 def read_secret(path: Path) -> str:
@@ -70,11 +39,15 @@ def read_secret(path: Path) -> str:
     return text
 
 
-def create(hash_path: Path, secret_path: Path | None) -> str:
-    """A new secret: its hash to `hash_path`, the secret itself to `secret_path` (both
-    0600, written atomically). Returns the secret."""
+def create(key_path: Path, secret_path: Path | None) -> str:
+    """A new secret: the link key derived from it to `key_path`, the secret itself to
+    `secret_path` (both 0600, written atomically). An older Envoyage's hash of the
+    previous secret next to the key file goes. Returns the secret."""
     secret = new_secret()
     if secret_path is not None:
         write_secret_file(str(secret_path), secret + "\n")
-    write_secret_file(str(hash_path), hash_secret(secret) + "\n")
+    write_key_file(str(key_path), secret)
+    old = Path(key_path).with_name(OLD_HASH_NAME)
+    if old != Path(key_path):
+        old.unlink(missing_ok=True)
     return secret

@@ -1,7 +1,8 @@
 """The control plane's side of the edge link (home).
 
-The edge dials in over the tunnel; this server authenticates it (its secret against the
-stored hash, in constant time), then sends the edge role's snapshot as a ResourceSet
+The edge dials in over the tunnel; this server and the edge prove to each other that they
+hold the link key derived from the edge secret (a challenge-response, no secret on the
+wire: envoyage.module_utils.linkkey; home holds only the key), then it sends the edge role's snapshot as a ResourceSet
 whenever it changes, measures the round-trip time, and keeps what the edge reports
 about its Envoy for `envoyage status`. One edge at a time: a new authenticated stream
 replaces the old one (a reconnect whose old connection is not known to be dead yet).
@@ -24,8 +25,9 @@ from .. import __version__
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
 from ..xds.snapshot import Snapshot
+from ..module_utils import linkkey
 from . import LINK_VERSION, VERSION_KEY
-from .secret import SecretError, read_hash, verify
+from .secret import SecretError, read_key
 from .v1 import link_pb2, link_pb2_grpc
 
 log = logging.getLogger("envoyage.link")
@@ -63,13 +65,26 @@ class _Session:
         self.wake = threading.Event()
         self.closed = threading.Event()
         self.hello = threading.Event()
+        self.answer = threading.Event()  # the edge's proof or refusal came
+        self.decided = threading.Event()  # the handshake is over (authenticated, or closed)
+        self.first = threading.Event()  # the hello came, or the stream ended
+        self.authenticated = False  # nothing but the handshake is read before this
+        self.edge_nonce = b""
+        self.proof: bytes | None = None
+        self.bad = ""  # what the peer did wrong in the handshake
+        self.refusal: str | None = None
         self.dirty = True  # the snapshot may have changed since it was last sent
         self.pong: int | None = None
         self.edge_id = ""
+        self.edge_id_raw = ""  # as the hello said it (the proofs cover it)
+        self.software_version = ""
         self.have_version = ""
 
     def close(self) -> None:
         self.closed.set()
+        self.decided.set()
+        self.first.set()
+        self.answer.set()
         self.wake.set()
 
 
@@ -104,13 +119,13 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
     """`edge_ip`: the only peer address that may try (the VPS's tunnel address); anyone
     else on the tunnel is refused before the secret is even looked at."""
 
-    def __init__(self, cache: SnapshotCache, key: str, hash_path: Path, ping_interval: float = PING_INTERVAL,
+    def __init__(self, cache: SnapshotCache, key: str, key_path: Path, ping_interval: float = PING_INTERVAL,
                  edge_ip: str | None = None, on_verdict=None):
         """`on_verdict(node_id, type_url, version, message or None, acked_version)` hears
         each new ACK and NACK of the VPS Envoy (the control plane drops services it rejects)."""
         self.cache = cache
         self.key = key
-        self.hash_path = hash_path
+        self.key_path = key_path
         self.ping_interval = ping_interval
         self.edge_ip = edge_ip
         self.on_verdict = on_verdict
@@ -123,8 +138,17 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         self.state: dict[str, Any] = {
             "connected": False, "edge_id": "", "peer": "", "connected_since": 0.0, "disconnected_at": 0.0,
             "software_version": "", "sent_version": "", "sent_at": 0.0, "applied_version": "", "applied_at": 0.0,
-            "apply_error": "", "rtt_ms": None, "envoy": [], "refused": 0, "last_refused": None,
+            "apply_error": "", "apply_problems": [], "rtt_ms": None, "envoy": [], "refused": 0,
+            "last_refused": None, "edge_refused_home": None,
         }
+
+    def key_problem(self) -> str | None:
+        """Why no edge can be admitted (no link key, an older Envoyage's hash), or None."""
+        try:
+            read_key(self.key_path)
+        except SecretError as exc:
+            return str(exc)
+        return None
 
     # -- status --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -134,13 +158,14 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         snap = self.cache.get_snapshot(self.key)
         st["want_version"] = set_version(snap) if snap is not None else ""
         st["in_sync"] = bool(st["connected"] and st["applied_version"] and st["applied_version"] == st["want_version"])
+        st["key_problem"] = self.key_problem()
         return st
 
     def _refuse(self, context, code, peer: str, why: str, detail: str):
         now = time.time()
         with self._lock:
             self.state["refused"] += 1
-            self.state["last_refused"] = {"at": now, "peer": peer[:64], "why": why[:200]}
+            self.state["last_refused"] = {"at": now, "peer": peer[:64], "why": why[:400]}
             # at most one line a minute, however fast someone knocks
             loud = now - self._last_refusal_log >= 60
             if loud:
@@ -148,7 +173,7 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
             else:
                 self._refusals_unlogged += 1
         if loud:
-            log.warning("edge link: refused %s: %s%s", peer[:64], why[:200],
+            log.warning("edge link: refused %s: %s%s", peer[:64], why[:400],
                         f" ({skipped} more refusals in the last minute not logged)" if skipped else "")
         context.abort(code, detail)
 
@@ -165,40 +190,74 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         if self.edge_ip is not None and peer_ip(peer) != self.edge_ip:
             self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "not the VPS's tunnel address",
                          "this edge link serves only the VPS's tunnel address")
-        meta = {k.lower(): v for k, v in context.invocation_metadata()}
-        auth = meta.get("authorization", "")
-        if not auth.startswith("Bearer ") or not auth[7:].strip():
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "no edge secret",
-                         "this edge link needs the edge's secret (authorization: Bearer ...)")
-        try:
-            stored = read_hash(self.hash_path)
-        except SecretError as exc:
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, str(exc),
-                         "this control plane has no edge secret set up; run `envoyage link-secret` on home")
-        if not verify(auth[7:].strip(), stored):
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "wrong edge secret",
-                         "wrong edge secret")
+        meta = {k.lower(): v for k, v in context.invocation_metadata()}  # never logged: an older edge sends its secret
         theirs = meta.get(VERSION_KEY, "")[:16]
         if theirs != str(LINK_VERSION):
             self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, peer,
                          f"link version {theirs or 'none'}",
                          f"this edge speaks edge-link version {theirs or '(none)'}, this control plane speaks "
                          f"version {LINK_VERSION}; install the same Envoyage version on home and the VPS")
+        try:
+            salt, key = read_key(self.key_path)
+        except SecretError as exc:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, str(exc),
+                         "this control plane has no edge link key set up; run the site playbook (or "
+                         "`envoyage link-secret`) on home")
         session = _Session(peer)
         reader = threading.Thread(target=self._read, args=(session, request_iterator), daemon=True,
                                   name=f"link-read-{session.id}")
         reader.start()
         context.add_callback(session.close)
-        return self._write(session)
+        return self._write(session, context, salt, key)
 
-    def _write(self, session: _Session):
+    def _handshake(self, session: _Session, context, salt: bytes, key: bytes):
+        """Challenge the edge and check its proof; yields home's challenge. Aborts the call
+        (UNAUTHENTICATED, nothing sent but the challenge) if the edge cannot prove the key."""
+        session.first.wait(HELLO_TIMEOUT)
+        if not session.hello.is_set():
+            if context.is_active():
+                self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer, session.bad or "no hello",
+                             session.bad or f"no hello within {HELLO_TIMEOUT:.0f} s")
+            return
+        if len(session.edge_nonce) != linkkey.NONCE_BYTES:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer, "no nonce in the hello",
+                         f"the hello needs a nonce of {linkkey.NONCE_BYTES} bytes (an edge older than edge-link "
+                         f"version {LINK_VERSION}?)")
+        nonce = linkkey.new_nonce()
+        edge_id = session.edge_id_raw
+        yield link_pb2.HomeMessage(challenge=link_pb2.Challenge(
+            nonce=nonce, salt=salt,
+            proof=linkkey.proof(key, linkkey.HOME, linkkey.EDGE, edge_id, salt, session.edge_nonce, nonce)))
+        if not session.answer.wait(HELLO_TIMEOUT) or (session.closed.is_set() and session.proof is None
+                                                       and session.refusal is None):
+            if context.is_active():
+                self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer, session.bad or "no proof",
+                             session.bad or f"no proof of the link key within {HELLO_TIMEOUT:.0f} s")
+            return
+        if session.refusal is not None:
+            with self._lock:
+                self.state["edge_refused_home"] = {"at": time.time(), "edge_id": session.edge_id,
+                                                   "reason": session.refusal}
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer,
+                         f"the edge {session.edge_id!r} refused this control plane: {session.refusal}",
+                         "refused by the edge")
+        if not linkkey.verify(key, session.proof, linkkey.EDGE, linkkey.HOME, edge_id, salt, session.edge_nonce,
+                              nonce):
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer,
+                         f"the edge {session.edge_id!r} could not prove the link key (wrong edge secret, or not "
+                         "this home's edge)", "wrong link key: the edge could not prove it")
+        session.authenticated = True
+        session.decided.set()
+
+    def _write(self, session: _Session, context, salt: bytes, key: bytes):
         try:
+            yield from self._handshake(session, context, salt, key)
+            if not session.authenticated:
+                return
+            with self._lock:
+                self.state["edge_refused_home"] = None
             yield link_pb2.HomeMessage(welcome=link_pb2.Welcome(software_version=__version__,
                                                                 link_version=LINK_VERSION))
-            if not session.hello.wait(HELLO_TIMEOUT) or session.closed.is_set():
-                if not session.closed.is_set():
-                    log.warning("edge link: %s sent no hello within %.0f s; closing", session.peer, HELLO_TIMEOUT)
-                return
             self._take(session)
             sent = session.have_version
             nonces = itertools.count(1)
@@ -238,7 +297,7 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         with self._lock:
             old, self._session = self._session, session
             self.state.update(connected=True, edge_id=session.edge_id, peer=session.peer[:64],
-                              connected_since=time.time(), rtt_ms=None)
+                              connected_since=time.time(), rtt_ms=None, software_version=session.software_version)
         if old is not None and old is not session:
             log.info("edge link: %s reconnected; closing its previous stream", session.edge_id)
             old.close()
@@ -258,22 +317,41 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                 if session.closed.is_set():
                     break
                 kind = msg.WhichOneof("kind")
-                if kind == "hello" and not session.edge_id:
-                    session.edge_id = msg.hello.edge_id[:64] or "edge"
+                if kind == "hello" and not session.hello.is_set():
+                    session.edge_id_raw = msg.hello.edge_id[:64]
+                    session.edge_id = session.edge_id_raw or "edge"
                     session.have_version = msg.hello.have_version[:64]
-                    with self._lock:
-                        self.state["software_version"] = msg.hello.software_version[:64]
+                    session.edge_nonce = msg.hello.nonce[:64]
+                    session.software_version = msg.hello.software_version[:64]
                     session.hello.set()
-                elif not session.edge_id:
-                    log.warning("edge link: %s did not start with a hello; closing", session.peer)
+                    session.first.set()
+                elif not session.hello.is_set():
+                    session.bad = f"it sent {kind or 'an empty message'} before its hello"
                     break
+                elif not session.authenticated:
+                    # the handshake only: an edge that has not proven the key is heard on nothing else
+                    if kind == "proof" and not session.answer.is_set():
+                        session.proof = msg.proof.proof[:64]
+                    elif kind == "refusal" and not session.answer.is_set():
+                        session.refusal = msg.refusal.reason[:300]
+                    else:
+                        session.bad = f"it sent {kind or 'an empty message'} before proving the link key"
+                        break
+                    session.answer.set()
+                    session.decided.wait()  # the writer decides; nothing is read meanwhile
+                    if not session.authenticated:
+                        break
                 elif kind == "applied":
                     version, error = msg.applied.version[:64], msg.applied.error[:1024]
+                    skipped = [p[:300] for p in msg.applied.problems[:20]]
                     with self._lock:
                         if self._session is session:
-                            self.state.update(applied_version=version, applied_at=time.time(), apply_error=error)
+                            self.state.update(applied_version=version, applied_at=time.time(), apply_error=error,
+                                              apply_problems=skipped if not error else [])
                     if error:
                         log.warning("edge %s refused resource set %s: %s", session.edge_id, version, error)
+                    for problem in skipped:
+                        log.warning("edge %s took resource set %s but %s", session.edge_id, version, problem)
                 elif kind == "envoy":
                     nodes = [{"node_id": n.node_id[:128], "connected": n.connected,
                               "types": {T.short(t.type_url[:200]): {"acked_version": t.acked_version[:64],

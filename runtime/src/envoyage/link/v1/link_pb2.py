@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65nvoyage/link/v1/link.proto\x12\x10\x65nvoyage.link.v1\"\xc5\x01\n\x0b\x45\x64geMessage\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.envoyage.link.v1.HelloH\x00\x12,\n\x07\x61pplied\x18\x02 \x01(\x0b\x32\x19.envoyage.link.v1.AppliedH\x00\x12.\n\x05\x65nvoy\x18\x03 \x01(\x0b\x32\x1d.envoyage.link.v1.EnvoyReportH\x00\x12&\n\x04pong\x18\x04 \x01(\x0b\x32\x16.envoyage.link.v1.PongH\x00\x42\x06\n\x04kind\"H\n\x05Hello\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x14\n\x0chave_version\x18\x03 \x01(\t\")\n\x07\x41pplied\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"9\n\x0b\x45nvoyReport\x12*\n\x05nodes\x18\x01 \x03(\x0b\x32\x1b.envoyage.link.v1.EnvoyNode\"[\n\tEnvoyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12*\n\x05types\x18\x03 \x03(\x0b\x32\x1b.envoyage.link.v1.TypeState\"[\n\tTypeState\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x15\n\racked_version\x18\x02 \x01(\t\x12\x16\n\x0enacked_version\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x15\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\"\x9f\x01\n\x0bHomeMessage\x12,\n\x07welcome\x18\x01 \x01(\x0b\x32\x19.envoyage.link.v1.WelcomeH\x00\x12\x32\n\tresources\x18\x02 \x01(\x0b\x32\x1d.envoyage.link.v1.ResourceSetH\x00\x12&\n\x04ping\x18\x03 \x01(\x0b\x32\x16.envoyage.link.v1.PingH\x00\x42\x06\n\x04kind\"9\n\x07Welcome\x12\x18\n\x10software_version\x18\x01 \x01(\t\x12\x14\n\x0clink_version\x18\x02 \x01(\r\"M\n\x0bResourceSet\x12\x0f\n\x07version\x18\x01 \x01(\t\x12-\n\tresources\x18\x02 \x03(\x0b\x32\x1a.envoyage.link.v1.Resource\"I\n\x08Resource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\x32W\n\x08\x45\x64geLink\x12K\n\x07\x43onnect\x12\x1d.envoyage.link.v1.EdgeMessage\x1a\x1d.envoyage.link.v1.HomeMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65nvoyage/link/v1/link.proto\x12\x10\x65nvoyage.link.v1\"\xa1\x02\n\x0b\x45\x64geMessage\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.envoyage.link.v1.HelloH\x00\x12,\n\x07\x61pplied\x18\x02 \x01(\x0b\x32\x19.envoyage.link.v1.AppliedH\x00\x12.\n\x05\x65nvoy\x18\x03 \x01(\x0b\x32\x1d.envoyage.link.v1.EnvoyReportH\x00\x12&\n\x04pong\x18\x04 \x01(\x0b\x32\x16.envoyage.link.v1.PongH\x00\x12,\n\x05proof\x18\x05 \x01(\x0b\x32\x1b.envoyage.link.v1.EdgeProofH\x00\x12,\n\x07refusal\x18\x06 \x01(\x0b\x32\x19.envoyage.link.v1.RefusalH\x00\x42\x06\n\x04kind\"W\n\x05Hello\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x14\n\x0chave_version\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"\x1a\n\tEdgeProof\x12\r\n\x05proof\x18\x01 \x01(\x0c\"\x19\n\x07Refusal\x12\x0e\n\x06reason\x18\x01 \x01(\t\";\n\x07\x41pplied\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x10\n\x08problems\x18\x03 \x03(\t\"9\n\x0b\x45nvoyReport\x12*\n\x05nodes\x18\x01 \x03(\x0b\x32\x1b.envoyage.link.v1.EnvoyNode\"[\n\tEnvoyNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x12*\n\x05types\x18\x03 \x03(\x0b\x32\x1b.envoyage.link.v1.TypeState\"[\n\tTypeState\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x15\n\racked_version\x18\x02 \x01(\t\x12\x16\n\x0enacked_version\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x15\n\x04Pong\x12\r\n\x05nonce\x18\x01 \x01(\x04\"\xd1\x01\n\x0bHomeMessage\x12,\n\x07welcome\x18\x01 \x01(\x0b\x32\x19.envoyage.link.v1.WelcomeH\x00\x12\x32\n\tresources\x18\x02 \x01(\x0b\x32\x1d.envoyage.link.v1.ResourceSetH\x00\x12&\n\x04ping\x18\x03 \x01(\x0b\x32\x16.envoyage.link.v1.PingH\x00\x12\x30\n\tchallenge\x18\x04 \x01(\x0b\x32\x1b.envoyage.link.v1.ChallengeH\x00\x42\x06\n\x04kind\"7\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\"9\n\x07Welcome\x12\x18\n\x10software_version\x18\x01 \x01(\t\x12\x14\n\x0clink_version\x18\x02 \x01(\r\"M\n\x0bResourceSet\x12\x0f\n\x07version\x18\x01 \x01(\t\x12-\n\tresources\x18\x02 \x03(\x0b\x32\x1a.envoyage.link.v1.Resource\"I\n\x08Resource\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\x0c\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x04\x32W\n\x08\x45\x64geLink\x12K\n\x07\x43onnect\x12\x1d.envoyage.link.v1.EdgeMessage\x1a\x1d.envoyage.link.v1.HomeMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,29 +32,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'envoyage.link.v1.link_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EDGEMESSAGE']._serialized_start=50
-  _globals['_EDGEMESSAGE']._serialized_end=247
-  _globals['_HELLO']._serialized_start=249
-  _globals['_HELLO']._serialized_end=321
-  _globals['_APPLIED']._serialized_start=323
-  _globals['_APPLIED']._serialized_end=364
-  _globals['_ENVOYREPORT']._serialized_start=366
-  _globals['_ENVOYREPORT']._serialized_end=423
-  _globals['_ENVOYNODE']._serialized_start=425
-  _globals['_ENVOYNODE']._serialized_end=516
-  _globals['_TYPESTATE']._serialized_start=518
-  _globals['_TYPESTATE']._serialized_end=609
-  _globals['_PONG']._serialized_start=611
-  _globals['_PONG']._serialized_end=632
-  _globals['_HOMEMESSAGE']._serialized_start=635
-  _globals['_HOMEMESSAGE']._serialized_end=794
-  _globals['_WELCOME']._serialized_start=796
-  _globals['_WELCOME']._serialized_end=853
-  _globals['_RESOURCESET']._serialized_start=855
-  _globals['_RESOURCESET']._serialized_end=932
-  _globals['_RESOURCE']._serialized_start=934
-  _globals['_RESOURCE']._serialized_end=1007
-  _globals['_PING']._serialized_start=1009
-  _globals['_PING']._serialized_end=1030
-  _globals['_EDGELINK']._serialized_start=1032
-  _globals['_EDGELINK']._serialized_end=1119
+  _globals['_EDGEMESSAGE']._serialized_end=339
+  _globals['_HELLO']._serialized_start=341
+  _globals['_HELLO']._serialized_end=428
+  _globals['_EDGEPROOF']._serialized_start=430
+  _globals['_EDGEPROOF']._serialized_end=456
+  _globals['_REFUSAL']._serialized_start=458
+  _globals['_REFUSAL']._serialized_end=483
+  _globals['_APPLIED']._serialized_start=485
+  _globals['_APPLIED']._serialized_end=544
+  _globals['_ENVOYREPORT']._serialized_start=546
+  _globals['_ENVOYREPORT']._serialized_end=603
+  _globals['_ENVOYNODE']._serialized_start=605
+  _globals['_ENVOYNODE']._serialized_end=696
+  _globals['_TYPESTATE']._serialized_start=698
+  _globals['_TYPESTATE']._serialized_end=789
+  _globals['_PONG']._serialized_start=791
+  _globals['_PONG']._serialized_end=812
+  _globals['_HOMEMESSAGE']._serialized_start=815
+  _globals['_HOMEMESSAGE']._serialized_end=1024
+  _globals['_CHALLENGE']._serialized_start=1026
+  _globals['_CHALLENGE']._serialized_end=1081
+  _globals['_WELCOME']._serialized_start=1083
+  _globals['_WELCOME']._serialized_end=1140
+  _globals['_RESOURCESET']._serialized_start=1142
+  _globals['_RESOURCESET']._serialized_end=1219
+  _globals['_RESOURCE']._serialized_start=1221
+  _globals['_RESOURCE']._serialized_end=1294
+  _globals['_PING']._serialized_start=1296
+  _globals['_PING']._serialized_end=1317
+  _globals['_EDGELINK']._serialized_start=1319
+  _globals['_EDGELINK']._serialized_end=1406
 # @@protoc_insertion_point(module_scope)
