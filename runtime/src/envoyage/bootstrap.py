@@ -29,9 +29,12 @@ def connect_address(listen_address: str) -> str:
 
 def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str = "127.0.0.1",
               xds_port: int = 18000, admin_address: str = "127.0.0.1", admin_port: int = 9901,
-              xds_socket: str | None = None) -> dict[str, Any]:
+              xds_socket: str | None = None, max_heap_bytes: int = 0,
+              max_connections: int = 0) -> dict[str, Any]:
     """`xds_socket`: reach the control plane on this Unix socket (a pipe address) instead
-    of xds_address:xds_port."""
+    of xds_address:xds_port. `max_heap_bytes`, `max_connections` (the VPS Envoy): an
+    overload manager that keeps Envoy under that heap and that many downstream connections
+    (overload_manager())."""
     if not _NODE_ID_RE.match(node_id or ""):
         raise BootstrapError(f"--node-id {node_id!r}: use letters, digits, '.', '_' and '-' (up to 128)")
     if role not in ROLES:
@@ -57,7 +60,10 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
         except ValueError:
             xds_type = "LOGICAL_DNS"
         xds_target = {"socket_address": {"address": xds_address, "port_value": int(xds_port)}}
+    extra = {"overload_manager": overload_manager(max_heap_bytes, max_connections)} \
+        if max_heap_bytes or max_connections else {}
     return {
+        **extra,
         "node": {
             "id": node_id,
             "cluster": f"envoyage-{role}",
@@ -116,3 +122,41 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
             ]
         },
     }
+
+
+HEAP_MONITOR = "envoy.resource_monitors.fixed_heap"
+CONNECTIONS_MONITOR = "envoy.resource_monitors.global_downstream_max_connections"
+
+
+def overload_manager(max_heap_bytes: int, max_connections: int) -> dict[str, Any]:
+    """Envoy under hostile clients (docs/security.md): past `max_connections` open
+    downstream connections every new one is closed at once; as the heap nears
+    `max_heap_bytes` Envoy first cuts idle timeouts (down to a tenth), returns free memory
+    to the system, then stops accepting connections and finally answers new requests 503
+    instead of taking more memory. Either limit may be 0 (not set)."""
+    monitors, actions = [], []
+    if max_connections:
+        monitors.append({"name": CONNECTIONS_MONITOR, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                     "DownstreamConnectionsConfig",
+            "max_active_downstream_connections": int(max_connections)}})
+    if max_heap_bytes:
+        monitors.append({"name": HEAP_MONITOR, "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+            "max_heap_size_bytes": int(max_heap_bytes)}})
+
+        def at(value: float) -> list[dict]:
+            return [{"name": HEAP_MONITOR, "threshold": {"value": value}}]
+        actions = [
+            {"name": "envoy.overload_actions.reduce_timeouts",
+             "triggers": [{"name": HEAP_MONITOR, "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95}}],
+             "typed_config": {
+                 "@type": "type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
+                 "timer_scale_factors": [{"timer": timer, "min_scale": {"value": 10}}
+                                         for timer in ("HTTP_DOWNSTREAM_CONNECTION_IDLE",
+                                                       "HTTP_DOWNSTREAM_STREAM_IDLE")]}},
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": at(0.90)},
+            {"name": "envoy.overload_actions.stop_accepting_connections", "triggers": at(0.95)},
+            {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": at(0.98)},
+        ]
+    return {"refresh_interval": "0.25s", "resource_monitors": monitors, "actions": actions}

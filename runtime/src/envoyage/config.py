@@ -97,6 +97,15 @@ class Config:
     edge_addresses: tuple = ("0.0.0.0", "::")
     edge_access_log: Path = Path("/var/log/envoyage/access.log")
     edge_health_interval: float = 30.0
+    # what one internet client may hold on the edge Envoy's public listener (docs/security.md;
+    # none of these cuts a WebSocket or a long download, which have per-service timeouts)
+    edge_max_connections: int = 5000
+    edge_request_headers_timeout: float = 10.0
+    edge_idle_timeout: float = 60.0
+    edge_stream_idle_timeout: float = 300.0
+    edge_http2_max_concurrent_streams: int = 100
+    edge_http2_initial_stream_window: int = 65536
+    edge_http2_initial_connection_window: int = 1048576
     # who may use vpn-only services on the home Envoy: LAN and VPN client networks (the
     # VPS's tunnel address never counts as either)
     lan_cidrs: tuple = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7",
@@ -167,6 +176,9 @@ class EdgeConfig:
     envoy_node_id: str = "edge"
     envoy_base_id: int = 0
     envoy_concurrency: int = 0  # 0: Envoy's default (one worker per core)
+    # the VPS Envoy's overload manager: heap (MiB) and downstream connections it keeps under
+    envoy_max_heap_mb: int = 512
+    envoy_max_connections: int = 10000
     log_level: str = "info"
     _source: str = field(default="defaults", compare=False, repr=False)
 
@@ -201,11 +213,16 @@ _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "li
           "edge_access_log", "secret_file", "dns_include_file", "dns_unbound_config"}
 _OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_key_file", "tunnel_status_file"}
 _INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port", "envoy_admin_port"}
-_COUNTS = {"xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024),
+_COUNTS = {"edge_max_connections": (1, 1_000_000), "edge_http2_max_concurrent_streams": (1, 10_000),
+           "edge_http2_initial_stream_window": (65_535, 2**31 - 1),
+           "edge_http2_initial_connection_window": (65_535, 2**31 - 1),
+           "envoy_max_heap_mb": (32, 1_048_576), "envoy_max_connections": (1, 1_000_000),
+           "xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024),
            "dns_ttl": (1, 86_400)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
             "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0),
-            "edge_health_interval": (1.0, 3600.0)}
+            "edge_health_interval": (1.0, 3600.0), "edge_request_headers_timeout": (1.0, 600.0),
+            "edge_idle_timeout": (1.0, 86400.0), "edge_stream_idle_timeout": (1.0, 86400.0)}
 _BOOLS = {"docker_enabled", "docker_mesh", "accept_registry", "envoy_supervise", "dns_enabled"}
 _OPTIONAL_STRINGS = {"docker_host", "link_address", "dns_server", "edge_public_address"}
 # IP addresses ("" = not set)

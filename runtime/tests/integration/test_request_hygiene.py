@@ -13,6 +13,8 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import urllib.parse
 import uuid
 
@@ -203,3 +205,157 @@ def test_the_tunnel_listener_keeps_only_the_scheme_the_edge_set(lab, app):
     assert got["x-forwarded-proto"] == "https"
     assert got["x-forwarded-for"] == client and got["x-real-ip"] == client
     assert "x-remote-user" not in got and "x-forwarded-host" not in got and "x-authentik-username" not in got
+
+
+# -- the edge under hostile clients --------------------------------------------------------
+
+SLOW_LORIS = r"""
+import http.client, json, selectors, socket, sys, threading, time
+target, host, count, seconds, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+normal = []
+stop = threading.Event()
+
+def normal_client():
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            c = http.client.HTTPConnection(target, 80, timeout=5)
+            c.request("GET", "/normal", headers={"Host": host})
+            r = c.getresponse(); r.read(); c.close()
+            normal.append([r.status, time.monotonic() - started])
+        except OSError as exc:
+            normal.append([0, time.monotonic() - started])
+        stop.wait(0.2)
+
+sel = selectors.DefaultSelector()
+opened = closed = 0
+lifetimes = []
+def open_one():
+    global opened
+    s = socket.create_connection((target, 80), timeout=5)
+    s.setblocking(False)
+    s.send(b"GET /slow HTTP/1.1\r\nHost: " + host.encode() + b"\r\n")  # never finished
+    sel.register(s, selectors.EVENT_READ, [time.monotonic(), time.monotonic()])
+    opened += 1
+
+for _ in range(count):
+    open_one()
+t = threading.Thread(target=normal_client); t.start()
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    for key, _ in sel.select(timeout=0.2):
+        s, (born, _last) = key.fileobj, key.data
+        try:
+            data = s.recv(65536)
+        except OSError:
+            data = b""
+        if not data:  # the edge closed it (after answering 408, or at once)
+            sel.unregister(s); s.close(); closed += 1; lifetimes.append(time.monotonic() - born)
+            if opened < cap:
+                open_one()  # a real attacker comes back at once
+    now = time.monotonic()
+    for key in list(sel.get_map().values()):
+        if now - key.data[1] >= 1.0:  # trickle: one more header line a second
+            try:
+                key.fileobj.send(b"X-Slow: %d\r\n" % int(now))
+            except OSError:
+                pass
+            key.data[1] = now
+still_open = len(sel.get_map())
+stop.set(); t.join(10)
+print(json.dumps({"opened": opened, "closed": closed, "still_open": still_open, "lifetimes": lifetimes,
+                  "normal": normal}))
+"""
+
+
+def _envoy_pid(lab: Lab) -> int:
+    edge = lab.pids["edge"]
+    children = [p for task in os.listdir(f"/proc/{edge}/task")
+                for p in open(f"/proc/{edge}/task/{task}/children").read().split()]
+    return next(int(p) for p in children if open(f"/proc/{p}/comm").read().strip() == "envoy")
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_slow_loris_connections_are_cut_and_a_normal_client_keeps_getting_200s(lab, app):
+    envoy = _envoy_pid(lab)
+    rss = [_rss_bytes(envoy)]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.25):
+            rss.append(_rss_bytes(envoy))
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    seconds = 12
+    try:
+        out = subprocess.run(["ip", "netns", "exec", lab.ns["inet"], sys.executable, "-c", SLOW_LORIS,
+                              lab.addr("vps_public"), "hyg.example.test", "500", str(seconds), "3000"],
+                             capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        done.set()
+        sampler.join()
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    normal = [code for code, _ in result["normal"]]
+    ok = normal.count(200) / len(normal)
+    lifetimes = result["lifetimes"]
+    report = (f"slow-loris: {result['opened']} connections opened (500 at a time), {result['closed']} cut by the "
+              f"edge, longest lived {max(lifetimes, default=0):.1f} s; normal client {normal.count(200)}/"
+              f"{len(normal)} x 200; VPS Envoy RSS max {max(rss) / 2**20:.0f} MiB (limit {MAX_HEAP_MB} MiB)")
+    print(report)
+    assert len(normal) >= 20, report
+    assert ok >= 0.95, report
+    # every slow connection is cut once the header timeout runs out (plus scheduling slack)
+    assert result["closed"] >= 500 and max(lifetimes) < HEADERS_TIMEOUT_S + 3, report
+    assert max(rss) < MAX_HEAP_MB * 2**20, report
+    # the overload manager watches the heap against the configured limit
+    assert "overload.envoy.resource_monitors.fixed_heap.pressure" in lab.edge_admin("/stats?filter=fixed_heap")
+    # and the edge is fine afterwards
+    assert internet(lab, "hyg.example.test")[0] == 200
+
+
+OVER_LIMIT = r"""
+import json, socket, sys, time
+target, held, extra = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+holding = [socket.create_connection((target, 80), timeout=5) for _ in range(held)]
+time.sleep(1.0)
+refused = 0
+for _ in range(extra):
+    try:
+        s = socket.create_connection((target, 80), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: hyg.example.test\r\n\r\n")
+        s.settimeout(3)
+        answer = s.recv(100)
+        s.close()
+    except OSError:
+        answer = b""
+    refused += answer == b""
+alive = 0
+for s in holding[:20]:  # the connections inside the limit still serve
+    s.sendall(b"GET / HTTP/1.1\r\nHost: hyg.example.test\r\n\r\n")
+    s.settimeout(5)
+    alive += s.recv(100).startswith(b"HTTP/1.1 200")
+for s in holding:
+    s.close()
+print(json.dumps({"refused": refused, "alive": alive}))
+"""
+
+
+def test_connections_over_the_listener_limit_are_closed_and_service_resumes(lab, app):
+    out = subprocess.run(["ip", "netns", "exec", lab.ns["inet"], sys.executable, "-c", OVER_LIMIT,
+                          lab.addr("vps_public"), str(MAX_CONNECTIONS), "20"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result == {"refused": 20, "alive": 20}, result
+    wait_for(lambda: internet(lab, "hyg.example.test")[0] == 200, timeout=10, what="service after the flood")
+    # the VPS Envoy counts what it turned away
+    stats = lab.edge_admin("/stats?filter=connection_limit")
+    assert any(line.endswith(tuple(f": {n}" for n in range(20, 10_000))) for line in stats.splitlines()
+               if "limited_connections" in line), stats

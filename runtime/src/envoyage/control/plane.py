@@ -27,7 +27,7 @@ from ..xds.cache import snapshot_key
 from ..xds.server import AdsServer
 from ..xds.snapshot import InconsistentSnapshot
 from ..xds.status import BaseCallbacks, StatusTracker
-from ..xds.translate import EdgeSettings, HomeAccess, TranslationCache
+from ..xds.translate import EdgeLimits, EdgeSettings, HomeAccess, TranslationCache
 from ..xds.verdicts import Verdicts, services_in_change
 
 log = logging.getLogger("envoyage.control")
@@ -58,6 +58,18 @@ class OwnedBySource(Exception):
         self.name, self.source = name, source
 
 
+def edge_limits(config: Config) -> EdgeLimits:
+    """The edge listener's bounds on hostile clients, from the `edge.*` settings."""
+    return EdgeLimits(
+        max_connections=config.edge_max_connections,
+        request_headers_timeout_ms=int(config.edge_request_headers_timeout * 1000),
+        idle_timeout_ms=int(config.edge_idle_timeout * 1000),
+        stream_idle_timeout_ms=int(config.edge_stream_idle_timeout * 1000),
+        http2_max_concurrent_streams=config.edge_http2_max_concurrent_streams,
+        http2_initial_stream_window=config.edge_http2_initial_stream_window,
+        http2_initial_connection_window=config.edge_http2_initial_connection_window)
+
+
 class ControlPlane:
     def __init__(self, config: Config, registry: Registry | None = None):
         self.config = config
@@ -76,7 +88,8 @@ class ControlPlane:
             http_port=config.edge_http_port, addresses=tuple(config.edge_addresses) or ("0.0.0.0",),
             access_log_path=str(config.edge_access_log),
             home_tunnel_address=self.tunnel_plan["home"], home_tunnel_port=config.home_tunnel_port,
-            health_interval_ms=int(config.edge_health_interval * 1000))) if self.tunnel_plan else None
+            health_interval_ms=int(config.edge_health_interval * 1000),
+            limits=edge_limits(config))) if self.tunnel_plan else None
         self.edge_link = None  # the link server (set by the daemon in topology A)
         self.link_listener = None
         self.tunnel = None  # the tunnel monitor (set by the daemon in topology A)

@@ -427,7 +427,8 @@ class EdgeDaemon:
         self.link.start()
         if cfg.envoy_supervise:
             boot = cfg.run_dir / "envoy-edge.json"
-            data = bootstrap(cfg.envoy_node_id, ROLE, xds_socket=str(path), admin_port=cfg.envoy_admin_port)
+            data = bootstrap(cfg.envoy_node_id, ROLE, xds_socket=str(path), admin_port=cfg.envoy_admin_port,
+                             max_heap_bytes=cfg.envoy_max_heap_mb << 20, max_connections=cfg.envoy_max_connections)
             boot.write_text(json.dumps(data, indent=1))
             argv = [cfg.envoy_binary, "-c", str(boot), "--base-id", str(cfg.envoy_base_id),
                     "--log-level", "warning", "--drain-time-s", "5"]

@@ -34,6 +34,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.config.core.v3 import base_pb2, proxy_protocol_pb2 as core_proxy_protocol_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import extension_pb2, protocol_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_header_mutation_pb2,
 )
@@ -66,6 +67,27 @@ class HomeAccess:
 
 
 @dataclass(frozen=True)
+class EdgeLimits:
+    """What one internet client may hold on the edge (VPS) Envoy's public listener
+    (config `edge.*`, docs/configuration.md). None of these cuts a WebSocket or a long
+    download: those are bounded per service by the route's timeouts."""
+
+    max_connections: int = 5_000  # open connections on the listener; more are closed at once
+    request_headers_timeout_ms: int = 10_000  # from a request's first byte to its last header
+    idle_timeout_ms: int = 60_000  # a connection with no request in flight
+    # a request whose route is not chosen yet; a routed request has its service's idle timeout
+    stream_idle_timeout_ms: int = 300_000
+    http2_max_concurrent_streams: int = 100
+    http2_initial_stream_window: int = 65_536
+    http2_initial_connection_window: int = 1_048_576
+
+
+# bytes buffered per connection before Envoy pushes back on the reader (Envoy's own
+# default is 1 MiB; its edge guidance is 32 KiB)
+EDGE_CONNECTION_BUFFER = 32_768
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     """What the edge (VPS) Envoy serves and where it finds home across the tunnel."""
 
@@ -75,6 +97,7 @@ class EdgeSettings:
     home_tunnel_address: str
     home_tunnel_port: int
     health_interval_ms: int = 30_000
+    limits: EdgeLimits = EdgeLimits()
 
 
 ACCESS_LOG_FORMAT = {
@@ -383,10 +406,11 @@ def _strip_client_headers(keep: tuple[str, ...] = ()) -> extension_pb2.TypedExte
 
 
 def _http_manager(stat_prefix: str, routes: str, access_log_path: str,
-                  access_filter: str | None, trusted_edge: bool = False) -> listener_components_pb2.Filter:
+                  access_filter: str | None, trusted_edge: bool = False,
+                  limits: EdgeLimits | None = None) -> listener_components_pb2.Filter:
     """`trusted_edge`: the home tunnel listener, whose only peer is the edge (network RBAC
     on the VPS's tunnel address, PROXY v2 required): the X-Forwarded-Proto the edge set from
-    its own scheme is kept."""
+    its own scheme is kept. `limits`: the edge's bounds on hostile clients."""
     access_log = file_pb2.FileAccessLog(path=access_log_path)
     # "listener" tells the LAN, tunnel and edge paths apart in the logs
     access_log.log_format.json_format.CopyFrom(_struct(dict(ACCESS_LOG_FORMAT, listener=stat_prefix)))
@@ -422,6 +446,14 @@ def _http_manager(stat_prefix: str, routes: str, access_log_path: str,
         # trusted it overwrites it with this connection's scheme); X-Forwarded-For is
         # stripped above, so the client's address still comes from the PROXY header
         hcm.xff_num_trusted_hops = 1
+    if limits is not None:
+        hcm.request_headers_timeout.CopyFrom(_duration(limits.request_headers_timeout_ms))
+        hcm.stream_idle_timeout.CopyFrom(_duration(limits.stream_idle_timeout_ms))
+        hcm.common_http_protocol_options.idle_timeout.CopyFrom(_duration(limits.idle_timeout_ms))
+        h2 = hcm.http2_protocol_options
+        h2.max_concurrent_streams.value = limits.http2_max_concurrent_streams
+        h2.initial_stream_window_size.value = limits.http2_initial_stream_window
+        h2.initial_connection_window_size.value = limits.http2_initial_connection_window
     return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
                                           typed_config=_pack(hcm))
 
@@ -466,11 +498,20 @@ def tunnel_listener(address: str, port: int, edge_ip: str, access_log_path: str)
 def edge_listener(settings: EdgeSettings) -> listener_pb2.Listener:
     """The VPS Envoy's public HTTP listener, on every address in settings (IPv4 and IPv6)."""
     first, *more = settings.addresses
+    limits = settings.limits
+    # a connection over the limit is closed as soon as it is accepted (the VPS Envoy's
+    # bootstrap also caps all its connections and its heap: bootstrap.py)
+    connection_limit = connection_limit_pb2.ConnectionLimit(stat_prefix=EDGE_LISTENER)
+    connection_limit.max_connections.value = limits.max_connections
     listener = listener_pb2.Listener(
         name=EDGE_LISTENER,
         address=_socket(first, settings.http_port),
-        filter_chains=[listener_components_pb2.FilterChain(
-            filters=[_http_manager(EDGE_LISTENER, EDGE_ROUTES, settings.access_log_path, None)])],
+        per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=EDGE_CONNECTION_BUFFER),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[
+            listener_components_pb2.Filter(name="envoy.filters.network.connection_limit",
+                                           typed_config=_pack(connection_limit)),
+            _http_manager(EDGE_LISTENER, EDGE_ROUTES, settings.access_log_path, None, limits=limits),
+        ])],
     )
     for addr in more:
         listener.additional_addresses.add().address.CopyFrom(_socket(addr, settings.http_port))
