@@ -87,11 +87,12 @@ def test_topology_a_refuses_xds_on_the_tunnel_address(workdir, address):
         d.stop()
 
 
-def test_a_service_the_vps_envoy_rejects_is_dropped_with_its_message(workdir):
+def test_a_service_the_vps_envoy_rejects_is_dropped_from_the_edge_set_only_with_its_message(workdir):
     from envoyage.link.server import verdict_events
     from envoyage.xds import types as T
 
     p = ControlPlane(make_config(workdir, topology="a"))
+    p.variants.add(False)  # a state-of-the-world home Envoy is connected
     try:
         p.add_service(dict(BASE, name="good", domains=["good.test"]))
         acked = p.cache.get_snapshot("edge").version(T.CLUSTER)
@@ -104,8 +105,12 @@ def test_a_service_the_vps_envoy_rejects_is_dropped_with_its_message(workdir):
         (event,) = verdict_events(before, report)
         assert event == ("edge:vps", T.CLUSTER, rejected, "bad cluster svc_bad", acked)
         p.on_envoy_verdict(*event[:4], key="edge", acked_version=event[4])
-        assert "Envoy rejected this service: bad cluster svc_bad" in p.get_service("bad")["problems"][0]
+        (problem,) = p.get_service("bad")["problems"]
+        assert "the VPS Envoy (edge:vps) rejected this service: bad cluster svc_bad" in problem
+        assert "the LAN still serves it" in problem
         assert set(p.cache.get_snapshot("edge").get(T.CLUSTER)) == {"svc_good"}
+        # the edge's verdict stays on the edge: home's own Envoy keeps serving the service
+        assert {"svc_good", "svc_bad"} <= set(p.cache.get_snapshot("home").get(T.CLUSTER))
         assert p.get_service("good")["problems"] == []
         assert verdict_events(report, report) == []  # the same report twice is no new verdict
     finally:

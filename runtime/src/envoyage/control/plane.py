@@ -28,7 +28,7 @@ from ..xds.server import AdsServer
 from ..xds.snapshot import InconsistentSnapshot
 from ..xds.status import BaseCallbacks, StatusTracker
 from ..xds.translate import EdgeLimits, EdgeSettings, HomeAccess, TranslationCache
-from ..xds.verdicts import Verdicts, services_in_change
+from ..xds.verdicts import EDGE_REJECTED, Verdicts, services_in_change
 
 log = logging.getLogger("envoyage.control")
 
@@ -96,7 +96,11 @@ class ControlPlane:
         self.dns = None  # the DNS controller (set by the daemon when dns.enabled)
         self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect,
                                     forget_after=config.xds_forget_after)
+        # Envoy's verdicts per node role: what home's Envoy rejects is held back from every
+        # role (the VPS reaches a service through home's Envoy); what the VPS Envoy rejects,
+        # or anything that speaks as it on the edge's socket, only from the edge's set
         self.verdicts = Verdicts()
+        self.edge_verdicts = Verdicts(rejected_text=EDGE_REJECTED)
         # recent snapshots per key, to tell which services a NACKed version changed
         self.history: dict[str, collections.deque] = {}
         # nodes that ACKed our configuration before (they always get in, even at the stream limit)
@@ -247,7 +251,9 @@ class ControlPlane:
         with self._lock:
             started = time.perf_counter()
             states = self.registry.services()
-            withheld = self.verdicts.withheld(states)  # the same for every role
+            withheld = self.verdicts.withheld(states)  # home's verdicts: for every role
+            # the VPS Envoy's verdicts: from the edge's set only (shown with the service's problems)
+            edge_only = {n: p for n, p in self.edge_verdicts.withheld(states).items() if n not in withheld}
             try:
                 assembly = assemble_home(states, self.home_settings, self.translations,
                                          previous=self.cache.get_snapshot(ROLE_HOME),
@@ -260,13 +266,14 @@ class ControlPlane:
                 if self.edge_translations is not None:
                     built.append((ROLE_EDGE, lambda: assemble_edge(
                         states, self.edge_translations, previous=self.cache.get_snapshot(ROLE_EDGE),
-                        withheld=withheld).snapshot))
+                        withheld={**withheld, **edge_only}).snapshot))
                 for key, make in built:
                     snap = make()
                     if snap is not None and self.cache.set_snapshot(key, snap):
                         changed = True
                         self.history.setdefault(key, collections.deque(maxlen=HISTORY)).append(snap)
                     self.verdicts.under_test(key, self.cache.get_snapshot(key))
+                    self.edge_verdicts.under_test(key, self.cache.get_snapshot(key))
             except InconsistentSnapshot as exc:
                 # An invariant failed: a bug. Keep serving the last good snapshot.
                 log.error("snapshot refused (%s); the last good snapshot keeps serving: %s", reason, exc)
@@ -277,7 +284,12 @@ class ControlPlane:
                 served = set(assembly.served)
                 self.dns.set_domains(d for st in states if st.name in served and st.spec is not None
                                      for d in st.spec.domains)
-            for name, problems in self.registry.set_problems(assembly.problems):
+            service_problems = assembly.problems
+            if edge_only:
+                service_problems = dict(service_problems)
+                for name, problem in edge_only.items():
+                    service_problems[name] = list(service_problems.get(name, [])) + [problem]
+            for name, problems in self.registry.set_problems(service_problems):
                 if problems:
                     log.warning("service %s: %s", name, "; ".join(problems))
                 else:
@@ -417,15 +429,16 @@ class ControlPlane:
         if not key:
             return
         states = {s.name: s for s in self.registry.services()}
+        verdicts = self.edge_verdicts if key == ROLE_EDGE else self.verdicts
         if message is None:
-            outcome = self.verdicts.on_ack(node_id, key, type_url, version, states)
+            outcome = verdicts.on_ack(node_id, key, type_url, version, states)
         else:
             rejected = self._snapshot_at(key, type_url, version)
             if rejected is None:
                 return  # not a snapshot this control plane built: nothing to attribute
             acked = self._snapshot_at(key, type_url, acked_version) if acked_version else None
-            outcome = self.verdicts.on_nack(node_id, key, type_url, version, message,
-                                            services_in_change(type_url, rejected, acked), states)
+            outcome = verdicts.on_nack(node_id, key, type_url, version, message,
+                                       services_in_change(type_url, rejected, acked), states)
         if outcome:
             log.warning("envoy %s %s %s: %s", node_id, "NACKed" if message is not None else "ACKed",
                         T.short(type_url), outcome)

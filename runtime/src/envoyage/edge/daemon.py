@@ -372,7 +372,8 @@ class EnvoySupervisor:
 class EdgeDaemon:
     def __init__(self, config: EdgeConfig):
         self.config = config
-        own_directory(config.run_dir, 0o755, group_write=False)
+        own_directory(config.run_dir, 0o750, group_write=False)
+        _private_directory(config.run_dir)
         own_directory(config.log_dir, 0o755, group_write=True)
         self.secret = read_secret(config.secret_file)
         self.stop_event = threading.Event()
@@ -421,9 +422,13 @@ class EdgeDaemon:
     def start(self) -> None:
         cfg = self.config
         path = cfg.xds_socket_path
+        # only the VPS Envoy (this user's child) may connect: what it reports is believed
+        # about the edge set, so nobody else may speak as an Envoy here
+        own_directory(path.parent, 0o750, group_write=False)
+        _private_directory(path.parent)
         prepare_socket(path)
-        self.grpc_server = socket_server(path, 0o660, None, lambda: serve(self.ads, f"unix:{path}"))[0]
-        log.info("xDS for the VPS Envoy on %s", path)
+        self.grpc_server = socket_server(path, 0o600, None, lambda: serve(self.ads, f"unix:{path}"))[0]
+        log.info("xDS for the VPS Envoy on %s (mode 0600)", path)
         self.link.start()
         if cfg.envoy_supervise:
             boot = cfg.run_dir / "envoy-edge.json"

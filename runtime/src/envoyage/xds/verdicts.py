@@ -10,6 +10,9 @@ which half holds the culprit) until one is left. A rejection lasts until the ser
 changes (its content hash), so a fixed label or API update is tried again.
 
 Pure state; the control plane feeds it ACKs and NACKs and asks it what to hold back.
+It keeps one `Verdicts` per node role: what the VPS Envoy rejects is held back from the
+edge's set only (the LAN keeps serving it), so nothing that can speak as the edge's
+Envoy can take a service off home's LAN.
 """
 
 from __future__ import annotations
@@ -67,11 +70,20 @@ class _Bisection:
     deadline: float = 0.0
 
 
+HOME_REJECTED = "Envoy rejected this service: {message}; not served until it changes"
+EDGE_REJECTED = ("the VPS Envoy ({node}) rejected this service: {message}; not served through the VPS until it "
+                 "changes (the LAN still serves it)")
+
+
 class Verdicts:
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    """`rejected_text`: the problem a rejected service shows ({node}: the node that
+    rejected it, {message}: Envoy's words)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, rejected_text: str = HOME_REJECTED):
         self._lock = threading.Lock()
         self._clock = clock
-        self.rejected: dict[str, tuple[str, str]] = {}  # service -> (content hash, Envoy's message)
+        self.rejected_text = rejected_text
+        self.rejected: dict[str, tuple[str, str, str]] = {}  # service -> (content hash, Envoy's message, node)
         self._bisect: _Bisection | None = None
 
     # -- what the control plane asks ------------------------------------------------
@@ -81,8 +93,8 @@ class Verdicts:
         with self._lock:
             current = {s.name: s.spec.content_hash for s in states if s.spec is not None}
             self.rejected = {n: r for n, r in self.rejected.items() if current.get(n) == r[0]}
-            out = {n: f"Envoy rejected this service: {msg}; not served until it changes"
-                   for n, (_h, msg) in self.rejected.items()}
+            out = {n: self.rejected_text.format(node=node, message=msg)
+                   for n, (_h, msg, node) in self.rejected.items()}
             b = self._bisect
             if b is not None and self._clock() > b.deadline:
                 self._bisect = b = None  # no verdict came: serve everything again
@@ -121,7 +133,7 @@ class Verdicts:
                 return None
             if len(candidates) == 1:
                 (name,) = candidates
-                self.rejected[name] = (states[name].spec.content_hash, message)
+                self.rejected[name] = (states[name].spec.content_hash, message, node_id)
                 return f"rejected {name}"
             self._bisect = _Bisection(node_id, key, type_url, message, unknown=set(candidates),
                                       suspects=set(candidates))
@@ -150,7 +162,7 @@ class Verdicts:
         if len(b.suspects) == 1 and confirmed:
             self._bisect = None
             (name,) = b.suspects
-            self.rejected[name] = (states[name].spec.content_hash, b.message)
+            self.rejected[name] = (states[name].spec.content_hash, b.message, b.node_id)
             return f"rejected {name}"
         ordered = sorted(b.suspects)
         b.trying = set(ordered[: max(1, len(ordered) // 2)])
