@@ -77,8 +77,8 @@ def proof(key, prover, verifier, edge_id, salt, edge_nonce, home_nonce):
     """The proof `prover` (HOME or EDGE) sends `verifier` in one handshake."""
     if not isinstance(edge_id, bytes):
         edge_id = edge_id.encode("utf-8")
-    message = b"".join(_field(part) for part in (LINK_INFO, prover, verifier, edge_id, salt, edge_nonce,
-                                                  home_nonce))
+    parts = (LINK_INFO, prover, verifier, edge_id, salt, edge_nonce, home_nonce)
+    message = b"".join(_field(part) for part in parts)
     return hmac.new(key, message, hashlib.sha256).digest()
 
 

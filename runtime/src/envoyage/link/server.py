@@ -228,8 +228,8 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         yield link_pb2.HomeMessage(challenge=link_pb2.Challenge(
             nonce=nonce, salt=salt,
             proof=linkkey.proof(key, linkkey.HOME, linkkey.EDGE, edge_id, salt, session.edge_nonce, nonce)))
-        if not session.answer.wait(HELLO_TIMEOUT) or (session.closed.is_set() and session.proof is None
-                                                       and session.refusal is None):
+        answered = session.answer.wait(HELLO_TIMEOUT)
+        if not answered or (session.closed.is_set() and session.proof is None and session.refusal is None):
             if context.is_active():
                 self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer, session.bad or "no proof",
                              session.bad or f"no proof of the link key within {HELLO_TIMEOUT:.0f} s")
