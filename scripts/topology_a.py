@@ -83,6 +83,8 @@ class Lab:
     dns: bool = False
     dns_port: int = 53
     unbound_control_port: int = 18953  # only with TLS control (the lab uses a Unix socket)
+    # who counts as the LAN for vpn-only (None: the LAN client's network and loopback)
+    lan_cidrs: list | None = None
     # home's tunnel interface accepts from the VPS only the tunnel listener and the edge
     # link (the backend's apply_firewall, as the wireguard role does; off only to test
     # the layers behind it on their own)
@@ -291,7 +293,7 @@ edge:
   addresses: ["0.0.0.0", "::"]
   access_log: {self.edge_access_log}
   health_interval: {self.edge_health_interval}
-lan_cidrs: ["{self.net}.1.0/24", "127.0.0.0/8"]
+lan_cidrs: {json.dumps(self.lan_cidrs if self.lan_cidrs is not None else [f"{self.net}.1.0/24", "127.0.0.0/8"])}
 docker:
   enabled: true
   scope: {self.scope}
@@ -303,7 +305,10 @@ docker:
   server: {self.addr('home_lan')}:{self.dns_port}
   public_resolver: {self.addr('vps_wan')}
 edge_public_address: {self.addr('vps_wan')}
-""" if self.dns else f"edge_public_address: {self.addr('vps_wan')}\n"))
+""" if self.dns else f"""edge_public_address: {self.addr('vps_wan')}
+dns:
+  public_resolver: {self.addr('vps_wan')}  # the lab's "internet DNS" (BIND with --dns): nothing leaves the lab
+"""))
         self.edge_config.write_text(f"""\
 # Envoyage edge on the VPS, topology A (scripts/topology_a.py)
 edge_id: vps

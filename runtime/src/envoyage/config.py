@@ -66,6 +66,13 @@ class Config:
     # takes only containers labelled envoyage.scope=<value> (several control planes, or
     # a demo and tests, sharing one dockerd)
     docker_scope: str = ""
+    # the zones this installation serves (e.g. example.org): a label or API request for a
+    # name outside them is a named problem and not served. Empty: any name (the roles
+    # always set it from envoyage_domain and envoyage_domains)
+    domains: tuple = ()
+    # labels baked into an image (not set on the container or in the compose file) do not
+    # publish anything unless this is true: a pulled image must not expose itself
+    discovery_trust_image_labels: bool = False
     # a labelled container without envoyage.domain is served as <name>.<docker_default_domain>
     # ("" = envoyage.domain is required)
     docker_default_domain: str = ""
@@ -106,10 +113,11 @@ class Config:
     edge_http2_max_concurrent_streams: int = 100
     edge_http2_initial_stream_window: int = 65536
     edge_http2_initial_connection_window: int = 1048576
-    # who may use vpn-only services on the home Envoy: LAN and VPN client networks (the
-    # VPS's tunnel address never counts as either)
-    lan_cidrs: tuple = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7",
-                        "fe80::/10", "::1/128")
+    # who may use vpn-only services on the home Envoy: LAN and VPN client networks. Empty
+    # lan_cidrs: the networks of home's default-route interface(s). An entry that overlaps
+    # the tunnel prefix or one of home's Docker networks is refused (a named problem);
+    # loopback only when listed (networks.py)
+    lan_cidrs: tuple = ()
     vpn_cidrs: tuple = ()
     # -- split-horizon DNS (docs/dns.md): the home resolver (Unbound) answers every service
     # domain with `dns_answer_address` (home's LAN address), so the LAN stays on the LAN
@@ -223,7 +231,7 @@ _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0
             "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0),
             "edge_health_interval": (1.0, 3600.0), "edge_request_headers_timeout": (1.0, 600.0),
             "edge_idle_timeout": (1.0, 86400.0), "edge_stream_idle_timeout": (1.0, 86400.0)}
-_BOOLS = {"docker_enabled", "docker_mesh", "accept_registry", "envoy_supervise", "dns_enabled"}
+_BOOLS = {"discovery_trust_image_labels", "docker_enabled", "docker_mesh", "accept_registry", "envoy_supervise", "dns_enabled"}
 _OPTIONAL_STRINGS = {"docker_host", "link_address", "dns_server", "edge_public_address"}
 # IP addresses ("" = not set)
 _ADDRESSES = {"dns_answer_address": 4, "dns_answer_address6": 6}
@@ -329,6 +337,24 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             raise ConfigError(f"{origin}: 'docker_scope' must be empty (every container) or letters, digits, "
                               f"'_', '.', '-' (up to 63), got {value!r}")
         return value
+    if key == "domains":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{origin}: 'domains' must be a list of domains (your zones, e.g. [example.org]), "
+                              f"got {value!r}")
+        zones: list[str] = []
+        for i, item in enumerate(value):
+            try:
+                zone = parse_domain(f"domains[{i}]", item)
+            except InputError as exc:
+                raise ConfigError(f"{origin}: 'domains[{i}]': {exc.message}") from None
+            if zone.startswith("*."):
+                raise ConfigError(f"{origin}: 'domains[{i}]': give the zone ({zone[2:]!r}), not a wildcard; "
+                                  "every name under it is included")
+            if zone not in zones:
+                zones.append(zone)
+        return tuple(zones)
     if key == "docker_default_domain":
         if value in ("", None):
             return ""
@@ -357,7 +383,7 @@ _RETIRED = {"link_secret_hash_file": "(the edge secret's hash) is from Envoyage 
                                      "keeps a link key derived from the secret (link.key_file); rerun the site "
                                      "playbook (or playbooks/rotate.yml), which writes the key and this file anew"}
 
-_SECTIONS = ("xds", "docker", "tunnel", "link", "edge", "envoy", "dns")
+_SECTIONS = ("xds", "docker", "discovery", "tunnel", "link", "edge", "envoy", "dns")
 
 
 def _flatten(data: Mapping[str, Any], origin: str, fields: Mapping[str, Any]) -> dict[str, Any]:

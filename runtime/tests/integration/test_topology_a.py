@@ -176,8 +176,11 @@ def test_vpn_only_is_refused_from_the_internet_and_served_on_the_lan(lab, app):
     v1 = lab.curl("vps", f"http://{lab.plan['home']}:{lab.tunnel_port}/", "-H", "Host: private.example.test",
                   "--haproxy-protocol")  # curl speaks PROXY v1 only: refused, the connection is closed
     assert v1.stdout.rpartition("\n")[2] == "000"
-    direct = lab.curl("vps", f"http://{lab.plan['home']}:{lab.http_port}/", "-H", "Host: private.example.test")
-    assert direct.stdout.rpartition("\n")[2] == "403"
+    # the LAN listener on home's tunnel address: dropped by the tunnel firewall (issue 20;
+    # test_tunnel_firewall.py), and refused by vpn-only behind it (test_vpn_only_networks.py)
+    direct = lab.curl("vps", f"http://{lab.plan['home']}:{lab.http_port}/", "-H", "Host: private.example.test",
+                      timeout=3)
+    assert direct.stdout.rpartition("\n")[2] == "000"
     cli(lab, "service", "rm", "private")
 
 

@@ -87,7 +87,9 @@ class ControlDaemon:
             self.watcher = DockerWatcher(
                 lambda reason, desired: self.plane.sync_discovered(SOURCE, desired, reason),
                 docker_host=self.config.docker_host, mesh=self.config.docker_mesh,
-                scope=self.config.docker_scope, default_domain=self.config.docker_default_domain)
+                scope=self.config.docker_scope, default_domain=self.config.docker_default_domain,
+                on_networks=self.plane.set_docker_networks,
+                trust_image_labels=self.config.discovery_trust_image_labels)
             self.plane.discovery[SOURCE] = self.watcher
             self.watcher.start()
 

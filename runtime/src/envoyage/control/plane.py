@@ -16,10 +16,11 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config, dump_config
-from ..model import InputError, ServiceSpec, merge_update, parse_service
+from ..model import InputError, ServiceSpec, merge_update, parse_service, zones_problem
 from ..store.registry import Registry
 from ..module_utils.wireguard import address_plan
-from ..networks import parse_networks
+from ..hostnet import HostNetworks
+from ..networks import DockerNetwork, local_docker_networks, vpn_only_networks
 from ..xds.assemble import HomeSettings, TunnelSettings, assemble_edge, assemble_home
 from ..xds.cache import SnapshotCache
 from ..xds import types as T
@@ -71,18 +72,19 @@ def edge_limits(config: Config) -> EdgeLimits:
 
 
 class ControlPlane:
-    def __init__(self, config: Config, registry: Registry | None = None):
+    def __init__(self, config: Config, registry: Registry | None = None, host_networks: HostNetworks | None = None):
         self.config = config
         self.registry = registry or Registry(config.db_path)
         self.cache = SnapshotCache()
         # problems with the configuration that do not stop the daemon (shown in status)
         self.config_problems: list[str] = []
-        lan, lan_problems = parse_networks("lan_cidrs", config.lan_cidrs)
-        vpn, vpn_problems = parse_networks("vpn_cidrs", config.vpn_cidrs)
-        self.config_problems += lan_problems + vpn_problems
         self.tunnel_plan = address_plan(config.tunnel_prefix) if config.topology == "a" else None
-        edge_ip = self.tunnel_plan["vps"] if self.tunnel_plan else None
-        self.translations = TranslationCache(access=HomeAccess(networks=lan + vpn, edge_ip=edge_ip))
+        # who counts as the LAN for vpn-only: the configured networks (or home's
+        # default-route networks), never the tunnel prefix or one of home's Docker networks
+        self.host_networks = host_networks if host_networks is not None else HostNetworks.read()
+        self.docker_networks: tuple[DockerNetwork, ...] = ()
+        self.access_problems: list[str] = []
+        self.translations = TranslationCache(access=self._home_access())
         # topology A: the edge role's translation (its own cache: other settings)
         self.edge_translations = TranslationCache(edge=EdgeSettings(
             http_port=config.edge_http_port, addresses=tuple(config.edge_addresses) or ("0.0.0.0",),
@@ -170,6 +172,7 @@ class ControlPlane:
                                                "not through the API; leave 'source' out (manual)")
                 if spec.name in seen:
                     raise InputError("name", f"'{spec.name}' appears twice in this request")
+                self._check_zones(spec)
             except InputError as exc:
                 if not batch:
                     raise
@@ -207,6 +210,7 @@ class ControlPlane:
             spec = merge_update(state.spec, changes)
         if spec.source != state.source:
             raise InputError("source", f"a {state.source} service stays {state.source}")
+        self._check_zones(spec)
         self.registry.update(spec)
         self.reconcile(reason=f"service {name} updated")
         return self.get_service(name)
@@ -220,7 +224,15 @@ class ControlPlane:
         if spec.source != "manual":
             raise InputError("source", f"'{spec.source}' services are created by {spec.source} discovery, "
                                        "not through the API; leave 'source' out (manual)")
+        self._check_zones(spec)
         return spec.to_json()
+
+    def _check_zones(self, spec: ServiceSpec) -> None:
+        """A manual service may only name the installation's domains (`domains`)."""
+        for i, domain in enumerate(spec.domains):
+            problem = zones_problem(domain, self.config.domains)
+            if problem:
+                raise InputError(f"domains[{i}]", problem)
 
     def remove_service(self, name: str) -> None:
         self._writable()
@@ -228,6 +240,34 @@ class ControlPlane:
         if not self.registry.remove(name):
             raise NotFound(name)
         self.reconcile(reason=f"service {name} removed")
+
+    # -- who may use vpn-only ------------------------------------------------------
+    def _home_access(self) -> HomeAccess:
+        """vpn-only's networks from the configuration and what home's network looks like;
+        `access_problems` names every entry that is refused."""
+        cfg = self.config
+        networks, self.access_problems = vpn_only_networks(
+            cfg.lan_cidrs, cfg.vpn_cidrs, default_lan=self.host_networks.default_lan,
+            tunnel_prefix=self.tunnel_plan["prefix"] if self.tunnel_plan else None,
+            docker_networks=local_docker_networks(self.docker_networks, self.host_networks.local_addresses))
+        return HomeAccess(networks=networks, edge_ip=self.tunnel_plan["vps"] if self.tunnel_plan else None)
+
+    def set_docker_networks(self, networks: list[DockerNetwork]) -> None:
+        """Docker discovery hands over dockerd's networks; vpn-only is re-judged when they
+        change (a new network that overlaps a LAN entry refuses that entry at once)."""
+        networks = tuple(sorted(networks, key=lambda n: (n.name, n.subnet)))
+        if networks == self.docker_networks:
+            return
+        with self._lock:
+            self.docker_networks = networks
+            access = self._home_access()
+            if access != self.translations.access:
+                self.translations = TranslationCache(access=access)
+            else:
+                return
+        for problem in self.access_problems:
+            log.warning("vpn-only: %s", problem)
+        self.reconcile(reason="docker networks")
 
     def sync_discovered(self, source: str, desired: list, reason: str = "") -> bool:
         """Discovery hands over the complete desired state of its source."""
@@ -259,14 +299,14 @@ class ControlPlane:
                                          previous=self.cache.get_snapshot(ROLE_HOME),
                                          previous_delta=self.cache.get_snapshot(DELTA_HOME),
                                          sotw=False in self.variants, delta=True in self.variants,
-                                         withheld=withheld)
+                                         withheld=withheld, zones=self.config.domains)
                 changed = False
                 # home first (its Envoy is woken at once), then the edge's set
                 built = [(ROLE_HOME, lambda: assembly.snapshot), (DELTA_HOME, lambda: assembly.delta_snapshot)]
                 if self.edge_translations is not None:
                     built.append((ROLE_EDGE, lambda: assemble_edge(
                         states, self.edge_translations, previous=self.cache.get_snapshot(ROLE_EDGE),
-                        withheld={**withheld, **edge_only}).snapshot))
+                        withheld={**withheld, **edge_only}, zones=self.config.domains).snapshot))
                 for key, make in built:
                     snap = make()
                     if snap is not None and self.cache.set_snapshot(key, snap):
@@ -365,7 +405,7 @@ class ControlPlane:
 
     def problems(self) -> list[str]:
         """Everything wrong that is not a single service's problem, in sentences."""
-        out = list(self.config_problems)
+        out = list(self.config_problems) + list(self.access_problems)
         if self.dns is not None:
             st = self.dns.status()
             if st["error"]:
