@@ -136,7 +136,9 @@ def test_a_listener_with_an_undecodable_connection_manager_is_refused_not_a_cras
     for r in rs.resources:
         if r.type_url == T.LISTENER:
             lst = listener_pb2.Listener.FromString(r.body)
-            lst.filter_chains[0].filters[0].typed_config.value = b"\xff\xff\xff\xff"
+            (hcm,) = [f for f in lst.filter_chains[0].filters
+                      if f.name == "envoy.filters.network.http_connection_manager"]
+            hcm.typed_config.value = b"\xff\xff\xff\xff"
             r.body = lst.SerializeToString()
     from envoyage.xds.cache import SnapshotCache
 
