@@ -70,7 +70,7 @@ Status, services and the tunnel, on home:
   docker exec $NAME-home envoyage status
   docker exec $NAME-home wg show envoyage0
 (The containers have no WireGuard in their kernel, so the tunnel runs on wireguard-go, whose
-status only root can read: envoyage status names that as a problem. docs/install.md.)
+socket only root can read: envoyage status reads what envoyage-tunnel-status writes.)
 
 Add a service: start a container with labels on this machine's Docker, e.g.
   docker run -d --network $NAME -l envoyage.enable=true -l envoyage.scope=$SCOPE -l envoyage.name=hello envoyage/sample-app:1
