@@ -35,7 +35,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,11 +69,11 @@ class Lab:
     tag: str = "eya"
     net: str = "10.231"
     http_port: int = 18480  # the home Envoy's LAN listener (every address)
-    admin_port: int = 19901  # the home Envoy's admin (loopback)
+    admin_port: int = 19901  # the home Envoy's base id (its admin is a 0600 socket, home_admin_socket)
     tunnel_port: int = 18080  # the home Envoy's tunnel listener
     link_port: int = 18443
     edge_port: int = 80
-    edge_admin_port: int = 9901  # inside the vps namespace
+    edge_admin_port: int = 0  # 0: the VPS Envoy's admin on its 0600 socket (the edge's default)
     wg_port: int = 51820
     scope: str = "topology-a"
     edge_health_interval: str = "30s"
@@ -153,6 +152,16 @@ class Lab:
     @property
     def home_access_log(self) -> Path:
         return self.home_dir / "log" / "access.log"
+
+    @property
+    def home_admin_socket(self) -> Path:
+        """The home Envoy's admin interface (0600), as the envoy role runs it."""
+        return self.home_dir / "envoy-run" / "admin.sock"
+
+    @property
+    def edge_admin_socket(self) -> Path:
+        """The VPS Envoy's admin interface (0600), where the edge puts it by default."""
+        return self.vps_dir / "run" / "envoy-admin.sock"
 
     # -- the network ---------------------------------------------------------------------
     def _check_free(self) -> None:
@@ -319,7 +328,7 @@ link_port: {self.link_port}
 secret_file: {self.vps_dir}/edge.secret
 envoy:
   binary: {VENV}/bin/envoy
-  admin_port: {self.edge_admin_port}
+{f"  admin_port: {self.edge_admin_port}" if self.edge_admin_port else "  # admin: <run_dir>/envoy-admin.sock"}
   node_id: vps
   base_id: {self.admin_port + 1}
   concurrency: 1
@@ -327,14 +336,16 @@ envoy:
         if secret and not (self.home_dir / "state" / "edge-link.key").exists():
             link_secret.create(self.home_dir / "state" / "edge-link.key", self.vps_dir / "edge.secret")
 
-    def spawn(self, name: str, argv: list[str], ns: str | None = None) -> int:
+    def spawn(self, name: str, argv: list[str], ns: str | None = None, umask: str = "") -> int:
         """Start a process detached from this one (Envoy exits with the process that
-        started it, so `setsid -f` starts it and a shell records its pid)."""
+        started it, so `setsid -f` starts it and a shell records its pid). `umask`: as the
+        role's unit sets it (UMask=)."""
         pidfile = self.dir / f"{name}.pid"
         pidfile.unlink(missing_ok=True)
         full = (["ip", "netns", "exec", ns] if ns else []) + argv
+        umask_cmd = f"umask {umask}; " if umask else ""
         with open(self.dir / f"{name}.log", "ab") as log:
-            subprocess.run(["setsid", "-f", "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pidfile), *full],
+            subprocess.run(["setsid", "-f", "sh", "-c", umask_cmd + 'echo $$ > "$0"; exec "$@"', str(pidfile), *full],
                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True, timeout=10)
         _wait(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 5, f"{name} to start")
         self.pids[name] = int(pidfile.read_text())
@@ -358,18 +369,20 @@ envoy:
                 return
 
     def start_control(self) -> None:
-        self.spawn("control", [str(VENV / "bin" / "envoyage"), "-c", str(self.home_config), "control"])
+        self.spawn("control", [str(VENV / "bin" / "envoyage"), "-c", str(self.home_config), "control"], umask="0027")
         _wait(lambda: self.control_socket.exists(), 20, "the control plane's socket", self.dir / "control.log")
 
     def start_home_envoy(self) -> None:
         boot = self.home_dir / "envoy.yaml"
         subprocess.run([str(VENV / "bin" / "envoyage"), "-c", str(self.home_config), "envoy-bootstrap",
-                        "--node-id", "home", "--role", "home", "--admin-port", str(self.admin_port),
+                        "--node-id", "home", "--role", "home", "--admin-socket", str(self.home_admin_socket),
                         "-o", str(boot)], check=True, capture_output=True, timeout=30)
+        self.home_admin_socket.parent.mkdir(mode=0o750, exist_ok=True)  # the unit's RuntimeDirectory
+        # UMask=0027 as in the envoy role's unit: the access log is 0640
         self.spawn("home-envoy", [str(VENV / "bin" / "envoy"), "-c", str(boot), "--concurrency", "1",
-                                  "--log-level", "warn", "--base-id", str(self.admin_port), "--drain-time-s", "1"])
-        _wait(lambda: _get(f"http://127.0.0.1:{self.admin_port}/ready") == "LIVE", 30, "the home Envoy",
-              self.dir / "home-envoy.log")
+                                  "--log-level", "warn", "--base-id", str(self.admin_port), "--drain-time-s", "1"],
+                   umask="0027")
+        _wait(lambda: self.home_admin("/ready") == "LIVE", 30, "the home Envoy", self.dir / "home-envoy.log")
 
     def start_edge(self, wait: bool = True) -> None:
         self.spawn("edge", [str(VENV / "bin" / "envoyage"), "-c", str(self.edge_config), "edge"], ns=self.ns["vps"])
@@ -378,8 +391,16 @@ envoy:
                   self.dir / "edge.log")
 
     def edge_admin(self, path: str) -> str:
-        out = sh("curl", "-s", "--max-time", "3", f"http://127.0.0.1:{self.edge_admin_port}{path}",
-                 ns=self.ns["vps"], check=False)
+        """GET `path` on the VPS Envoy's admin interface, from inside the vps namespace."""
+        where = ["--unix-socket", str(self.edge_admin_socket), f"http://localhost{path}"] \
+            if not self.edge_admin_port else [f"http://127.0.0.1:{self.edge_admin_port}{path}"]
+        out = sh("curl", "-s", "--max-time", "3", *where, ns=self.ns["vps"], check=False)
+        return out.stdout.strip()
+
+    def home_admin(self, path: str) -> str:
+        """GET `path` on the home Envoy's admin interface (its 0600 socket)."""
+        out = sh("curl", "-s", "--max-time", "3", "--unix-socket", str(self.home_admin_socket),
+                 f"http://localhost{path}", check=False)
         return out.stdout.strip()
 
     # -- DNS: BIND (the internet's DNS, a signed zone) and Unbound (home's resolver) --------
@@ -523,14 +544,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _get(url: str) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.read().decode().strip()
-    except OSError:
-        return ""
-
-
 def _wait(check, timeout: float, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -593,7 +606,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scope", default="topology-a")
     parser.add_argument("--tag", default="eya", help="prefix of the namespaces and interfaces (up to 5 characters)")
     parser.add_argument("--http-port", type=int, default=18480, help="the home Envoy's LAN port")
-    parser.add_argument("--admin-port", type=int, default=19901, help="the home Envoy's admin port (loopback)")
+    parser.add_argument("--admin-port", type=int, default=19901, help="the home Envoy's base id (its admin is a "
+                        "0600 Unix socket in the lab directory); the unbound control port is next to it")
     parser.add_argument("--dns", action="store_true", help="split-horizon DNS: Unbound on home, BIND9 as the "
                         "internet's DNS, and the clients' resolvers set to them")
     args = parser.parse_args(argv)

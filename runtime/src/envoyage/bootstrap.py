@@ -11,8 +11,18 @@ _NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 XDS_CLUSTER = "envoyage_xds"
 
 
+# the admin interface's socket: Envoy's user only (the admin API can quit Envoy, drain
+# its listeners and dump its configuration)
+ADMIN_SOCKET_MODE = 0o600
+
+
 class BootstrapError(ValueError):
     pass
+
+
+def _check_socket_path(flag: str, path: str) -> None:
+    if not path.startswith("/") or len(path.encode()) > 107:
+        raise BootstrapError(f"{flag} {path!r}: must be an absolute path of at most 107 bytes")
 
 
 def connect_address(listen_address: str) -> str:
@@ -30,11 +40,13 @@ def connect_address(listen_address: str) -> str:
 def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str = "127.0.0.1",
               xds_port: int = 18000, admin_address: str = "127.0.0.1", admin_port: int = 9901,
               xds_socket: str | None = None, max_heap_bytes: int = 0,
-              max_connections: int = 0) -> dict[str, Any]:
+              max_connections: int = 0, admin_socket: str | None = None) -> dict[str, Any]:
     """`xds_socket`: reach the control plane on this Unix socket (a pipe address) instead
-    of xds_address:xds_port. `max_heap_bytes`, `max_connections` (the VPS Envoy): an
-    overload manager that keeps Envoy under that heap and that many downstream connections
-    (overload_manager())."""
+    of xds_address:xds_port. `admin_socket`: Envoy's admin interface on this Unix socket,
+    mode 0600 (only Envoy's own user, and root, may use it), instead of
+    admin_address:admin_port (loopback, which every local user can reach: tests only).
+    `max_heap_bytes`, `max_connections` (the VPS Envoy): an overload manager that keeps
+    Envoy under that heap and that many downstream connections (overload_manager())."""
     if not _NODE_ID_RE.match(node_id or ""):
         raise BootstrapError(f"--node-id {node_id!r}: use letters, digits, '.', '_' and '-' (up to 128)")
     if role not in ROLES:
@@ -49,6 +61,11 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
     if not admin_ip.is_loopback:
         # Security default: the admin interface is never reachable from the network.
         raise BootstrapError(f"--admin-address {admin_address}: Envoy's admin interface must stay on loopback")
+    if admin_socket is not None:
+        _check_socket_path("--admin-socket", admin_socket)
+        admin = {"address": {"pipe": {"path": admin_socket, "mode": ADMIN_SOCKET_MODE}}}
+    else:
+        admin = {"address": {"socket_address": {"address": admin_address, "port_value": int(admin_port)}}}
     if xds_socket is not None:
         if not xds_socket.startswith("/") or len(xds_socket.encode()) > 107:
             raise BootstrapError(f"--xds-socket {xds_socket!r}: must be an absolute path of at most 107 bytes")
@@ -69,7 +86,7 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
             "cluster": f"envoyage-{role}",
             "metadata": {"role": role},
         },
-        "admin": {"address": {"socket_address": {"address": admin_address, "port_value": int(admin_port)}}},
+        "admin": admin,
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",

@@ -180,7 +180,11 @@ class EdgeConfig:
     # the edge starts and supervises the VPS Envoy (DESIGN.md: one supervisor)
     envoy_supervise: bool = True
     envoy_binary: str = "envoy"
-    envoy_admin_port: int = 9901
+    # the VPS Envoy's admin interface: a Unix socket, mode 0600 (default
+    # <run_dir>/envoy-admin.sock); a port instead puts it on 127.0.0.1:<port>, which every
+    # local user can reach (tests and benchmarks only; 0 = the socket)
+    envoy_admin_socket: Path | None = None
+    envoy_admin_port: int = 0
     envoy_node_id: str = "edge"
     envoy_base_id: int = 0
     envoy_concurrency: int = 0  # 0: Envoy's default (one worker per core)
@@ -193,6 +197,13 @@ class EdgeConfig:
     @property
     def xds_socket_path(self) -> Path:
         return self.xds_socket or (self.run_dir / "xds.sock")
+
+    @property
+    def envoy_admin_socket_path(self) -> Path | None:
+        """Where the VPS Envoy's admin interface listens (None: on 127.0.0.1:envoy_admin_port)."""
+        if self.envoy_admin_port:
+            return None
+        return self.envoy_admin_socket or (self.run_dir / "envoy-admin.sock")
 
     @property
     def link_target(self) -> str:
@@ -217,15 +228,15 @@ def _fields(cls) -> dict:
 
 _FIELDS = _fields(Config)
 _PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "link_key_file",
-          "tunnel_status_file",
+          "tunnel_status_file", "envoy_admin_socket",
           "edge_access_log", "secret_file", "dns_include_file", "dns_unbound_config"}
-_OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_key_file", "tunnel_status_file"}
-_INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port", "envoy_admin_port"}
+_OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_key_file", "tunnel_status_file", "envoy_admin_socket"}
+_INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port"}
 _COUNTS = {"edge_max_connections": (1, 1_000_000), "edge_http2_max_concurrent_streams": (1, 10_000),
            "edge_http2_initial_stream_window": (65_535, 2**31 - 1),
            "edge_http2_initial_connection_window": (65_535, 2**31 - 1),
            "envoy_max_heap_mb": (32, 1_048_576), "envoy_max_connections": (1, 1_000_000),
-           "xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_concurrency": (0, 1024),
+           "xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_admin_port": (0, 65535), "envoy_concurrency": (0, 1024),
            "dns_ttl": (1, 86_400)}
 _SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
             "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0),

@@ -113,3 +113,50 @@ def test_a_socket_path_that_is_a_regular_file_is_never_deleted(workdir):
     finally:
         daemon.stop()
     assert precious.read_text() == "keep me"
+
+
+def test_admin_on_a_0600_socket_answers_envoys_user_and_refuses_another(workdir, upstreams):
+    """As the roles bootstrap it (`--admin-socket`): Envoy's admin interface is a Unix
+    socket of mode 0600 and no TCP port; root (Envoy's user here) reads /ready through
+    it, another local user (nobody) cannot even connect, though the directory lets it in."""
+    os.chmod(workdir, 0o755)  # only the socket's own mode may stop the other user
+    http_port = free_port()
+    config = workdir / "control.yaml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(workdir / "state"), "run_dir": str(workdir / "run"), "log_dir": str(workdir / "log"),
+        "home_http_address": "127.0.0.1", "home_http_port": http_port, "docker": {"enabled": False}}))
+    (workdir / "run").mkdir(mode=0o755)
+    proc = subprocess.Popen([ENVOYAGE, "--config", str(config), "control"], stdout=open(workdir / "control.log", "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    envoy = None
+    admin_sock = workdir / "admin.sock"
+    try:
+        wait_for((workdir / "run" / "xds.sock").exists, 20, what="the xDS socket")
+        out = workdir / "bootstrap.yaml"
+        r = subprocess.run([ENVOYAGE, "--config", str(config), "envoy-bootstrap", "--node-id", "sock-home",
+                            "--role", "home", "--admin-socket", str(admin_sock), "-o", str(out)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert yaml.safe_load(out.read_text())["admin"] == {"address": {"pipe": {"path": str(admin_sock),
+                                                                                 "mode": 0o600}}}
+        envoy = Envoy(workdir, "sock-home", bootstrap_path=out, admin_socket=admin_sock).start()
+        st = admin_sock.stat()
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        assert envoy.admin("/ready") == "LIVE"
+        probe = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+             f"import socket; s = socket.socket(socket.AF_UNIX); s.connect({str(admin_sock)!r}); "
+             "s.sendall(b'POST /quitquitquit HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100))"],
+            capture_output=True, text=True, timeout=30)
+        assert probe.returncode != 0 and "PermissionError" in probe.stderr, probe.stdout + probe.stderr
+        assert envoy.proc.poll() is None and envoy.admin("/ready") == "LIVE"  # nobody could not quit it
+        # no admin port on TCP: Envoy listens on nothing but the LAN listener xDS gave it
+        listening = [line.split()[3] for line in subprocess.run(["ss", "-ltnpH"], capture_output=True,
+                                                                 text=True).stdout.splitlines()
+                     if f"pid={envoy.proc.pid}," in line]
+        assert listening == [f"127.0.0.1:{http_port}"], listening
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        proc.terminate()
+        proc.wait(20)

@@ -112,3 +112,19 @@ def test_edge_config(tmp_path):
     cfg = load_edge_config(f, environ={"ENVOYAGE_EDGE_LINK_PORT": "18500"})
     assert cfg.link_target == "10.77.0.2:18500" and cfg.envoy_admin_port == 9902 and cfg.edge_id == "vps1"
     assert cfg.xds_socket_path == Path("/run/envoyage/xds.sock")
+    assert cfg.envoy_admin_socket_path is None  # a port given (tests): 127.0.0.1 instead of the socket
+
+
+def test_the_vps_envoy_admin_is_a_socket_in_the_run_dir_by_default(tmp_path):
+    from envoyage.bootstrap import bootstrap
+    from envoyage.config import load_edge_config
+
+    f = tmp_path / "edge.yaml"
+    f.write_text("edge_id: vps1\nrun_dir: /run/envoyage\n")
+    cfg = load_edge_config(f, environ={})
+    assert cfg.envoy_admin_port == 0 and cfg.envoy_admin_socket_path == Path("/run/envoyage/envoy-admin.sock")
+    f.write_text("edge_id: vps1\nenvoy:\n  admin_socket: /run/x/admin.sock\n")
+    assert load_edge_config(f, environ={}).envoy_admin_socket_path == Path("/run/x/admin.sock")
+    admin = bootstrap("vps1", "edge", xds_socket="/run/envoyage/xds.sock",
+                      admin_socket=str(cfg.envoy_admin_socket_path))["admin"]
+    assert admin == {"address": {"pipe": {"path": "/run/envoyage/envoy-admin.sock", "mode": 0o600}}}

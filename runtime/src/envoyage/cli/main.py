@@ -399,7 +399,8 @@ def cmd_bootstrap(args) -> int:
             xds_address = xds_address if xds_address is not None else connect_address(cfg.xds_address)
             xds_port = xds_port if xds_port is not None else cfg.xds_port
     data = bootstrap(args.node_id, args.role, delta=args.delta, xds_address=xds_address or "127.0.0.1",
-                     xds_port=xds_port if xds_port is not None else 18000, admin_port=args.admin_port, xds_socket=xds_socket)
+                     xds_port=xds_port if xds_port is not None else 18000, admin_port=args.admin_port, xds_socket=xds_socket,
+                     admin_socket=args.admin_socket)
     text = yaml.safe_dump(data, sort_keys=False)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
@@ -512,7 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xds-port", type=int, help="the control plane's xDS port (default: xds.port from the config)")
     p.add_argument("--xds-socket", help="the control plane's xDS Unix socket (default, with xds.transport unix: "
                    "xds.socket from the config, <run_dir>/xds.sock)")
-    p.add_argument("--admin-port", type=int, default=9901)
+    p.add_argument("--admin-port", type=int, default=9901,
+                   help="Envoy's admin interface on 127.0.0.1:PORT (tests and benchmarks; every local user can "
+                   "reach it)")
+    p.add_argument("--admin-socket", help="Envoy's admin interface on this Unix socket, mode 0600, instead of "
+                   "--admin-port (what the roles use)")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_bootstrap)
     return parser

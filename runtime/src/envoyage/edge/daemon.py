@@ -432,7 +432,11 @@ class EdgeDaemon:
         self.link.start()
         if cfg.envoy_supervise:
             boot = cfg.run_dir / "envoy-edge.json"
-            data = bootstrap(cfg.envoy_node_id, ROLE, xds_socket=str(path), admin_port=cfg.envoy_admin_port,
+            # the admin interface on a 0600 socket in the run directory (0750): only this
+            # user (and root) can quit, drain or dump the VPS Envoy
+            admin = cfg.envoy_admin_socket_path
+            data = bootstrap(cfg.envoy_node_id, ROLE, xds_socket=str(path), admin_port=cfg.envoy_admin_port or 9901,
+                             admin_socket=str(admin) if admin is not None else None,
                              max_heap_bytes=cfg.envoy_max_heap_mb << 20, max_connections=cfg.envoy_max_connections)
             boot.write_text(json.dumps(data, indent=1))
             argv = [cfg.envoy_binary, "-c", str(boot), "--base-id", str(cfg.envoy_base_id),
@@ -462,6 +466,9 @@ class EdgeDaemon:
 
 def run(config: EdgeConfig) -> int:
     limit_malloc_arenas()
+    # what the edge and the VPS Envoy create (the access log above all, which holds client
+    # addresses and paths) is not for other users: 0640 at most, as the unit's UMask says
+    os.umask(os.umask(0o027) | 0o027)
     try:
         daemon = EdgeDaemon(config)
         daemon.start()

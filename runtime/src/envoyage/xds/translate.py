@@ -105,7 +105,10 @@ ACCESS_LOG_FORMAT = {
     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
     "method": "%REQ(:METHOD)%",
     "host": "%REQ(:AUTHORITY)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    # the path without its query string (NQ; the original path if a route rewrote it):
+    # queries carry share-link tokens and other secrets, and whoever reads the access log
+    # (CrowdSec, an operator, a backup) must not learn them (docs/security.md, "Files")
+    "path": "%PATH(NQ:ORIG_OR_PATH)%",
     "protocol": "%PROTOCOL%",
     "status": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",
