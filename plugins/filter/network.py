@@ -27,7 +27,8 @@ description:
     key, with the same code the runtime uses.
   - C(tunnel_plan) returns the tunnel's address plan for a prefix (the VPS gets the first
     host address, home the second), as the runtime computes it.
-  - C(address_problem), C(cidr_problem) and C(endpoint_problem) return a sentence
+  - C(default_lan) returns the networks of the default-route interfaces from the facts.
+  - C(address_problem), C(cidr_problem), C(overlap_problem) and C(endpoint_problem) return a sentence
     describing what is wrong with a value, or an empty string when it is fine.
 author: Envoyage developers (@envoyage)
 """
@@ -75,6 +76,45 @@ def cidr_problem(value):
         return "%r is not a network in CIDR notation (e.g. 192.168.1.0/24)" % (value,)
 
 
+def overlap_problem(value, prefix, what="the tunnel prefix"):
+    """'' unless an entry of `value` (a list of CIDRs) overlaps `prefix`; else a sentence
+    naming the entry (vpn-only must never admit the tunnel prefix)."""
+    try:
+        other = ipaddress.ip_network(str(prefix).strip(), strict=False)
+    except ValueError:
+        return ""
+    bad = []
+    for item in (value if isinstance(value, (list, tuple)) else [value]):
+        try:
+            net = ipaddress.ip_network(str(item).strip(), strict=False)
+        except ValueError:
+            continue
+        if net.version == other.version and net.overlaps(other):
+            bad.append(str(item))
+    if not bad:
+        return ""
+    return "%s overlap%s %s %s: the VPS could pass as the LAN; list only your LAN's own networks" % (
+        ", ".join(bad), "s" if len(bad) == 1 else "", what, prefix)
+
+
+def default_lan(facts):
+    """The networks of home's default-route interfaces (IPv4 and global IPv6), from the
+    gathered facts: the LAN when envoyage_lan_cidrs is not set."""
+    out = []
+    for key, version in (("default_ipv4", 4), ("default_ipv6", 6)):
+        info = (facts or {}).get(key) or {}
+        address, prefix = info.get("address"), info.get("prefix") or info.get("netmask")
+        if not address or not prefix:
+            continue
+        try:
+            net = ipaddress.ip_interface("%s/%s" % (address, prefix)).network
+        except ValueError:
+            continue
+        if net.version == version and not (net.is_loopback or net.is_link_local) and str(net) not in out:
+            out.append(str(net))
+    return out
+
+
 def _problem(check, value):
     """'' if check(value) passes, else its WireGuardError's sentence."""
     try:
@@ -101,6 +141,8 @@ class FilterModule(object):
             "wireguard_conf": wireguard_conf,
             "address_problem": address_problem,
             "cidr_problem": cidr_problem,
+            "overlap_problem": overlap_problem,
+            "default_lan": default_lan,
             "prefix_problem": prefix_problem,
             "endpoint_problem": endpoint_problem,
         }

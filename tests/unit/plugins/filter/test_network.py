@@ -50,3 +50,18 @@ def test_tunnel_configuration_has_no_private_key_and_the_right_peer():
         F["wireguard_conf"](KEY, "lan", "10.88.0.0/24")
     with pytest.raises(AnsibleFilterError, match="HOST:PORT"):
         F["wireguard_conf"](KEY, "home", "10.88.0.0/24", endpoint="nowhere")
+
+
+def test_overlap_problem_names_lan_entries_inside_the_tunnel_prefix():
+    assert F["overlap_problem"](["192.168.1.0/24"], "10.88.0.0/24") == ""
+    problem = F["overlap_problem"](["10.0.0.0/8", "192.168.1.0/24"], "10.88.0.0/24")
+    assert problem.startswith("10.0.0.0/8 overlaps the tunnel prefix 10.88.0.0/24")
+    assert F["overlap_problem"](["fd00::/8"], "10.88.0.0/24") == ""  # other family
+
+
+def test_default_lan_is_the_default_route_networks_from_the_facts():
+    facts = {"default_ipv4": {"address": "192.168.1.10", "prefix": "24", "netmask": "255.255.255.0"},
+             "default_ipv6": {"address": "2001:db8:1::10", "prefix": "64"}}
+    assert F["default_lan"](facts) == ["192.168.1.0/24", "2001:db8:1::/64"]
+    assert F["default_lan"]({}) == []
+    assert F["default_lan"]({"default_ipv6": {"address": "fe80::1", "prefix": "64"}}) == []
