@@ -112,13 +112,18 @@ def iptables_s(*args: str, ns: str | None = None) -> str:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
 
 
+def ours() -> list[str]:
+    """This lab's rules in the root namespace (other labs may add theirs meanwhile)."""
+    return [line for line in iptables_s().splitlines() if "eyf-wgh" in line]
+
+
 @pytest.fixture(scope="module")
 def lab():
     with running_lab("eyF-", tag="eyf", net="10.238", edge_health_interval="1s") as lab:
         wait_for(lambda: status(lab)["edge"]["connected"], timeout=30, what="the edge link up")
         yield lab
     # `down` takes home's rules and route with it: nothing is left in the root namespace
-    assert "eyf-wgh" not in iptables_s() and "ENVOYAGE-TUN-eyf" not in iptables_s()
+    assert ours() == [] and "ENVOYAGE-TUN-eyf" not in iptables_s()
     assert "10.238.100.0/24" not in subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True,
                                                    text=True).stdout
 
@@ -185,21 +190,23 @@ def test_home_still_opens_connections_to_the_vps_over_the_tunnel(lab):
 
 
 def test_the_rules_survive_a_tunnel_restart_and_a_second_bring_up_adds_nothing(lab):
-    before = iptables_s()
+    before = ours()
     chain = iptables_s("ENVOYAGE-TUN-eyf-wgh")
     assert chain.count("-j DROP") == 1 and f"--dports {min(lab.tunnel_port, lab.link_port)}," in chain
     lab.tunnel_down()
     # while the interface is gone the rules stay (keyed on its name, they match nothing)
-    assert iptables_s() == before
+    assert ours() == before
     lab.tunnel_up()
     lab.tunnel_up()
-    after = iptables_s()
+    after = ours()
     assert after == before
     for hook in ("INPUT", "FORWARD", "DOCKER-USER"):
-        jumps = [line for line in after.splitlines() if line.startswith(f"-A {hook} ") and "eyf-wgh" in line]
+        jumps = [line for line in after if line.startswith(f"-A {hook} ")]
         assert jumps == [f"-A {hook} -i eyf-wgh -j ENVOYAGE-TUN-eyf-wgh"], (hook, jumps)
-    # first in DOCKER-USER: above Docker's RETURN
-    assert iptables_s("DOCKER-USER").splitlines()[1] == "-A DOCKER-USER -i eyf-wgh -j ENVOYAGE-TUN-eyf-wgh"
+    # in DOCKER-USER above Docker's RETURN
+    docker_user = iptables_s("DOCKER-USER").splitlines()
+    assert docker_user.index("-A DOCKER-USER -i eyf-wgh -j ENVOYAGE-TUN-eyf-wgh") < docker_user.index(
+        "-A DOCKER-USER -j RETURN")
     wait_for(lambda: lab.handshake_age() is not None, timeout=30, what="a handshake after the restart")
     assert probe("tcp", lab.plan["home"], lab.http_port, ns=lab.ns["vps"])[0] == "timeout"
     assert wait_for(lambda: probe("tcp", lab.plan["home"], lab.tunnel_port, ns=lab.ns["vps"])[0] == "open",
@@ -275,7 +282,7 @@ def test_with_the_interfaces_gone_the_tunnel_prefix_is_unreachable_not_the_defau
         for ns, target, port in ((vps_ns, lab.plan["home"], lab.tunnel_port), (vps_ns, lab.plan["home"], lab.link_port),
                                  (home_ns, lab.plan["vps"], 22)):
             result, seconds = probe("tcp", target, port, ns=ns, timeout=3)
-            assert (result, seconds < 0.5) == ("EHOSTUNREACH", True), (ns, target, result, seconds)
+            assert (result, seconds < 1.0) == ("EHOSTUNREACH", True), (ns, target, result, seconds)
         assert probe("udp", lab.plan["home"], 53, ns=vps_ns, timeout=1)[0] == "EHOSTUNREACH"
         assert (guarded_packets(home_ns), guarded_packets(vps_ns)) == (0, 0)
     finally:
