@@ -68,3 +68,36 @@ def scan_and_wait_for_ban(host, target, host_header, scanner_ip, probes=15):
         decisions = [d for alert in (json.loads(out) or []) for d in alert.get("decisions") or []]
         return [d for d in decisions if d["value"] == scanner_ip and d["type"] == "ban"]
     return eventually(banned, what=f"a CrowdSec ban for {scanner_ip}")
+
+
+PROBE = ("import socket, sys\n"
+         "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close(); print('open')\n"
+         "except socket.timeout:\n    print('timeout')\n"
+         "except OSError as exc:\n    print(exc.strerror)")
+
+
+def tcp_probe(host, address, port):
+    """'open', 'timeout' (dropped) or the error, for a TCP connect from `host`."""
+    return host.check_output(f"python3 -c \"{PROBE}\" {address} {port}")
+
+
+def assert_only_ports_open_over_the_tunnel(vps, home_tunnel_address, open_ports, dropped_ports):
+    """From the VPS, over the tunnel: the tunnel listener and the edge link connect, every
+    other port of home's is dropped (a timeout, not even a refusal)."""
+    seen = {port: tcp_probe(vps, home_tunnel_address, port) for port in list(open_ports) + list(dropped_ports)}
+    assert seen == {**{p: "open" for p in open_ports}, **{p: "timeout" for p in dropped_ports}}, seen
+
+
+def assert_tunnel_status_healthy(home, interface="envoyage0"):
+    """`envoyage status` (the control plane's own user) reads the tunnel without a problem,
+    from the root-written status file, which holds no key."""
+    def healthy():
+        st = json.loads(home.check_output("envoyage status --json"))
+        assert st["tunnel"]["problem"] is None, st["tunnel"]
+        assert not [p for p in st["problems"] if p.startswith("tunnel")], st["problems"]
+        return st["tunnel"]["handshake_age"] is not None and st["tunnel"]["handshake_age"] < 180
+    eventually(healthy, what="the tunnel's status without a problem")
+    status = home.file(f"/run/envoyage-tunnel/{interface}.json")
+    assert status.exists and status.mode == 0o644 and status.user == "root"
+    private = home.check_output(f"cat /etc/envoyage/wireguard/{interface}.key").strip()
+    assert private and private not in status.content_string and "PrivateKey" not in status.content_string

@@ -87,3 +87,22 @@ def test_the_edge_secret_left_home():
 def test_crowdsec_bans_a_scan_seen_in_the_vps_envoy_log():
     # from this machine (198.18.90.1 on the scenario network), through the VPS Envoy
     scan_and_wait_for_ban(VPS, VPS_IP, APP, "198.18.90.1")
+
+
+def test_the_tunnel_status_is_read_without_root_and_shows_no_problem():
+    from checks import assert_tunnel_status_healthy
+
+    assert_unit_runs_as(HOME, "envoyage-tunnel-status", "root")
+    assert_tunnel_status_healthy(HOME)
+
+
+def test_from_the_vps_only_the_tunnel_listener_and_the_edge_link_answer_on_home():
+    from checks import assert_only_ports_open_over_the_tunnel
+
+    # 80: the LAN listener, 53: Unbound, 22: where sshd would be
+    assert_only_ports_open_over_the_tunnel(VPS, "10.88.0.2", open_ports=[18080, 18443], dropped_ports=[80, 53, 22])
+
+
+@pytest.mark.parametrize("host", [HOME, VPS])
+def test_the_tunnel_prefix_has_an_unreachable_route_behind_the_interface(host):
+    assert "unreachable 10.88.0.0/24 metric 4294967295" in host.check_output("ip route show type unreachable")
