@@ -63,8 +63,9 @@ Through the VPS (the internet's way in), and directly on home (the LAN's):
   curl -H 'Host: whoami.$DOMAIN' http://$HOME_IP/
   curl --resolve whoami.$DOMAIN:80:$VPS_IP http://whoami.$DOMAIN/
 
-Home's resolver answers the LAN with home's address (split horizon):
-  docker exec $NAME-home envoyage check dns whoami.$DOMAIN   (LAN answer; the internet one needs a public record)
+Home's resolver answers the LAN with home's address, the demo's public DNS (Unbound on the
+VPS container, standing in for the internet's; nothing leaves this machine) the VPS's:
+  docker exec $NAME-home envoyage check dns whoami.$DOMAIN
 
 Status, services and the tunnel, on home:
   docker exec $NAME-home envoyage status
@@ -157,6 +158,10 @@ all:
     runtime_pip_extra_args: --no-index --find-links /var/cache/envoyage-wheels
     # this control plane sees only this demo's containers on the machine's Docker
     control_plane_docker_scope: $SCOPE
+    # nothing leaves this machine: home's resolver and \`envoyage check dns\` ask the demo's
+    # own "public DNS" on the VPS container (molecule/common/lab_dns.yml), never the internet
+    unbound_forwarders: ["$VPS_IP"]
+    control_plane_dns_public_resolver: $VPS_IP
   children:
     home:
       hosts:
@@ -166,10 +171,12 @@ all:
         $NAME-vps:
 EOF
 
-step 5 "running the site playbook (full log: $DIR/site.log)"
+step 5 "running the site playbook, after the demo's own public DNS (full log: $DIR/site.log)"
 set +e
-ANSIBLE_COLLECTIONS_PATH="$DIR/collections" ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 \
-  "$VENV/bin/ansible-playbook" -i "$DIR/inventory.yml" "$ROOT/site.yml" 2>&1 | tee "$DIR/site.log" \
+{ ANSIBLE_COLLECTIONS_PATH="$DIR/collections" ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 \
+    "$VENV/bin/ansible-playbook" -i "$DIR/inventory.yml" "$ROOT/molecule/common/lab_dns.yml" \
+  && ANSIBLE_COLLECTIONS_PATH="$DIR/collections" ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 \
+    "$VENV/bin/ansible-playbook" -i "$DIR/inventory.yml" "$ROOT/site.yml"; } 2>&1 | tee "$DIR/site.log" \
   | sed -u -n 's/^TASK \[\(.*\)\] \**$/    \1/p; s/^PLAY \[\(.*\)\] \**$/  \1/p'
 rc=${PIPESTATUS[0]}
 set -e

@@ -70,6 +70,21 @@ def scan_and_wait_for_ban(host, target, host_header, scanner_ip, probes=15):
     return eventually(banned, what=f"a CrowdSec ban for {scanner_ip}")
 
 
+def assert_dns_stays_in_the_lab(home, lab_dns, name, vps_address):
+    """Home's resolver forwards every name it does not hold to the lab's public DNS, and
+    `envoyage check dns` asks that one for the internet's view (never a public resolver):
+    the lab's DNS answers `name` with the VPS, and a name outside the lab gets NXDOMAIN
+    from it at once."""
+    conf = home.file("/etc/unbound/unbound.conf").content_string
+    assert f"forward-addr: {lab_dns}" in conf, conf
+    out = home.run(f"envoyage check dns {name}")
+    assert out.rc == 0 and f"{lab_dns}" in out.stdout and vps_address in out.stdout, out.stdout + out.stderr
+    probe = ("import dns.resolver as r, dns.resolver; res = r.Resolver(configure=False); "
+             f"res.nameservers = ['{lab_dns}']; res.lifetime = 3\n"
+             "try:\n    res.resolve('example.org', 'A')\nexcept r.NXDOMAIN:\n    print('nxdomain')")
+    assert home.check_output(f"/opt/envoyage/venv/bin/python -c \"{probe}\"") == "nxdomain"
+
+
 PROBE = ("import socket, sys\n"
          "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close(); print('open')\n"
          "except socket.timeout:\n    print('timeout')\n"

@@ -9,7 +9,7 @@ import pytest
 import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "common"))
-from checks import assert_unit_runs_as, eventually, get, ok, resolver_answer, scan_and_wait_for_ban  # noqa: E402
+from checks import assert_dns_stays_in_the_lab, assert_unit_runs_as, eventually, get, ok, resolver_answer, scan_and_wait_for_ban  # noqa: E402
 
 HOME = testinfra.get_host("docker://eym-home")
 VPS = testinfra.get_host("docker://eym-vps")
@@ -87,6 +87,10 @@ def test_the_edge_secret_left_home():
 def test_crowdsec_bans_a_scan_seen_in_the_vps_envoy_log():
     # from this machine (198.18.90.1 on the scenario network), through the VPS Envoy
     scan_and_wait_for_ban(VPS, VPS_IP, APP, "198.18.90.1")
+
+
+def test_no_name_is_resolved_outside_the_lab():
+    assert_dns_stays_in_the_lab(HOME, VPS_IP, APP, VPS_IP)
 
 
 def test_the_tunnel_status_is_read_without_root_and_shows_no_problem():

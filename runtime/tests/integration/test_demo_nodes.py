@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "molecule" / "common"))
-from checks import get  # noqa: E402  (the scenarios' checks)
+import testinfra  # noqa: E402
+from checks import assert_dns_stays_in_the_lab, get  # noqa: E402  (the scenarios' checks)
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +42,8 @@ def test_readme_first_command_brings_up_home_and_vps(tmp_path):
             status, body = get(address, "whoami.demo.test")
             assert status == 200 and body.strip()
         assert docker_names(name) == [f"{name}-home", f"{name}-vps", f"{name}-whoami"]
+        assert_dns_stays_in_the_lab(testinfra.get_host(f"docker://{name}-home"), "198.18.81.3", "whoami.demo.test",
+                                    "198.18.81.3")
         again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0 and "already running" in again.stderr
     finally:
