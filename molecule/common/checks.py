@@ -116,3 +116,12 @@ def assert_tunnel_status_healthy(home, interface="envoyage0"):
     assert status.exists and status.mode == 0o644 and status.user == "root"
     private = home.check_output(f"cat /etc/envoyage/wireguard/{interface}.key").strip()
     assert private and private not in status.content_string and "PrivateKey" not in status.content_string
+
+
+def assert_status_without_problems(home, timeout=60.0):
+    """`envoyage status` on home names no problem (the edge in sync, the tunnel read)."""
+    def clean():
+        st = json.loads(home.check_output("envoyage status --json"))
+        assert not st["problems"] and (st["edge"] is None or st["edge"]["in_sync"]), st["problems"]
+        return st
+    eventually(clean, timeout=timeout, what="envoyage status without a problem")

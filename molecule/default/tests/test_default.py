@@ -9,7 +9,10 @@ import pytest
 import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "common"))
-from checks import assert_dns_stays_in_the_lab, assert_unit_runs_as, eventually, get, ok, resolver_answer, scan_and_wait_for_ban  # noqa: E402
+from checks import (  # noqa: E402
+    assert_dns_stays_in_the_lab, assert_status_without_problems, assert_unit_runs_as, eventually,
+    get, ok, resolver_answer, scan_and_wait_for_ban,
+)
 
 HOME = testinfra.get_host("docker://eym-home")
 VPS = testinfra.get_host("docker://eym-vps")
@@ -110,3 +113,7 @@ def test_from_the_vps_only_the_tunnel_listener_and_the_edge_link_answer_on_home(
 @pytest.mark.parametrize("host", [HOME, VPS])
 def test_the_tunnel_prefix_has_an_unreachable_route_behind_the_interface(host):
     assert "unreachable 10.88.0.0/24 metric 4294967295" in host.check_output("ip route show type unreachable")
+
+
+def test_a_healthy_installation_shows_no_problem():
+    assert_status_without_problems(HOME)

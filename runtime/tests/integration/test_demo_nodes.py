@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "molecule" / "common"))
 import testinfra  # noqa: E402
-from checks import assert_dns_stays_in_the_lab, get  # noqa: E402  (the scenarios' checks)
+from checks import assert_dns_stays_in_the_lab, assert_status_without_problems, get  # noqa: E402  (the scenarios' checks)
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,11 @@ def test_readme_first_command_brings_up_home_and_vps(tmp_path):
             status, body = get(address, "whoami.demo.test")
             assert status == 200 and body.strip()
         assert docker_names(name) == [f"{name}-home", f"{name}-vps", f"{name}-whoami"]
-        assert_dns_stays_in_the_lab(testinfra.get_host(f"docker://{name}-home"), "198.18.81.3", "whoami.demo.test",
-                                    "198.18.81.3")
+        home = testinfra.get_host(f"docker://{name}-home")
+        assert_dns_stays_in_the_lab(home, "198.18.81.3", "whoami.demo.test", "198.18.81.3")
+        # a healthy demo has nothing to complain about (the tunnel's status under
+        # wireguard-go included)
+        assert_status_without_problems(home)
         again = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0 and "already running" in again.stderr
     finally:
