@@ -50,6 +50,8 @@ def local_docker_networks(networks: Iterable[DockerNetwork], local_addresses: It
     addresses (a network of another host's dockerd, e.g. the one a containerised home sits
     on, is not)."""
     local = {str(ipaddress.ip_address(a.split("/")[0])) for a in local_addresses if a}
+    if not local:  # home's addresses could not be read: every network counts (fails closed)
+        return list(networks)
     out = []
     for net in networks:
         try:

@@ -10,12 +10,15 @@ import subprocess
 
 import pytest
 
-from helpers import Upstream, wait_for
+from docker.types import IPAMConfig, IPAMPool
+
+from helpers import RUN_ID, TEST_LABEL, Upstream, wait_for
 from labtools import add, running_lab, status
 
 pytestmark = pytest.mark.integration
 
 NET = "10.240"
+LATE_SUBNET = "192.168.231.0/24"  # a Docker network made while the lab runs takes it
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def bridge_subnet(docker_client):
 @pytest.fixture(scope="module")
 def lab(bridge_subnet):
     with running_lab("eyV-", tag="eyv", net=NET,
-                     lan_cidrs=["10.0.0.0/8", bridge_subnet, f"{NET}.1.0/24"]) as lab:
+                     lan_cidrs=["10.0.0.0/8", bridge_subnet, f"{NET}.1.0/24", LATE_SUBNET]) as lab:
         yield lab
 
 
@@ -75,8 +78,37 @@ def test_only_the_lan_passes_vpn_only(lab, app, docker, bridge_subnet):
     got = docker.client.containers.run(
         "envoyage/sample-app:1", ["sh", "-c", "wget -S -O - --header 'Host: private.example.test' "
                                   f"http://{lab.addr('home_lan')}:{lab.http_port}/ 2>&1; true"],
-        remove=True, stdout=True, stderr=True, labels={"envoyage.test": "vpn-only"}).decode(errors="replace")
+        remove=True, stdout=True, stderr=True, labels={TEST_LABEL: RUN_ID}).decode(errors="replace")
     assert "403" in got and "HTTP/1.1 200" not in got, got
-    assert len(app.seen) == seen_before, "a request from the tunnel prefix or a container reached the app"
+    # home itself (a local user, a host-network container) on home's LAN address
+    out = subprocess.run(["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                          "--interface", lab.addr("home_lan"), "-H", "Host: private.example.test",
+                          f"http://{lab.addr('home_lan')}:{lab.http_port}/"], capture_output=True, text=True,
+                         timeout=15)
+    assert out.stdout == "403", out
+    assert len(app.seen) == seen_before, "a request from the tunnel prefix, home or a container reached the app"
     # the LAN still gets in
     assert lan_status(lab) == 200 and len(app.seen) == seen_before + 1
+
+
+def test_a_docker_network_made_later_is_refused_at_once(lab, app, docker):
+    """A network created while the control plane runs (docker compose up) takes a subnet
+    a LAN entry covers: the entry is refused as soon as dockerd reports the network."""
+    add(lab, "private", "private.example.test", app.address, "--access", "vpn-only")
+    wait_for(lambda: lan_status(lab) == 200, timeout=15, what="the vpn-only service on the LAN")
+    net = docker.client.networks.create(f"eyv-late-{RUN_ID[-6:]}", driver="bridge", labels={TEST_LABEL: RUN_ID},
+                                        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=LATE_SUBNET)]))
+    try:
+        wait_for(lambda: any(p.startswith(f"lan_cidrs: {LATE_SUBNET} overlaps the Docker network '{net.name}'")
+                             for p in status(lab)["problems"]), timeout=15, what="the late network to be named")
+        seen = len(app.seen)
+        got = docker.client.containers.run(
+            "envoyage/sample-app:1", ["sh", "-c", "wget -S -O - --header 'Host: private.example.test' "
+                                      f"http://{lab.addr('home_lan')}:{lab.http_port}/ 2>&1; true"],
+            remove=True, stdout=True, stderr=True, network=net.name,
+            labels={TEST_LABEL: RUN_ID}).decode(errors="replace")
+        assert "403" in got and "HTTP/1.1 200" not in got, got
+        assert len(app.seen) == seen
+        assert lan_status(lab) == 200
+    finally:
+        net.remove()

@@ -83,3 +83,10 @@ def test_an_image_cannot_pick_the_name_of_a_container_the_operator_enabled():
     (svc,) = derive_services([_container({"envoyage.enable": "true", "envoyage.domain": "mine.example.org"},
                                          image)])
     assert svc.spec.domains == ("mine.example.org",)
+
+
+def test_no_label_counts_when_the_image_cannot_be_inspected():
+    c = ContainerInfo(id="c" * 64, name="orphan", labels={"envoyage.enable": "true", "envoyage.domain": "x.example.org"},
+                      image_known=False, networks={"bridge": "172.17.0.6"}, exposed_ports=("80/tcp",))
+    assert derive_services([c]) == []
+    assert len(derive_services([c], trust_image_labels=True)) == 1

@@ -57,3 +57,8 @@ def test_only_docker_networks_whose_gateway_is_on_home_count():
     mine = DockerNetwork("apps", "172.20.0.0/16", "172.20.0.1")
     assert local_docker_networks([outer, mine, BRIDGE], HOME_ADDRESSES) == [mine, BRIDGE]
     assert local_docker_networks([DockerNetwork("odd", "not-a-subnet")], HOME_ADDRESSES) == []
+
+
+def test_when_home_s_addresses_are_unknown_every_docker_network_counts():
+    outer = DockerNetwork("demo", "198.18.80.0/24", "198.18.80.1")
+    assert local_docker_networks([outer], ()) == [outer]

@@ -115,3 +115,32 @@ def test_a_service_the_vps_envoy_rejects_is_dropped_from_the_edge_set_only_with_
         assert verdict_events(report, report) == []  # the same report twice is no new verdict
     finally:
         p.registry.close()
+
+
+def test_vpn_only_never_admits_home_itself_or_its_docker_bridges(workdir):
+    """Docker's bridges on home count before Docker discovery reports anything, and home's
+    own addresses are refused unless loopback is listed."""
+    from envoyage.hostnet import HostNetworks
+    from envoyage.networks import DockerNetwork
+    from envoyage.xds import types as T
+    from envoyage.xds.translate import LAN_ACCESS_FILTER
+
+    host = HostNetworks(default_lan=("192.168.1.0/24",), local_addresses=("127.0.0.1", "192.168.1.10", "172.17.0.1"),
+                        bridges=(DockerNetwork("docker0", "172.17.0.0/16", "172.17.0.1"),))
+
+    def rbac(lan):
+        p = ControlPlane(make_config(workdir / lan[-1].replace("/", "_"), lan_cidrs=lan), host_networks=host)
+        try:
+            p.variants.add(False)
+            p.add_service(dict(BASE, access="vpn-only"))
+            route = p.cache.get_snapshot("home").get(T.ROUTE)["home_http"].message
+            (vh,) = [v for v in route.virtual_hosts if v.name == "web"]
+            return vh.routes[0].typed_per_filter_config[LAN_ACCESS_FILTER].value, p.status_report()["problems"]
+        finally:
+            p.registry.close()
+
+    config, problems = rbac(("192.168.1.0/24", "172.16.0.0/12"))
+    assert any("172.16.0.0/12 overlaps the Docker network 'docker0'" in x for x in problems)
+    assert b"192.168.1.10" in config and b"172.16.0.0" not in config  # home itself is excluded
+    config, _ = rbac(("192.168.1.0/24", "127.0.0.0/8"))
+    assert b"192.168.1.10" not in config  # loopback listed: local processes may use vpn-only

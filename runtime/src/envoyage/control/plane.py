@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import ipaddress
 import logging
 import threading
 import time
@@ -36,6 +37,17 @@ log = logging.getLogger("envoyage.control")
 ROLE_HOME = "home"
 DELTA_HOME = snapshot_key(ROLE_HOME, delta=True)
 ROLE_EDGE = "edge"
+
+
+def _unique(networks: list[DockerNetwork]) -> list[DockerNetwork]:
+    """One entry per subnet (a bridge seen on home and reported by dockerd is one network;
+    dockerd's name is kept)."""
+    out: dict[str, DockerNetwork] = {}
+    for net in networks:
+        key = str(ipaddress.ip_network(net.subnet, strict=False))
+        if key not in out or out[key].name.startswith(("docker", "br-")):
+            out[key] = net
+    return list(out.values())
 
 
 class NotFound(KeyError):
@@ -245,12 +257,15 @@ class ControlPlane:
     def _home_access(self) -> HomeAccess:
         """vpn-only's networks from the configuration and what home's network looks like;
         `access_problems` names every entry that is refused."""
-        cfg = self.config
+        cfg, host = self.config, self.host_networks
+        docker = list(host.bridges) + local_docker_networks(self.docker_networks, host.local_addresses)
         networks, self.access_problems = vpn_only_networks(
-            cfg.lan_cidrs, cfg.vpn_cidrs, default_lan=self.host_networks.default_lan,
+            cfg.lan_cidrs, cfg.vpn_cidrs, default_lan=host.default_lan,
             tunnel_prefix=self.tunnel_plan["prefix"] if self.tunnel_plan else None,
-            docker_networks=local_docker_networks(self.docker_networks, self.host_networks.local_addresses))
-        return HomeAccess(networks=networks, edge_ip=self.tunnel_plan["vps"] if self.tunnel_plan else None)
+            docker_networks=_unique(docker))
+        loopback_listed = any(ipaddress.ip_network(n).is_loopback for n in networks)
+        return HomeAccess(networks=networks, edge_ip=self.tunnel_plan["vps"] if self.tunnel_plan else None,
+                          denied=() if loopback_listed else host.own_addresses())
 
     def set_docker_networks(self, networks: list[DockerNetwork]) -> None:
         """Docker discovery hands over dockerd's networks; vpn-only is re-judged when they
@@ -258,8 +273,10 @@ class ControlPlane:
         networks = tuple(sorted(networks, key=lambda n: (n.name, n.subnet)))
         if networks == self.docker_networks:
             return
+        host = HostNetworks.read()  # a new network brings a new bridge address on home
         with self._lock:
             self.docker_networks = networks
+            self.host_networks = host
             access = self._home_access()
             if access != self.translations.access:
                 self.translations = TranslationCache(access=access)

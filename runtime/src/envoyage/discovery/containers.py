@@ -34,18 +34,24 @@ class ContainerInfo:
     running: bool = True
     # the labels its image carries (docker inspect merges them into `labels`)
     image_labels: Mapping[str, str] = field(default_factory=dict)
+    # False: the image could not be inspected, so no envoyage.* label is known to be the
+    # container's own (none counts)
+    image_known: bool = True
+
+    def _from_image(self, key: str, value: str) -> bool:
+        return key.startswith(PREFIX) and (not self.image_known or self.image_labels.get(key) == value)
 
     def own_labels(self) -> dict[str, str]:
         """The labels set on the container (docker run -l, a compose file): an envoyage.*
         label whose value is the image's own is the image's, not the operator's."""
-        return {k: v for k, v in self.labels.items()
-                if not (k.startswith(PREFIX) and self.image_labels.get(k) == v)}
+        return {k: v for k, v in self.labels.items() if not self._from_image(k, v)}
 
     def ignored_image_labels(self) -> list[str]:
-        return sorted(k for k, v in self.labels.items() if k.startswith(PREFIX) and self.image_labels.get(k) == v)
+        return sorted(k for k, v in self.labels.items() if self._from_image(k, v))
 
     @classmethod
-    def from_inspect(cls, data: Mapping[str, Any], image_labels: Mapping[str, str] | None = None) -> "ContainerInfo":
+    def from_inspect(cls, data: Mapping[str, Any], image_labels: Mapping[str, str] | None = None,
+                     image_known: bool = True) -> "ContainerInfo":
         config = data.get("Config") or {}
         state = data.get("State") or {}
         nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
@@ -59,6 +65,7 @@ class ContainerInfo:
             exposed_ports=tuple(sorted((config.get("ExposedPorts") or {}).keys())),
             running=bool(state.get("Running")) and not state.get("Paused") and not state.get("Restarting"),
             image_labels=dict(image_labels or {}),
+            image_known=image_known,
         )
 
     @property

@@ -145,20 +145,21 @@ class DockerWatcher:
         labels = (data.get("Config") or {}).get("Labels") or {}
         if not any(k.startswith(PREFIX) for k in labels) or not in_scope(labels, self.scope):
             return None
-        return ContainerInfo.from_inspect(data, image_labels=self._labels_of_image(data.get("Image") or ""))
+        image = self._labels_of_image(data.get("Image") or "")
+        return ContainerInfo.from_inspect(data, image_labels=image, image_known=image is not None)
 
-    def _labels_of_image(self, image_id: str) -> dict[str, str]:
-        """The image's own labels (to tell them from the container's); an image that is
-        gone counts as having none."""
+    def _labels_of_image(self, image_id: str) -> dict[str, str] | None:
+        """The image's own labels (to tell them from the container's); None when the image
+        cannot be inspected (then no envoyage.* label counts: fails closed)."""
         import docker
 
         if not image_id:
-            return {}
+            return None
         if image_id not in self._image_labels:
             try:
                 labels = (self._client.api.inspect_image(image_id).get("Config") or {}).get("Labels") or {}
             except docker.errors.NotFound:
-                labels = {}
+                return None
             if len(self._image_labels) > 1024:
                 self._image_labels.clear()
             self._image_labels[image_id] = dict(labels)

@@ -64,6 +64,9 @@ class HomeAccess:
 
     networks: tuple[str, ...] = ()
     edge_ip: str | None = None
+    # home's own addresses (single hosts): a local process or a host-network container
+    # connecting to home's LAN address is not a LAN client (only listed loopback lets it in)
+    denied: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -275,10 +278,11 @@ def _vpn_only(access: HomeAccess) -> dict[str, any_pb2.Any]:
     never the VPS's tunnel address); on the tunnel listener nobody."""
     ids = [rbac_pb2.Principal(direct_remote_ip=_cidr(n)) for n in access.networks]
     principal = rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ids)) if ids else None
-    if principal is not None and access.edge_ip:
-        edge = rbac_pb2.Principal(direct_remote_ip=_cidr(f"{access.edge_ip}/{128 if ':' in access.edge_ip else 32}"))
-        principal = rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(
-            ids=[principal, rbac_pb2.Principal(not_id=edge)]))
+    excluded = ([access.edge_ip] if access.edge_ip else []) + list(access.denied)
+    if principal is not None and excluded:
+        nots = [rbac_pb2.Principal(not_id=rbac_pb2.Principal(direct_remote_ip=_cidr(f"{ip}/{128 if ':' in ip else 32}")))
+                for ip in excluded]
+        principal = rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[principal] + nots))
     lan = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)
     if principal is not None:
         lan.policies["lan-or-vpn"].CopyFrom(rbac_pb2.Policy(
