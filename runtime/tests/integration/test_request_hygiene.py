@@ -101,6 +101,9 @@ SPOOFED = {
     "X-Remote-User": "admin", "X-Forwarded-User": "admin", "X-Forwarded-Email": "admin@example.test",
     "X-authentik-username": "akadmin", "X-Authentik-Groups": "authentik Admins", "X-Authentik-Jwt": "e30.e30.x",
     "X-Auth-Request-User": "admin",
+    # every other X-Forwarded-* and Remote-* too (forward-auth providers read these)
+    "X-Forwarded-Uri": "/admin", "X-Forwarded-Method": "GET", "X-Forwarded-Server": "admin.example.test",
+    "X-Forwarded-Ssl": "on", "Remote-Admin": "true",
 }
 
 
@@ -196,6 +199,7 @@ def test_the_tunnel_listener_keeps_only_the_scheme_the_edge_set(lab, app):
     client = "198.51.100.23"
     request = (f"GET /tunnel HTTP/1.1\r\nHost: hyg.example.test\r\nConnection: close\r\nX-Marker: {marker}\r\n"
                "X-Forwarded-Proto: https\r\nX-Remote-User: admin\r\nX-Forwarded-Host: admin.example.test\r\n"
+               "X-Forwarded-Uri: /admin\r\nX-Forwarded-Protocol: https\r\n"
                "X-Authentik-Username: akadmin\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n")
     payload = _proxy_v2(client, lab.plan["home"], 40000, lab.tunnel_port) + request.encode()
     out = subprocess.run(["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", RAW, lab.plan["home"],
@@ -205,6 +209,7 @@ def test_the_tunnel_listener_keeps_only_the_scheme_the_edge_set(lab, app):
     assert got["x-forwarded-proto"] == "https"
     assert got["x-forwarded-for"] == client and got["x-real-ip"] == client
     assert "x-remote-user" not in got and "x-forwarded-host" not in got and "x-authentik-username" not in got
+    assert "x-forwarded-uri" not in got and "x-forwarded-protocol" not in got
 
 
 # -- the edge under hostile clients --------------------------------------------------------

@@ -38,7 +38,7 @@ from envoy.extensions.filters.network.connection_limit.v3 import connection_limi
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_header_mutation_pb2,
 )
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
@@ -396,7 +396,12 @@ FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-port",
 IDENTITY_HEADERS = ("remote-user", "remote-groups", "remote-name", "remote-email", "x-remote-user",
                     "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username")
 # every header starting with one of these: authentik's, oauth2-proxy's
-IDENTITY_PREFIXES = ("x-authentik-", "x-auth-request-")
+IDENTITY_PREFIXES = ("x-authentik-", "x-auth-request-", "remote-")
+# every X-Forwarded-* header (-Uri, -Method, -Server, -Ssl, -Scheme, ... as forward-auth
+# providers and apps read them); on home's tunnel listener all but X-Forwarded-Proto (RE2
+# has no lookahead: "x-forwarded-" followed by anything that is not exactly "proto")
+FORWARDED_PREFIX = "x-forwarded-"
+FORWARDED_BUT_PROTO = r"x-forwarded-(|[^p].*|p[^r].*|pr[^o].*|pro[^t].*|prot[^o].*|p|pr|pro|prot|proto.+)"
 
 
 def _strip_client_headers(keep: tuple[str, ...] = ()) -> extension_pb2.TypedExtensionConfig:
@@ -405,8 +410,11 @@ def _strip_client_headers(keep: tuple[str, ...] = ()) -> extension_pb2.TypedExte
     (and an auth filter later in the chain may still set identity headers)."""
     mutations = [mutation_rules_pb2.HeaderMutation(remove=name)
                  for name in FORWARDING_HEADERS + IDENTITY_HEADERS if name not in keep]
+    matchers = [string_pb2.StringMatcher(prefix=prefix) for prefix in IDENTITY_PREFIXES]
+    matchers.append(string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=FORWARDED_BUT_PROTO))
+                    if "x-forwarded-proto" in keep else string_pb2.StringMatcher(prefix=FORWARDED_PREFIX))
     mutations += [mutation_rules_pb2.HeaderMutation(remove_on_match=mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
-        key_matcher=string_pb2.StringMatcher(prefix=prefix))) for prefix in IDENTITY_PREFIXES]
+        key_matcher=m)) for m in matchers]
     return extension_pb2.TypedExtensionConfig(
         name="envoy.http.early_header_mutation.header_mutation",
         typed_config=_pack(early_header_mutation_pb2.HeaderMutation(mutations=mutations)))
