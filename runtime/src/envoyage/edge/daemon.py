@@ -422,6 +422,10 @@ class EdgeDaemon:
     def start(self) -> None:
         cfg = self.config
         path = cfg.xds_socket_path
+        if path.parent != cfg.run_dir:
+            # its directory is made private below: never a shared one such as /run
+            raise OSError(f"xds_socket {path} must be directly inside run_dir {cfg.run_dir} (the edge makes that "
+                          "directory private to itself)")
         # only the VPS Envoy (this user's child) may connect: what it reports is believed
         # about the edge set, so nobody else may speak as an Envoy here
         own_directory(path.parent, 0o750, group_write=False)
