@@ -341,7 +341,7 @@ def remove_firewall(interface, netns=None, run=None):
         if _run([tool, "-w", "-n", "-L", chain], netns, run)[0] != 0:
             continue
         for hook in FIREWALL_HOOKS:
-            for _ in range(16):  # bounded: a rule added twice by two concurrent runs goes too
+            for _attempt in range(16):  # bounded: a rule added twice by two concurrent runs goes too
                 if _run([tool, "-w", "-D", hook, "-i", interface, "-j", chain], netns, run)[0] != 0:
                     break
         _run([tool, "-w", "-F", chain], netns, run)
