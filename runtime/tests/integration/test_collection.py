@@ -74,7 +74,9 @@ def _ansible_test(path: Path, *args: str, timeout: float = 1200) -> subprocess.C
 
 def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(collection):
     tarball, path = collection
-    assert tarball.stat().st_size < 400_000, f"{tarball.stat().st_size} bytes"
+    # the collection, the runtime's sources and its wheel (about 400 KB with issue 20's security
+    # work); a cache or a test tree in it would be megabytes
+    assert tarball.stat().st_size < 480_000, f"{tarball.stat().st_size} bytes"
     names = tarfile.open(tarball).getnames()
     for wanted in ("COLLECTION.md", "meta/runtime.yml", "MANIFEST.json", "plugins/module_utils/wireguard.py",
                    "plugins/module_utils/pki.py", *(f"plugins/modules/{m}.py" for m in MODULES),
