@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import uuid
 import pytest
 
 from helpers import Upstream, wait_for
-from labtools import Lab, add, running_lab
+from labtools import Lab, add, running_lab, through_tunnel_listener
 
 pytestmark = pytest.mark.integration
 
@@ -173,21 +172,6 @@ def test_a_disguised_path_cannot_escape_a_services_path_prefix(lab, app, path):
         assert seen_by_app(app, marker) is None, disguised
 
 
-def _proxy_v2(src: str, dst: str, sport: int, dport: int) -> bytes:
-    addresses = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
-
-
-RAW = r"""
-import socket, sys
-host, port, payload = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-with socket.create_connection((host, port), timeout=5) as s:
-    s.sendall(payload)
-    data = b""
-    while chunk := s.recv(4096):
-        data += chunk
-print(data.split(b" ", 2)[1].decode() if data else "000")
-"""
 
 
 def test_the_tunnel_listener_keeps_only_the_scheme_the_edge_set(lab, app):
@@ -201,10 +185,7 @@ def test_the_tunnel_listener_keeps_only_the_scheme_the_edge_set(lab, app):
                "X-Forwarded-Proto: https\r\nX-Remote-User: admin\r\nX-Forwarded-Host: admin.example.test\r\n"
                "X-Forwarded-Uri: /admin\r\nX-Forwarded-Protocol: https\r\n"
                "X-Authentik-Username: akadmin\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n")
-    payload = _proxy_v2(client, lab.plan["home"], 40000, lab.tunnel_port) + request.encode()
-    out = subprocess.run(["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", RAW, lab.plan["home"],
-                          str(lab.tunnel_port), payload.hex()], capture_output=True, text=True, timeout=30)
-    assert out.stdout.strip() == "200", out.stderr
+    assert through_tunnel_listener(lab, client, request.encode()) == "200"
     got = seen_by_app(app, marker)["headers"]
     assert got["x-forwarded-proto"] == "https"
     assert got["x-forwarded-for"] == client and got["x-real-ip"] == client

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,7 @@ import pytest
 
 from envoyage.link import LINK_VERSION, VERSION_KEY
 from helpers import Upstream, free_port, wait_for
-from labtools import Lab, add, cli, running_lab, status
+from labtools import Lab, add, cli, proxy_v2, running_lab, status, through_tunnel_listener
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +102,7 @@ def test_a_proxy_header_from_the_client_is_not_believed(lab, app):
     assert out.stdout.rpartition("\n")[2] in ("400", "000")
     # the home tunnel listener takes PROXY headers only from the VPS's tunnel address:
     # from home's own address it closes the connection without an answer
-    header = _proxy_v2("198.51.100.9", lab.plan["home"], 40000, lab.tunnel_port)
+    header = proxy_v2("198.51.100.9", lab.plan["home"], 40000, lab.tunnel_port)
     with socket.create_connection((lab.plan["home"], lab.tunnel_port), timeout=5) as s:
         s.sendall(header + b"GET /not-from-edge HTTP/1.1\r\nHost: echo.example.test\r\n\r\n")
         try:
@@ -114,9 +113,6 @@ def test_a_proxy_header_from_the_client_is_not_believed(lab, app):
     assert not any(s["path"] == "/not-from-edge" for s in app.seen)
 
 
-def _proxy_v2(src: str, dst: str, sport: int, dport: int) -> bytes:
-    addresses = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport)
-    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
 
 
 def test_a_lan_request_stays_on_the_lan(lab, app):
@@ -135,27 +131,13 @@ def test_a_lan_request_stays_on_the_lan(lab, app):
     assert [l["listener"] for l in home] == ["home_http"]
 
 
-RAW_GET = r"""
-import socket, sys
-home, port, payload = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-with socket.create_connection((home, port), timeout=5) as s:
-    s.sendall(payload)
-    data = b""
-    while chunk := s.recv(4096):
-        data += chunk
-print(data.split(b" ", 2)[1].decode() if data else "000")
-"""
 
 
 def _proxied_status(lab: Lab, host: str, client: str) -> int:
     """What the home tunnel listener answers the VPS for `host`, with a PROXY v2 header
     naming `client` (sent from the VPS's namespace, as the VPS Envoy does)."""
-    payload = _proxy_v2(client, lab.plan["home"], 40000, lab.tunnel_port) + \
-        f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-    out = subprocess.run(["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", RAW_GET, lab.plan["home"],
-                          str(lab.tunnel_port), payload.hex()], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 0, out.stderr
-    return int(out.stdout.strip())
+    return int(through_tunnel_listener(lab, client, f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                                       .encode()))
 
 
 def test_vpn_only_is_refused_from_the_internet_and_served_on_the_lan(lab, app):
