@@ -278,16 +278,22 @@ class UnixProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, seen in ((client, upstream, self.observer()), (upstream, client, None)):
+                threading.Thread(target=self._pipe, args=(a, b, seen), daemon=True).start()
+
+    def observer(self):
+        """A function that sees what one client sends, in chunks (None: nothing watches)."""
+        return None
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, seen=None) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if seen is not None:
+                    seen(data)
                 dst.sendall(data)
         except OSError:
             pass

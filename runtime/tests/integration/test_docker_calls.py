@@ -25,44 +25,18 @@ class RecordingProxy(UnixProxy):
         self.requests: list[tuple[str, str]] = []
         self._seen = threading.Lock()
 
-    def _accept(self, server):
-        import socket
-
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                upstream.connect(self.target)
-            except OSError:
-                client.close()
-                continue
-            threading.Thread(target=self._record, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-
-    def _record(self, src, dst):
+    def observer(self):
+        """Per connection: each request line the client sends (one may span two chunks)."""
         tail = b""
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                for method, target in REQUEST.findall(tail + data):
-                    path = re.sub(r"^/v\d+\.\d+", "", target.decode().split("?", 1)[0])
-                    with self._seen:
-                        self.requests.append((method.decode(), path))
-                tail = data[-16:]
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+
+        def seen(data: bytes) -> None:
+            nonlocal tail
+            for method, target in REQUEST.findall(tail + data):
+                path = re.sub(r"^/v\d+\.\d+", "", target.decode().split("?", 1)[0])
+                with self._seen:
+                    self.requests.append((method.decode(), path))
+            tail = data[-16:]
+        return seen
 
 
 def matches(path: str, patterns: list[str]) -> bool:
