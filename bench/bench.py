@@ -25,9 +25,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from peers import (  # noqa: E402
+    BENCH_SCOPE,
     ENVOY,
     ENVOYAGE,
-    BENCH_SCOPE,
     Caddy,
     Envoyage,
     EnvoyFiles,
@@ -94,9 +94,14 @@ def pct(samples: list[float], p: float) -> float:
 
 
 def summary(samples: list[float]) -> dict:
-    return {"n": len(samples), "p50": round(pct(samples, 50), 2), "p95": round(pct(samples, 95), 2),
-            "min": round(min(samples), 2) if samples else None, "max": round(max(samples), 2) if samples else None,
-            "samples": [round(x, 3) for x in samples]}
+    return {
+        "n": len(samples),
+        "p50": round(pct(samples, 50), 2),
+        "p95": round(pct(samples, 95), 2),
+        "min": round(min(samples), 2) if samples else None,
+        "max": round(max(samples), 2) if samples else None,
+        "samples": [round(x, 3) for x in samples],
+    }
 
 
 def wait_acked(system: Envoyage, since: float, timeout: float = 60.0) -> float:
@@ -110,6 +115,7 @@ def wait_acked(system: Envoyage, since: float, timeout: float = 60.0) -> float:
 
 
 # -------------------------------------------------------------------------- config -> live
+
 
 def config_live(workdir: Path, upstream: Upstream, changes: int, base: int = 10) -> dict:
     out: dict = {}
@@ -155,8 +161,12 @@ def config_live(workdir: Path, upstream: Upstream, changes: int, base: int = 10)
                 time.sleep(0.05)
         finally:
             system.stop()
-        out[key] = {"name": system.name, "live_ms": summary(live_ms), "first_200_ms": summary(first_ok_ms),
-                    "request_ms": summary(request_ms)}
+        out[key] = {
+            "name": system.name,
+            "live_ms": summary(live_ms),
+            "first_200_ms": summary(first_ok_ms),
+            "request_ms": summary(request_ms),
+        }
     # CLI start-up, reported separately (the clock above starts when the API request is sent)
     cli = []
     for _ in range(10):
@@ -168,6 +178,7 @@ def config_live(workdir: Path, upstream: Upstream, changes: int, base: int = 10)
 
 
 # ------------------------------------------------------------------------ discovery -> live
+
 
 def discovery_live(workdir: Path, upstream: Upstream, containers: int) -> dict:
     try:
@@ -188,8 +199,7 @@ def discovery_live(workdir: Path, upstream: Upstream, containers: int) -> dict:
     poller = Poller(system.http_port)
     started: dict[str, float] = {}
     stop = threading.Event()
-    events = client.events(decode=True, filters={"type": ["container"], "event": ["start"],
-                                                  "label": [label]})
+    events = client.events(decode=True, filters={"type": ["container"], "event": ["start"], "label": [label]})
 
     def follow():
         for ev in events:
@@ -203,9 +213,18 @@ def discovery_live(workdir: Path, upstream: Upstream, containers: int) -> dict:
     try:
         for i in range(containers):
             t_run = time.time()
-            c = client.containers.run("envoyage/sample-app:1", detach=True, name=f"ey-bench-{i}",
-                                      labels={label: "1", "envoyage.enable": "true", "envoyage.scope": BENCH_SCOPE,
-                                              "envoyage.domain": f"disc-{i}", "envoyage.healthcheck": "off"})
+            c = client.containers.run(
+                "envoyage/sample-app:1",
+                detach=True,
+                name=f"ey-bench-{i}",
+                labels={
+                    label: "1",
+                    "envoyage.enable": "true",
+                    "envoyage.scope": BENCH_SCOPE,
+                    "envoyage.domain": f"disc-{i}",
+                    "envoyage.healthcheck": "off",
+                },
+            )
             t_ok = poller.until_ok(f"disc-{i}")
             wait_for(lambda: c.id in started, 10, what="the start event")
             t_start = started[c.id]
@@ -218,11 +237,16 @@ def discovery_live(workdir: Path, upstream: Upstream, containers: int) -> dict:
         system.stop()
         for c in client.containers.list(all=True, filters={"label": label}):
             c.remove(force=True)
-    return {"name": system.name, "live_ms": summary(live_ms), "container_start_ms": summary(start_ms),
-            "docker_run_to_200_ms": summary(total_ms)}
+    return {
+        "name": system.name,
+        "live_ms": summary(live_ms),
+        "container_start_ms": summary(start_ms),
+        "docker_run_to_200_ms": summary(total_ms),
+    }
 
 
 # ---------------------------------------------------------------------------------- scale
+
 
 def _all_clusters_active(envoy, n: int) -> bool:
     st = envoy.stats("cluster_manager.")
@@ -264,8 +288,9 @@ def scale(workdir: Path, upstream: Upstream, sizes: list[int], one_change_repeat
                     t0 = time.time()
                     g.bump()
                     poller.until_ok(f"svc-{n + k}", timeout=120)
-                    wait_for(lambda: _all_clusters_active(g.envoy, n + k + 1), 120, interval=0.002,
-                             what="gcp new cluster")
+                    wait_for(
+                        lambda: _all_clusters_active(g.envoy, n + k + 1), 120, interval=0.002, what="gcp new cluster"
+                    )
                     samples.append((time.time() - t0) * 1000)
                     time.sleep(0.3)
                 row["gcp_one_change_ms"] = summary(samples)
@@ -351,12 +376,18 @@ def machine() -> dict:
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "not installed"
 
-    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
-            "python": platform.python_version(), "envoy": envoy.strip(),
-            "caddy": version(["caddy", "version"]),
-            "nginx": subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True, text=True).stderr.strip()
-            if os.path.exists("/usr/sbin/nginx") else "not installed",
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "envoy": envoy.strip(),
+        "caddy": version(["caddy", "version"]),
+        "nginx": subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True, text=True).stderr.strip()
+        if os.path.exists("/usr/sbin/nginx")
+        else "not installed",
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def main() -> int:
@@ -366,11 +397,25 @@ def main() -> int:
     ap.add_argument("--results", default=str(HERE / "results"), help="where raw samples go")
     args = ap.parse_args()
     if args.smoke:
-        params = {"changes": 5, "containers": 3, "sizes": [20, 100], "repeats": 2,
-                  "topology_services": 100, "load_seconds": 2, "load_connections": 8}
+        params = {
+            "changes": 5,
+            "containers": 3,
+            "sizes": [20, 100],
+            "repeats": 2,
+            "topology_services": 100,
+            "load_seconds": 2,
+            "load_connections": 8,
+        }
     else:
-        params = {"changes": 40, "containers": 30, "sizes": [100, 1000, 5000], "repeats": 5,
-                  "topology_services": 1000, "load_seconds": 10, "load_connections": 16}
+        params = {
+            "changes": 40,
+            "containers": 30,
+            "sizes": [100, 1000, 5000],
+            "repeats": 5,
+            "topology_services": 1000,
+            "load_seconds": 10,
+            "load_connections": 16,
+        }
     results = {"smoke": args.smoke, "params": params, "machine": machine()}
     workdir = Path(tempfile.mkdtemp(prefix="ey-bench-"))
     upstream = Upstream("ok")
@@ -389,7 +434,7 @@ def main() -> int:
     results["duration_s"] = round(time.time() - started, 1)
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     raw = res_dir / f"{'smoke-' if args.smoke else ''}{stamp}.json"
     raw.write_text(json.dumps(results, indent=1))
     write_report(results, Path(args.out), raw)

@@ -55,8 +55,12 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 def service(i: int, upstream_port: int) -> dict:
     # the same shape as gcp-xds: an EDS cluster + endpoint + virtual host, no health check
-    return {"name": f"svc-{i}", "domains": [f"svc-{i}"], "upstreams": [f"127.0.0.1:{upstream_port}"],
-            "health_check": "off"}
+    return {
+        "name": f"svc-{i}",
+        "domains": [f"svc-{i}"],
+        "upstreams": [f"127.0.0.1:{upstream_port}"],
+        "health_check": "off",
+    }
 
 
 class _ServerAndEnvoy:
@@ -81,16 +85,26 @@ BENCH_SCOPE = "bench"  # discovery only sees the benchmark's own containers (env
 class Envoyage(_ServerAndEnvoy):
     """Our control plane as a process (`envoyage control`) and one Envoy."""
 
-    def __init__(self, workdir: Path, upstream_port: int, delta: bool, docker: bool = False,
-                 settings: dict | None = None):
+    def __init__(
+        self, workdir: Path, upstream_port: int, delta: bool, docker: bool = False, settings: dict | None = None
+    ):
         self.name = f"envoyage ({'delta' if delta else 'sotw'})"
         self.workdir, self.upstream_port, self.delta = workdir, upstream_port, delta
         self.http_port = free_port()
         self.xds_port = free_port()
         self.socket = workdir / "run" / "control.sock"
-        cfg = {"state_dir": str(workdir / "state"), "run_dir": str(workdir / "run"), "log_dir": str(workdir / "log"),
-               "xds_port": self.xds_port, "home_http_address": "127.0.0.1", "home_http_port": self.http_port,
-               "log_level": "warning", "docker_enabled": docker, "docker_scope": BENCH_SCOPE, **(settings or {})}
+        cfg = {
+            "state_dir": str(workdir / "state"),
+            "run_dir": str(workdir / "run"),
+            "log_dir": str(workdir / "log"),
+            "xds_port": self.xds_port,
+            "home_http_address": "127.0.0.1",
+            "home_http_port": self.http_port,
+            "log_level": "warning",
+            "docker_enabled": docker,
+            "docker_scope": BENCH_SCOPE,
+            **(settings or {}),
+        }
         self.config = workdir / "control.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.proc = None
@@ -123,7 +137,6 @@ class Envoyage(_ServerAndEnvoy):
         return None
 
 
-
 class GcpXds(_ServerAndEnvoy):
     """The reference ADS server on go-control-plane (../shared/peers), one Envoy."""
 
@@ -142,9 +155,23 @@ class GcpXds(_ServerAndEnvoy):
         return GCP_XDS.exists() and os.access(GCP_XDS, os.X_OK)
 
     def start(self):
-        self.proc = _spawn([str(GCP_XDS), "-port", str(self.xds_port), "-services", str(self.services),
-                            "-step", str(self.step), "-upstream-port", str(self.upstream_port),
-                            "-listen-port", str(self.http_port), "-quiet"], self.log)
+        self.proc = _spawn(
+            [
+                str(GCP_XDS),
+                "-port",
+                str(self.xds_port),
+                "-services",
+                str(self.services),
+                "-step",
+                str(self.step),
+                "-upstream-port",
+                str(self.upstream_port),
+                "-listen-port",
+                str(self.http_port),
+                "-quiet",
+            ],
+            self.log,
+        )
         time.sleep(0.3)
         self.envoy = Envoy(self.workdir, f"gcp-{self.services}-{self.step}", self.xds_port, delta=False).start()
         return self
@@ -159,7 +186,6 @@ class GcpXds(_ServerAndEnvoy):
             if "ALL_ACKED" in line and "after=" in line:
                 last = float(line.split("after=")[1].split("ms")[0])
         return last
-
 
 
 class EnvoyFiles:
@@ -181,44 +207,112 @@ class EnvoyFiles:
         os.rename(tmp, self.dir / name)  # atomic: Envoy's watcher sees one complete file
 
     def _cds(self):
-        return [{"@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster", "name": f"svc-{i}",
-                 "type": "STATIC", "connect_timeout": "2s",
-                 "load_assignment": {"cluster_name": f"svc-{i}", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.upstream_port}}}}]}]}}
-                for i in self.services]
+        return [
+            {
+                "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                "name": f"svc-{i}",
+                "type": "STATIC",
+                "connect_timeout": "2s",
+                "load_assignment": {
+                    "cluster_name": f"svc-{i}",
+                    "endpoints": [
+                        {
+                            "lb_endpoints": [
+                                {
+                                    "endpoint": {
+                                        "address": {
+                                            "socket_address": {"address": "127.0.0.1", "port_value": self.upstream_port}
+                                        }
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            }
+            for i in self.services
+        ]
 
     def _rds(self):
-        return [{"@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "name": "routes",
-                 "virtual_hosts": [{"name": f"svc-{i}", "domains": [f"svc-{i}", f"svc-{i}:*"],
-                                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": f"svc-{i}"}}]}
-                                   for i in self.services]}]
+        return [
+            {
+                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                "name": "routes",
+                "virtual_hosts": [
+                    {
+                        "name": f"svc-{i}",
+                        "domains": [f"svc-{i}", f"svc-{i}:*"],
+                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": f"svc-{i}"}}],
+                    }
+                    for i in self.services
+                ],
+            }
+        ]
 
     def start(self):
         d = str(self.dir)
         self._write("cds.json", self._cds())
         self._write("rds.json", self._rds())
-        hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
-                        "HttpConnectionManager",
-               "stat_prefix": "files", "rds": {"route_config_name": "routes", "config_source": {
-                   "path_config_source": {"path": f"{d}/rds.json", "watched_directory": {"path": d}},
-                   "resource_api_version": "V3"}},
-               "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                   "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
-        self._write("lds.json", [{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-                                  "name": "http", "address": {"socket_address": {"address": "127.0.0.1",
-                                                                                  "port_value": self.http_port}},
-                                  "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                                  "typed_config": hcm}]}]}])
-        boot = {"node": {"id": "files", "cluster": "files"},
-                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
-                "dynamic_resources": {
-                    "cds_config": {"path_config_source": {"path": f"{d}/cds.json", "watched_directory": {"path": d}},
-                                   "resource_api_version": "V3"},
-                    "lds_config": {"path_config_source": {"path": f"{d}/lds.json", "watched_directory": {"path": d}},
-                                   "resource_api_version": "V3"}}}
+        hcm = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+            "HttpConnectionManager",
+            "stat_prefix": "files",
+            "rds": {
+                "route_config_name": "routes",
+                "config_source": {
+                    "path_config_source": {"path": f"{d}/rds.json", "watched_directory": {"path": d}},
+                    "resource_api_version": "V3",
+                },
+            },
+            "http_filters": [
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }
+            ],
+        }
+        self._write(
+            "lds.json",
+            [
+                {
+                    "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
+                    "name": "http",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.http_port}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+                    ],
+                }
+            ],
+        )
+        boot = {
+            "node": {"id": "files", "cluster": "files"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
+            "dynamic_resources": {
+                "cds_config": {
+                    "path_config_source": {"path": f"{d}/cds.json", "watched_directory": {"path": d}},
+                    "resource_api_version": "V3",
+                },
+                "lds_config": {
+                    "path_config_source": {"path": f"{d}/lds.json", "watched_directory": {"path": d}},
+                    "resource_api_version": "V3",
+                },
+            },
+        }
         (self.dir / "bootstrap.json").write_text(json.dumps(boot))
-        self.proc = _spawn([ENVOY, "-c", str(self.dir / "bootstrap.json"), "--concurrency", "1", "--log-level",
-                            "warn", "--base-id", str(self.admin_port)], self.dir / "envoy.log")
+        self.proc = _spawn(
+            [
+                ENVOY,
+                "-c",
+                str(self.dir / "bootstrap.json"),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--base-id",
+                str(self.admin_port),
+            ],
+            self.dir / "envoy.log",
+        )
         wait_for(lambda: _http_ok(self.admin_port, "/ready"), 30, what="file-based Envoy")
         return self
 
@@ -249,12 +343,27 @@ class Caddy:
         return shutil.which("caddy") is not None
 
     def config(self) -> dict:
-        routes = [{"match": [{"host": [f"svc-{i}"]}],
-                   "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{self.upstream_port}"}]}]}
-                  for i in self.services]
-        return {"admin": {"listen": f"127.0.0.1:{self.admin_port}"},
-                "apps": {"http": {"servers": {"bench": {"listen": [f"127.0.0.1:{self.http_port}"], "routes": routes,
-                                                        "automatic_https": {"disable": True}}}}}}
+        routes = [
+            {
+                "match": [{"host": [f"svc-{i}"]}],
+                "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{self.upstream_port}"}]}],
+            }
+            for i in self.services
+        ]
+        return {
+            "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
+            "apps": {
+                "http": {
+                    "servers": {
+                        "bench": {
+                            "listen": [f"127.0.0.1:{self.http_port}"],
+                            "routes": routes,
+                            "automatic_https": {"disable": True},
+                        }
+                    }
+                }
+            },
+        }
 
     def start(self):
         (self.dir / "caddy.json").write_text(json.dumps(self.config()))
@@ -304,14 +413,18 @@ class Nginx:
     def _write(self):
         servers = "\n".join(
             f"  server {{ listen 127.0.0.1:{self.http_port}; server_name svc-{i}; "
-            f"location / {{ proxy_pass http://127.0.0.1:{self.upstream_port}; }} }}" for i in self.services)
+            f"location / {{ proxy_pass http://127.0.0.1:{self.upstream_port}; }} }}"
+            for i in self.services
+        )
         d = self.dir
-        text = (f"pid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\nworker_processes 1;\n"
-                f"events {{ worker_connections 1024; }}\n"
-                f"http {{\n  access_log off;\n  client_body_temp_path {d}/tmp1; proxy_temp_path {d}/tmp2;\n"
-                f"  fastcgi_temp_path {d}/tmp3; uwsgi_temp_path {d}/tmp4; scgi_temp_path {d}/tmp5;\n"
-                f"  server_names_hash_max_size 65536; server_names_hash_bucket_size 128;\n"
-                f"  server {{ listen 127.0.0.1:{self.http_port} default_server; return 404; }}\n{servers}\n}}\n")
+        text = (
+            f"pid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\nworker_processes 1;\n"
+            f"events {{ worker_connections 1024; }}\n"
+            f"http {{\n  access_log off;\n  client_body_temp_path {d}/tmp1; proxy_temp_path {d}/tmp2;\n"
+            f"  fastcgi_temp_path {d}/tmp3; uwsgi_temp_path {d}/tmp4; scgi_temp_path {d}/tmp5;\n"
+            f"  server_names_hash_max_size 65536; server_names_hash_bucket_size 128;\n"
+            f"  server {{ listen 127.0.0.1:{self.http_port} default_server; return 404; }}\n{servers}\n}}\n"
+        )
         tmp = d / ".nginx.conf.tmp"
         tmp.write_text(text)
         os.rename(tmp, d / "nginx.conf")
@@ -320,8 +433,9 @@ class Nginx:
         self._write()
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         self.exe = exe
-        self.proc = _spawn([exe, "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir), "-g", "daemon off;"],
-                           self.dir / "nginx.out")
+        self.proc = _spawn(
+            [exe, "-c", str(self.dir / "nginx.conf"), "-p", str(self.dir), "-g", "daemon off;"], self.dir / "nginx.out"
+        )
         wait_for(lambda: _http_status(self.http_port, "/", "none") == 404, 30, what="nginx")
         return self
 

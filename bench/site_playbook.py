@@ -24,8 +24,13 @@ def _steps(stderr: str) -> dict[int, int]:
 
 
 def site_playbook(workdir: Path) -> dict:
-    env = {**os.environ, "ENVOYAGE_NODES_NAME": NAME, "ENVOYAGE_NODES_SUBNET": SUBNET,
-           "ENVOYAGE_NODES_DIR": str(workdir / "nodes"), "ENVOYAGE_NODES_DOMAIN": "bench.test"}
+    env = {
+        **os.environ,
+        "ENVOYAGE_NODES_NAME": NAME,
+        "ENVOYAGE_NODES_SUBNET": SUBNET,
+        "ENVOYAGE_NODES_DIR": str(workdir / "nodes"),
+        "ENVOYAGE_NODES_DOMAIN": "bench.test",
+    }
     demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
     subprocess.run(demo + ["stop"], env=env, capture_output=True, timeout=120)
     try:
@@ -38,11 +43,20 @@ def site_playbook(workdir: Path) -> dict:
         answered = re.search(r"answers through the VPS, (\d+) s after the start", first.stderr)
         recap = re.findall(r"changed=(\d+)", (workdir / "nodes" / "site.log").read_text())
         inv = workdir / "nodes" / "inventory.yml"
-        rerun_env = {**env, "ANSIBLE_COLLECTIONS_PATH": str(workdir / "nodes" / "collections"),
-                     "ANSIBLE_PIPELINING": "1", "ANSIBLE_NOCOLOR": "1"}
+        rerun_env = {
+            **env,
+            "ANSIBLE_COLLECTIONS_PATH": str(workdir / "nodes" / "collections"),
+            "ANSIBLE_PIPELINING": "1",
+            "ANSIBLE_NOCOLOR": "1",
+        }
         t1 = time.monotonic()
-        second = subprocess.run([str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inv),
-                                 str(ROOT / "site.yml")], env=rerun_env, capture_output=True, text=True, timeout=900)
+        second = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inv), str(ROOT / "site.yml")],
+            env=rerun_env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         second_s = time.monotonic() - t1
         changed = [int(c) for c in re.findall(r"changed=(\d+)", second.stdout)]
         return {

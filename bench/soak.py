@@ -36,8 +36,9 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench import Poller, log, summary  # noqa: E402
 from peers import Envoyage, proc_stats, wait_for  # noqa: E402
+
+from bench import Poller, log, summary  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent / "runtime" / "tests"))
 from helpers import Upstream  # noqa: E402
@@ -61,8 +62,12 @@ same two cores."""
 def proc_counts(pid: int) -> dict:
     rss, cpu = proc_stats(pid)
     threads = int(re.search(r"^Threads:\s+(\d+)", open(f"/proc/{pid}/status").read(), re.M).group(1))
-    return {"rss_mb": round(rss, 1), "threads": threads, "fds": len(os.listdir(f"/proc/{pid}/fd")),
-            "cpu_s": round(cpu, 2)}
+    return {
+        "rss_mb": round(rss, 1),
+        "threads": threads,
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        "cpu_s": round(cpu, 2),
+    }
 
 
 class Client:
@@ -95,8 +100,11 @@ class Client:
             for resp in self.stub.StreamAggregatedResources(self._requests()):
                 self.seen[resp.version_info] = time.time()
                 with self.cond:
-                    self.outbox.append(discovery_pb2.DiscoveryRequest(
-                        type_url=T.CLUSTER, version_info=resp.version_info, response_nonce=resp.nonce))
+                    self.outbox.append(
+                        discovery_pb2.DiscoveryRequest(
+                            type_url=T.CLUSTER, version_info=resp.version_info, response_nonce=resp.nonce
+                        )
+                    )
                     self.cond.notify()
         except grpc.RpcError:
             pass
@@ -159,14 +167,19 @@ def churn(port: int, cycles: int, prefix: str = "churn", threads: int = 4, deadl
         t.start()
     for t in ts:
         t.join()
-    return {"cycles": len(lat), "failed": failed[0], "seconds": round(time.monotonic() - started, 1),
-            "connect_to_first_response_ms": summary(lat)}
+    return {
+        "cycles": len(lat),
+        "failed": failed[0],
+        "seconds": round(time.monotonic() - started, 1),
+        "connect_to_first_response_ms": summary(lat),
+    }
 
 
 def run(params: dict, workdir: Path) -> dict:
     upstream = Upstream("soak")
-    system = Envoyage(workdir, upstream.port, delta=False,
-                      settings={"xds_max_streams": params["clients"] + 64, "xds_keepalive": "5s"})
+    system = Envoyage(
+        workdir, upstream.port, delta=False, settings={"xds_max_streams": params["clients"] + 64, "xds_keepalive": "5s"}
+    )
     out: dict = {"params": params}
     system.start()
     pid = system.server_pid
@@ -183,8 +196,11 @@ def run(params: dict, workdir: Path) -> dict:
         # many clients and a stopped consumer
         for i in range(params["clients"]):
             clients.append(Client(system.xds_port, f"sim-{i}"))
-        stopped = subprocess.Popen([sys.executable, "-c", STOPPED_CLIENT, f"127.0.0.1:{system.xds_port}", T.CLUSTER],
-                                   stdout=subprocess.PIPE, text=True)
+        stopped = subprocess.Popen(
+            [sys.executable, "-c", STOPPED_CLIENT, f"127.0.0.1:{system.xds_port}", T.CLUSTER],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         stopped.stdout.readline()
         os.kill(stopped.pid, signal.SIGSTOP)
         wait_for(lambda: all(c.seen for c in clients), 60, what="every simulated client's first response")
@@ -197,10 +213,10 @@ def run(params: dict, workdir: Path) -> dict:
             before = {c.node_id: set(c.seen) for c in clients}
             t0 = time.time()
             system.add(params["services"] + k)
-            wait_for(lambda: all(set(c.seen) - before[c.node_id] for c in clients), 30,
-                     what="every client to get the change")
-            fanout.append(max(min(t for v, t in c.seen.items() if v not in before[c.node_id]) for c in clients)
-                          - t0)
+            wait_for(
+                lambda: all(set(c.seen) - before[c.node_id] for c in clients), 30, what="every client to get the change"
+            )
+            fanout.append(max(min(t for v, t in c.seen.items() if v not in before[c.node_id]) for c in clients) - t0)
         out["change_to_all_clients_ms"] = summary([x * 1000 for x in fanout])
 
         # churn: connect / first response / disconnect, a new node each time
@@ -292,8 +308,11 @@ def render(res: dict, raw: Path) -> str:
         "| | RSS | threads | open fds |",
         "|---|---|---|---|",
     ]
-    for key, label in (("baseline", "baseline"), ("with_clients", f"{p['clients']} clients connected"),
-                       ("after", "after churn, clients gone")):
+    for key, label in (
+        ("baseline", "baseline"),
+        ("with_clients", f"{p['clients']} clients connected"),
+        ("after", "after churn, clients gone"),
+    ):
         c = res[key]
         lines.append(f"| {label} | {c['rss_mb']:.1f} MB | {c['threads']} | {c['fds']} |")
     ch = res["churn"]
@@ -323,7 +342,7 @@ def render(res: dict, raw: Path) -> str:
 def write_section(report: Path, section: str) -> None:
     text = report.read_text() if report.exists() else ""
     if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section.rstrip("\n") + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + section.rstrip("\n") + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     report.write_text(text)
@@ -332,16 +351,33 @@ def write_section(report: Path, section: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="small N: checks that everything runs (CI)")
-    ap.add_argument("--out", default=str(HERE.parent / "docs" / "benchmarks.md"),
-                    help="the report whose Soak section is (re)written")
+    ap.add_argument(
+        "--out",
+        default=str(HERE.parent / "docs" / "benchmarks.md"),
+        help="the report whose Soak section is (re)written",
+    )
     ap.add_argument("--results", default=str(HERE / "results"), help="where raw samples go")
     args = ap.parse_args()
     if args.smoke:
-        params = {"services": 20, "clients": 20, "changes": 3, "cycles": 100, "burst": 20, "past_nodes": 200,
-                  "status_repeats": 5}
+        params = {
+            "services": 20,
+            "clients": 20,
+            "changes": 3,
+            "cycles": 100,
+            "burst": 20,
+            "past_nodes": 200,
+            "status_repeats": 5,
+        }
     else:
-        params = {"services": 200, "clients": 200, "changes": 10, "cycles": 2000, "burst": 100, "past_nodes": 5000,
-                  "status_repeats": 20}
+        params = {
+            "services": 200,
+            "clients": 200,
+            "changes": 10,
+            "cycles": 2000,
+            "burst": 100,
+            "past_nodes": 5000,
+            "status_repeats": 20,
+        }
     started = time.time()
     workdir = Path(tempfile.mkdtemp(prefix="ey-soak-"))
     try:
@@ -350,10 +386,10 @@ def main() -> int:
         subprocess.run(["rm", "-rf", str(workdir)])
     res["smoke"] = args.smoke
     res["duration_s"] = round(time.time() - started, 1)
-    res["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    res["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     res_dir = Path(args.results)
     res_dir.mkdir(parents=True, exist_ok=True)
-    raw = res_dir / f"soak-{'smoke-' if args.smoke else ''}{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    raw = res_dir / f"soak-{'smoke-' if args.smoke else ''}{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
     raw.write_text(json.dumps(res, indent=1))
     write_section(Path(args.out), render(res, raw))
     log(f"soak: raw samples {raw}; report {args.out} ({res['duration_s']} s); goals {res['goals']}")

@@ -74,9 +74,12 @@ class NsPoller:
     def __init__(self, lab: Lab, ns: str, url: str, host: str, timeout: float = 60, dns: bool = False):
         """HTTP: GET url with Host: host until 200. dns: ask home's resolver for `host`
         until it answers home's LAN address."""
-        args = ([DNS_POLLER, lab.addr("home_lan"), host, lab.addr("home_lan")] if dns else [POLLER, url, host])
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns[ns], sys.executable, "-c", *args, str(timeout)],
-                                     stdout=subprocess.PIPE, text=True)
+        args = [DNS_POLLER, lab.addr("home_lan"), host, lab.addr("home_lan")] if dns else [POLLER, url, host]
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.ns[ns], sys.executable, "-c", *args, str(timeout)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout.readline().strip() == "ready"
 
     def first_ok(self) -> float:
@@ -101,8 +104,10 @@ def summary(samples):
 
 
 def _paths(lab: Lab):
-    return {"vps": ("inet", f"http://{lab.addr('vps_public')}:{lab.edge_port}/"),
-            "lan": ("lan", f"http://{lab.addr('home_lan')}:{lab.http_port}/")}
+    return {
+        "vps": ("inet", f"http://{lab.addr('vps_public')}:{lab.edge_port}/"),
+        "lan": ("lan", f"http://{lab.addr('home_lan')}:{lab.http_port}/"),
+    }
 
 
 def _api(lab: Lab, method: str, path: str, body=None):
@@ -132,9 +137,18 @@ def event_to_vps(lab: Lab, containers: int) -> dict:
             host = f"ev-{i}.example.test"
             pollers = {k: NsPoller(lab, ns, url, host) for k, (ns, url) in _paths(lab).items()}
             pollers["dns"] = NsPoller(lab, "lan", "", host, dns=True)
-            c = client.containers.run("envoyage/sample-app:1", detach=True, name=f"ey-bench-a-{i}",
-                                      labels={label: "1", "envoyage.enable": "true", "envoyage.scope": lab.scope,
-                                              "envoyage.domain": host, "envoyage.healthcheck": "off"})
+            c = client.containers.run(
+                "envoyage/sample-app:1",
+                detach=True,
+                name=f"ey-bench-a-{i}",
+                labels={
+                    label: "1",
+                    "envoyage.enable": "true",
+                    "envoyage.scope": lab.scope,
+                    "envoyage.domain": host,
+                    "envoyage.healthcheck": "off",
+                },
+            )
             t_vps, t_lan, t_dns = pollers["vps"].first_ok(), pollers["lan"].first_ok(), pollers["dns"].first_ok()
             deadline = time.time() + 10
             while c.id not in started and time.time() < deadline:
@@ -152,8 +166,15 @@ def event_to_vps(lab: Lab, containers: int) -> dict:
 
 def one_change_at(lab: Lab, n: int, repeats: int) -> dict:
     """N services, then one more at a time: first 200 on each path after the API call."""
-    body = [{"name": f"bulk-{i}", "domains": [f"bulk-{i}.example.test"], "upstreams": [f"127.0.0.1:{lab.app_port}"],
-             "health_check": "off"} for i in range(n)]
+    body = [
+        {
+            "name": f"bulk-{i}",
+            "domains": [f"bulk-{i}.example.test"],
+            "upstreams": [f"127.0.0.1:{lab.app_port}"],
+            "health_check": "off",
+        }
+        for i in range(n)
+    ]
     t0 = time.time()
     _api(lab, "POST", "/services", body)
     pollers = {k: NsPoller(lab, ns, url, f"bulk-{n - 1}.example.test", 300) for k, (ns, url) in _paths(lab).items()}
@@ -165,16 +186,31 @@ def one_change_at(lab: Lab, n: int, repeats: int) -> dict:
         pollers = {key: NsPoller(lab, ns, url, host) for key, (ns, url) in _paths(lab).items()}
         pollers["dns"] = NsPoller(lab, "lan", "", host, dns=True)
         t0 = time.time()
-        _api(lab, "POST", "/services", {"name": f"one-{n}-{k}", "domains": [host],
-                                        "upstreams": [f"127.0.0.1:{lab.app_port}"], "health_check": "off"})
+        _api(
+            lab,
+            "POST",
+            "/services",
+            {
+                "name": f"one-{n}-{k}",
+                "domains": [host],
+                "upstreams": [f"127.0.0.1:{lab.app_port}"],
+                "health_check": "off",
+            },
+        )
         vps_ms.append((pollers["vps"].first_ok() - t0) * 1000)
         lan_ms.append((pollers["lan"].first_ok() - t0) * 1000)
         dns_ms.append((pollers["dns"].first_ok() - t0) * 1000)
         time.sleep(0.3)
     dns = _api(lab, "GET", "/status").get("dns") or {}
-    return {"services": n, "cold_lan_ms": cold["lan"], "cold_vps_ms": cold["vps"],
-            "lan_ms": summary(lan_ms), "vps_ms": summary(vps_ms), "dns_ms": summary(dns_ms),
-            "dns_apply_ms": dns.get("last_apply_ms")}
+    return {
+        "services": n,
+        "cold_lan_ms": cold["lan"],
+        "cold_vps_ms": cold["vps"],
+        "lan_ms": summary(lan_ms),
+        "vps_ms": summary(vps_ms),
+        "dns_ms": summary(dns_ms),
+        "dns_apply_ms": dns.get("last_apply_ms"),
+    }
 
 
 def unbound_at_scale(lab: Lab, n: int, repeats: int) -> dict:
@@ -194,8 +230,13 @@ def unbound_at_scale(lab: Lab, n: int, repeats: int) -> dict:
         poller = NsPoller(lab, "lan", "", name, dns=True)
         reload_ms.append((poller.first_ok() - t0) * 1000)
     zones = sum(1 for line in lab.unbound_control("list_local_zones").stdout.splitlines() if "example.test." in line)
-    return {"services": n, "zones": zones, "start_to_answer_ms": summary(start_ms), "reload_ms": summary(reload_ms),
-            "include_bytes": (lab.home_dir / "dns" / "zones.conf").stat().st_size}
+    return {
+        "services": n,
+        "zones": zones,
+        "start_to_answer_ms": summary(start_ms),
+        "reload_ms": summary(reload_ms),
+        "include_bytes": (lab.home_dir / "dns" / "zones.conf").stat().st_size,
+    }
 
 
 _WRK_LAT = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$")
@@ -214,20 +255,29 @@ def _wrk(ns: str | None, url: str, host: str, seconds: int, connections: int) ->
             lat[f"p{m.group(1)}"] = value
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": float(rps.group(1)) if rps else None, "latency_ms": lat,
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "rps": float(rps.group(1)) if rps else None,
+        "latency_ms": lat,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
 def paths_load(lab: Lab, seconds: int, connections: int) -> dict:
     host = "load.example.test"
-    _api(lab, "POST", "/services", {"name": "load", "domains": [host], "upstreams": [f"127.0.0.1:{lab.app_port}"],
-                                    "health_check": "off"})
+    _api(
+        lab,
+        "POST",
+        "/services",
+        {"name": "load", "domains": [host], "upstreams": [f"127.0.0.1:{lab.app_port}"], "health_check": "off"},
+    )
     for _, (ns, url) in _paths(lab).items():
         NsPoller(lab, ns, url, host, 30).first_ok()
     out = {}
-    for key, ns, url in (("direct", None, f"http://127.0.0.1:{lab.app_port}/"),
-                         ("lan", lab.ns["lan"], f"http://{lab.addr('home_lan')}:{lab.http_port}/"),
-                         ("vps", lab.ns["inet"], f"http://{lab.addr('vps_public')}:{lab.edge_port}/")):
+    for key, ns, url in (
+        ("direct", None, f"http://127.0.0.1:{lab.app_port}/"),
+        ("lan", lab.ns["lan"], f"http://{lab.addr('home_lan')}:{lab.http_port}/"),
+        ("vps", lab.ns["inet"], f"http://{lab.addr('vps_public')}:{lab.edge_port}/"),
+    ):
         log(f"topology A: load on the {key} path ({seconds} s, {connections} connections)")
         out[key] = _wrk(ns, url, host, seconds, connections)
     return out
@@ -243,8 +293,11 @@ class App:
 events {{ worker_connections 1024; }}
 http {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }} }}
 """)
-        self.proc = subprocess.Popen(["/usr/sbin/nginx", "-c", str(conf), "-p", str(workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/nginx", "-c", str(conf), "-p", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def stop(self):
         self.proc.terminate()
@@ -254,13 +307,24 @@ http {{ access_log off; server {{ listen 127.0.0.1:{port}; location / {{ return 
 def topology_a(workdir: Path, params: dict) -> dict:
     tools = ("wireguard-go", "wg", "iptables", "wrk", "unbound", "named", "dnssec-signzone", "dig")
     if not all(shutil.which(t) for t in tools) or not Path("/usr/sbin/nginx").exists():
-        return {"skipped": "needs wireguard-go, wireguard-tools, iptables, wrk, nginx, unbound and bind9 "
-                           "(bench/run.sh installs them)"}
+        return {
+            "skipped": "needs wireguard-go, wireguard-tools, iptables, wrk, nginx, unbound and bind9 "
+            "(bench/run.sh installs them)"
+        }
     from helpers import free_port  # runtime/tests/helpers.py, on the path bench.py sets
 
-    lab = Lab(workdir / "topology-a", tag="eyb", net="10.235", http_port=free_port(), admin_port=free_port(),
-              tunnel_port=free_port(), link_port=free_port(), scope="bench-a", dns=True,
-              unbound_control_port=free_port())
+    lab = Lab(
+        workdir / "topology-a",
+        tag="eyb",
+        net="10.235",
+        http_port=free_port(),
+        admin_port=free_port(),
+        tunnel_port=free_port(),
+        link_port=free_port(),
+        scope="bench-a",
+        dns=True,
+        unbound_control_port=free_port(),
+    )
     lab.app_port = free_port()
     app = App(workdir, lab.app_port)
     out: dict = {}
@@ -269,16 +333,22 @@ def topology_a(workdir: Path, params: dict) -> dict:
         lab.network_up()
         lab.start_all()
         out["event_to_first_200"] = event_to_vps(lab, params["containers"])
-        log(f"topology A: event -> first 200 over {params['containers']} containers: "
-            f"VPS p50 {out['event_to_first_200']['vps_ms']['p50']:.1f} ms")
+        log(
+            f"topology A: event -> first 200 over {params['containers']} containers: "
+            f"VPS p50 {out['event_to_first_200']['vps_ms']['p50']:.1f} ms"
+        )
         out["paths"] = paths_load(lab, params["load_seconds"], params["load_connections"])
         out["one_change"] = one_change_at(lab, params["topology_services"], params["repeats"])
-        log(f"topology A: one change at {params['topology_services']}: LAN p50 "
+        log(
+            f"topology A: one change at {params['topology_services']}: LAN p50 "
             f"{out['one_change']['lan_ms']['p50']:.1f} ms, VPS p50 {out['one_change']['vps_ms']['p50']:.1f} ms, "
-            f"LAN resolver p50 {out['one_change']['dns_ms']['p50']:.1f} ms")
+            f"LAN resolver p50 {out['one_change']['dns_ms']['p50']:.1f} ms"
+        )
         out["unbound"] = unbound_at_scale(lab, params["topology_services"], params["repeats"])
-        log(f"topology A: Unbound with {params['topology_services']} zones: start -> answer p50 "
-            f"{out['unbound']['start_to_answer_ms']['p50']:.0f} ms, reload p50 {out['unbound']['reload_ms']['p50']:.0f} ms")
+        log(
+            f"topology A: Unbound with {params['topology_services']} zones: start -> answer p50 "
+            f"{out['unbound']['start_to_answer_ms']['p50']:.0f} ms, reload p50 {out['unbound']['reload_ms']['p50']:.0f} ms"
+        )
     finally:
         lab.down()
         app.stop()

@@ -6,7 +6,7 @@ Layout (NET is 10.231 by default; every address below is inside namespaces this
 harness creates, or on the two veth interfaces it adds to the root namespace):
 
     lan-client ns            root ns = home                 router ns (NAT)            vps ns                internet ns
-    NET.1.2  ---- eya-lan NET.1.1                                                                          
+    NET.1.2  ---- eya-lan NET.1.1
                   eya-wan NET.2.2 ---- in0 NET.2.1 | out0 NET.3.1 ---- wan0 NET.3.2 (WireGuard :51820)
                   eya-wgh NET.100.2 ===== WireGuard tunnel (home dials) =====  eya-wgv NET.100.1
                                                                                pub0 NET.4.1 fd00:231:4::1 ---- eth0 NET.4.2 fd00:231:4::2
@@ -97,8 +97,16 @@ class Lab:
         return {k: f"{self.tag}-{k}" for k in ("lan", "router", "vps", "inet")}
 
     def addr(self, name: str) -> str:
-        table = {"home_lan": "1.1", "lan_client": "1.2", "home_wan": "2.2", "router_in": "2.1",
-                 "router_out": "3.1", "vps_wan": "3.2", "vps_public": "4.1", "internet_client": "4.2"}
+        table = {
+            "home_lan": "1.1",
+            "lan_client": "1.2",
+            "home_wan": "2.2",
+            "router_in": "2.1",
+            "router_out": "3.1",
+            "vps_wan": "3.2",
+            "vps_public": "4.1",
+            "internet_client": "4.2",
+        }
         return f"{self.net}.{table[name]}"
 
     @property
@@ -173,8 +181,9 @@ class Lab:
             if len(parts) > 3 and parts[2] == "inet":
                 iface, address = parts[1], parts[3]
                 if ipaddress.ip_interface(address).ip in mine and not iface.startswith(self.tag + "-"):
-                    raise LabError(f"{address} on {iface} is in {mine}, which this lab would use; "
-                                   "choose another range (--net)")
+                    raise LabError(
+                        f"{address} on {iface} is in {mine}, which this lab would use; choose another range (--net)"
+                    )
 
     def network_up(self) -> None:
         if os.geteuid() != 0:
@@ -221,8 +230,22 @@ class Lab:
         # the router: NAT out, nothing in (CGNAT)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns["router"])
         sh("iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "out0", "-j", "MASQUERADE", ns=ns["router"])
-        sh("iptables", "-A", "FORWARD", "-i", "out0", "-o", "in0", "-m", "conntrack", "--ctstate",
-           "ESTABLISHED,RELATED", "-j", "ACCEPT", ns=ns["router"])
+        sh(
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-i",
+            "out0",
+            "-o",
+            "in0",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+            ns=ns["router"],
+        )
         sh("iptables", "-A", "FORWARD", "-i", "out0", "-j", "DROP", ns=ns["router"])
         self.tunnel_up()
 
@@ -234,15 +257,35 @@ class Lab:
             os.chmod(d, 0o700)
         home_pub, _ = wg.ensure_keypair(str(self.home_dir / "wg.key"))
         vps_pub, _ = wg.ensure_keypair(str(self.vps_dir / "wg.key"))
-        write_secret_file(str(self.vps_dir / "wg.conf"), wg.render_vps(
-            wg.read_private_key(str(self.vps_dir / "wg.key")), home_pub, plan, listen_port=self.wg_port))
-        write_secret_file(str(self.home_dir / "wg.conf"), wg.render_home(
-            wg.read_private_key(str(self.home_dir / "wg.key")), vps_pub,
-            vps_endpoint or f"{self.addr('vps_wan')}:{self.wg_port}", plan))
-        wg.bring_up(self.vps_wg, str(self.vps_dir / "wg.conf"), plan["vps"], plan["prefixlen"],
-                    netns=self.ns["vps"], run=_run_for_wg)
-        wg.bring_up(self.home_wg, str(self.home_dir / "wg.conf"), plan["home"], plan["prefixlen"],
-                    run=_run_for_wg, allow_tcp=[self.tunnel_port, self.link_port] if self.tunnel_firewall else None)
+        write_secret_file(
+            str(self.vps_dir / "wg.conf"),
+            wg.render_vps(wg.read_private_key(str(self.vps_dir / "wg.key")), home_pub, plan, listen_port=self.wg_port),
+        )
+        write_secret_file(
+            str(self.home_dir / "wg.conf"),
+            wg.render_home(
+                wg.read_private_key(str(self.home_dir / "wg.key")),
+                vps_pub,
+                vps_endpoint or f"{self.addr('vps_wan')}:{self.wg_port}",
+                plan,
+            ),
+        )
+        wg.bring_up(
+            self.vps_wg,
+            str(self.vps_dir / "wg.conf"),
+            plan["vps"],
+            plan["prefixlen"],
+            netns=self.ns["vps"],
+            run=_run_for_wg,
+        )
+        wg.bring_up(
+            self.home_wg,
+            str(self.home_dir / "wg.conf"),
+            plan["home"],
+            plan["prefixlen"],
+            run=_run_for_wg,
+            allow_tcp=[self.tunnel_port, self.link_port] if self.tunnel_firewall else None,
+        )
 
     def tunnel_down(self) -> None:
         wg.bring_down(self.home_wg, run=_run_for_wg)
@@ -283,7 +326,8 @@ class Lab:
         os.chmod(self.home_dir / "state", 0o700)
         (self.vps_dir / "log").mkdir(parents=True, exist_ok=True)
         (self.vps_dir / "run").mkdir(parents=True, exist_ok=True)
-        self.home_config.write_text(f"""\
+        self.home_config.write_text(
+            f"""\
 # Envoyage control plane on home, topology A (scripts/topology_a.py)
 state_dir: {self.home_dir}/state
 run_dir: {self.home_dir}/run
@@ -306,18 +350,24 @@ lan_cidrs: {json.dumps(self.lan_cidrs if self.lan_cidrs is not None else [f"{sel
 docker:
   enabled: true
   scope: {self.scope}
-""" + (f"""dns:
+"""
+            + (
+                f"""dns:
   enabled: true
-  answer_address: {self.addr('home_lan')}
+  answer_address: {self.addr("home_lan")}
   include_file: {self.home_dir}/dns/zones.conf
   unbound_config: {self.unbound_dir}/unbound.conf
-  server: {self.addr('home_lan')}:{self.dns_port}
-  public_resolver: {self.addr('vps_wan')}
-edge_public_address: {self.addr('vps_wan')}
-""" if self.dns else f"""edge_public_address: {self.addr('vps_wan')}
+  server: {self.addr("home_lan")}:{self.dns_port}
+  public_resolver: {self.addr("vps_wan")}
+edge_public_address: {self.addr("vps_wan")}
+"""
+                if self.dns
+                else f"""edge_public_address: {self.addr("vps_wan")}
 dns:
-  public_resolver: {self.addr('vps_wan')}  # the lab's "internet DNS" (BIND with --dns): nothing leaves the lab
-"""))
+  public_resolver: {self.addr("vps_wan")}  # the lab's "internet DNS" (BIND with --dns): nothing leaves the lab
+"""
+            )
+        )
         self.edge_config.write_text(f"""\
 # Envoyage edge on the VPS, topology A (scripts/topology_a.py)
 edge_id: vps
@@ -345,8 +395,14 @@ envoy:
         full = (["ip", "netns", "exec", ns] if ns else []) + argv
         umask_cmd = f"umask {umask}; " if umask else ""
         with open(self.dir / f"{name}.log", "ab") as log:
-            subprocess.run(["setsid", "-f", "sh", "-c", umask_cmd + 'echo $$ > "$0"; exec "$@"', str(pidfile), *full],
-                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True, timeout=10)
+            subprocess.run(
+                ["setsid", "-f", "sh", "-c", umask_cmd + 'echo $$ > "$0"; exec "$@"', str(pidfile), *full],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=True,
+                timeout=10,
+            )
         _wait(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 5, f"{name} to start")
         self.pids[name] = int(pidfile.read_text())
         self.save()
@@ -374,33 +430,78 @@ envoy:
 
     def start_home_envoy(self) -> None:
         boot = self.home_dir / "envoy.yaml"
-        subprocess.run([str(VENV / "bin" / "envoyage"), "-c", str(self.home_config), "envoy-bootstrap",
-                        "--node-id", "home", "--role", "home", "--admin-socket", str(self.home_admin_socket),
-                        "-o", str(boot)], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [
+                str(VENV / "bin" / "envoyage"),
+                "-c",
+                str(self.home_config),
+                "envoy-bootstrap",
+                "--node-id",
+                "home",
+                "--role",
+                "home",
+                "--admin-socket",
+                str(self.home_admin_socket),
+                "-o",
+                str(boot),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self.home_admin_socket.parent.mkdir(mode=0o750, exist_ok=True)  # the unit's RuntimeDirectory
         # UMask=0027 as in the envoy role's unit: the access log is 0640
-        self.spawn("home-envoy", [str(VENV / "bin" / "envoy"), "-c", str(boot), "--concurrency", "1",
-                                  "--log-level", "warn", "--base-id", str(self.admin_port), "--drain-time-s", "1"],
-                   umask="0027")
+        self.spawn(
+            "home-envoy",
+            [
+                str(VENV / "bin" / "envoy"),
+                "-c",
+                str(boot),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--base-id",
+                str(self.admin_port),
+                "--drain-time-s",
+                "1",
+            ],
+            umask="0027",
+        )
         _wait(lambda: self.home_admin("/ready") == "LIVE", 30, "the home Envoy", self.dir / "home-envoy.log")
 
     def start_edge(self, wait: bool = True) -> None:
         self.spawn("edge", [str(VENV / "bin" / "envoyage"), "-c", str(self.edge_config), "edge"], ns=self.ns["vps"])
         if wait:
-            _wait(lambda: self.edge_admin("/ready") == "LIVE", 30, "the VPS Envoy (under envoyage edge)",
-                  self.dir / "edge.log")
+            _wait(
+                lambda: self.edge_admin("/ready") == "LIVE",
+                30,
+                "the VPS Envoy (under envoyage edge)",
+                self.dir / "edge.log",
+            )
 
     def edge_admin(self, path: str) -> str:
         """GET `path` on the VPS Envoy's admin interface, from inside the vps namespace."""
-        where = ["--unix-socket", str(self.edge_admin_socket), f"http://localhost{path}"] \
-            if not self.edge_admin_port else [f"http://127.0.0.1:{self.edge_admin_port}{path}"]
+        where = (
+            ["--unix-socket", str(self.edge_admin_socket), f"http://localhost{path}"]
+            if not self.edge_admin_port
+            else [f"http://127.0.0.1:{self.edge_admin_port}{path}"]
+        )
         out = sh("curl", "-s", "--max-time", "3", *where, ns=self.ns["vps"], check=False)
         return out.stdout.strip()
 
     def home_admin(self, path: str) -> str:
         """GET `path` on the home Envoy's admin interface (its 0600 socket)."""
-        out = sh("curl", "-s", "--max-time", "3", "--unix-socket", str(self.home_admin_socket),
-                 f"http://localhost{path}", check=False)
+        out = sh(
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            "--unix-socket",
+            str(self.home_admin_socket),
+            f"http://localhost{path}",
+            check=False,
+        )
         return out.stdout.strip()
 
     # -- DNS: BIND (the internet's DNS, a signed zone) and Unbound (home's resolver) --------
@@ -424,17 +525,32 @@ envoy:
             (d / f"db.{zone}").write_text(f"""$TTL 60
 @ IN SOA ns.{zone}. admin.{zone}. 1 3600 600 86400 60
 @ IN NS ns.{zone}.
-ns IN A {self.addr('vps_wan')}
-* IN A {self.addr('vps_wan')}
+ns IN A {self.addr("vps_wan")}
+* IN A {self.addr("vps_wan")}
 outside IN A {self.outside_address}
 """)
-            ksk = sh("dnssec-keygen", "-q", "-K", str(d), "-a", "ECDSAP256SHA256", "-f", "KSK", "-n", "ZONE",
-                     zone).stdout.strip()
+            ksk = sh(
+                "dnssec-keygen", "-q", "-K", str(d), "-a", "ECDSAP256SHA256", "-f", "KSK", "-n", "ZONE", zone
+            ).stdout.strip()
             zsk = sh("dnssec-keygen", "-q", "-K", str(d), "-a", "ECDSAP256SHA256", "-n", "ZONE", zone).stdout.strip()
             with open(d / f"db.{zone}", "a") as fh:
                 fh.write(f"$INCLUDE {d / ksk}.key\n$INCLUDE {d / zsk}.key\n")
-            sh("dnssec-signzone", "-q", "-K", str(d), "-d", str(d), "-o", zone, "-f", str(d / f"db.{zone}.signed"),
-               "-k", str(d / ksk), str(d / f"db.{zone}"), str(d / zsk))
+            sh(
+                "dnssec-signzone",
+                "-q",
+                "-K",
+                str(d),
+                "-d",
+                str(d),
+                "-o",
+                zone,
+                "-f",
+                str(d / f"db.{zone}.signed"),
+                "-k",
+                str(d / ksk),
+                str(d / f"db.{zone}"),
+                str(d / zsk),
+            )
             key = [line for line in (d / f"{ksk}.key").read_text().splitlines() if not line.startswith(";")][0]
             (d / "trust-anchor").write_text(key.strip() + "\n")
         (d / "named.conf").write_text(f"""options {{
@@ -450,8 +566,17 @@ outside IN A {self.outside_address}
 zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
 """)
         self.spawn("bind", ["named", "-g", "-c", str(d / "named.conf")], ns=self.ns["vps"])
-        _wait(lambda: sh("dig", "+short", "+time=1", "+tries=1", f"@{self.addr('vps_wan')}", f"ns.{zone}",
-                         check=False).stdout.strip() == self.addr("vps_wan"), 20, "BIND", self.dir / "bind.log")
+        _wait(
+            lambda: (
+                sh(
+                    "dig", "+short", "+time=1", "+tries=1", f"@{self.addr('vps_wan')}", f"ns.{zone}", check=False
+                ).stdout.strip()
+                == self.addr("vps_wan")
+            ),
+            20,
+            "BIND",
+            self.dir / "bind.log",
+        )
 
     @property
     def outside_address(self) -> str:
@@ -469,18 +594,32 @@ zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
         (self.home_dir / "dns").mkdir(parents=True, exist_ok=True)
         settings = ResolverSettings(
             control_socket=str(d / "control.sock"),
-            listen=(self.addr("home_lan"),), port=self.dns_port, include_file=str(self.home_dir / "dns" / "zones.conf"),
-            access=(f"{self.net}.1.0/24", "127.0.0.0/8"), upstreams=(f"{self.addr('vps_wan')}@53",),
-            control_port=self.unbound_control_port, key_dir=str(d), directory=str(d), pidfile=str(d / "unbound.pid"),
-            username="", trust_anchor_file=None, trust_anchors=(self.trust_anchor,), logfile=str(d / "unbound.log"),
-            no_default_zones=("test",))  # the lab's zone, example.test, is a special-use name
+            listen=(self.addr("home_lan"),),
+            port=self.dns_port,
+            include_file=str(self.home_dir / "dns" / "zones.conf"),
+            access=(f"{self.net}.1.0/24", "127.0.0.0/8"),
+            upstreams=(f"{self.addr('vps_wan')}@53",),
+            control_port=self.unbound_control_port,
+            key_dir=str(d),
+            directory=str(d),
+            pidfile=str(d / "unbound.pid"),
+            username="",
+            trust_anchor_file=None,
+            trust_anchors=(self.trust_anchor,),
+            logfile=str(d / "unbound.log"),
+            no_default_zones=("test",),
+        )  # the lab's zone, example.test, is a special-use name
         (d / "unbound.conf").write_text(render_conf(settings))
         include = self.home_dir / "dns" / "zones.conf"
         if not include.exists():
             include.write_text("server:\n")
         self.spawn("unbound", ["unbound", "-d", "-c", str(d / "unbound.conf")])
-        _wait(lambda: sh("unbound-control", "-c", str(d / "unbound.conf"), "status", check=False).returncode == 0,
-              20, "Unbound", self.dir / "unbound.log")
+        _wait(
+            lambda: sh("unbound-control", "-c", str(d / "unbound.conf"), "status", check=False).returncode == 0,
+            20,
+            "Unbound",
+            self.dir / "unbound.log",
+        )
         os.chmod(d / "control.sock", 0o600)  # the control plane runs as the same user here
         # the namespaces' clients use the resolvers a real one would: the LAN client home's,
         # the internet client the public DNS (BIND)
@@ -494,9 +633,18 @@ zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
     def dig(self, where: str | None, name: str, *args: str, server: str | None = None) -> subprocess.CompletedProcess:
         """dig from a namespace ("lan", "inet") or home (None), against its usual resolver."""
         server = server or (self.addr("vps_wan") if where == "inet" else self.addr("home_lan"))
-        return sh("dig", "+time=2", "+tries=1", f"@{server}", "-p", str(self.dns_port if server == self.addr("home_lan")
-                                                                          else 53),
-                  name, *args, ns=self.ns[where] if where else None, check=False)
+        return sh(
+            "dig",
+            "+time=2",
+            "+tries=1",
+            f"@{server}",
+            "-p",
+            str(self.dns_port if server == self.addr("home_lan") else 53),
+            name,
+            *args,
+            ns=self.ns[where] if where else None,
+            check=False,
+        )
 
     def start_all(self) -> None:
         self.write_configs()
@@ -515,8 +663,19 @@ zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
     def curl(self, where: str, url: str, *args: str, timeout: float = 5) -> subprocess.CompletedProcess:
         """curl from the internet client ("inet") or the LAN client ("lan"); the output
         ends with a line holding the status code."""
-        return sh("curl", "-sS", "--max-time", str(timeout), "-w", "\n%{http_code}", *args, url,
-                  ns=self.ns[where], check=False, timeout=timeout + 5)
+        return sh(
+            "curl",
+            "-sS",
+            "--max-time",
+            str(timeout),
+            "-w",
+            "\n%{http_code}",
+            *args,
+            url,
+            ns=self.ns[where],
+            check=False,
+            timeout=timeout + 5,
+        )
 
     # -- state file (for the demo's stop command) ----------------------------------------
     def save(self) -> None:
@@ -526,7 +685,7 @@ zone "{zone}" {{ type primary; file "{d}/db.{zone}.signed"; }};
         (self.dir / "lab.json").write_text(json.dumps(data))
 
     @classmethod
-    def load(cls, directory: Path) -> "Lab":
+    def load(cls, directory: Path) -> Lab:
         data = json.loads((directory / "lab.json").read_text())
         data["dir"] = Path(data["dir"])
         return cls(**data)
@@ -570,19 +729,19 @@ def info(lab: Lab) -> str:
   A vpn-only service answers on the LAN path only:
     ip netns exec {lan} curl http://private.example.test:{lab.http_port}/
   The same name, two answers (split horizon), and the checks:
-    ip netns exec {lan} dig +short whoami.example.test     # {lab.addr('home_lan')}, home
-    ip netns exec {inet} dig +short whoami.example.test    # {lab.addr('vps_wan')}, the VPS
+    ip netns exec {lan} dig +short whoami.example.test     # {lab.addr("home_lan")}, home
+    ip netns exec {inet} dig +short whoami.example.test    # {lab.addr("vps_wan")}, the VPS
     {envoyage} check dns whoami.example.test
     {envoyage} check service whoami
     {envoyage} check tunnel"""
     else:
         paths = f"""  Internet path (client -> VPS Envoy -> WireGuard tunnel -> home Envoy -> app):
-    ip netns exec {inet} curl -H 'Host: whoami.example.test' http://{lab.addr('vps_public')}/
+    ip netns exec {inet} curl -H 'Host: whoami.example.test' http://{lab.addr("vps_public")}/
     ip netns exec {inet} curl -g -H 'Host: whoami.example.test' 'http://[{lab.vps_public6}]/'
   LAN path (client -> home Envoy -> app; nothing goes through the VPS):
-    ip netns exec {lan} curl -H 'Host: whoami.example.test' http://{lab.addr('home_lan')}:{lab.http_port}/
+    ip netns exec {lan} curl -H 'Host: whoami.example.test' http://{lab.addr("home_lan")}:{lab.http_port}/
   A vpn-only service answers on the LAN path only:
-    ip netns exec {lan} curl -H 'Host: private.example.test' http://{lab.addr('home_lan')}:{lab.http_port}/"""
+    ip netns exec {lan} curl -H 'Host: private.example.test' http://{lab.addr("home_lan")}:{lab.http_port}/"""
     return f"""
 Topology A is running in network namespaces (state in {lab.dir}).
 
@@ -590,7 +749,7 @@ Topology A is running in network namespaces (state in {lab.dir}).
   Add a container and it appears on both paths:
     docker run -d --name envoyage-{lab.scope}-blog -l envoyage.enable=true -l envoyage.scope={lab.scope} \\
       -l envoyage.domain=blog.example.test envoyage/sample-app:1
-  Status (tunnel, edge link, both Envoys{', DNS' if lab.dns else ''}):
+  Status (tunnel, edge link, both Envoys{", DNS" if lab.dns else ""}):
     {envoyage} status
   Logs: {lab.dir}/*.log, home access log {lab.home_access_log}, VPS access log {lab.edge_access_log}
 
@@ -606,10 +765,18 @@ def main(argv=None) -> int:
     parser.add_argument("--scope", default="topology-a")
     parser.add_argument("--tag", default="eya", help="prefix of the namespaces and interfaces (up to 5 characters)")
     parser.add_argument("--http-port", type=int, default=18480, help="the home Envoy's LAN port")
-    parser.add_argument("--admin-port", type=int, default=19901, help="the home Envoy's base id (its admin is a "
-                        "0600 Unix socket in the lab directory); the unbound control port is next to it")
-    parser.add_argument("--dns", action="store_true", help="split-horizon DNS: Unbound on home, BIND9 as the "
-                        "internet's DNS, and the clients' resolvers set to them")
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=19901,
+        help="the home Envoy's base id (its admin is a "
+        "0600 Unix socket in the lab directory); the unbound control port is next to it",
+    )
+    parser.add_argument(
+        "--dns",
+        action="store_true",
+        help="split-horizon DNS: Unbound on home, BIND9 as the internet's DNS, and the clients' resolvers set to them",
+    )
     args = parser.parse_args(argv)
     if not (args.tag.isalnum() and len(args.tag) <= 5):
         parser.error("--tag: letters and digits, up to 5")
@@ -621,9 +788,16 @@ def main(argv=None) -> int:
         if args.action == "info":
             print(info(Lab.load(args.dir)))
             return 0
-        lab = Lab(args.dir, net=args.net, scope=args.scope, tag=args.tag, http_port=args.http_port,
-                  admin_port=args.admin_port, dns=args.dns,
-                  unbound_control_port=args.admin_port + 2)  # next to the admin port: two labs never share it
+        lab = Lab(
+            args.dir,
+            net=args.net,
+            scope=args.scope,
+            tag=args.tag,
+            http_port=args.http_port,
+            admin_port=args.admin_port,
+            dns=args.dns,
+            unbound_control_port=args.admin_port + 2,
+        )  # next to the admin port: two labs never share it
         lab.save()
         print("==> network namespaces, NAT router and WireGuard tunnel", file=sys.stderr)
         lab.network_up()

@@ -52,10 +52,14 @@ def assert_unit_runs_as(host, unit, user):
 def resolver_answer(host, name):
     """The A records home's resolver (127.0.0.1) gives for `name`, asked with dnspython
     from the runtime's venv (the base image has no dig)."""
-    probe = ("import dns.resolver as r; res = r.Resolver(configure=False); res.nameservers = ['127.0.0.1']; "
-             f"print(' '.join(a.address for a in res.resolve('{name}', 'A')))")
-    return eventually(lambda: host.check_output(f"/opt/envoyage/venv/bin/python -c \"{probe}\""),
-                      what=f"home's resolver answering {name}").split()
+    probe = (
+        "import dns.resolver as r; res = r.Resolver(configure=False); res.nameservers = ['127.0.0.1']; "
+        f"print(' '.join(a.address for a in res.resolve('{name}', 'A')))"
+    )
+    return eventually(
+        lambda: host.check_output(f'/opt/envoyage/venv/bin/python -c "{probe}"'),
+        what=f"home's resolver answering {name}",
+    ).split()
 
 
 def scan_and_wait_for_ban(host, target, host_header, scanner_ip, probes=15):
@@ -67,6 +71,7 @@ def scan_and_wait_for_ban(host, target, host_header, scanner_ip, probes=15):
         out = host.check_output("cscli decisions list -o json")
         decisions = [d for alert in (json.loads(out) or []) for d in alert.get("decisions") or []]
         return [d for d in decisions if d["value"] == scanner_ip and d["type"] == "ban"]
+
     return eventually(banned, what=f"a CrowdSec ban for {scanner_ip}")
 
 
@@ -79,21 +84,25 @@ def assert_dns_stays_in_the_lab(home, lab_dns, name, vps_address):
     assert f"forward-addr: {lab_dns}" in conf, conf
     out = home.run(f"envoyage check dns {name}")
     assert out.rc == 0 and f"{lab_dns}" in out.stdout and vps_address in out.stdout, out.stdout + out.stderr
-    probe = ("import dns.resolver as r, dns.resolver; res = r.Resolver(configure=False); "
-             f"res.nameservers = ['{lab_dns}']; res.lifetime = 3\n"
-             "try:\n    res.resolve('example.org', 'A')\nexcept r.NXDOMAIN:\n    print('nxdomain')")
-    assert home.check_output(f"/opt/envoyage/venv/bin/python -c \"{probe}\"") == "nxdomain"
+    probe = (
+        "import dns.resolver as r, dns.resolver; res = r.Resolver(configure=False); "
+        f"res.nameservers = ['{lab_dns}']; res.lifetime = 3\n"
+        "try:\n    res.resolve('example.org', 'A')\nexcept r.NXDOMAIN:\n    print('nxdomain')"
+    )
+    assert home.check_output(f'/opt/envoyage/venv/bin/python -c "{probe}"') == "nxdomain"
 
 
-PROBE = ("import socket, sys\n"
-         "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close(); print('open')\n"
-         "except socket.timeout:\n    print('timeout')\n"
-         "except OSError as exc:\n    print(exc.strerror)")
+PROBE = (
+    "import socket, sys\n"
+    "try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close(); print('open')\n"
+    "except socket.timeout:\n    print('timeout')\n"
+    "except OSError as exc:\n    print(exc.strerror)"
+)
 
 
 def tcp_probe(host, address, port):
     """'open', 'timeout' (dropped) or the error, for a TCP connect from `host`."""
-    return host.check_output(f"python3 -c \"{PROBE}\" {address} {port}")
+    return host.check_output(f'python3 -c "{PROBE}" {address} {port}')
 
 
 def assert_only_ports_open_over_the_tunnel(vps, home_tunnel_address, open_ports, dropped_ports):
@@ -106,11 +115,13 @@ def assert_only_ports_open_over_the_tunnel(vps, home_tunnel_address, open_ports,
 def assert_tunnel_status_healthy(home, interface="envoyage0"):
     """`envoyage status` (the control plane's own user) reads the tunnel without a problem,
     from the root-written status file, which holds no key."""
+
     def healthy():
         st = json.loads(home.check_output("envoyage status --json"))
         assert st["tunnel"]["problem"] is None, st["tunnel"]
         assert not [p for p in st["problems"] if p.startswith("tunnel")], st["problems"]
         return st["tunnel"]["handshake_age"] is not None and st["tunnel"]["handshake_age"] < 180
+
     eventually(healthy, what="the tunnel's status without a problem")
     status = home.file(f"/run/envoyage-tunnel/{interface}.json")
     assert status.exists and status.mode == 0o644 and status.user == "root"
@@ -120,8 +131,10 @@ def assert_tunnel_status_healthy(home, interface="envoyage0"):
 
 def assert_status_without_problems(home, timeout=60.0):
     """`envoyage status` on home names no problem (the edge in sync, the tunnel read)."""
+
     def clean():
         st = json.loads(home.check_output("envoyage status --json"))
         assert not st["problems"] and (st["edge"] is None or st["edge"]["in_sync"]), st["problems"]
         return st
+
     eventually(clean, timeout=timeout, what="envoyage status without a problem")

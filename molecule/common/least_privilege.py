@@ -13,8 +13,10 @@ from checks import eventually, get
 GOAL = 4.0  # systemd-analyze security's exposure, per unit
 NOBODY = "setpriv --reuid nobody --regid nogroup --clear-groups"
 CAP_NET_BIND_SERVICE = 1 << 10
-CONNECT = ("python3 -c \"import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
-           "s.sendall(b'POST /quitquitquit HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100))\"")
+CONNECT = (
+    'python3 -c "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); '
+    "s.sendall(b'POST /quitquitquit HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100))\""
+)
 
 
 def exposure(host, unit):
@@ -28,7 +30,8 @@ def exposure(host, unit):
 def assert_exposure_below_goal(host, unit):
     score = exposure(host, unit)
     assert score < GOAL, f"{unit}: exposure {score} (goal below {GOAL})\n" + host.check_output(
-        f"systemd-analyze security --no-pager {unit} | grep '✗'")
+        f"systemd-analyze security --no-pager {unit} | grep '✗'"
+    )
 
 
 def capabilities(host, unit):
@@ -60,22 +63,30 @@ def assert_admin_socket_is_the_envoys_alone(host, socket_path, owner, other_user
     no Envoy has a TCP admin port on loopback."""
     sock = host.file(socket_path)
     assert sock.is_socket and sock.mode == 0o600 and sock.user == owner, (sock.mode, sock.user)
-    assert "LIVE" in host.check_output(f"python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); "
-                                       f"s.connect('{socket_path}'); s.sendall(b'GET /ready HTTP/1.1\\r\\nHost: x"
-                                       "\\r\\nConnection: close\\r\\n\\r\\n'); print(s.makefile('rb').read().decode())\"")
+    assert "LIVE" in host.check_output(
+        f'python3 -c "import socket; s = socket.socket(socket.AF_UNIX); '
+        f"s.connect('{socket_path}'); s.sendall(b'GET /ready HTTP/1.1\\r\\nHost: x"
+        "\\r\\nConnection: close\\r\\n\\r\\n'); print(s.makefile('rb').read().decode())\""
+    )
     for who in other_users:
         probe = host.run(f"{who} {CONNECT} {socket_path}")
         assert probe.rc != 0 and "PermissionError" in probe.stderr, (who, probe.stdout, probe.stderr)
     listening = host.check_output("ss -ltnpH")
-    envoy_loopback = [line for line in listening.splitlines()
-                      if '"envoy"' in line and re.search(r"\s(127\.\d+\.\d+\.\d+|\[::1\]):\d+\s", line)]
+    envoy_loopback = [
+        line
+        for line in listening.splitlines()
+        if '"envoy"' in line and re.search(r"\s(127\.\d+\.\d+\.\d+|\[::1\]):\d+\s", line)
+    ]
     assert not envoy_loopback, envoy_loopback
 
 
 def assert_access_log_private(host, path, owner, group):
     log = host.file(path)
-    assert log.exists and log.mode == 0o640 and log.user == owner and log.group == group, \
-        (log.mode, log.user, log.group)
+    assert log.exists and log.mode == 0o640 and log.user == owner and log.group == group, (
+        log.mode,
+        log.user,
+        log.group,
+    )
     probe = host.run(f"{NOBODY} cat {path}")
     assert probe.rc != 0 and "Permission denied" in probe.stderr, probe.stdout[:200]
 
@@ -86,11 +97,15 @@ def assert_query_strings_not_logged(address, host_header, hosts_and_logs):
     path: what counts is that the request went all the way)."""
     marker = f"/share-{uuid.uuid4().hex[:8]}"
     token = "secret" + uuid.uuid4().hex
-    eventually(lambda: get(address, host_header, f"{marker}?_nxg_token={token}")[0] in (200, 404),
-               what=f"{marker} answered by the app through {address}")
+    eventually(
+        lambda: get(address, host_header, f"{marker}?_nxg_token={token}")[0] in (200, 404),
+        what=f"{marker} answered by the app through {address}",
+    )
     for host, path in hosts_and_logs:
-        eventually(lambda host=host, path=path: f'"path":"{marker}"' in host.check_output(f"cat {path}"),
-                   what=f"{marker} in {path}")
+        eventually(
+            lambda host=host, path=path: f'"path":"{marker}"' in host.check_output(f"cat {path}"),
+            what=f"{marker} in {path}",
+        )
         text = host.check_output(f"cat {path}")
         assert "_nxg_token" not in text and token not in text, path
 

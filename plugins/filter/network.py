@@ -84,7 +84,7 @@ def overlap_problem(value, prefix, what="the tunnel prefix"):
     except ValueError:
         return ""
     bad = []
-    for item in (value if isinstance(value, (list, tuple)) else [value]):
+    for item in value if isinstance(value, (list, tuple)) else [value]:
         try:
             net = ipaddress.ip_network(str(item).strip(), strict=False)
         except ValueError:
@@ -94,7 +94,11 @@ def overlap_problem(value, prefix, what="the tunnel prefix"):
     if not bad:
         return ""
     return "%s overlap%s %s %s: the VPS could pass as the LAN; list only your LAN's own networks" % (
-        ", ".join(bad), "s" if len(bad) == 1 else "", what, prefix)
+        ", ".join(bad),
+        "s" if len(bad) == 1 else "",
+        what,
+        prefix,
+    )
 
 
 def default_lan(facts):
@@ -134,7 +138,7 @@ def endpoint_problem(value):
     return _problem(parse_endpoint, value)
 
 
-class FilterModule(object):
+class FilterModule:
     def filters(self):
         return {
             "tunnel_plan": tunnel_plan,

@@ -45,9 +45,12 @@ def request(socket_path, method, path, body=None, timeout=30):
         conn.request(method, "/v1" + path, body=data, headers=headers)
         resp = conn.getresponse()
         raw = resp.read()
-    except (OSError, IOError) as exc:
-        raise ApiError(0, "the control plane is not reachable on %s (%s); is envoyage-control running?"
-                       % (socket_path, getattr(exc, "strerror", None) or exc))
+    except OSError as exc:
+        raise ApiError(
+            0,
+            "the control plane is not reachable on %s (%s); is envoyage-control running?"
+            % (socket_path, getattr(exc, "strerror", None) or exc),
+        )
     finally:
         conn.close()
     try:

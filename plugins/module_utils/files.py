@@ -33,13 +33,14 @@ def read_secret_file(path, what):
         st = os.stat(path)
         with open(path, "rb") as handle:
             data = handle.read()
-    except (IOError, OSError) as exc:
+    except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise SecretFileError("%s %s does not exist" % (what, path), missing=True)
         raise SecretFileError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
     if st.st_mode & 0o077:
-        raise SecretFileError("%s %s is readable by others (mode %04o); it must be 0600"
-                              % (what, path, st.st_mode & 0o7777))
+        raise SecretFileError(
+            "%s %s is readable by others (mode %04o); it must be 0600" % (what, path, st.st_mode & 0o7777)
+        )
     return data
 
 
@@ -80,7 +81,10 @@ def write_secret_file(path, content, mode=KEY_FILE_MODE, owner=None, group=None,
 def owner_group_problem(owner, group):
     """A sentence naming the parameter if `owner` or `group` (names or ids) does not exist
     on this host, else None: checked before anything is written."""
-    for option, value, lookup, kind in (("owner", owner, pwd.getpwnam, "user"), ("group", group, grp.getgrnam, "group")):
+    for option, value, lookup, kind in (
+        ("owner", owner, pwd.getpwnam, "user"),
+        ("group", group, grp.getgrnam, "group"),
+    ):
         if value is not None and not str(value).isdigit():
             try:
                 lookup(value)

@@ -42,8 +42,10 @@ HOME = b"home"
 EDGE = b"edge"
 # the file name home used before link version 2, for the salted hash of the secret
 OLD_HASH_NAME = "edge-secret.hash"
-UPGRADE_HINT = ("rerun the site playbook (or playbooks/rotate.yml), or `envoyage link-secret --replace` on home, "
-                "and give the VPS the new secret")
+UPGRADE_HINT = (
+    "rerun the site playbook (or playbooks/rotate.yml), or `envoyage link-secret --replace` on home, "
+    "and give the VPS the new secret"
+)
 
 
 class LinkKeyError(Exception):
@@ -115,15 +117,22 @@ def read_key_file(path):
         if exc.missing:
             old = _old_hash_next_to(path)
             if old:
-                raise LinkKeyError("%s holds the edge secret's hash of Envoyage before edge-link version 2, which "
-                                   "this control plane no longer uses: it needs the link key file %s instead; %s"
-                                   % (old, path, UPGRADE_HINT), missing=True)
-            raise LinkKeyError("no edge link key is set up (%s does not exist; create one with `envoyage "
-                               "link-secret`)" % path, missing=True)
+                raise LinkKeyError(
+                    "%s holds the edge secret's hash of Envoyage before edge-link version 2, which "
+                    "this control plane no longer uses: it needs the link key file %s instead; %s"
+                    % (old, path, UPGRADE_HINT),
+                    missing=True,
+                )
+            raise LinkKeyError(
+                "no edge link key is set up (%s does not exist; create one with `envoyage link-secret`)" % path,
+                missing=True,
+            )
         raise LinkKeyError(str(exc))
     if text.startswith("sha256$"):
-        raise LinkKeyError("%s holds the edge secret's hash of Envoyage before edge-link version 2, not a link key; "
-                           "%s" % (path, UPGRADE_HINT))
+        raise LinkKeyError(
+            "%s holds the edge secret's hash of Envoyage before edge-link version 2, not a link key; "
+            "%s" % (path, UPGRADE_HINT)
+        )
     parts = text.split("$")
     try:
         if len(parts) != 3 or parts[0] != SCHEME:

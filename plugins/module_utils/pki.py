@@ -29,7 +29,7 @@ class PkiError(Exception):
     """A problem with a key or certificate, in a sentence for the user (never key material)."""
 
 
-class _Crypto(object):
+class _Crypto:
     """The parts of `cryptography` used here, imported when first needed."""
 
     def __init__(self):
@@ -55,18 +55,18 @@ def _crypto():
 
 
 def _now():
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def not_after(cert):
     """The end of validity, timezone-aware (cryptography before 42 has only naive UTC)."""
     value = getattr(cert, "not_valid_after_utc", None)
-    return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.UTC)
 
 
 def not_before(cert):
     value = getattr(cert, "not_valid_before_utc", None)
-    return value if value is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+    return value if value is not None else cert.not_valid_before.replace(tzinfo=datetime.UTC)
 
 
 def check_common_name(common_name):
@@ -115,8 +115,9 @@ def key_type_of(key):
 def key_pem(key):
     c = _crypto()
     serialization = c.serialization
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_pem(key):
@@ -158,7 +159,7 @@ def load_cert(path):
     try:
         with open(path, "rb") as handle:
             data = handle.read()
-    except (IOError, OSError) as exc:
+    except OSError as exc:
         raise PkiError("cannot read the certificate %s: %s" % (path, exc.strerror or exc))
     try:
         return x509.load_pem_x509_certificate(data)
@@ -197,18 +198,31 @@ def create_ca(key, common_name, days=3650):
         raise PkiError("days %r: must be between 1 and 36500" % (days,))
     now = _now()
     name = _name(common_name)
-    builder = (x509.CertificateBuilder()
-               .subject_name(name).issuer_name(name)
-               .public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=int(days)))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                            content_commitment=False, key_encipherment=False,
-                                            data_encipherment=False, key_agreement=False, encipher_only=False,
-                                            decipher_only=False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=int(days)))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
     return builder.sign(key, _sign_hash(key))
 
 
@@ -257,18 +271,24 @@ def issue_leaf(ca_key, ca_cert, key, common_name, sans, days=365, usage="server"
     now = _now()
     ca_end = not_after(ca_cert)
     end = min(now + datetime.timedelta(days=int(days)), ca_end)  # never outlive the CA
-    eku = {"server": [ExtendedKeyUsageOID.SERVER_AUTH], "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
-           "both": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]}[usage]
-    builder = (x509.CertificateBuilder()
-               .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
-               .public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(end)
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.SubjectAlternativeName(entries), critical=False)
-               .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+    eku = {
+        "server": [ExtendedKeyUsageOID.SERVER_AUTH],
+        "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
+        "both": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    }[usage]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(entries), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
     return builder.sign(ca_key, _sign_hash(ca_key))
 
 
@@ -286,7 +306,8 @@ def cert_sans(cert):
 
 def key_matches_cert(key, cert):
     return public_pem(key) == cert.public_key().public_bytes(
-        _crypto().serialization.Encoding.PEM, _crypto().serialization.PublicFormat.SubjectPublicKeyInfo)
+        _crypto().serialization.Encoding.PEM, _crypto().serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def signed_by(cert, ca_cert):
@@ -304,8 +325,8 @@ def signed_by(cert, ca_cert):
             public.verify(cert.signature, cert.tbs_certificate_bytes, c.ec.ECDSA(cert.signature_hash_algorithm))
         elif isinstance(public, c.rsa.RSAPublicKey):
             from cryptography.hazmat.primitives.asymmetric import padding
-            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
-                          cert.signature_hash_algorithm)
+
+            public.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), cert.signature_hash_algorithm)
         else:
             public.verify(cert.signature, cert.tbs_certificate_bytes)
         return True
@@ -338,8 +359,10 @@ def ca_problem(ca_cert, renew_before_days, now=None):
     if end <= now:
         return "the CA expired on %s; renew the CA first" % end.strftime("%Y-%m-%d")
     if end - now <= datetime.timedelta(days=renew_before_days):
-        return ("the CA expires on %s, within the renewal window of %d days, so every run would issue again; "
-                "renew the CA first" % (end.strftime("%Y-%m-%d"), renew_before_days))
+        return (
+            "the CA expires on %s, within the renewal window of %d days, so every run would issue again; "
+            "renew the CA first" % (end.strftime("%Y-%m-%d"), renew_before_days)
+        )
     return None
 
 

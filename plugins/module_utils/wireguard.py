@@ -51,11 +51,13 @@ class WireGuardError(Exception):
 
 def _x25519():
     try:
-        from cryptography.hazmat.primitives.asymmetric import x25519
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import x25519
     except ImportError:
-        raise WireGuardError("the Python package 'cryptography' is needed to create WireGuard keys "
-                             "(Debian: apt install python3-cryptography)")
+        raise WireGuardError(
+            "the Python package 'cryptography' is needed to create WireGuard keys "
+            "(Debian: apt install python3-cryptography)"
+        )
     return x25519, serialization
 
 
@@ -78,7 +80,8 @@ def check_key(key_b64, what="key"):
 def generate_private_key():
     x25519, serialization = _x25519()
     raw = x25519.X25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     return base64.b64encode(raw).decode("ascii")
 
 
@@ -132,9 +135,11 @@ def address_plan(prefix=DEFAULT_PREFIX):
     except ValueError as exc:
         raise WireGuardError("tunnel prefix %r is not a network in CIDR notation (%s)" % (prefix, exc))
     if net.version == 4 and net.prefixlen > 29 or net.version == 6 and net.prefixlen > 125:
-        raise WireGuardError("tunnel prefix %s is too small: it needs room for the VPS, home and VPN clients "
-                             "(use /29 or larger)" % prefix)
-    hosts = net.hosts() if net.version == 4 else (net.network_address + i for i in range(1, 2 ** 16))
+        raise WireGuardError(
+            "tunnel prefix %s is too small: it needs room for the VPS, home and VPN clients "
+            "(use /29 or larger)" % prefix
+        )
+    hosts = net.hosts() if net.version == 4 else (net.network_address + i for i in range(1, 2**16))
     vps = next(hosts)
     home = next(hosts)
     first_client = next(hosts)
@@ -154,8 +159,13 @@ def parse_endpoint(endpoint):
         host, sep, port = text[1:].partition("]:")
     else:
         host, sep, port = text.rpartition(":")
-    if (not sep or not host or not port.isdigit() or not 0 < int(port) < 65536
-            or any(c.isspace() or ord(c) < 32 or c in "[]#=" for c in host)):
+    if (
+        not sep
+        or not host
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or any(c.isspace() or ord(c) < 32 or c in "[]#=" for c in host)
+    ):
         raise WireGuardError("the VPS endpoint %r must be HOST:PORT (for example vps.example.org:51820)" % endpoint)
     return host, int(port)
 
@@ -174,29 +184,35 @@ def render_home(private_key, vps_public_key, vps_endpoint, plan, keepalive=HOME_
     no PrivateKey line (bring_up(private_key_path=...) loads it)."""
     host, port = parse_endpoint(vps_endpoint)
     endpoint = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-    return "\n".join(_interface(private_key, "home private key") + [
-        "",
-        "[Peer]",
-        "# the VPS",
-        "PublicKey = %s" % check_key(vps_public_key, "VPS public key"),
-        "Endpoint = %s" % endpoint,
-        "AllowedIPs = %s" % plan["prefix"],
-        "PersistentKeepalive = %d" % int(keepalive),
-        "",
-    ])
+    return "\n".join(
+        _interface(private_key, "home private key")
+        + [
+            "",
+            "[Peer]",
+            "# the VPS",
+            "PublicKey = %s" % check_key(vps_public_key, "VPS public key"),
+            "Endpoint = %s" % endpoint,
+            "AllowedIPs = %s" % plan["prefix"],
+            "PersistentKeepalive = %d" % int(keepalive),
+            "",
+        ]
+    )
 
 
 def render_vps(private_key, home_public_key, plan, listen_port=DEFAULT_LISTEN_PORT):
     """The VPS listens and never dials: home's endpoint is learnt from its handshakes."""
-    return "\n".join(_interface(private_key, "VPS private key") + [
-        "ListenPort = %d" % int(listen_port),
-        "",
-        "[Peer]",
-        "# home",
-        "PublicKey = %s" % check_key(home_public_key, "home public key"),
-        "AllowedIPs = %s/%d" % (plan["home"], 32 if ":" not in plan["home"] else 128),
-        "",
-    ])
+    return "\n".join(
+        _interface(private_key, "VPS private key")
+        + [
+            "ListenPort = %d" % int(listen_port),
+            "",
+            "[Peer]",
+            "# home",
+            "PublicKey = %s" % check_key(home_public_key, "home public key"),
+            "AllowedIPs = %s/%d" % (plan["home"], 32 if ":" not in plan["home"] else 128),
+            "",
+        ]
+    )
 
 
 # -- bring-up -------------------------------------------------------------------------
@@ -210,7 +226,7 @@ def kernel_module_available(sys_module="/sys/module/wireguard", modules_dir="/li
     try:
         with open(os.path.join(modules_dir, release, "modules.dep")) as handle:
             return any("/wireguard.ko" in line.split(":", 1)[0] for line in handle)
-    except (IOError, OSError):
+    except OSError:
         return False
 
 
@@ -220,8 +236,10 @@ def choose_backend(kernel_available, wireguard_go_path):
         return "kernel"
     if wireguard_go_path:
         return "wireguard-go"
-    raise WireGuardError("this kernel has no WireGuard module and wireguard-go is not installed "
-                         "(Debian: apt install wireguard-go wireguard-tools)")
+    raise WireGuardError(
+        "this kernel has no WireGuard module and wireguard-go is not installed "
+        "(Debian: apt install wireguard-go wireguard-tools)"
+    )
 
 
 def _run(cmd, netns=None, run=None):
@@ -234,8 +252,9 @@ def _run(cmd, netns=None, run=None):
 def _default_run(cmd, timeout=10):
     """(exit code, stdout, stderr); a missing program or a hang is an exit code too."""
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, check=False
+        )
     except OSError as exc:
         return 127, "", "%s: %s" % (cmd[0], exc.strerror or exc)
     except subprocess.TimeoutExpired:
@@ -289,13 +308,18 @@ def render_firewall(interface, address, tcp_ports):
     ports = sorted(set(int(p) for p in tcp_ports))
     if any(not 0 < p < 65536 for p in ports) or len(ports) > 15:
         raise WireGuardError("the tunnel firewall takes 1-15 TCP ports between 1 and 65535, got %r" % (tcp_ports,))
-    lines = ["*filter", ":%s - [0:0]" % chain,
-             "-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN" % chain]
+    lines = ["*filter", ":%s - [0:0]" % chain, "-A %s -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN" % chain]
     if ports:
-        lines.append("-A %s -d %s/%d -p tcp -m multiport --dports %s -j RETURN"
-                     % (chain, ip, 32 if ip.version == 4 else 128, ",".join(str(p) for p in ports)))
-    lines += ['-A %s -m comment --comment "envoyage: only %s from the tunnel" -j DROP'
-              % (chain, "tcp " + ",".join(str(p) for p in ports) if ports else "answers"), "COMMIT", ""]
+        lines.append(
+            "-A %s -d %s/%d -p tcp -m multiport --dports %s -j RETURN"
+            % (chain, ip, 32 if ip.version == 4 else 128, ",".join(str(p) for p in ports))
+        )
+    lines += [
+        '-A %s -m comment --comment "envoyage: only %s from the tunnel" -j DROP'
+        % (chain, "tcp " + ",".join(str(p) for p in ports) if ports else "answers"),
+        "COMMIT",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -317,8 +341,9 @@ def apply_firewall(interface, address, tcp_ports, netns=None, run=None):
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(render_firewall(interface, address, tcp_ports))
-        _must([tool + "-restore", "-w", "--noflush", path], netns, run,
-              "loading the tunnel firewall (%s-restore)" % tool)
+        _must(
+            [tool + "-restore", "-w", "--noflush", path], netns, run, "loading the tunnel firewall (%s-restore)" % tool
+        )
     finally:
         os.unlink(path)
     added = []
@@ -361,19 +386,30 @@ def ensure_unreachable_route(address, prefixlen, netns=None, run=None):
     connection to a tunnel address fails at once (EHOSTUNREACH) instead of following the
     default route. Kept by bring_down."""
     net = _network(address, prefixlen)
-    _must(["ip", "-%d" % net.version, "route", "replace", "unreachable", str(net), "metric", str(UNREACHABLE_METRIC)],
-          netns, run, "adding the unreachable route for %s" % net)
+    _must(
+        ["ip", "-%d" % net.version, "route", "replace", "unreachable", str(net), "metric", str(UNREACHABLE_METRIC)],
+        netns,
+        run,
+        "adding the unreachable route for %s" % net,
+    )
     return str(net)
 
 
 def remove_unreachable_route(prefix, netns=None, run=None):
     net = ipaddress.ip_network(prefix, strict=False)
-    return _run(["ip", "-%d" % net.version, "route", "del", "unreachable", str(net), "metric",
-                 str(UNREACHABLE_METRIC)], netns, run)[0] == 0
+    return (
+        _run(
+            ["ip", "-%d" % net.version, "route", "del", "unreachable", str(net), "metric", str(UNREACHABLE_METRIC)],
+            netns,
+            run,
+        )[0]
+        == 0
+    )
 
 
-def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None, run=None,
-             private_key_path=None, allow_tcp=None):
+def bring_up(
+    interface, conf_path, address, prefixlen, backend=None, netns=None, run=None, private_key_path=None, allow_tcp=None
+):
     """Create `interface`, load `conf_path` (wg setconf format) and set its address.
     Idempotent: an interface that exists is reconfigured, not recreated. With
     `private_key_path` the configuration holds no PrivateKey line: the key is loaded from
@@ -389,20 +425,31 @@ def bring_up(interface, conf_path, address, prefixlen, backend=None, netns=None,
     code = _run(["ip", "link", "show", "dev", interface], netns, run)[0]
     if code != 0:
         if backend == "kernel":
-            _must(["ip", "link", "add", "dev", interface, "type", "wireguard"], netns, run,
-                  "creating the WireGuard interface %s" % interface)
+            _must(
+                ["ip", "link", "add", "dev", interface, "type", "wireguard"],
+                netns,
+                run,
+                "creating the WireGuard interface %s" % interface,
+            )
         else:
             # daemonizes once the interface and its control socket exist
             _must(["wireguard-go", interface], netns, run, "starting wireguard-go for %s" % interface)
     _must(["wg", "setconf", interface, conf_path], netns, run, "loading the tunnel configuration into %s" % interface)
     if private_key_path:
         read_private_key(private_key_path)  # refuses a missing, malformed or readable-by-others key
-        _must(["wg", "set", interface, "private-key", private_key_path], netns, run,
-              "loading the private key into %s" % interface)
-    _must(["ip", "address", "replace", "%s/%d" % (address, prefixlen), "dev", interface], netns, run,
-          "setting the tunnel address on %s" % interface)
-    _must(["ip", "link", "set", "mtu", "1420", "up", "dev", interface], netns, run,
-          "bringing %s up" % interface)
+        _must(
+            ["wg", "set", interface, "private-key", private_key_path],
+            netns,
+            run,
+            "loading the private key into %s" % interface,
+        )
+    _must(
+        ["ip", "address", "replace", "%s/%d" % (address, prefixlen), "dev", interface],
+        netns,
+        run,
+        "setting the tunnel address on %s" % interface,
+    )
+    _must(["ip", "link", "set", "mtu", "1420", "up", "dev", interface], netns, run, "bringing %s up" % interface)
     return backend
 
 
@@ -468,8 +515,10 @@ def _read_interface(interface, netns=None, run=None, now=None):
             uapi = "/var/run/wireguard/%s.sock" % interface
             if netns is None and os.path.exists(uapi) and not os.access(uapi, os.W_OK):
                 # wireguard-go's control socket is root's alone (and it exits if that changes)
-                raise WireGuardError("cannot read the tunnel's status: %s is wireguard-go's control socket and only "
-                                     "root may use it (with the kernel's WireGuard, CAP_NET_ADMIN is enough)" % uapi)
+                raise WireGuardError(
+                    "cannot read the tunnel's status: %s is wireguard-go's control socket and only "
+                    "root may use it (with the kernel's WireGuard, CAP_NET_ADMIN is enough)" % uapi
+                )
             if "No such device" in text or "Unable to access interface" in text:
                 raise WireGuardError("the tunnel interface %s does not exist (is the tunnel unit running?)" % interface)
             if "Operation not permitted" in text or "ermission denied" in text:
@@ -557,40 +606,72 @@ def read_status_file(path, interface, now=None, stale_after=STATUS_FILE_STALE_SE
     try:
         with open(path) as handle:
             doc = json.load(handle)
-    except (IOError, OSError) as exc:
+    except OSError as exc:
         if getattr(exc, "errno", None) == 2:
-            raise StatusFileMissing("the tunnel status file %s does not exist: is %s running?"
-                                    % (path, STATUS_WRITER_UNIT))
+            raise StatusFileMissing(
+                "the tunnel status file %s does not exist: is %s running?" % (path, STATUS_WRITER_UNIT)
+            )
         raise WireGuardError("cannot read the tunnel status file %s: %s" % (path, exc.strerror or exc))
     except ValueError:
-        raise WireGuardError("the tunnel status file %s is not the JSON its writer (%s) writes"
-                             % (path, STATUS_WRITER_UNIT))
+        raise WireGuardError(
+            "the tunnel status file %s is not the JSON its writer (%s) writes" % (path, STATUS_WRITER_UNIT)
+        )
     if not isinstance(doc, dict) or not isinstance(doc.get("written_at"), (int, float)):
-        raise WireGuardError("the tunnel status file %s is not the JSON its writer (%s) writes"
-                             % (path, STATUS_WRITER_UNIT))
+        raise WireGuardError(
+            "the tunnel status file %s is not the JSON its writer (%s) writes" % (path, STATUS_WRITER_UNIT)
+        )
     if doc.get("interface") != interface:
-        raise WireGuardError("the tunnel status file %s is about the interface %r, not %s"
-                             % (path, doc.get("interface"), interface))
+        raise WireGuardError(
+            "the tunnel status file %s is about the interface %r, not %s" % (path, doc.get("interface"), interface)
+        )
     age = now - doc["written_at"]
     if age > stale_after:
-        raise WireGuardError("the tunnel status file %s was last written %d s ago: its writer (%s) is not "
-                             "running or is stuck" % (path, age, STATUS_WRITER_UNIT))
+        raise WireGuardError(
+            "the tunnel status file %s was last written %d s ago: its writer (%s) is not "
+            "running or is stuck" % (path, age, STATUS_WRITER_UNIT)
+        )
     if doc.get("error"):
         raise WireGuardError(str(doc["error"]))
     peers = {}
     for i, peer in enumerate(doc.get("peers") or [], 1):
         ts = peer.get("last_handshake")
-        peers["peer%d" % i] = {"last_handshake": ts or None, "handshake_age": round(now - ts, 1) if ts else None,
-                               "rx_bytes": peer.get("rx_bytes"), "tx_bytes": peer.get("tx_bytes"),
-                               "endpoint": peer.get("endpoint")}
+        peers["peer%d" % i] = {
+            "last_handshake": ts or None,
+            "handshake_age": round(now - ts, 1) if ts else None,
+            "rx_bytes": peer.get("rx_bytes"),
+            "tx_bytes": peer.get("tx_bytes"),
+            "endpoint": peer.get("endpoint"),
+        }
     return peers
 
 
 __all__ = [
-    "WireGuardError", "check_key", "generate_private_key", "public_key", "write_secret_file",
-    "read_private_key", "ensure_keypair", "address_plan", "parse_endpoint", "render_home", "render_vps",
-    "kernel_module_available", "choose_backend", "bring_up", "bring_down", "parse_show", "read_status",
-    "tunnel_problem", "firewall_chain", "render_firewall", "apply_firewall", "remove_firewall",
-    "ensure_unreachable_route", "remove_unreachable_route", "default_status_file", "status_document",
-    "write_status_file", "read_status_file",
+    "WireGuardError",
+    "check_key",
+    "generate_private_key",
+    "public_key",
+    "write_secret_file",
+    "read_private_key",
+    "ensure_keypair",
+    "address_plan",
+    "parse_endpoint",
+    "render_home",
+    "render_vps",
+    "kernel_module_available",
+    "choose_backend",
+    "bring_up",
+    "bring_down",
+    "parse_show",
+    "read_status",
+    "tunnel_problem",
+    "firewall_chain",
+    "render_firewall",
+    "apply_firewall",
+    "remove_firewall",
+    "ensure_unreachable_route",
+    "remove_unreachable_route",
+    "default_status_file",
+    "status_document",
+    "write_status_file",
+    "read_status_file",
 ]

@@ -137,19 +137,26 @@ def main():
     created = False
     try:
         if have_cert and not have_key:
-            module.fail_json(msg="key_path: %s does not exist but the CA certificate %s does; refusing to make a "
-                                 "new CA over it (move the certificate away to start a new CA)"
-                                 % (p["key_path"], p["cert_path"]))
+            module.fail_json(
+                msg="key_path: %s does not exist but the CA certificate %s does; refusing to make a "
+                "new CA over it (move the certificate away to start a new CA)" % (p["key_path"], p["cert_path"])
+            )
         key = load_named("key_path", load_key, p["key_path"]) if have_key else None
         cert = load_named("cert_path", load_cert, p["cert_path"]) if have_cert else None
         if key is not None and cert is not None and not key_matches_cert(key, cert):
-            module.fail_json(msg="key_path: the CA key %s does not match the CA certificate %s; refusing to "
-                                 "change either (move both away to start a new CA)" % (p["key_path"], p["cert_path"]))
+            module.fail_json(
+                msg="key_path: the CA key %s does not match the CA certificate %s; refusing to "
+                "change either (move both away to start a new CA)" % (p["key_path"], p["cert_path"])
+            )
         if cert is None:
             created = key is None
             if module.check_mode:
-                module.exit_json(changed=True, certificate="", created=created,
-                                 diff={"before": before, "after": {"key": True, "certificate": True}})
+                module.exit_json(
+                    changed=True,
+                    certificate="",
+                    created=created,
+                    diff={"before": before, "after": {"key": True, "certificate": True}},
+                )
             if key is None:
                 key = new_key(p["key_path"], p["key_type"], p["key_size"])
             cert = create_ca(key, p["common_name"], p["days"])
@@ -157,8 +164,13 @@ def main():
     except PkiError as exc:
         module.fail_json(msg=str(exc))
     changed = apply_owner_group(module, (p["key_path"], p["cert_path"]), created or not have_cert)
-    module.exit_json(changed=changed, certificate=cert_pem(cert).decode("ascii"), info=describe(cert),
-                     created=created, diff={"before": before, "after": {"key": True, "certificate": True}})
+    module.exit_json(
+        changed=changed,
+        certificate=cert_pem(cert).decode("ascii"),
+        info=describe(cert),
+        created=created,
+        diff={"before": before, "after": {"key": True, "certificate": True}},
+    )
 
 
 if __name__ == "__main__":

@@ -164,8 +164,9 @@ def main():
     if not 1 <= p["days"] <= 3650:
         module.fail_json(msg="days: %d is not between 1 and 3650" % p["days"])
     if not 0 <= p["renew_before_days"] < p["days"]:
-        module.fail_json(msg="renew_before_days: %d must be at least 0 and less than days (%d)"
-                             % (p["renew_before_days"], p["days"]))
+        module.fail_json(
+            msg="renew_before_days: %d must be at least 0 and less than days (%d)" % (p["renew_before_days"], p["days"])
+        )
     problem = target_problem(p, ("key_path", "cert_path"))
     if problem:
         module.fail_json(msg=problem)
@@ -178,8 +179,10 @@ def main():
         ca_key = load_named("ca_key_path", load_key, p["ca_key_path"])
         ca_cert = load_named("ca_cert_path", load_cert, p["ca_cert_path"])
         if not key_matches_cert(ca_key, ca_cert):
-            module.fail_json(msg="ca_key_path: the CA key %s does not match the CA certificate %s"
-                                 % (p["ca_key_path"], p["ca_cert_path"]))
+            module.fail_json(
+                msg="ca_key_path: the CA key %s does not match the CA certificate %s"
+                % (p["ca_key_path"], p["ca_cert_path"])
+            )
         problem = ca_problem(ca_cert, p["renew_before_days"])
         if problem:
             module.fail_json(msg="ca_cert_path: %s" % problem)
@@ -196,9 +199,15 @@ def main():
         before = _summary(cert)
         if reason:
             if module.check_mode:
-                module.exit_json(changed=True, certificate="", reason=reason,
-                                 diff={"before": before, "after": {"subject_alt_names": [
-                                     value for _kind, value in parse_sans(p["subject_alt_names"])]}})
+                module.exit_json(
+                    changed=True,
+                    certificate="",
+                    reason=reason,
+                    diff={
+                        "before": before,
+                        "after": {"subject_alt_names": [value for _kind, value in parse_sans(p["subject_alt_names"])]},
+                    },
+                )
             if key is None:
                 key = new_key(p["key_path"], p["key_type"], p["key_size"])
             cert = issue_leaf(ca_key, ca_cert, key, p["common_name"], p["subject_alt_names"], p["days"], p["usage"])
@@ -206,8 +215,13 @@ def main():
     except PkiError as exc:
         module.fail_json(msg=str(exc))
     changed = apply_owner_group(module, (p["key_path"], p["cert_path"]), bool(reason))
-    module.exit_json(changed=changed, certificate=cert_pem(cert).decode("ascii"), info=describe(cert), reason=reason,
-                     diff={"before": before, "after": _summary(cert)})
+    module.exit_json(
+        changed=changed,
+        certificate=cert_pem(cert).decode("ascii"),
+        info=describe(cert),
+        reason=reason,
+        diff={"before": before, "after": _summary(cert)},
+    )
 
 
 if __name__ == "__main__":

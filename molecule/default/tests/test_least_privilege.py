@@ -9,9 +9,15 @@ import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "common"))
 from least_privilege import (  # noqa: E402
-    NOBODY, assert_access_log_private, assert_admin_socket_is_the_envoys_alone, assert_exposure_below_goal,
-    assert_logrotate_keeps_the_mode, assert_no_capability, assert_only_net_bind_service,
-    assert_query_strings_not_logged)
+    NOBODY,
+    assert_access_log_private,
+    assert_admin_socket_is_the_envoys_alone,
+    assert_exposure_below_goal,
+    assert_logrotate_keeps_the_mode,
+    assert_no_capability,
+    assert_only_net_bind_service,
+    assert_query_strings_not_logged,
+)
 
 HOME = testinfra.get_host("docker://eym-home")
 VPS = testinfra.get_host("docker://eym-vps")
@@ -38,8 +44,9 @@ def test_the_envoys_hold_only_net_bind_service(host, unit):
 
 
 def test_the_home_envoy_admin_socket_refuses_other_users():
-    assert_admin_socket_is_the_envoys_alone(HOME, "/run/envoyage-envoy/admin.sock", "envoy",
-                                            [NOBODY, ENVOY_GROUP_MEMBER])
+    assert_admin_socket_is_the_envoys_alone(
+        HOME, "/run/envoyage-envoy/admin.sock", "envoy", [NOBODY, ENVOY_GROUP_MEMBER]
+    )
 
 
 def test_the_vps_envoy_admin_socket_refuses_other_users():
@@ -55,7 +62,8 @@ def test_another_user_cannot_read_the_access_log(host, owner, group):
     assert_access_log_private(host, LOG, owner, group)
 
 
-@pytest.mark.parametrize("host,owner,group,address", [(HOME, "envoy", "envoy", HOME_IP),
-                                                      (VPS, "envoyage-edge", "envoyage-edge", VPS_IP)])
+@pytest.mark.parametrize(
+    "host,owner,group,address", [(HOME, "envoy", "envoy", HOME_IP), (VPS, "envoyage-edge", "envoyage-edge", VPS_IP)]
+)
 def test_logrotate_keeps_the_access_log_private(host, owner, group, address):
     assert_logrotate_keeps_the_mode(host, LOG, owner, group, address, APP)

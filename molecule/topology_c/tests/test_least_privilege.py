@@ -9,9 +9,15 @@ import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "common"))
 from least_privilege import (  # noqa: E402
-    NOBODY, assert_access_log_private, assert_admin_socket_is_the_envoys_alone, assert_exposure_below_goal,
-    assert_logrotate_keeps_the_mode, assert_no_capability, assert_only_net_bind_service,
-    assert_query_strings_not_logged)
+    NOBODY,
+    assert_access_log_private,
+    assert_admin_socket_is_the_envoys_alone,
+    assert_exposure_below_goal,
+    assert_logrotate_keeps_the_mode,
+    assert_no_capability,
+    assert_only_net_bind_service,
+    assert_query_strings_not_logged,
+)
 
 HOME = testinfra.get_host("docker://eymc-home")
 HOME_IP = "198.18.91.2"
@@ -30,8 +36,12 @@ def test_no_capability_in_the_control_plane_and_no_net_admin_anywhere():
 
 
 def test_the_envoy_admin_socket_refuses_other_users():
-    assert_admin_socket_is_the_envoys_alone(HOME, "/run/envoyage-envoy/admin.sock", "envoy",
-                                            [NOBODY, "setpriv --reuid envoyage --regid envoyage --init-groups"])
+    assert_admin_socket_is_the_envoys_alone(
+        HOME,
+        "/run/envoyage-envoy/admin.sock",
+        "envoy",
+        [NOBODY, "setpriv --reuid envoyage --regid envoyage --init-groups"],
+    )
 
 
 def test_a_share_link_token_in_the_query_reaches_no_access_log():

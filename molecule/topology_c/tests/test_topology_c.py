@@ -15,8 +15,10 @@ HOME_IP = "198.18.91.2"
 APP = "whoami.example.test"
 
 
-@pytest.mark.parametrize("unit,user", [
-    ("envoyage-control", "envoyage"), ("envoyage-envoy", "envoy"), ("unbound", "unbound"), ("crowdsec", "root")])
+@pytest.mark.parametrize(
+    "unit,user",
+    [("envoyage-control", "envoyage"), ("envoyage-envoy", "envoy"), ("unbound", "unbound"), ("crowdsec", "root")],
+)
 def test_services_run_under_their_own_users(unit, user):
     assert_unit_runs_as(HOME, unit, user)
 

@@ -37,10 +37,20 @@ def connect_address(listen_address: str) -> str:
     return listen_address
 
 
-def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str = "127.0.0.1",
-              xds_port: int = 18000, admin_address: str = "127.0.0.1", admin_port: int = 9901,
-              xds_socket: str | None = None, max_heap_bytes: int = 0,
-              max_connections: int = 0, admin_socket: str | None = None) -> dict[str, Any]:
+def bootstrap(
+    node_id: str,
+    role: str,
+    *,
+    delta: bool = False,
+    xds_address: str = "127.0.0.1",
+    xds_port: int = 18000,
+    admin_address: str = "127.0.0.1",
+    admin_port: int = 9901,
+    xds_socket: str | None = None,
+    max_heap_bytes: int = 0,
+    max_connections: int = 0,
+    admin_socket: str | None = None,
+) -> dict[str, Any]:
     """`xds_socket`: reach the control plane on this Unix socket (a pipe address) instead
     of xds_address:xds_port. `admin_socket`: Envoy's admin interface on this Unix socket,
     mode 0600 (only Envoy's own user, and root, may use it), instead of
@@ -77,8 +87,11 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
         except ValueError:
             xds_type = "LOGICAL_DNS"
         xds_target = {"socket_address": {"address": xds_address, "port_value": int(xds_port)}}
-    extra = {"overload_manager": overload_manager(max_heap_bytes, max_connections)} \
-        if max_heap_bytes or max_connections else {}
+    extra = (
+        {"overload_manager": overload_manager(max_heap_bytes, max_connections)}
+        if max_heap_bytes or max_connections
+        else {}
+    )
     return {
         **extra,
         "node": {
@@ -97,9 +110,7 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
                         "envoy_grpc": {
                             "cluster_name": XDS_CLUSTER,
                             # reconnect quickly after a control-plane restart
-                            "retry_policy": {
-                                "retry_back_off": {"base_interval": "0.1s", "max_interval": "2s"}
-                            },
+                            "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "2s"}},
                         }
                     }
                 ],
@@ -117,23 +128,13 @@ def bootstrap(node_id: str, role: str, *, delta: bool = False, xds_address: str 
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                             "explicit_http_config": {
-                                "http2_protocol_options": {
-                                    "connection_keepalive": {"interval": "10s", "timeout": "5s"}
-                                }
+                                "http2_protocol_options": {"connection_keepalive": {"interval": "10s", "timeout": "5s"}}
                             },
                         }
                     },
                     "load_assignment": {
                         "cluster_name": XDS_CLUSTER,
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {"address": xds_target}
-                                    }
-                                ]
-                            }
-                        ],
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": xds_target}}]}],
                     },
                 }
             ]
@@ -153,25 +154,44 @@ def overload_manager(max_heap_bytes: int, max_connections: int) -> dict[str, Any
     instead of taking more memory. Either limit may be 0 (not set)."""
     monitors, actions = [], []
     if max_connections:
-        monitors.append({"name": CONNECTIONS_MONITOR, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
-                     "DownstreamConnectionsConfig",
-            "max_active_downstream_connections": int(max_connections)}})
+        monitors.append(
+            {
+                "name": CONNECTIONS_MONITOR,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                    "DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": int(max_connections),
+                },
+            }
+        )
     if max_heap_bytes:
-        monitors.append({"name": HEAP_MONITOR, "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
-            "max_heap_size_bytes": int(max_heap_bytes)}})
+        monitors.append(
+            {
+                "name": HEAP_MONITOR,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": int(max_heap_bytes),
+                },
+            }
+        )
 
         def at(value: float) -> list[dict]:
             return [{"name": HEAP_MONITOR, "threshold": {"value": value}}]
+
         actions = [
-            {"name": "envoy.overload_actions.reduce_timeouts",
-             "triggers": [{"name": HEAP_MONITOR, "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95}}],
-             "typed_config": {
-                 "@type": "type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
-                 "timer_scale_factors": [{"timer": timer, "min_scale": {"value": 10}}
-                                         for timer in ("HTTP_DOWNSTREAM_CONNECTION_IDLE",
-                                                       "HTTP_DOWNSTREAM_STREAM_IDLE")]}},
+            {
+                "name": "envoy.overload_actions.reduce_timeouts",
+                "triggers": [
+                    {"name": HEAP_MONITOR, "scaled": {"scaling_threshold": 0.80, "saturation_threshold": 0.95}}
+                ],
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.overload.v3.ScaleTimersOverloadActionConfig",
+                    "timer_scale_factors": [
+                        {"timer": timer, "min_scale": {"value": 10}}
+                        for timer in ("HTTP_DOWNSTREAM_CONNECTION_IDLE", "HTTP_DOWNSTREAM_STREAM_IDLE")
+                    ],
+                },
+            },
             {"name": "envoy.overload_actions.shrink_heap", "triggers": at(0.90)},
             {"name": "envoy.overload_actions.stop_accepting_connections", "triggers": at(0.95)},
             {"name": "envoy.overload_actions.stop_accepting_requests", "triggers": at(0.98)},

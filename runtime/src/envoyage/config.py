@@ -11,9 +11,10 @@ import dataclasses
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -217,8 +218,10 @@ class EdgeConfig:
             inside = False
         if not inside:
             # the secret travels on this connection: only across the tunnel
-            raise ConfigError(f"link_address {host!r} is not inside the tunnel prefix {plan['prefix']}; the edge "
-                              "link runs across the tunnel only")
+            raise ConfigError(
+                f"link_address {host!r} is not inside the tunnel prefix {plan['prefix']}; the edge "
+                "link runs across the tunnel only"
+            )
         return f"[{host}]:{self.link_port}" if ":" in host else f"{host}:{self.link_port}"
 
 
@@ -227,31 +230,64 @@ def _fields(cls) -> dict:
 
 
 _FIELDS = _fields(Config)
-_PATHS = {"state_dir", "run_dir", "log_dir", "control_socket", "xds_socket", "link_key_file",
-          "tunnel_status_file", "envoy_admin_socket",
-          "edge_access_log", "secret_file", "dns_include_file", "dns_unbound_config"}
+_PATHS = {
+    "state_dir",
+    "run_dir",
+    "log_dir",
+    "control_socket",
+    "xds_socket",
+    "link_key_file",
+    "tunnel_status_file",
+    "envoy_admin_socket",
+    "edge_access_log",
+    "secret_file",
+    "dns_include_file",
+    "dns_unbound_config",
+}
 _OPTIONAL_PATHS = {"control_socket", "xds_socket", "link_key_file", "tunnel_status_file", "envoy_admin_socket"}
 _INTS = {"xds_port", "home_http_port", "link_port", "home_tunnel_port", "edge_http_port"}
-_COUNTS = {"edge_max_connections": (1, 1_000_000), "edge_http2_max_concurrent_streams": (1, 10_000),
-           "edge_http2_initial_stream_window": (65_535, 2**31 - 1),
-           "edge_http2_initial_connection_window": (65_535, 2**31 - 1),
-           "envoy_max_heap_mb": (32, 1_048_576), "envoy_max_connections": (1, 1_000_000),
-           "xds_max_streams": (1, 100_000), "envoy_base_id": (0, 65535), "envoy_admin_port": (0, 65535), "envoy_concurrency": (0, 1024),
-           "dns_ttl": (1, 86_400)}
-_SECONDS = {"xds_keepalive": (1.0, 3600.0), "xds_keepalive_timeout": (1.0, 600.0),
-            "xds_first_request_timeout": (1.0, 600.0), "xds_forget_after": (1.0, 30 * 86400.0),
-            "edge_health_interval": (1.0, 3600.0), "edge_request_headers_timeout": (1.0, 600.0),
-            "edge_idle_timeout": (1.0, 86400.0), "edge_stream_idle_timeout": (1.0, 86400.0)}
-_BOOLS = {"discovery_trust_image_labels", "docker_enabled", "docker_mesh", "accept_registry", "envoy_supervise", "dns_enabled"}
+_COUNTS = {
+    "edge_max_connections": (1, 1_000_000),
+    "edge_http2_max_concurrent_streams": (1, 10_000),
+    "edge_http2_initial_stream_window": (65_535, 2**31 - 1),
+    "edge_http2_initial_connection_window": (65_535, 2**31 - 1),
+    "envoy_max_heap_mb": (32, 1_048_576),
+    "envoy_max_connections": (1, 1_000_000),
+    "xds_max_streams": (1, 100_000),
+    "envoy_base_id": (0, 65535),
+    "envoy_admin_port": (0, 65535),
+    "envoy_concurrency": (0, 1024),
+    "dns_ttl": (1, 86_400),
+}
+_SECONDS = {
+    "xds_keepalive": (1.0, 3600.0),
+    "xds_keepalive_timeout": (1.0, 600.0),
+    "xds_first_request_timeout": (1.0, 600.0),
+    "xds_forget_after": (1.0, 30 * 86400.0),
+    "edge_health_interval": (1.0, 3600.0),
+    "edge_request_headers_timeout": (1.0, 600.0),
+    "edge_idle_timeout": (1.0, 86400.0),
+    "edge_stream_idle_timeout": (1.0, 86400.0),
+}
+_BOOLS = {
+    "discovery_trust_image_labels",
+    "docker_enabled",
+    "docker_mesh",
+    "accept_registry",
+    "envoy_supervise",
+    "dns_enabled",
+}
 _OPTIONAL_STRINGS = {"docker_host", "link_address", "dns_server", "edge_public_address"}
 # IP addresses ("" = not set)
 _ADDRESSES = {"dns_answer_address": 4, "dns_answer_address6": 6}
 # lists of strings (a YAML list, or a comma-separated string in a variable); CIDR
 # syntax is checked when used, so a typo is a named problem in status, not a dead daemon
 _LISTS = {"edge_addresses", "lan_cidrs", "vpn_cidrs"}
-_NAMES = {"tunnel_interface": re.compile(r"[A-Za-z0-9_.-]{1,15}"),
-          "edge_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"),
-          "envoy_node_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")}
+_NAMES = {
+    "tunnel_interface": re.compile(r"[A-Za-z0-9_.-]{1,15}"),
+    "edge_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"),
+    "envoy_node_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"),
+}
 _SCOPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _LEVELS = {"debug", "info", "warning", "error"}
 
@@ -286,8 +322,9 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return parse_duration_ms(key, value, low_ms=int(low * 1000), high_ms=int(high * 1000)) / 1000
         except InputError as exc:
             if "not a duration" in exc.message:
-                raise ConfigError(f"{origin}: '{key}' must be a duration such as '30s' or '500ms', "
-                                  f"got {value!r}") from None
+                raise ConfigError(
+                    f"{origin}: '{key}' must be a duration such as '30s' or '500ms', got {value!r}"
+                ) from None
             raise ConfigError(f"{origin}: '{key}' must be between {low:g}s and {high:g}s, got {value!r}") from None
     if key in _BOOLS:
         if isinstance(value, bool):
@@ -322,8 +359,10 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     if key == "topology":
         text = str(value).strip().lower()
         if text == "b":
-            raise ConfigError(f"{origin}: topology 'b' (control plane on the VPS) is not available yet; "
-                              "use 'a' (home + VPS) or 'c' (home only)")
+            raise ConfigError(
+                f"{origin}: topology 'b' (control plane on the VPS) is not available yet; "
+                "use 'a' (home + VPS) or 'c' (home only)"
+            )
         if text not in ("a", "c"):
             raise ConfigError(f"{origin}: 'topology' must be 'a' (home + VPS) or 'c' (home only), got {value!r}")
         return text
@@ -345,15 +384,18 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         return str(value)
     if key == "docker_scope":
         if not isinstance(value, str) or (value and not _SCOPE_RE.fullmatch(value)):
-            raise ConfigError(f"{origin}: 'docker_scope' must be empty (every container) or letters, digits, "
-                              f"'_', '.', '-' (up to 63), got {value!r}")
+            raise ConfigError(
+                f"{origin}: 'docker_scope' must be empty (every container) or letters, digits, "
+                f"'_', '.', '-' (up to 63), got {value!r}"
+            )
         return value
     if key == "domains":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{origin}: 'domains' must be a list of domains (your zones, e.g. [example.org]), "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"{origin}: 'domains' must be a list of domains (your zones, e.g. [example.org]), got {value!r}"
+            )
         zones: list[str] = []
         for i, item in enumerate(value):
             try:
@@ -361,8 +403,10 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             except InputError as exc:
                 raise ConfigError(f"{origin}: 'domains[{i}]': {exc.message}") from None
             if zone.startswith("*."):
-                raise ConfigError(f"{origin}: 'domains[{i}]': give the zone ({zone[2:]!r}), not a wildcard; "
-                                  "every name under it is included")
+                raise ConfigError(
+                    f"{origin}: 'domains[{i}]': give the zone ({zone[2:]!r}), not a wildcard; "
+                    "every name under it is included"
+                )
             if zone not in zones:
                 zones.append(zone)
         return tuple(zones)
@@ -374,7 +418,9 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         except InputError as exc:
             raise ConfigError(f"{origin}: 'docker_default_domain': {exc.message}")
         if domain.startswith("*."):
-            raise ConfigError(f"{origin}: 'docker_default_domain' must be a plain domain, not a wildcard, got {value!r}")
+            raise ConfigError(
+                f"{origin}: 'docker_default_domain' must be a plain domain, not a wildcard, got {value!r}"
+            )
         return domain
     if key in _OPTIONAL_STRINGS:
         if not isinstance(value, str):
@@ -390,9 +436,11 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
 
 
 # settings of older versions, with what to do instead
-_RETIRED = {"link_secret_hash_file": "(the edge secret's hash) is from Envoyage before edge-link version 2: home now "
-                                     "keeps a link key derived from the secret (link.key_file); rerun the site "
-                                     "playbook (or playbooks/rotate.yml), which writes the key and this file anew"}
+_RETIRED = {
+    "link_secret_hash_file": "(the edge secret's hash) is from Envoyage before edge-link version 2: home now "
+    "keeps a link key derived from the secret (link.key_file); rerun the site "
+    "playbook (or playbooks/rotate.yml), which writes the key and this file anew"
+}
 
 _SECTIONS = ("xds", "docker", "discovery", "tunnel", "link", "edge", "envoy", "dns")
 

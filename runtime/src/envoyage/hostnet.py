@@ -44,14 +44,26 @@ class HostNetworks:
         return tuple(a for a in self.local_addresses if not ipaddress.ip_address(a).is_loopback)
 
     @classmethod
-    def read(cls) -> "HostNetworks":
-        interfaces = [r.get("dev") for family in ("-4", "-6") for r in _ip_json(family, "route", "show", "default")
-                      if r.get("dev")]
-        addresses = [(link.get("ifname", ""), a.get("local", ""), int(a.get("prefixlen", 0)))
-                     for link in _ip_json("addr", "show") for a in link.get("addr_info", []) if a.get("local")]
-        bridges = tuple(DockerNetwork(name=iface, subnet=str(ipaddress.ip_interface(f"{addr}/{plen}").network),
-                                      gateway=addr)
-                        for iface, addr, plen in addresses if iface.startswith(DOCKER_BRIDGES)
-                        and not ipaddress.ip_address(addr).is_link_local)
-        return cls(default_lan=tuple(default_lan_networks(interfaces, addresses)),
-                   local_addresses=tuple(a for _i, a, _p in addresses), bridges=bridges)
+    def read(cls) -> HostNetworks:
+        interfaces = [
+            r.get("dev")
+            for family in ("-4", "-6")
+            for r in _ip_json(family, "route", "show", "default")
+            if r.get("dev")
+        ]
+        addresses = [
+            (link.get("ifname", ""), a.get("local", ""), int(a.get("prefixlen", 0)))
+            for link in _ip_json("addr", "show")
+            for a in link.get("addr_info", [])
+            if a.get("local")
+        ]
+        bridges = tuple(
+            DockerNetwork(name=iface, subnet=str(ipaddress.ip_interface(f"{addr}/{plen}").network), gateway=addr)
+            for iface, addr, plen in addresses
+            if iface.startswith(DOCKER_BRIDGES) and not ipaddress.ip_address(addr).is_link_local
+        )
+        return cls(
+            default_lan=tuple(default_lan_networks(interfaces, addresses)),
+            local_addresses=tuple(a for _i, a, _p in addresses),
+            bridges=bridges,
+        )

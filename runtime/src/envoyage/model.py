@@ -12,8 +12,9 @@ import hashlib
 import ipaddress
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import idna
 
@@ -96,10 +97,18 @@ class ServiceSpec:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "name": self.name, "domains": list(self.domains), "upstreams": [str(u) for u in self.upstreams],
-            "path": self.path, "access": self.access, "health_check": self.health_check, "source": self.source,
-            "auth": self.auth, "tls_upstream": self.tls_upstream, "websocket": self.websocket,
-            "request_timeout": _fmt_timeout(self.request_timeout_ms), "idle_timeout": _fmt_timeout(self.idle_timeout_ms),
+            "name": self.name,
+            "domains": list(self.domains),
+            "upstreams": [str(u) for u in self.upstreams],
+            "path": self.path,
+            "access": self.access,
+            "health_check": self.health_check,
+            "source": self.source,
+            "auth": self.auth,
+            "tls_upstream": self.tls_upstream,
+            "websocket": self.websocket,
+            "request_timeout": _fmt_timeout(self.request_timeout_ms),
+            "idle_timeout": _fmt_timeout(self.idle_timeout_ms),
         }
         if isinstance(self.health_check, HealthCheck):
             hc = self.health_check
@@ -137,8 +146,9 @@ def parse_timeout_ms(field_name: str, value: Any) -> int:
     return parse_duration_ms(field_name, value, low_ms=1_000, high_ms=MAX_TIMEOUT_MS, off_hint=True)
 
 
-def parse_duration_ms(field_name: str, value: Any, low_ms: int = 100, high_ms: int = 3_600_000,
-                      off_hint: bool = False) -> int:
+def parse_duration_ms(
+    field_name: str, value: Any, low_ms: int = 100, high_ms: int = 3_600_000, off_hint: bool = False
+) -> int:
     """'10s', '500ms', '1m', '2h', '1d' or a number of seconds -> milliseconds, within [low_ms, high_ms]."""
     if isinstance(value, bool):
         raise InputError(field_name, f"{value!r} is not a duration (use e.g. '10s' or '500ms')")
@@ -155,8 +165,10 @@ def parse_duration_ms(field_name: str, value: Any, low_ms: int = 100, high_ms: i
     number, unit = float(m.group(1)), m.group(2) or "s"
     ms = int(number * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[unit])
     if not low_ms <= ms <= high_ms:
-        raise InputError(field_name, f"{value!r} must be between {_fmt_ms(low_ms)} and {_fmt_ms(high_ms)}"
-                         + (" (or 'off')" if off_hint else ""))
+        raise InputError(
+            field_name,
+            f"{value!r} must be between {_fmt_ms(low_ms)} and {_fmt_ms(high_ms)}" + (" (or 'off')" if off_hint else ""),
+        )
     return ms
 
 
@@ -184,8 +196,9 @@ def domain_to_ascii(field_name: str, value: str) -> str:
             elif label.startswith("xn--"):
                 idna.ulabel(label)  # an A-label must be valid punycode of a valid U-label
         except (idna.IDNAError, UnicodeError) as exc:
-            raise InputError(field_name, f"{value!r}: the label {label!r} cannot be encoded as a domain name: {exc}") \
-                from None
+            raise InputError(
+                field_name, f"{value!r}: the label {label!r} cannot be encoded as a domain name: {exc}"
+            ) from None
         labels.append(label)
     return ".".join(labels)
 
@@ -209,8 +222,10 @@ def parse_domain(field_name: str, value: Any) -> str:
         raise InputError(field_name, f"{value!r} is not a valid domain name")
     if is_public_suffix(rest):
         what = f"a wildcard on the public suffix '{rest}'" if wildcard else f"the public suffix '{rest}' itself"
-        raise InputError(field_name, f"{value!r} is {what}: anyone can register names under it, so no one "
-                                     "installation can claim them all")
+        raise InputError(
+            field_name,
+            f"{value!r} is {what}: anyone can register names under it, so no one installation can claim them all",
+        )
     return f"*.{rest}" if wildcard else rest
 
 
@@ -239,8 +254,10 @@ def zones_problem(domain: str, zones: tuple[str, ...]) -> str | None:
     zones configured every name is allowed."""
     if not zones or zone_of(domain, zones) is not None:
         return None
-    return (f"'{domain_display(domain)}' is not in this installation's domains ({', '.join(zones)}); add its zone to "
-            "the 'domains' setting if it is yours")
+    return (
+        f"'{domain_display(domain)}' is not in this installation's domains ({', '.join(zones)}); add its zone to "
+        "the 'domains' setting if it is yours"
+    )
 
 
 def domain_display(domain: str) -> str:
@@ -272,8 +289,10 @@ def parse_upstream(field_name: str, value: Any) -> Upstream:
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise InputError(field_name, f"{value!r}: '{port_text}' is not a port number")
     if "%" in host:
-        raise InputError(field_name, f"{value!r}: IPv6 zone ids ('%...') are not supported; use an address "
-                                     "Envoy can reach without one")
+        raise InputError(
+            field_name,
+            f"{value!r}: IPv6 zone ids ('%...') are not supported; use an address Envoy can reach without one",
+        )
     try:
         host = str(ipaddress.ip_address(host))
     except ValueError:
@@ -336,8 +355,20 @@ def _parse_list(field_name: str, value: Any, parse_one, empty_message: str, spli
     return items
 
 
-_SERVICE_FIELDS = {"name", "domains", "upstreams", "path", "access", "health_check", "source", "auth",
-                   "tls_upstream", "websocket", "request_timeout", "idle_timeout"}
+_SERVICE_FIELDS = {
+    "name",
+    "domains",
+    "upstreams",
+    "path",
+    "access",
+    "health_check",
+    "source",
+    "auth",
+    "tls_upstream",
+    "websocket",
+    "request_timeout",
+    "idle_timeout",
+}
 
 
 def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
@@ -352,10 +383,20 @@ def parse_service(data: Any, *, name: str | None = None) -> ServiceSpec:
         raise InputError(
             "name", f"{svc_name!r} is not a valid service name (lowercase letters, digits and '-', up to 63)"
         )
-    domains = _parse_list("domains", data.get("domains"), parse_domain, "at least one domain is required",
-                          split=lambda text: text.split(","))
-    upstreams = _parse_list("upstreams", data.get("upstreams"), parse_upstream,
-                            "at least one upstream HOST:PORT is required", split=lambda text: [text])
+    domains = _parse_list(
+        "domains",
+        data.get("domains"),
+        parse_domain,
+        "at least one domain is required",
+        split=lambda text: text.split(","),
+    )
+    upstreams = _parse_list(
+        "upstreams",
+        data.get("upstreams"),
+        parse_upstream,
+        "at least one upstream HOST:PORT is required",
+        split=lambda text: [text],
+    )
     if any(u.is_ip for u in upstreams) and not all(u.is_ip for u in upstreams):
         raise InputError("upstreams", "mix of IP addresses and host names; use one kind per service")
     path = data.get("path", "/")
@@ -424,17 +465,34 @@ class ServiceState:
     detail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, spec: ServiceSpec, first_seen: float = 0.0, **kw: Any) -> "ServiceState":
-        return cls(name=spec.name, source=spec.source, spec=spec, first_seen=first_seen,
-                   updated_at=kw.pop("updated_at", first_seen), **kw)
+    def of(cls, spec: ServiceSpec, first_seen: float = 0.0, **kw: Any) -> ServiceState:
+        return cls(
+            name=spec.name,
+            source=spec.source,
+            spec=spec,
+            first_seen=first_seen,
+            updated_at=kw.pop("updated_at", first_seen),
+            **kw,
+        )
 
     def to_json(self) -> dict[str, Any]:
         if self.spec is not None:
             data = self.spec.to_json()
         else:
-            data = {"name": self.name, "source": self.source, "domains": list(self.detail.get("domains", [])),
-                    "upstreams": [], "path": None, "access": None, "health_check": None, "auth": None,
-                    "tls_upstream": None, "websocket": None, "request_timeout": None, "idle_timeout": None}
+            data = {
+                "name": self.name,
+                "source": self.source,
+                "domains": list(self.detail.get("domains", [])),
+                "upstreams": [],
+                "path": None,
+                "access": None,
+                "health_check": None,
+                "auth": None,
+                "tls_upstream": None,
+                "websocket": None,
+                "request_timeout": None,
+                "idle_timeout": None,
+            }
         data["domains_unicode"] = [domain_display(d) for d in data["domains"]]
         data["first_seen"] = self.first_seen
         data["updated_at"] = self.updated_at

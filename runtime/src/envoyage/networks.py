@@ -14,8 +14,8 @@ interface(s) (`default_lan_networks`), checked the same way.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -27,8 +27,10 @@ def parse_networks(setting: str, items: Iterable[str]) -> tuple[tuple[str, ...],
         try:
             net = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError:
-            problems.append(f"{setting}: {item!r} is not a network in CIDR notation (like 192.168.1.0/24); "
-                            "it is ignored, so vpn-only services do not admit it")
+            problems.append(
+                f"{setting}: {item!r} is not a network in CIDR notation (like 192.168.1.0/24); "
+                "it is ignored, so vpn-only services do not admit it"
+            )
             continue
         if str(net) not in networks:
             networks.append(str(net))
@@ -58,8 +60,11 @@ def local_docker_networks(networks: Iterable[DockerNetwork], local_addresses: It
             subnet = ipaddress.ip_network(net.subnet, strict=False)
             # dockerd leaves the gateway out of the default bridge's IPAM: it is the
             # subnet's first address then
-            gateway = str(ipaddress.ip_address(net.gateway.split("/")[0]) if net.gateway
-                          else next(subnet.hosts(), subnet.network_address))
+            gateway = str(
+                ipaddress.ip_address(net.gateway.split("/")[0])
+                if net.gateway
+                else next(subnet.hosts(), subnet.network_address)
+            )
         except ValueError:
             continue
         if gateway in local:
@@ -86,9 +91,14 @@ def default_lan_networks(default_interfaces: Sequence[str], addresses: Iterable[
     return out
 
 
-def vpn_only_networks(lan_cidrs: Sequence[str], vpn_cidrs: Sequence[str], *, default_lan: Sequence[str] = (),
-                      tunnel_prefix: str | None = None,
-                      docker_networks: Iterable[DockerNetwork] = ()) -> tuple[tuple[str, ...], list[str]]:
+def vpn_only_networks(
+    lan_cidrs: Sequence[str],
+    vpn_cidrs: Sequence[str],
+    *,
+    default_lan: Sequence[str] = (),
+    tunnel_prefix: str | None = None,
+    docker_networks: Iterable[DockerNetwork] = (),
+) -> tuple[tuple[str, ...], list[str]]:
     """The networks vpn-only admits on home's LAN listener, and a sentence per refused entry.
 
     `lan_cidrs` empty: `default_lan` (home's default-route networks) is the LAN. An entry
@@ -102,29 +112,41 @@ def vpn_only_networks(lan_cidrs: Sequence[str], vpn_cidrs: Sequence[str], *, def
     if from_default:
         lan = tuple(default_lan)
         if not lan:
-            problems.append("lan_cidrs is not set and home has no default-route address to take the LAN from; "
-                            "vpn-only services admit no LAN client (set lan_cidrs to your LAN, e.g. 192.168.1.0/24)")
+            problems.append(
+                "lan_cidrs is not set and home has no default-route address to take the LAN from; "
+                "vpn-only services admit no LAN client (set lan_cidrs to your LAN, e.g. 192.168.1.0/24)"
+            )
     forbidden: list[tuple[Network, str]] = []
     if tunnel_prefix:
-        forbidden.append((ipaddress.ip_network(tunnel_prefix, strict=False),
-                          f"the tunnel prefix {tunnel_prefix} (the VPS could pass as the LAN)"))
+        forbidden.append(
+            (
+                ipaddress.ip_network(tunnel_prefix, strict=False),
+                f"the tunnel prefix {tunnel_prefix} (the VPS could pass as the LAN)",
+            )
+        )
     for dn in docker_networks:
         try:
-            forbidden.append((ipaddress.ip_network(dn.subnet, strict=False),
-                              f"the Docker network '{dn.name}' ({dn.subnet}; every container on it could pass "
-                              "as the LAN)"))
+            forbidden.append(
+                (
+                    ipaddress.ip_network(dn.subnet, strict=False),
+                    f"the Docker network '{dn.name}' ({dn.subnet}; every container on it could pass as the LAN)",
+                )
+            )
         except ValueError:
             continue
     admitted: list[str] = []
     for setting, entries in (("lan_cidrs", lan), ("vpn_cidrs", vpn)):
         for entry in entries:
             net = ipaddress.ip_network(entry)
-            clash = next((why for other, why in forbidden
-                          if other.version == net.version and net.overlaps(other)), None)
+            clash = next(
+                (why for other, why in forbidden if other.version == net.version and net.overlaps(other)), None
+            )
             origin = "home's default-route network" if setting == "lan_cidrs" and from_default else setting
             if clash:
-                problems.append(f"{origin}: {entry} overlaps {clash}; it is refused, so vpn-only services do not "
-                                f"admit it (list only your LAN's own networks)")
+                problems.append(
+                    f"{origin}: {entry} overlaps {clash}; it is refused, so vpn-only services do not "
+                    f"admit it (list only your LAN's own networks)"
+                )
                 continue
             if entry not in admitted:
                 admitted.append(entry)

@@ -11,8 +11,8 @@ import signal
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("envoyage")
 
@@ -52,8 +52,10 @@ def own_directory(path: Path, mode: int, group_write: bool) -> None:
         pass
     st = path.lstat()
     if stat.S_ISLNK(st.st_mode):
-        raise UnsafeDirectory(f"refusing to use {path}: it is a symbolic link (to {os.readlink(path)}); "
-                              "point the setting at the real directory")
+        raise UnsafeDirectory(
+            f"refusing to use {path}: it is a symbolic link (to {os.readlink(path)}); "
+            "point the setting at the real directory"
+        )
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeDirectory(f"refusing to use {path}: it is not a directory")
     if st.st_uid != os.geteuid():
@@ -61,13 +63,17 @@ def own_directory(path: Path, mode: int, group_write: bool) -> None:
             owner = pwd.getpwuid(st.st_uid).pw_name
         except KeyError:
             owner = str(st.st_uid)
-        raise UnsafeDirectory(f"refusing to use {path}: it is owned by {owner}, not by the user running "
-                              f"envoyage ({pwd.getpwuid(os.geteuid()).pw_name}); chown it or remove it")
+        raise UnsafeDirectory(
+            f"refusing to use {path}: it is owned by {owner}, not by the user running "
+            f"envoyage ({pwd.getpwuid(os.geteuid()).pw_name}); chown it or remove it"
+        )
     writable = stat.S_IWOTH | (0 if group_write else stat.S_IWGRP)
     if st.st_mode & writable:
         who = "everyone" if st.st_mode & stat.S_IWOTH else "its group"
-        raise UnsafeDirectory(f"refusing to use {path}: it is writable by {who} (mode "
-                              f"{stat.S_IMODE(st.st_mode):04o}); chmod {'go-w' if not group_write else 'o-w'} it")
+        raise UnsafeDirectory(
+            f"refusing to use {path}: it is writable by {who} (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); chmod {'go-w' if not group_write else 'o-w'} it"
+        )
 
 
 def prepare_socket(path: Path) -> None:
@@ -80,8 +86,9 @@ def prepare_socket(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise OSError(f"{path} exists and is not a socket; refusing to replace it (move it away or "
-                      "choose another path)")
+        raise OSError(
+            f"{path} exists and is not a socket; refusing to replace it (move it away or choose another path)"
+        )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import ENVOYAGE, RUN_ID, TEST_LABEL, TEST_SCOPE, Setup, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
@@ -38,8 +37,9 @@ def docker_client():
     """dockerd running (started if needed) and the sample image built, once per run."""
     import docker
 
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "sample-image.sh")], capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "sample-image.sh")], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     client = docker.from_env()
     _remove_leftovers(client)
@@ -127,11 +127,19 @@ class ControlProcess:
     def __init__(self, workdir, config):
         self.workdir = workdir
         self.config_path = workdir / "control.yaml"
-        self.config_path.write_text(yaml.safe_dump({
-            "state_dir": str(config.state_dir), "run_dir": str(config.run_dir), "log_dir": str(config.log_dir),
-            "xds_port": free_port(), "home_http_address": "127.0.0.1", "home_http_port": config.home_http_port,
-            "docker": {"enabled": False, "scope": TEST_SCOPE},
-        }))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "state_dir": str(config.state_dir),
+                    "run_dir": str(config.run_dir),
+                    "log_dir": str(config.log_dir),
+                    "xds_port": free_port(),
+                    "home_http_address": "127.0.0.1",
+                    "home_http_port": config.home_http_port,
+                    "docker": {"enabled": False, "scope": TEST_SCOPE},
+                }
+            )
+        )
         self.xds_port = yaml.safe_load(self.config_path.read_text())["xds_port"]
         self.socket = config.socket_path
         self.state_dir = config.state_dir
@@ -141,10 +149,17 @@ class ControlProcess:
 
     def start(self):
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([ENVOYAGE, "--config", str(self.config_path), "control", *self.extra_args],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.socket.exists() and run_cli("status", socket_path=self.socket).returncode == 0,
-                 timeout=20, what="control plane to answer")
+        self.proc = subprocess.Popen(
+            [ENVOYAGE, "--config", str(self.config_path), "control", *self.extra_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            lambda: self.socket.exists() and run_cli("status", socket_path=self.socket).returncode == 0,
+            timeout=20,
+            what="control plane to answer",
+        )
         return self
 
     def stop(self, sig=signal.SIGTERM):
@@ -184,25 +199,43 @@ class PrivateDockerd:
         self.client = None
 
     def create_bridge(self) -> None:
-        for cmd in (["ip", "link", "add", self.bridge, "type", "bridge"],
-                    ["ip", "addr", "add", "10.213.47.1/24", "dev", self.bridge],
-                    ["ip", "link", "set", self.bridge, "up"]):
+        for cmd in (
+            ["ip", "link", "add", self.bridge, "type", "bridge"],
+            ["ip", "addr", "add", "10.213.47.1/24", "dev", self.bridge],
+            ["ip", "link", "set", self.bridge, "up"],
+        ):
             subprocess.run(cmd, check=True, capture_output=True)
 
     def delete_bridge(self) -> None:
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
-    def start(self) -> "PrivateDockerd":
+    def start(self) -> PrivateDockerd:
         import docker
 
         log = open(self.log_path, "ab")
         # no iptables rules (the host's are the host dockerd's business); containers are
         # reached over the test's bridge directly
         self.proc = subprocess.Popen(
-            ["dockerd", "--host", self.host, "--data-root", str(self.root / "data"),
-             "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid"),
-             "--bridge", self.bridge, "--iptables=false", "--ip6tables=false", "--ip-forward=false"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "dockerd",
+                "--host",
+                self.host,
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+                "--bridge",
+                self.bridge,
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def up() -> bool:
             if self.proc.poll() is not None:
@@ -210,6 +243,7 @@ class PrivateDockerd:
             if self.client is None:
                 self.client = docker.DockerClient(base_url=self.host, timeout=60)
             return self.client.ping()
+
         wait_for(up, 60, what=f"the test's own dockerd (log {self.log_path})")
         return self
 

@@ -8,10 +8,10 @@ import os
 import subprocess
 
 import pytest
-
-from envoyage.control.daemon import ControlDaemon
 from helpers import make_config, rmtree, short_tmpdir
 from test_spine import _raw, _req
+
+from envoyage.control.daemon import ControlDaemon
 
 
 def answer(sock, method, path, body: bytes, ctype="application/json"):
@@ -32,16 +32,34 @@ def api(workdir, config):
 GOOD = json.dumps({"name": "ok", "domains": ["ok.test"], "upstreams": ["10.0.0.1:80"]}).encode()
 
 
-@pytest.mark.parametrize("body, ctype, status, needle", [
-    (b"[" * 100000, "application/json", 400, "JSON nested too deeply"),
-    (json.dumps({"name": "iv", "domains": ["iv.test"], "upstreams": ["10.0.0.1:80"],
-                 "health_check": {"interval": int("9" * 400)}}).encode(), "application/json", 400, "not a duration"),
-    (b"name=x&domains=y", "application/x-www-form-urlencoded", 415, "Content-Type: application/json"),
-    (b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--b--\r\n", "multipart/form-data; boundary=b",
-     415, "Content-Type: application/json"),
-    (GOOD, "text/plain", 415, "got text/plain"),
-    (b"\xff\xfe{}", "application/json", 400, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body, ctype, status, needle",
+    [
+        (b"[" * 100000, "application/json", 400, "JSON nested too deeply"),
+        (
+            json.dumps(
+                {
+                    "name": "iv",
+                    "domains": ["iv.test"],
+                    "upstreams": ["10.0.0.1:80"],
+                    "health_check": {"interval": int("9" * 400)},
+                }
+            ).encode(),
+            "application/json",
+            400,
+            "not a duration",
+        ),
+        (b"name=x&domains=y", "application/x-www-form-urlencoded", 415, "Content-Type: application/json"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+            415,
+            "Content-Type: application/json",
+        ),
+        (GOOD, "text/plain", 415, "got text/plain"),
+        (b"\xff\xfe{}", "application/json", 400, "not valid JSON"),
+    ],
+)
 def test_bad_requests_get_a_named_4xx_and_change_nothing(api, body, ctype, status, needle):
     got, payload = answer(api.config.socket_path, "POST", "/v1/services", body, ctype)
     assert got == status and needle in payload["error"], payload
@@ -67,8 +85,12 @@ def test_a_full_disk_is_507_with_nothing_half_written_and_recovers():
                     fh.flush()
             except OSError:
                 pass
-        batch = json.dumps([{"name": f"b{i}", "domains": [f"b{i}.test"], "upstreams": ["10.0.0.1:80"],
-                             "path": "/" + "p" * 2000} for i in range(200)]).encode()
+        batch = json.dumps(
+            [
+                {"name": f"b{i}", "domains": [f"b{i}.test"], "upstreams": ["10.0.0.1:80"], "path": "/" + "p" * 2000}
+                for i in range(200)
+            ]
+        ).encode()
         status, payload = answer(sock, "POST", "/v1/services", batch)
         assert status == 507 and "disk holding the registry is full" in payload["error"], payload
         assert [s["name"] for s in d.plane.list_services()] == ["ok"]  # nothing half-written

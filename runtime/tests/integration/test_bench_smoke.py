@@ -11,8 +11,12 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_bench_smoke_run_writes_report_and_raw_samples(workdir, docker):
     out, results = workdir / "benchmarks.md", workdir / "results"
-    run = subprocess.run(["bash", str(ROOT / "bench" / "run.sh"), "--smoke", "--out", str(out),
-                          "--results", str(results)], capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        ["bash", str(ROOT / "bench" / "run.sh"), "--smoke", "--out", str(out), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = out.read_text()
     for section in ("## Config → live", "## Discovery → live", "## Scale", "## Topology A", "## Goals"):
@@ -36,8 +40,12 @@ def test_bench_smoke_run_writes_report_and_raw_samples(workdir, docker):
 def test_soak_smoke_run_meets_its_goals(workdir):
     out, results = workdir / "benchmarks.md", workdir / "results"
     out.write_text("# Benchmarks\n\nearlier sections stay\n")
-    run = subprocess.run(["bash", str(ROOT / "bench" / "soak.sh"), "--smoke", "--out", str(out),
-                          "--results", str(results)], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        ["bash", str(ROOT / "bench" / "soak.sh"), "--smoke", "--out", str(out), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = out.read_text()
     assert report.startswith("# Benchmarks\n\nearlier sections stay\n") and "## Soak" in report

@@ -12,7 +12,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from helpers import ENVOYAGE, rmtree, short_tmpdir
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.integration
 # ansible-test bootstraps pip in each of its venvs with a get-pip script from a host that is
 # not reachable here; this stand-in runs pip from its wheel (the wheel comes from PyPI,
 # which is reachable), with the arguments ansible-test gives get-pip.
-GET_PIP = '''\
+GET_PIP = """\
 import os
 import sys
 
@@ -35,7 +34,7 @@ sys.path.insert(0, wheel)
 from pip._internal.cli.main import main  # noqa: E402
 
 sys.exit(main(["install"] + [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]))
-'''
+"""
 
 
 def _ansible_test_cache() -> None:
@@ -44,8 +43,22 @@ def _ansible_test_cache() -> None:
     wheel = cache / f"pip-{PIP_VERSION}-py3-none-any.whl"
     cache.mkdir(parents=True, exist_ok=True)
     if not wheel.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
-                        "-d", str(cache), f"pip=={PIP_VERSION}"], check=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "-q",
+                "--no-deps",
+                "-d",
+                str(cache),
+                f"pip=={PIP_VERSION}",
+            ],
+            check=True,
+            timeout=300,
+        )
     if not script.exists():
         script.write_text(GET_PIP.format(v=PIP_VERSION))
 
@@ -56,8 +69,13 @@ def collection():
     scripts/build-collection.sh does; yields (tarball, installed path)."""
     work = short_tmpdir("eyC-")
     try:
-        built = subprocess.run(["bash", str(ROOT / "scripts" / "build-collection.sh"), str(work / "collections")],
-                               cwd=ROOT, capture_output=True, text=True, timeout=600)
+        built = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "build-collection.sh"), str(work / "collections")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert built.returncode == 0, built.stdout + built.stderr
         tarball = Path(dict(line.split("=", 1) for line in built.stdout.splitlines() if "=" in line)["TARBALL"])
         path = work / "collections" / "ansible_collections" / "envoyage" / "core"
@@ -68,8 +86,14 @@ def collection():
 
 
 def _ansible_test(path: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ansible-test"), *args, "--python", "3.11"], cwd=path, capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])))
+    return subprocess.run(
+        [str(BIN / "ansible-test"), *args, "--python", "3.11"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])),
+    )
 
 
 def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(collection):
@@ -78,11 +102,20 @@ def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(c
     # work); a cache or a test tree in it would be megabytes
     assert tarball.stat().st_size < 480_000, f"{tarball.stat().st_size} bytes"
     names = tarfile.open(tarball).getnames()
-    for wanted in ("COLLECTION.md", "meta/runtime.yml", "MANIFEST.json", "plugins/module_utils/wireguard.py",
-                   "plugins/module_utils/pki.py", *(f"plugins/modules/{m}.py" for m in MODULES),
-                   "changelogs/changelog.yaml", "runtime/pyproject.toml", "playbooks/site.yml",
-                   "plugins/filter/network.py", "molecule/default/molecule.yml",
-                   *(f"roles/{r}/meta/argument_specs.yml" for r in ROLES)):
+    for wanted in (
+        "COLLECTION.md",
+        "meta/runtime.yml",
+        "MANIFEST.json",
+        "plugins/module_utils/wireguard.py",
+        "plugins/module_utils/pki.py",
+        *(f"plugins/modules/{m}.py" for m in MODULES),
+        "changelogs/changelog.yaml",
+        "runtime/pyproject.toml",
+        "playbooks/site.yml",
+        "plugins/filter/network.py",
+        "molecule/default/molecule.yml",
+        *(f"roles/{r}/meta/argument_specs.yml" for r in ROLES),
+    ):
         assert wanted in names, wanted
     for unwanted in (".venv", "bench", "scripts", "runtime/tests", ".hypothesis", ".git", "__pycache__"):
         assert not any(n == unwanted or n.startswith(unwanted + "/") or f"/{unwanted}/" in n for n in names), unwanted
@@ -95,8 +128,14 @@ def test_ansible_lint_production_profile_passes(collection):
     """The roles, playbooks and Molecule scenarios as installed (deliberate exceptions are
     in .ansible-lint-ignore, with the reason)."""
     _, path = collection
-    out = subprocess.run([str(BIN / "ansible-lint"), "--nocolor"], cwd=path, capture_output=True, text=True,
-                         timeout=600, env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])))
+    out = subprocess.run(
+        [str(BIN / "ansible-lint"), "--nocolor"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])),
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
     assert "Profile 'production' was required, and it passed" in out.stdout + out.stderr
 
@@ -123,9 +162,13 @@ def test_ansible_doc_documents_every_module_with_examples_and_return_values(coll
     import json
 
     _, path = collection
-    out = subprocess.run([str(BIN / "ansible-doc"), "--json", *(f"envoyage.core.{m}" for m in MODULES)],
-                         capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])))
+    out = subprocess.run(
+        [str(BIN / "ansible-doc"), "--json", *(f"envoyage.core.{m}" for m in MODULES)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])),
+    )
     assert out.returncode == 0, out.stderr
     docs = json.loads(out.stdout)
     for module in MODULES:
@@ -154,7 +197,8 @@ def test_integration_target_and_no_secret_in_its_output(collection, target):
     keep = short_tmpdir("eyT-")
     try:
         (path / "tests" / "integration" / "integration_config.yml").write_text(
-            f"envoyage_bin: {ENVOYAGE}\nenvoyage_target_dir: {keep}\n")
+            f"envoyage_bin: {ENVOYAGE}\nenvoyage_target_dir: {keep}\n"
+        )
         out = _ansible_test(path, "integration", "--local", "-vvv", target)
         log = out.stdout + out.stderr
         assert out.returncode == 0, log[-6000:]

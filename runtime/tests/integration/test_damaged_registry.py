@@ -29,13 +29,17 @@ def setup_three(cp, workdir, upstreams):
         run_cli("service", "add", name, "-d", f"{name}.test", "-u", up.address, socket_path=cp.socket, check=True)
     envoy = Envoy(workdir, "home-d", cp.xds_port, delta=False).start()
     port = status(cp)["config"]["home_http_port"]
-    wait_for(lambda: all(http_get(port, f"{n}.test") == (200, "kept") for n in ("one", "two", "three")), 10,
-             what="three services")
+    wait_for(
+        lambda: all(http_get(port, f"{n}.test") == (200, "kept") for n in ("one", "two", "three")),
+        10,
+        what="three services",
+    )
     return envoy, port
 
 
 def test_truncated_registry_is_refused_and_envoy_keeps_serving_then_a_backup_restores(
-        workdir, control_process, upstreams):
+    workdir, control_process, upstreams
+):
     cp = control_process.start()
     db = cp.state_dir / "envoyage.db"
     envoy, port = setup_three(cp, workdir, upstreams)
@@ -106,8 +110,9 @@ def test_one_unreadable_row_is_quarantined_by_name_and_the_rest_serves(workdir, 
     try:
         cp.stop()
         with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-            conn.execute("UPDATE services SET spec = '{\"name\": \"two\", \"domains\": [\"bad domain\"]' "
-                         "WHERE name = 'two'")
+            conn.execute(
+                'UPDATE services SET spec = \'{"name": "two", "domains": ["bad domain"]\' WHERE name = \'two\''
+            )
         cp.start()
         services = {s["name"]: s for s in json.loads(run_cli("services", "--json", socket_path=cp.socket).stdout)}
         assert set(services) == {"one", "two", "three"}

@@ -38,8 +38,13 @@ def test_demo_script_starts_serves_and_stops(workdir, docker):
         subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=60)
         second = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=180)
         assert second.returncode == 0, second.stderr[-3000:]
-        piped = subprocess.run(f"'{ENVOYAGE}' -c '{workdir}/demo/control.yaml' services --json | head -1",
-                               shell=True, capture_output=True, text=True, timeout=60)
+        piped = subprocess.run(
+            f"'{ENVOYAGE}' -c '{workdir}/demo/control.yaml' services --json | head -1",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert piped.stdout.strip() == "[" and "Broken pipe" not in piped.stderr
         pids = [int((workdir / "demo" / f"{name}.pid").read_text()) for name in ("envoy", "control", "app")]
     finally:
@@ -54,22 +59,40 @@ def test_demo_script_starts_serves_and_stops(workdir, docker):
 def test_topology_a_demo_starts_serves_both_paths_and_stops_leaving_nothing(workdir, docker):
     env = dict(os.environ)
     tag = "eyd"
-    env.update({"ENVOYAGE_DEMO_A_DIR": str(workdir / "demo-a"), "ENVOYAGE_DEMO_A_NET": "10.234",
-                "ENVOYAGE_DEMO_A_TAG": tag, "ENVOYAGE_DEMO_A_HTTP_PORT": str(free_port()),
-                "ENVOYAGE_DEMO_A_ADMIN_PORT": str(free_port()), "ENVOYAGE_DEMO_SCOPE": f"{TEST_SCOPE}-a"})
+    env.update(
+        {
+            "ENVOYAGE_DEMO_A_DIR": str(workdir / "demo-a"),
+            "ENVOYAGE_DEMO_A_NET": "10.234",
+            "ENVOYAGE_DEMO_A_TAG": tag,
+            "ENVOYAGE_DEMO_A_HTTP_PORT": str(free_port()),
+            "ENVOYAGE_DEMO_A_ADMIN_PORT": str(free_port()),
+            "ENVOYAGE_DEMO_SCOPE": f"{TEST_SCOPE}-a",
+        }
+    )
     demo = ["bash", str(ROOT / "scripts" / "demo.sh"), "--topology", "a"]
     try:
         out = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         # every curl line it prints works as printed
-        lines = [line.strip() for line in out.stdout.splitlines()
-                 if line.strip().startswith("ip netns exec") and " curl " in line]
+        lines = [
+            line.strip()
+            for line in out.stdout.splitlines()
+            if line.strip().startswith("ip netns exec") and " curl " in line
+        ]
         assert len(lines) == 4, out.stdout
         # the same name, two answers: home's address on the LAN, the VPS's on the internet
-        lan_dns = subprocess.run(["ip", "netns", "exec", f"{tag}-lan", "dig", "+short", "whoami.example.test"],
-                                 capture_output=True, text=True, timeout=20)
-        inet_dns = subprocess.run(["ip", "netns", "exec", f"{tag}-inet", "dig", "+short", "whoami.example.test"],
-                                  capture_output=True, text=True, timeout=20)
+        lan_dns = subprocess.run(
+            ["ip", "netns", "exec", f"{tag}-lan", "dig", "+short", "whoami.example.test"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        inet_dns = subprocess.run(
+            ["ip", "netns", "exec", f"{tag}-inet", "dig", "+short", "whoami.example.test"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert (lan_dns.stdout.strip(), inet_dns.stdout.strip()) == ("10.234.1.1", "10.234.3.2")
         checks = [line.strip() for line in out.stdout.splitlines() if " check " in line]
         assert len(checks) == 3, out.stdout
@@ -77,12 +100,30 @@ def test_topology_a_demo_starts_serves_both_paths_and_stops_leaving_nothing(work
             done = subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60)
             assert done.returncode == 0 and done.stdout.rstrip().endswith("ok"), (line, done.stdout, done.stderr)
         for line in lines:
-            got = subprocess.run(line + " -sS --max-time 5 -w '\\n%{http_code}'", shell=True, capture_output=True,
-                                 text=True, timeout=20)
+            got = subprocess.run(
+                line + " -sS --max-time 5 -w '\\n%{http_code}'", shell=True, capture_output=True, text=True, timeout=20
+            )
             assert got.stdout.rpartition("\n")[2] == "200", (line, got.stdout, got.stderr)
         vpn_only_from_internet = subprocess.run(
-            ["ip", "netns", "exec", f"{tag}-inet", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-             "-H", "Host: private.example.test", "http://10.234.4.1/"], capture_output=True, text=True, timeout=20)
+            [
+                "ip",
+                "netns",
+                "exec",
+                f"{tag}-inet",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: private.example.test",
+                "http://10.234.4.1/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert vpn_only_from_internet.stdout == "404"
     finally:
         stop = subprocess.run(demo + ["stop"], env=env, capture_output=True, text=True, timeout=120)

@@ -27,16 +27,24 @@ def docker_names(prefix):
 
 def test_readme_first_command_brings_up_home_and_vps(tmp_path):
     name = f"eyn{os.getpid() % 100000}"
-    env = {**os.environ, "ENVOYAGE_NODES_NAME": name, "ENVOYAGE_NODES_SUBNET": "198.18.81",
-           "ENVOYAGE_NODES_DIR": str(tmp_path / "nodes"), "ENVOYAGE_NODES_DOMAIN": "demo.test"}
+    env = {
+        **os.environ,
+        "ENVOYAGE_NODES_NAME": name,
+        "ENVOYAGE_NODES_SUBNET": "198.18.81",
+        "ENVOYAGE_NODES_DIR": str(tmp_path / "nodes"),
+        "ENVOYAGE_NODES_DOMAIN": "demo.test",
+    }
     demo = ["bash", str(ROOT / "scripts" / "demo.sh")]
     try:
         out = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=1200)
         assert out.returncode == 0, (out.stdout + out.stderr)[-5000:]
         # progress, then the lines a user copies
         assert "[5/6" in out.stderr and "running the site playbook" in out.stderr
-        for line in ("curl -H 'Host: whoami.demo.test' http://198.18.81.3/",
-                     "curl -H 'Host: whoami.demo.test' http://198.18.81.2/", "demo.sh stop"):
+        for line in (
+            "curl -H 'Host: whoami.demo.test' http://198.18.81.3/",
+            "curl -H 'Host: whoami.demo.test' http://198.18.81.2/",
+            "demo.sh stop",
+        ):
             assert line in out.stdout, out.stdout
         for address in ("198.18.81.3", "198.18.81.2"):  # through the VPS, directly on home
             status, body = get(address, "whoami.demo.test")

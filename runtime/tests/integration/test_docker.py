@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 
 import pytest
-
 from helpers import RUN_ID, TEST_LABEL, TEST_SCOPE, Setup, UnixProxy, http_get, make_config, wait_for
 
 
@@ -58,9 +54,14 @@ def test_network_connect_and_disconnect(dsetup, docker):
     c = docker.run("ey-netapp", {"envoyage.domain": "net.test"}, network="ey-net1")
     wait_for(serves(dsetup, "net.test", c.id[:12]), 5, what="service on its only network")
     n2.connect(c)
-    wait_for(lambda: problems_of(dsetup, "ey-netapp") == [
-        "container is attached to several networks (ey-net1, ey-net2); set envoyage.network"], 5,
-        what="a problem when attached to two networks")
+    wait_for(
+        lambda: (
+            problems_of(dsetup, "ey-netapp")
+            == ["container is attached to several networks (ey-net1, ey-net2); set envoyage.network"]
+        ),
+        5,
+        what="a problem when attached to two networks",
+    )
     wait_for(serves(dsetup, "net.test", status=404), 5, what="an ambiguous container not to be served")
     n1.disconnect(c)
     wait_for(serves(dsetup, "net.test", c.id[:12]), 5, what="service again on the remaining network")
@@ -71,21 +72,43 @@ def test_network_connect_and_disconnect(dsetup, docker):
 
 BAD = [
     ({"envoyage.domain": "bad.test", "envoyage.port": "eighty"}, {}, "envoyage.port: 'eighty' is not a port number"),
-    ({"envoyage.domain": "bad.test", "envoyage.access": "everyone"}, {},
-     "envoyage.access: 'everyone' is not one of public, vpn-only, link-only"),
+    (
+        {"envoyage.domain": "bad.test", "envoyage.access": "everyone"},
+        {},
+        "envoyage.access: 'everyone' is not one of public, vpn-only, link-only",
+    ),
     ({}, {}, "envoyage.domain: missing; set the domain(s) to serve, e.g. envoyage.domain=app.example.com"),
-    ({"envoyage.domain": "bad.test", "envoyage.healtcheck": "/h"}, {}, "envoyage.healtcheck: unknown label; did you mean envoyage.healthcheck?"),
-    ({"envoyage.domain": "bad.test", "envoyage.healthcheck": "/h interval=soon"}, {},
-     "envoyage.healthcheck: 'soon' is not a duration (use e.g. '10s' or '500ms')"),
+    (
+        {"envoyage.domain": "bad.test", "envoyage.healtcheck": "/h"},
+        {},
+        "envoyage.healtcheck: unknown label; did you mean envoyage.healthcheck?",
+    ),
+    (
+        {"envoyage.domain": "bad.test", "envoyage.healthcheck": "/h interval=soon"},
+        {},
+        "envoyage.healthcheck: 'soon' is not a duration (use e.g. '10s' or '500ms')",
+    ),
     ({"envoyage.domain": "bad..test"}, {}, "envoyage.domain: 'bad..test' is not a valid domain name"),
-    ({"envoyage.domain": "bad.test"}, {"image": "envoyage/sample-app:noexpose"},
-     "envoyage.port: missing, and the image exposes no TCP port; set envoyage.port"),
-    ({"envoyage.domain": "bad.test"}, {"ports": {"81/tcp": None}},
-     "envoyage.port: missing, and the image exposes several ports (80/tcp, 81/tcp); set envoyage.port"),
-    ({"envoyage.domain": "bad.test", "envoyage.network": "nope"}, {},
-     "envoyage.network: container is not attached to network 'nope' (attached: bridge)"),
-    ({"envoyage.domain": "bad.test"}, {"network_mode": "none"},
-     "container has no network; attach it to one (or to envoyage-mesh)"),
+    (
+        {"envoyage.domain": "bad.test"},
+        {"image": "envoyage/sample-app:noexpose"},
+        "envoyage.port: missing, and the image exposes no TCP port; set envoyage.port",
+    ),
+    (
+        {"envoyage.domain": "bad.test"},
+        {"ports": {"81/tcp": None}},
+        "envoyage.port: missing, and the image exposes several ports (80/tcp, 81/tcp); set envoyage.port",
+    ),
+    (
+        {"envoyage.domain": "bad.test", "envoyage.network": "nope"},
+        {},
+        "envoyage.network: container is not attached to network 'nope' (attached: bridge)",
+    ),
+    (
+        {"envoyage.domain": "bad.test"},
+        {"network_mode": "none"},
+        "container has no network; attach it to one (or to envoyage-mesh)",
+    ),
 ]
 
 
@@ -104,33 +127,54 @@ def test_bad_labels_are_a_problem_and_break_nobody(dsetup, docker, labels, kw, p
 
 
 def test_replicas_are_load_balanced(dsetup, docker):
-    compose = {"envoyage.domain": "shop.test", "com.docker.compose.project": "shop",
-               "com.docker.compose.service": "web"}
+    compose = {
+        "envoyage.domain": "shop.test",
+        "com.docker.compose.project": "shop",
+        "com.docker.compose.service": "web",
+    }
     r1 = docker.run("shop-web-1", compose)
     r2 = docker.run("shop-web-2", compose)
-    wait_for(lambda: len(services(dsetup).get("shop-web", {}).get("upstreams", [])) == 2, 5,
-             what="both replicas as endpoints of one service")
+    wait_for(
+        lambda: len(services(dsetup).get("shop-web", {}).get("upstreams", [])) == 2,
+        5,
+        what="both replicas as endpoints of one service",
+    )
     assert list(services(dsetup)) == ["shop-web"]
     seen = set()
 
     def both_answer():
         seen.add(http_get(dsetup.http_port, "shop.test")[1].strip())
         return {r1.id[:12], r2.id[:12]} <= seen
+
     wait_for(both_answer, 10, interval=0.01, what="requests to reach both replicas")
     r1.stop(timeout=5)
-    wait_for(lambda: services(dsetup)["shop-web"]["upstreams"] and
-             len(services(dsetup)["shop-web"]["upstreams"]) == 1, 5, what="the stopped replica to leave")
-    wait_for(lambda: all(http_get(dsetup.http_port, "shop.test") == (200, r2.id[:12] + "\n") for _ in range(10)),
-             5, what="all traffic on the remaining replica")
+    wait_for(
+        lambda: services(dsetup)["shop-web"]["upstreams"] and len(services(dsetup)["shop-web"]["upstreams"]) == 1,
+        5,
+        what="the stopped replica to leave",
+    )
+    wait_for(
+        lambda: all(http_get(dsetup.http_port, "shop.test") == (200, r2.id[:12] + "\n") for _ in range(10)),
+        5,
+        what="all traffic on the remaining replica",
+    )
 
 
 def test_domain_conflict_earliest_wins_and_the_other_takes_over(dsetup, docker):
     first = docker.run("ey-first", {"envoyage.domain": "same.test"})
     wait_for(serves(dsetup, "same.test", first.id[:12]), 5, what="the first claimant")
     second = docker.run("ey-second", {"envoyage.domain": "same.test"})
-    wait_for(lambda: problems_of(dsetup, "ey-second") == [
-        "domain 'same.test' is already served by service 'ey-first'", "not served until the conflict is resolved"],
-        5, what="a problem on the second claimant")
+    wait_for(
+        lambda: (
+            problems_of(dsetup, "ey-second")
+            == [
+                "domain 'same.test' is already served by service 'ey-first'",
+                "not served until the conflict is resolved",
+            ]
+        ),
+        5,
+        what="a problem on the second claimant",
+    )
     assert http_get(dsetup.http_port, "same.test")[1].strip() == first.id[:12]
     first.stop(timeout=5)
     wait_for(serves(dsetup, "same.test", second.id[:12]), 5, what="the second to take over")
@@ -143,17 +187,27 @@ def test_dockerd_restart_resyncs_without_duplicates_or_leftovers(workdir, privat
     d = private_dockerd
     s = Setup(workdir, make_config(workdir, docker_enabled=True, docker_host=d.host, docker_scope=""), "sotw")
     try:
+
         def run(name, domain, **kw):
-            return d.client.containers.run("envoyage/sample-app:1", name=name, detach=True, **kw,
-                                           labels={"envoyage.enable": "true", "envoyage.domain": domain})
+            return d.client.containers.run(
+                "envoyage/sample-app:1",
+                name=name,
+                detach=True,
+                **kw,
+                labels={"envoyage.enable": "true", "envoyage.domain": domain},
+            )
+
         keep = run("ey-keep", "keep.test", restart_policy={"Name": "always"})
         gone = run("ey-gone", "gone.test")
         wait_for(serves(s, "keep.test", keep.id[:12]), 10, what="keep")
         wait_for(serves(s, "gone.test", gone.id[:12]), 10, what="gone")
 
         d.stop()  # dockerd stops every container, then itself
-        wait_for(lambda: not json.loads(s.cli("status", "--json").stdout)["discovery"]["docker"]["connected"], 10,
-                 what="discovery to notice dockerd is gone")
+        wait_for(
+            lambda: not json.loads(s.cli("status", "--json").stdout)["discovery"]["docker"]["connected"],
+            10,
+            what="discovery to notice dockerd is gone",
+        )
         d.start()
         # 'keep' restarts by policy, 'gone' stays stopped: after the resync exactly keep remains
         wait_for(lambda: set(services(s)) == {"ey-keep"}, 20, what="a resync with no leftovers")
@@ -172,8 +226,11 @@ def test_scope_limits_discovery_to_its_own_containers(dsetup, docker):
     mine = docker.run("ey-mine", {"envoyage.domain": "mine.test"})
     docker.run("ey-other", {"envoyage.domain": "other.test", "envoyage.scope": "someone-else"})
     unscoped = docker.client.containers.run(
-        "envoyage/sample-app:1", name="ey-unscoped", detach=True,
-        labels={TEST_LABEL: RUN_ID, "envoyage.enable": "true", "envoyage.domain": "unscoped.test"})
+        "envoyage/sample-app:1",
+        name="ey-unscoped",
+        detach=True,
+        labels={TEST_LABEL: RUN_ID, "envoyage.enable": "true", "envoyage.domain": "unscoped.test"},
+    )
     wait_for(serves(dsetup, "mine.test", mine.id[:12]), 10, what="the container in scope")
     unscoped.restart(timeout=1)  # events for it arrive too, and are ignored
     time.sleep(0.5)
@@ -187,16 +244,20 @@ def test_unreachable_dockerd_keeps_last_state_then_resyncs(workdir, docker):
     """dockerd unreachable (containers still running): nothing is removed in bulk;
     what changed meanwhile is picked up by the resync on reconnect."""
     proxy = UnixProxy("/var/run/docker.sock", str(workdir / "docker.sock")).start()
-    s = Setup(workdir, make_config(workdir, docker_enabled=True, docker_host=f"unix://{workdir / 'docker.sock'}"),
-              "delta")
+    s = Setup(
+        workdir, make_config(workdir, docker_enabled=True, docker_host=f"unix://{workdir / 'docker.sock'}"), "delta"
+    )
     try:
         a = docker.run("ey-a", {"envoyage.domain": "a.test"})
         b = docker.run("ey-b", {"envoyage.domain": "b.test"})
         wait_for(serves(s, "b.test", b.id[:12]), 5, what="b")
         wait_for(serves(s, "a.test", a.id[:12]), 5, what="a")
         proxy.cut()
-        wait_for(lambda: not json.loads(s.cli("status", "--json").stdout)["discovery"]["docker"]["connected"], 10,
-                 what="discovery to notice dockerd is unreachable")
+        wait_for(
+            lambda: not json.loads(s.cli("status", "--json").stdout)["discovery"]["docker"]["connected"],
+            10,
+            what="discovery to notice dockerd is unreachable",
+        )
         time.sleep(1)  # a few failed reconnects
         assert set(services(s)) == {"ey-a", "ey-b"}  # the last known state stays...
         assert http_get(s.http_port, "a.test") == (200, a.id[:12] + "\n")  # ...and keeps serving
@@ -224,6 +285,7 @@ def test_mesh_creates_network_and_attaches(mesh_setup, docker, docker_client):
         nets = c.attrs["NetworkSettings"]["Networks"]
         mesh_ip = (nets.get("envoyage-mesh") or {}).get("IPAddress")
         return mesh_ip and services(mesh_setup)["ey-meshed"]["upstreams"] == [f"{mesh_ip}:80"]
+
     wait_for(served_over_mesh, 10, what="the container to be attached to envoyage-mesh and routed over it")
     wait_for(serves(mesh_setup, "mesh.test", c.id[:12]), 5, what="the container to answer over envoyage-mesh")
     assert problems_of(mesh_setup, "ey-meshed") == []

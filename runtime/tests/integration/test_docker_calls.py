@@ -11,8 +11,16 @@ import threading
 from helpers import Setup, UnixProxy, http_get, make_config, wait_for
 
 # method, path (API version prefix and query removed)
-READS = [r"/version", r"/_ping", r"/containers/json", r"/containers/[0-9a-f]{64}/json", r"/images/sha256:[0-9a-f]{64}/json",
-         r"/images/[0-9a-f]{64}/json", r"/events", r"/networks"]
+READS = [
+    r"/version",
+    r"/_ping",
+    r"/containers/json",
+    r"/containers/[0-9a-f]{64}/json",
+    r"/images/sha256:[0-9a-f]{64}/json",
+    r"/images/[0-9a-f]{64}/json",
+    r"/events",
+    r"/networks",
+]
 MESH_WRITES = [r"/networks/create", r"/networks/[0-9a-f]{64}/connect", r"/networks/envoyage-mesh/connect"]
 REQUEST = re.compile(rb"(?:^|\r\n)(GET|HEAD|POST|PUT|DELETE|PATCH) (\S+) HTTP/1\.[01]\r\n")
 
@@ -36,6 +44,7 @@ class RecordingProxy(UnixProxy):
                 with self._seen:
                     self.requests.append((method.decode(), path))
             tail = data[-16:]
+
         return seen
 
 
@@ -45,12 +54,18 @@ def matches(path: str, patterns: list[str]) -> bool:
 
 def run_discovery(workdir, docker, mesh: bool):
     proxy = RecordingProxy("/var/run/docker.sock", str(workdir / "docker.sock")).start()
-    s = Setup(workdir, make_config(workdir, docker_enabled=True, docker_mesh=mesh,
-                                   docker_host=f"unix://{workdir / 'docker.sock'}"), "sotw")
+    s = Setup(
+        workdir,
+        make_config(workdir, docker_enabled=True, docker_mesh=mesh, docker_host=f"unix://{workdir / 'docker.sock'}"),
+        "sotw",
+    )
     try:
         c = docker.run("ey-calls", {"envoyage.domain": "calls.test"})
-        wait_for(lambda: http_get(s.http_port, "calls.test", timeout=3)[0] == 200, 15,
-                 what="the labelled container to answer")
+        wait_for(
+            lambda: http_get(s.http_port, "calls.test", timeout=3)[0] == 200,
+            15,
+            what="the labelled container to answer",
+        )
         c.stop(timeout=5)
         wait_for(lambda: http_get(s.http_port, "calls.test", timeout=3)[0] == 404, 10, what="the route to go")
     finally:

@@ -11,10 +11,11 @@ import subprocess
 import urllib.request
 
 import pytest
+from helpers import ENVOY, ENVOYAGE, free_port, make_config, wait_for
 
 from envoyage.control.plane import ControlPlane
-from envoyage.link import secret, server as link_server
-from helpers import ENVOY, ENVOYAGE, free_port, make_config, wait_for
+from envoyage.link import secret
+from envoyage.link import server as link_server
 
 pytestmark = pytest.mark.integration
 
@@ -31,27 +32,56 @@ def test_an_edge_skips_a_type_it_does_not_know_and_serves_the_rest(workdir, monk
 
     monkeypatch.setattr(link_server, "resource_set", newer_home)
     edge_port, admin_port, link_port = free_port(), free_port(), free_port()
-    plane = ControlPlane(make_config(workdir / "home", topology="a", tunnel_prefix="127.0.0.0/24",
-                                     edge_http_port=edge_port, edge_addresses=("127.0.0.1",)))
+    plane = ControlPlane(
+        make_config(
+            workdir / "home",
+            topology="a",
+            tunnel_prefix="127.0.0.0/24",
+            edge_http_port=edge_port,
+            edge_addresses=("127.0.0.1",),
+        )
+    )
     edge_secret = secret.create(workdir / "edge-link.key", workdir / "edge.secret")
     servicer = link_server.EdgeLinkServer(plane.cache, "edge", workdir / "edge-link.key")
     plane.edge_link = servicer
     listener = link_server.LinkListener(servicer, "127.0.0.2", link_port)
     listener.start()
-    (workdir / "edge.yaml").write_text(json.dumps({
-        "edge_id": "vps", "run_dir": str(workdir / "vps-run"), "log_dir": str(workdir / "vps-log"),
-        "tunnel_prefix": "127.0.0.0/24", "link_address": "127.0.0.2", "link_port": link_port,
-        "secret_file": str(workdir / "edge.secret"),
-        "envoy": {"binary": ENVOY, "admin_port": admin_port, "node_id": "vps", "base_id": admin_port,
-                  "concurrency": 1}}))
+    (workdir / "edge.yaml").write_text(
+        json.dumps(
+            {
+                "edge_id": "vps",
+                "run_dir": str(workdir / "vps-run"),
+                "log_dir": str(workdir / "vps-log"),
+                "tunnel_prefix": "127.0.0.0/24",
+                "link_address": "127.0.0.2",
+                "link_port": link_port,
+                "secret_file": str(workdir / "edge.secret"),
+                "envoy": {
+                    "binary": ENVOY,
+                    "admin_port": admin_port,
+                    "node_id": "vps",
+                    "base_id": admin_port,
+                    "concurrency": 1,
+                },
+            }
+        )
+    )
     log = open(workdir / "edge.log", "ab")
-    edge = subprocess.Popen([ENVOYAGE, "-c", str(workdir / "edge.yaml"), "edge"], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    edge = subprocess.Popen(
+        [ENVOYAGE, "-c", str(workdir / "edge.yaml"), "edge"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        plane.add_service({"name": "app", "domains": ["app.example.test"], "upstreams": ["127.0.0.1:9"],
-                           "health_check": "off"})
-        st = wait_for(lambda: (lambda s: s if s["in_sync"] else None)(servicer.status()), timeout=30,
-                      what="the edge to take the set")
+        plane.add_service(
+            {"name": "app", "domains": ["app.example.test"], "upstreams": ["127.0.0.1:9"], "health_check": "off"}
+        )
+        st = wait_for(
+            lambda: (lambda s: s if s["in_sync"] else None)(servicer.status()),
+            timeout=30,
+            what="the edge to take the set",
+        )
         (problem,) = st["apply_problems"]
         assert FUTURE in problem and "does not know" in problem and st["apply_error"] == ""
 
@@ -61,9 +91,12 @@ def test_an_edge_skips_a_type_it_does_not_know_and_serves_the_rest(workdir, monk
                     return {c["name"] for c in json.load(r)["cluster_statuses"]}
             except OSError:
                 return set()
+
         wait_for(lambda: "svc_app" in clusters(), timeout=20, what="the VPS Envoy to have the service")
         shown = [p for p in plane.problems() if FUTURE in p]
-        assert shown and shown[0].startswith("edge: the edge 'vps' took resource set") and "upgrade the edge" in shown[0]
+        assert (
+            shown and shown[0].startswith("edge: the edge 'vps' took resource set") and "upgrade the edge" in shown[0]
+        )
         assert edge_secret not in (workdir / "edge.log").read_text()
     finally:
         os.killpg(edge.pid, signal.SIGTERM)

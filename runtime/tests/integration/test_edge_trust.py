@@ -17,10 +17,10 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
-
-from envoyage.xds import types as T
 from helpers import Upstream, wait_for
 from labtools import Lab, add, cli, running_lab, status
+
+from envoyage.xds import types as T
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +73,15 @@ def forge_nack(lab: Lab, socket_path: str, node_id: str, message: str) -> str:
     try:
         stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(send(), timeout=20)
         first = next(stream)
-        outbox.put(discovery_pb2.DiscoveryRequest(
-            node=node, type_url=T.CLUSTER, version_info="", response_nonce=first.nonce,
-            error_detail=status_pb2.Status(code=13, message=message)))
+        outbox.put(
+            discovery_pb2.DiscoveryRequest(
+                node=node,
+                type_url=T.CLUSTER,
+                version_info="",
+                response_nonce=first.nonce,
+                error_detail=status_pb2.Status(code=13, message=message),
+            )
+        )
         wait_for(lambda: home_heard_nack(lab, node_id), timeout=10, what="the edge to report the forged NACK")
         outbox.put(None)
         return first.version_info
@@ -93,31 +99,39 @@ def test_a_nack_reported_by_the_edge_takes_the_service_off_the_vps_only(lab, app
     a VPS Envoy that really rejects a service): the service leaves the edge's set, with a
     problem naming the edge, and home's LAN keeps serving it."""
     add(lab, "victim", "victim.example.test", app.address)
-    wait_for(lambda: internet(lab, "victim.example.test") == 200 and lan(lab, "victim.example.test") == 200,
-             timeout=20, what="victim on both paths")
+    wait_for(
+        lambda: internet(lab, "victim.example.test") == 200 and lan(lab, "victim.example.test") == 200,
+        timeout=20,
+        what="victim on both paths",
+    )
     socket_path = str(lab.vps_dir / "run" / "xds.sock")
     forge_nack(lab, socket_path, "forger", "forged: cluster svc_victim is bad")
-    problem = wait_for(lambda: [p for p in problems_of(lab, "victim") if "rejected this service" in p],
-                       timeout=15, what="the verdict on victim")[0]
-    wait_for(lambda: internet(lab, "victim.example.test") == 404, timeout=15,
-             what="victim to leave the VPS Envoy")
+    problem = wait_for(
+        lambda: [p for p in problems_of(lab, "victim") if "rejected this service" in p],
+        timeout=15,
+        what="the verdict on victim",
+    )[0]
+    wait_for(lambda: internet(lab, "victim.example.test") == 404, timeout=15, what="victim to leave the VPS Envoy")
     # the LAN path keeps serving it
     assert [lan(lab, "victim.example.test") for _ in range(5)] == [200] * 5
     assert "the VPS Envoy (edge:forger)" in problem and "forged: cluster svc_victim is bad" in problem
     assert "the LAN still serves it" in problem
     # a changed service is tried again on the VPS
     cli(lab, "service", "update", "victim", "--path", "/v2")
-    wait_for(lambda: internet(lab, "victim.example.test", "/v2") == 200, timeout=20,
-             what="the changed service on the VPS")
+    wait_for(
+        lambda: internet(lab, "victim.example.test", "/v2") == 200, timeout=20, what="the changed service on the VPS"
+    )
 
 
-SOCKET_PROBE = ("import socket, sys\n"
-                "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
-                "try:\n"
-                "    s.connect(sys.argv[1])\n"
-                "except OSError as exc:\n"
-                "    print(type(exc).__name__); sys.exit(3)\n"
-                "print('connected')\n")
+SOCKET_PROBE = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+    "try:\n"
+    "    s.connect(sys.argv[1])\n"
+    "except OSError as exc:\n"
+    "    print(type(exc).__name__); sys.exit(3)\n"
+    "print('connected')\n"
+)
 
 
 def connect_as(path: Path, *user: str) -> subprocess.CompletedProcess:
@@ -134,9 +148,11 @@ def test_only_the_edge_s_own_user_can_reach_its_xds_socket(lab):
         for d, mode in opened:
             os.chmod(d, mode | 0o011)
         edge_gid = str(st.st_gid)
-        for user in (["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"],
-                     # a member of the edge's group (it may read the edge's logs) is not its Envoy either
-                     ["--reuid", "nobody", "--regid", edge_gid, "--clear-groups"]):
+        for user in (
+            ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"],
+            # a member of the edge's group (it may read the edge's logs) is not its Envoy either
+            ["--reuid", "nobody", "--regid", edge_gid, "--clear-groups"],
+        ):
             out = connect_as(sock, *user)
             assert out.returncode == 3 and "PermissionError" in out.stdout, (user, out.stdout, out.stderr)
         assert connect_as(sock).stdout.strip() == "connected"  # the edge's own user (its Envoy)
@@ -146,4 +162,3 @@ def test_only_the_edge_s_own_user_can_reach_its_xds_socket(lab):
     assert stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
     assert stat.S_IMODE(os.stat(sock.parent).st_mode) & 0o007 == 0
     assert status(lab)["edge"]["connected"]
-

@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import Upstream, wait_for
 from labtools import Lab, add, running_lab
 
@@ -73,9 +72,13 @@ def test_an_envoy_admin_interface_is_a_0600_socket_another_user_cannot_connect_t
     assert admin("/ready") == "LIVE"  # Envoy's own user (root in the lab) uses it
     changed = opened_up(sock)
     try:
-        probe = as_nobody(lab, "import socket; s = socket.socket(socket.AF_UNIX); "
-                               f"s.connect({str(sock)!r}); s.sendall(b'POST /quitquitquit HTTP/1.0\\r\\n\\r\\n'); "
-                               "print(s.recv(200))", ns="vps" if which == "edge" else None)
+        probe = as_nobody(
+            lab,
+            "import socket; s = socket.socket(socket.AF_UNIX); "
+            f"s.connect({str(sock)!r}); s.sendall(b'POST /quitquitquit HTTP/1.0\\r\\n\\r\\n'); "
+            "print(s.recv(200))",
+            ns="vps" if which == "edge" else None,
+        )
     finally:
         restore(changed)
     assert probe.returncode != 0 and "PermissionError" in probe.stderr, probe.stdout + probe.stderr
@@ -87,8 +90,9 @@ def test_no_admin_port_on_loopback_where_any_user_could_reach_it(lab, which):
     ns = lab.ns["vps"] if which == "edge" else None
     pidfile = lab.dir / ("home-envoy.pid" if which == "home" else "edge.pid")
     pid = int(pidfile.read_text())
-    out = subprocess.run((["ip", "netns", "exec", ns] if ns else []) + ["ss", "-ltnpH"],
-                         capture_output=True, text=True, timeout=10).stdout
+    out = subprocess.run(
+        (["ip", "netns", "exec", ns] if ns else []) + ["ss", "-ltnpH"], capture_output=True, text=True, timeout=10
+    ).stdout
     # the VPS Envoy is the edge's child: look for envoy processes in the listing
     envoys = [line for line in out.splitlines() if '"envoy"' in line and (which == "edge" or f"pid={pid}," in line)]
     loopback = [line for line in envoys if line.split()[3].startswith(("127.", "[::1]", "[::ffff:127."))]
@@ -102,17 +106,26 @@ def test_a_query_string_never_reaches_an_access_log_and_the_path_still_does(lab,
     query = "_nxg_token=secret-" + uuid.uuid4().hex
 
     def served(where: str) -> bool:
-        url = (f"http://{lab.addr('vps_public')}{marker}?{query}" if where == "inet"
-               else f"http://{lab.addr('home_lan')}:{lab.http_port}{marker}?{query}")
+        url = (
+            f"http://{lab.addr('vps_public')}{marker}?{query}"
+            if where == "inet"
+            else f"http://{lab.addr('home_lan')}:{lab.http_port}{marker}?{query}"
+        )
         out = lab.curl(where, url, "-H", "Host: echo.example.test")
         body, _, code = out.stdout.rpartition("\n")
         return code == "200" and query in body  # the app still gets its query
+
     wait_for(lambda: served("inet"), 15, what="the request through the VPS")
     assert served("lan")
     # both logs show the request, the path without its query (what CrowdSec reads)
-    wait_for(lambda: sum(x["path"] == marker for x in lines(lab.home_access_log)) >= 2
-             and any(x["path"] == marker for x in lines(lab.edge_access_log)), 10,
-             what="the requests in both access logs")
+    wait_for(
+        lambda: (
+            sum(x["path"] == marker for x in lines(lab.home_access_log)) >= 2
+            and any(x["path"] == marker for x in lines(lab.edge_access_log))
+        ),
+        10,
+        what="the requests in both access logs",
+    )
     for log in (lab.home_access_log, lab.edge_access_log):
         text = log.read_text()
         assert "_nxg_token" not in text and "secret-" not in text, log
@@ -122,8 +135,13 @@ def test_a_query_string_never_reaches_an_access_log_and_the_path_still_does(lab,
 def test_another_user_cannot_read_an_access_log(lab, app, which):
     log = lab.home_access_log if which == "home" else lab.edge_access_log
     add(lab, "echo", "echo.example.test", app.address)
-    wait_for(lambda: lab.curl("inet", f"http://{lab.addr('vps_public')}/", "-H", "Host: echo.example.test")
-             .stdout.endswith("200"), 15, what="a request through the VPS")
+    wait_for(
+        lambda: lab.curl("inet", f"http://{lab.addr('vps_public')}/", "-H", "Host: echo.example.test").stdout.endswith(
+            "200"
+        ),
+        15,
+        what="a request through the VPS",
+    )
     wait_for(log.exists, 10, what=f"{log}")
     assert stat.S_IMODE(log.stat().st_mode) == 0o640, oct(log.stat().st_mode)
     changed = opened_up(log)

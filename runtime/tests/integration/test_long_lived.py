@@ -10,11 +10,10 @@ import threading
 import time
 
 import pytest
+from helpers import wait_for
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import serve
-
-from helpers import wait_for
 
 
 class WebSocketEcho:
@@ -127,6 +126,7 @@ def test_websocket_echo_through_envoy_and_opt_out(sotw_setup, ws_app):
                 ws.send(text)
                 replies.append(ws.recv(timeout=5))
             return replies == ["echo: hello", "echo: über", "echo: " + "x" * 70_000]
+
     wait_for(echoes, 10, what="a WebSocket conversation through Envoy")
 
     s.cli("service", "update", "ws", "--no-websocket", check=True)
@@ -137,13 +137,23 @@ def test_websocket_echo_through_envoy_and_opt_out(sotw_setup, ws_app):
                 return False
         except InvalidStatus as exc:
             return exc.response.status_code >= 400
+
     wait_for(refused, 10, what="the WebSocket upgrade to be refused once the service opts out")
 
 
 def test_a_response_streaming_longer_than_15s_is_not_cut(sotw_setup, streamer):
     s = sotw_setup
-    s.cli("service", "add", "events", "-d", "events.example.test", "-u", f"127.0.0.1:{streamer.port}",
-          "--no-health-check", check=True)
+    s.cli(
+        "service",
+        "add",
+        "events",
+        "-d",
+        "events.example.test",
+        "-u",
+        f"127.0.0.1:{streamer.port}",
+        "--no-health-check",
+        check=True,
+    )
     wait_for(lambda: get(s, "events.example.test", "/stream?n=1")[0] == 200, 10, what="the streaming app")
     status, body, seconds = get(s, "events.example.test", "/stream?n=18", timeout=40)
     assert status == 200 and seconds > 16.5
@@ -152,8 +162,17 @@ def test_a_response_streaming_longer_than_15s_is_not_cut(sotw_setup, streamer):
 
 def test_per_service_request_and_idle_timeouts(sotw_setup, streamer):
     s = sotw_setup
-    s.cli("service", "add", "limits", "-d", "limits.example.test", "-u", f"127.0.0.1:{streamer.port}",
-          "--no-health-check", check=True)
+    s.cli(
+        "service",
+        "add",
+        "limits",
+        "-d",
+        "limits.example.test",
+        "-u",
+        f"127.0.0.1:{streamer.port}",
+        "--no-health-check",
+        check=True,
+    )
     wait_for(lambda: get(s, "limits.example.test", "/stream?n=1")[0] == 200, 10, what="the app")
     # defaults: a slow answer and a pause mid-stream both get through
     assert get(s, "limits.example.test", "/slow")[:2] == (200, "slow\n")

@@ -34,8 +34,9 @@ if not shutil.which("docker"):
 def sh(argv, env=None, timeout=900, check=True):
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} failed ({out.returncode}):\n"
-                             f"{out.stdout[-6000:]}\n{out.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} failed ({out.returncode}):\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}"
+        )
     return out
 
 
@@ -50,23 +51,33 @@ def env(work):
     Molecule's converge finds it) and the wheelhouse; the environment Molecule and
     ansible-playbook run in."""
     image = sh(["bash", "scripts/base-image.sh"]).stdout.strip().splitlines()[-1]
-    built = sh(["bash", "scripts/build-collection.sh", str(work / "collections")],
-               env={**os.environ, "WHEELHOUSE": "1"}).stdout
+    built = sh(
+        ["bash", "scripts/build-collection.sh", str(work / "collections")], env={**os.environ, "WHEELHOUSE": "1"}
+    ).stdout
     paths = dict(line.split("=", 1) for line in built.splitlines() if re.match(r"^[A-Z]+=", line))
     cache = os.environ.get("ENVOYAGE_CACHE", "/var/cache/envoyage")
     for kind in ("home", "vps"):
         for sub in ("archives/partial", "lists/partial"):
             Path(cache, "apt", kind, sub).mkdir(parents=True, exist_ok=True)
     (work / "home").mkdir()
-    return {**os.environ, "HOME": str(work / "home"), "PATH": f"{VENV_BIN}:{DEPS_BIN}:{os.environ['PATH']}",
-            "ENVOYAGE_BASE_IMAGE": image, "ENVOYAGE_WHEELHOUSE": paths["WHEELHOUSE"], "ENVOYAGE_CACHE": cache,
-            "ANSIBLE_COLLECTIONS_PATH": paths["COLLECTIONS"], "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-            "ANSIBLE_PIPELINING": "1", "PY_COLORS": "0", "MOLECULE_NO_LOG": "false"}
+    return {
+        **os.environ,
+        "HOME": str(work / "home"),
+        "PATH": f"{VENV_BIN}:{DEPS_BIN}:{os.environ['PATH']}",
+        "ENVOYAGE_BASE_IMAGE": image,
+        "ENVOYAGE_WHEELHOUSE": paths["WHEELHOUSE"],
+        "ENVOYAGE_CACHE": cache,
+        "ANSIBLE_COLLECTIONS_PATH": paths["COLLECTIONS"],
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_PIPELINING": "1",
+        "PY_COLORS": "0",
+        "MOLECULE_NO_LOG": "false",
+    }
 
 
 def molecule(env, step, scenario, *extra, check=True, timeout=900):
-    return sh([str(VENV_BIN / "molecule"), step, "-s", scenario, *extra],
-              env=env, timeout=timeout, check=check)
+    return sh([str(VENV_BIN / "molecule"), step, "-s", scenario, *extra], env=env, timeout=timeout, check=check)
 
 
 def docker_read(container, path):
@@ -94,12 +105,21 @@ def inventory(work: Path, name: str, overrides: dict) -> Path:
     variable."""
     import yaml
 
-    base = {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3",
-            "envoyage_topology": "a", "envoyage_domain": "example.test", "envoyage_vps_address": "198.18.90.3",
-            "envoyage_lan_cidrs": ["198.18.90.0/24"]}
+    base = {
+        "ansible_connection": "community.docker.docker",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "envoyage_topology": "a",
+        "envoyage_domain": "example.test",
+        "envoyage_vps_address": "198.18.90.3",
+        "envoyage_lan_cidrs": ["198.18.90.0/24"],
+    }
     base.update(overrides)
-    doc = {"all": {"vars": {k: v for k, v in base.items() if v is not None},
-                   "children": {"home": {"hosts": {"eym-home": None}}, "vps": {"hosts": {"eym-vps": None}}}}}
+    doc = {
+        "all": {
+            "vars": {k: v for k, v in base.items() if v is not None},
+            "children": {"home": {"hosts": {"eym-home": None}}, "vps": {"hosts": {"eym-vps": None}}},
+        }
+    }
     path = work / f"bad-{re.sub('[^a-z]+', '-', name)}.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -112,8 +132,12 @@ def test_topology_a_scenario(env, work):
     try:
         molecule(env, "create", "default")
         for name, overrides, message in BAD_INVENTORIES:
-            out = sh([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory(work, name, overrides)), "site.yml"],
-                     env=env, check=False, timeout=300)
+            out = sh(
+                [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory(work, name, overrides)), "site.yml"],
+                env=env,
+                check=False,
+                timeout=300,
+            )
             text = out.stdout + out.stderr
             assert out.returncode != 0, f"{name}: the playbook passed:\n{text[-3000:]}"
             assert message in text, f"{name}: no message naming the variable:\n{text[-3000:]}"
@@ -133,7 +157,11 @@ def test_topology_a_scenario(env, work):
         }
         for what, secret in secrets.items():
             assert secret and len(secret) >= 16, f"{what} was not created"
-            variants = {secret, base64.b64encode(secret.encode()).decode(), base64.b64encode((secret + "\n").encode()).decode()}
+            variants = {
+                secret,
+                base64.b64encode(secret.encode()).decode(),
+                base64.b64encode((secret + "\n").encode()).decode(),
+            }
             for v in variants:
                 assert v not in output, f"the {what} appears in the -vvv converge output"
         assert "changed=" in output and len(output) > 10_000  # it really was verbose
@@ -156,18 +184,40 @@ def wait_for_200(address, host_header, seconds=60):
 def everyday_jobs(env, work: Path) -> None:
     """The small playbooks against the converged scenario: add a service, back up the
     registry, rotate the edge secret and the WireGuard keys."""
-    good = inventory(work, "good", {"runtime_pip_extra_args": "--no-index --find-links /var/cache/envoyage-wheels",
-                                    "control_plane_docker_scope": "eym"})
+    good = inventory(
+        work,
+        "good",
+        {
+            "runtime_pip_extra_args": "--no-index --find-links /var/cache/envoyage-wheels",
+            "control_plane_docker_scope": "eym",
+        },
+    )
+
     def playbook(name, *extra):
         return sh([str(VENV_BIN / "ansible-playbook"), "-i", str(good), name, *extra], env=env, timeout=600)
 
-    app_ip = sh(["docker", "inspect", "-f", "{{(index .NetworkSettings.Networks \"eym-net\").IPAddress}}",
-                 "eym-whoami"]).stdout.strip()
-    playbook("envoyage.core.add_service", "-e", "service_name=manual", "-e", "service_domain=manual.example.test",
-             "-e", f"service_upstream={app_ip}:80")
+    app_ip = sh(
+        ["docker", "inspect", "-f", '{{(index .NetworkSettings.Networks "eym-net").IPAddress}}', "eym-whoami"]
+    ).stdout.strip()
+    playbook(
+        "envoyage.core.add_service",
+        "-e",
+        "service_name=manual",
+        "-e",
+        "service_domain=manual.example.test",
+        "-e",
+        f"service_upstream={app_ip}:80",
+    )
     assert wait_for_200("198.18.90.3", "manual.example.test"), "the manual service is not served through the VPS"
-    again = playbook("envoyage.core.add_service", "-e", "service_name=manual", "-e",
-                     "service_domain=manual.example.test", "-e", f"service_upstream={app_ip}:80")
+    again = playbook(
+        "envoyage.core.add_service",
+        "-e",
+        "service_name=manual",
+        "-e",
+        "service_domain=manual.example.test",
+        "-e",
+        f"service_upstream={app_ip}:80",
+    )
     assert re.search(r"eym-home\s*:.*changed=0", again.stdout), again.stdout[-1500:]
 
     backups = work / "backups"

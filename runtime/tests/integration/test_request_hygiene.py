@@ -9,16 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import uuid
 
 import pytest
-
 from helpers import Upstream, wait_for
 from labtools import Lab, add, running_lab, through_tunnel_listener
 
@@ -29,9 +26,11 @@ pytestmark = pytest.mark.integration
 HEADERS_TIMEOUT_S = 2
 MAX_CONNECTIONS = 600
 MAX_HEAP_MB = 256
-LIMITS = {"ENVOYAGE_EDGE_REQUEST_HEADERS_TIMEOUT": f"{HEADERS_TIMEOUT_S}s",
-          "ENVOYAGE_EDGE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-          "ENVOYAGE_EDGE_ENVOY_MAX_HEAP_MB": str(MAX_HEAP_MB)}
+LIMITS = {
+    "ENVOYAGE_EDGE_REQUEST_HEADERS_TIMEOUT": f"{HEADERS_TIMEOUT_S}s",
+    "ENVOYAGE_EDGE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+    "ENVOYAGE_EDGE_ENVOY_MAX_HEAP_MB": str(MAX_HEAP_MB),
+}
 
 
 @contextlib.contextmanager
@@ -58,8 +57,11 @@ def lab():
 def app(lab):
     a = Upstream("echo", echo=True)
     add(lab, "hyg", "hyg.example.test", a.address, "--no-health-check")
-    wait_for(lambda: internet(lab, "hyg.example.test")[0] == 200 and lan(lab, "hyg.example.test")[0] == 200,
-             timeout=30, what="the echo app on both paths")
+    wait_for(
+        lambda: internet(lab, "hyg.example.test")[0] == 200 and lan(lab, "hyg.example.test")[0] == 200,
+        timeout=30,
+        what="the echo app on both paths",
+    )
     yield a
     a.close()
 
@@ -78,8 +80,9 @@ def internet(lab: Lab, host: str, path: str = "/", *args: str) -> tuple[int, str
 
 
 def lan(lab: Lab, host: str, path: str = "/", *args: str) -> tuple[int, str]:
-    code, body, _ = _curl(lab, "lan", f"http://{lab.addr('home_lan')}:{lab.http_port}{path}", "-H", f"Host: {host}",
-                          *args)
+    code, body, _ = _curl(
+        lab, "lan", f"http://{lab.addr('home_lan')}:{lab.http_port}{path}", "-H", f"Host: {host}", *args
+    )
     return code, body
 
 
@@ -92,17 +95,35 @@ def seen_by_app(app: Upstream, marker: str) -> dict | None:
 
 # what a client sends to pass for someone else, or to seem to come from somewhere else
 SPOOFED = {
-    "X-Forwarded-Host": "admin.example.test", "X-Forwarded-Port": "443", "X-Forwarded-Prefix": "/admin",
-    "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7", "Forwarded": "for=203.0.113.9;proto=https",
-    "X-Real-IP": "203.0.113.8", "Client-IP": "203.0.113.10", "X-Client-IP": "203.0.113.11",
-    "X-Cluster-Client-IP": "203.0.113.12", "True-Client-IP": "203.0.113.13", "CF-Connecting-IP": "203.0.113.14",
-    "Remote-User": "admin", "Remote-Groups": "admins", "Remote-Name": "Admin", "Remote-Email": "admin@example.test",
-    "X-Remote-User": "admin", "X-Forwarded-User": "admin", "X-Forwarded-Email": "admin@example.test",
-    "X-authentik-username": "akadmin", "X-Authentik-Groups": "authentik Admins", "X-Authentik-Jwt": "e30.e30.x",
+    "X-Forwarded-Host": "admin.example.test",
+    "X-Forwarded-Port": "443",
+    "X-Forwarded-Prefix": "/admin",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-For": "203.0.113.7",
+    "Forwarded": "for=203.0.113.9;proto=https",
+    "X-Real-IP": "203.0.113.8",
+    "Client-IP": "203.0.113.10",
+    "X-Client-IP": "203.0.113.11",
+    "X-Cluster-Client-IP": "203.0.113.12",
+    "True-Client-IP": "203.0.113.13",
+    "CF-Connecting-IP": "203.0.113.14",
+    "Remote-User": "admin",
+    "Remote-Groups": "admins",
+    "Remote-Name": "Admin",
+    "Remote-Email": "admin@example.test",
+    "X-Remote-User": "admin",
+    "X-Forwarded-User": "admin",
+    "X-Forwarded-Email": "admin@example.test",
+    "X-authentik-username": "akadmin",
+    "X-Authentik-Groups": "authentik Admins",
+    "X-Authentik-Jwt": "e30.e30.x",
     "X-Auth-Request-User": "admin",
     # every other X-Forwarded-* and Remote-* too (forward-auth providers read these)
-    "X-Forwarded-Uri": "/admin", "X-Forwarded-Method": "GET", "X-Forwarded-Server": "admin.example.test",
-    "X-Forwarded-Ssl": "on", "Remote-Admin": "true",
+    "X-Forwarded-Uri": "/admin",
+    "X-Forwarded-Method": "GET",
+    "X-Forwarded-Server": "admin.example.test",
+    "X-Forwarded-Ssl": "on",
+    "Remote-Admin": "true",
 }
 
 
@@ -110,8 +131,9 @@ SPOOFED = {
 def test_forwarding_and_identity_headers_from_the_client_never_reach_the_app(lab, app, path):
     marker = uuid.uuid4().hex
     args = [a for name, value in SPOOFED.items() for a in ("-H", f"{name}: {value}")]
-    code, _ = PATHS[path](lab, "hyg.example.test", "/whoami", "-H", f"X-Marker: {marker}",
-                          "-H", "X-Custom-Thing: kept", *args)
+    code, _ = PATHS[path](
+        lab, "hyg.example.test", "/whoami", "-H", f"X-Marker: {marker}", "-H", "X-Custom-Thing: kept", *args
+    )
     assert code == 200
     got = seen_by_app(app, marker)["headers"]
     leaked = sorted(name for name in SPOOFED if name.lower() in got and got[name.lower()] == SPOOFED[name])
@@ -133,8 +155,15 @@ def test_a_header_with_an_underscore_is_refused(lab, app, path):
     assert seen_by_app(app, marker) is None
 
 
-DISGUISED = ["/app/../admin", "//admin", "/%2e%2e/admin", "/app/%2E%2E/admin", "/./admin", "/app%2F..%2Fadmin",
-             "/app%2f..%2fadmin"]
+DISGUISED = [
+    "/app/../admin",
+    "//admin",
+    "/%2e%2e/admin",
+    "/app/%2E%2E/admin",
+    "/./admin",
+    "/app%2F..%2Fadmin",
+    "/app%2f..%2fadmin",
+]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -147,12 +176,15 @@ def test_a_disguised_path_reaches_the_app_as_the_path_it_means(lab, app, path):
         marker = uuid.uuid4().hex
         where = "inet" if path == "vps" else "lan"
         base = f"http://{lab.addr('vps_public')}" if path == "vps" else f"http://{lab.addr('home_lan')}:{lab.http_port}"
-        code, _, location = _curl(lab, where, base + disguised, "-H", "Host: hyg.example.test",
-                                  "-H", f"X-Marker: {marker}")
+        code, _, location = _curl(
+            lab, where, base + disguised, "-H", "Host: hyg.example.test", "-H", f"X-Marker: {marker}"
+        )
         if "%2f" in disguised.lower():
             assert code == 307 and urllib.parse.urlsplit(location).path == "/admin", (disguised, code, location)
             assert seen_by_app(app, marker) is None
-            code, _ = request(lab, "hyg.example.test", urllib.parse.urlsplit(location).path, "-H", f"X-Marker: {marker}")
+            code, _ = request(
+                lab, "hyg.example.test", urllib.parse.urlsplit(location).path, "-H", f"X-Marker: {marker}"
+            )
         assert code == 200, disguised
         assert seen_by_app(app, marker)["path"] == "/admin", (path, disguised)
 
@@ -172,8 +204,6 @@ def test_a_disguised_path_cannot_escape_a_services_path_prefix(lab, app, path):
         assert seen_by_app(app, marker) is None, disguised
 
 
-
-
 def test_the_tunnel_listener_keeps_only_the_scheme_the_edge_set(lab, app):
     """Home's tunnel listener admits only the VPS (its tunnel address, a PROXY v2 header):
     the X-Forwarded-Proto the edge set from its own scheme is kept (the edge's HTTPS
@@ -181,10 +211,12 @@ def test_the_tunnel_listener_keeps_only_the_scheme_the_edge_set(lab, app):
     so even the VPS cannot name a user."""
     marker = uuid.uuid4().hex
     client = "198.51.100.23"
-    request = (f"GET /tunnel HTTP/1.1\r\nHost: hyg.example.test\r\nConnection: close\r\nX-Marker: {marker}\r\n"
-               "X-Forwarded-Proto: https\r\nX-Remote-User: admin\r\nX-Forwarded-Host: admin.example.test\r\n"
-               "X-Forwarded-Uri: /admin\r\nX-Forwarded-Protocol: https\r\n"
-               "X-Authentik-Username: akadmin\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n")
+    request = (
+        f"GET /tunnel HTTP/1.1\r\nHost: hyg.example.test\r\nConnection: close\r\nX-Marker: {marker}\r\n"
+        "X-Forwarded-Proto: https\r\nX-Remote-User: admin\r\nX-Forwarded-Host: admin.example.test\r\n"
+        "X-Forwarded-Uri: /admin\r\nX-Forwarded-Protocol: https\r\n"
+        "X-Authentik-Username: akadmin\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+    )
     assert through_tunnel_listener(lab, client, request.encode()) == "200"
     got = seen_by_app(app, marker)["headers"]
     assert got["x-forwarded-proto"] == "https"
@@ -256,8 +288,11 @@ print(json.dumps({"opened": opened, "closed": closed, "still_open": still_open, 
 
 def _envoy_pid(lab: Lab) -> int:
     edge = lab.pids["edge"]
-    children = [p for task in os.listdir(f"/proc/{edge}/task")
-                for p in open(f"/proc/{edge}/task/{task}/children").read().split()]
+    children = [
+        p
+        for task in os.listdir(f"/proc/{edge}/task")
+        for p in open(f"/proc/{edge}/task/{task}/children").read().split()
+    ]
     return next(int(p) for p in children if open(f"/proc/{p}/comm").read().strip() == "envoy")
 
 
@@ -276,13 +311,30 @@ def test_slow_loris_connections_are_cut_and_a_normal_client_keeps_getting_200s(l
     def sample():
         while not done.wait(0.25):
             rss.append(_rss_bytes(envoy))
+
     sampler = threading.Thread(target=sample)
     sampler.start()
     seconds = 12
     try:
-        out = subprocess.run(["ip", "netns", "exec", lab.ns["inet"], sys.executable, "-c", SLOW_LORIS,
-                              lab.addr("vps_public"), "hyg.example.test", "500", str(seconds), "3000"],
-                             capture_output=True, text=True, timeout=seconds + 60)
+        out = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                lab.ns["inet"],
+                sys.executable,
+                "-c",
+                SLOW_LORIS,
+                lab.addr("vps_public"),
+                "hyg.example.test",
+                "500",
+                str(seconds),
+                "3000",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
     finally:
         done.set()
         sampler.join()
@@ -291,9 +343,11 @@ def test_slow_loris_connections_are_cut_and_a_normal_client_keeps_getting_200s(l
     normal = [code for code, _ in result["normal"]]
     ok = normal.count(200) / len(normal)
     lifetimes = result["lifetimes"]
-    report = (f"slow-loris: {result['opened']} connections opened (500 at a time), {result['closed']} cut by the "
-              f"edge, longest lived {max(lifetimes, default=0):.1f} s; normal client {normal.count(200)}/"
-              f"{len(normal)} x 200; VPS Envoy RSS max {max(rss) / 2**20:.0f} MiB (limit {MAX_HEAP_MB} MiB)")
+    report = (
+        f"slow-loris: {result['opened']} connections opened (500 at a time), {result['closed']} cut by the "
+        f"edge, longest lived {max(lifetimes, default=0):.1f} s; normal client {normal.count(200)}/"
+        f"{len(normal)} x 200; VPS Envoy RSS max {max(rss) / 2**20:.0f} MiB (limit {MAX_HEAP_MB} MiB)"
+    )
     print(report)
     assert len(normal) >= 20, report
     assert ok >= 0.95, report
@@ -334,14 +388,31 @@ print(json.dumps({"refused": refused, "alive": alive}))
 
 
 def test_connections_over_the_listener_limit_are_closed_and_service_resumes(lab, app):
-    out = subprocess.run(["ip", "netns", "exec", lab.ns["inet"], sys.executable, "-c", OVER_LIMIT,
-                          lab.addr("vps_public"), str(MAX_CONNECTIONS), "20"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.ns["inet"],
+            sys.executable,
+            "-c",
+            OVER_LIMIT,
+            lab.addr("vps_public"),
+            str(MAX_CONNECTIONS),
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result == {"refused": 20, "alive": 20}, result
     wait_for(lambda: internet(lab, "hyg.example.test")[0] == 200, timeout=10, what="service after the flood")
     # the VPS Envoy counts what it turned away
     stats = lab.edge_admin("/stats?filter=connection_limit")
-    assert any(line.endswith(tuple(f": {n}" for n in range(20, 10_000))) for line in stats.splitlines()
-               if "limited_connections" in line), stats
+    assert any(
+        line.endswith(tuple(f": {n}" for n in range(20, 10_000)))
+        for line in stats.splitlines()
+        if "limited_connections" in line
+    ), stats

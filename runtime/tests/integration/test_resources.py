@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import threading
 
-from envoyage.cli.client import ControlClient
 from helpers import wait_for
+
+from envoyage.cli.client import ControlClient
 
 
 def db_descriptors(state_dir) -> int:
@@ -35,6 +36,7 @@ def test_sqlite_connections_do_not_grow_with_requests_threads_and_streams(setup,
             c = ControlClient(str(setup.socket))
             c.post("/services", {"name": f"s{i}-{j}", "domains": [f"s{i}-{j}.test"], "upstreams": [up.address]})
             c.get("/status")
+
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(10)]
     for t in threads:
         t.start()

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-
 from helpers import Envoy, http_get, run_cli, wait_for
 
 RATE = 100  # requests per second the client aims for
@@ -18,8 +17,9 @@ DURATION = 12.0  # seconds of traffic
 def test_restart_under_load_has_zero_failed_requests(mode, workdir, control_process, upstreams):
     cp = control_process.start()
     up = upstreams("steady")
-    run_cli("service", "add", "steady", "-d", "steady.example.test", "-u", up.address,
-            socket_path=cp.socket, check=True)
+    run_cli(
+        "service", "add", "steady", "-d", "steady.example.test", "-u", up.address, socket_path=cp.socket, check=True
+    )
     envoy = Envoy(workdir, "home-r", cp.xds_port, delta=mode == "delta").start()
     port = int(json.loads(run_cli("status", "--json", socket_path=cp.socket).stdout)["config"]["home_http_port"])
     wait_for(lambda: http_get(port, "steady.example.test") == (200, "steady"), 5, what="steady service")
@@ -64,12 +64,11 @@ def test_restart_under_load_has_zero_failed_requests(mode, workdir, control_proc
     def reconnected():
         st = json.loads(run_cli("status", "--json", socket_path=cp.socket).stdout)
         return st["services"]["total"] == 1 and any(n["connected"] for n in st["nodes"])
+
     wait_for(reconnected, 10, what="Envoy to reconnect to the restarted control plane")
     more = upstreams("more")
-    run_cli("service", "add", "more", "-d", "more.example.test", "-u", more.address,
-            socket_path=cp.socket, check=True)
+    run_cli("service", "add", "more", "-d", "more.example.test", "-u", more.address, socket_path=cp.socket, check=True)
     wait_for(lambda: http_get(port, "more.example.test") == (200, "more"), 5, what="a change after restart")
     # The reconnect replaced nothing Envoy already had: one listener, created once.
-    assert envoy.stats("listener_manager.listener_create_success") == {
-        "listener_manager.listener_create_success": 1}
+    assert envoy.stats("listener_manager.listener_create_success") == {"listener_manager.listener_create_success": 1}
     envoy.stop()

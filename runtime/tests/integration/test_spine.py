@@ -9,17 +9,18 @@ import time
 
 from envoy.config.route.v3 import route_components_pb2
 from envoy.type.matcher.v3 import regex_pb2
+from helpers import http_get, run_cli, wait_for
 
 from envoyage.cli.client import ControlClient
 from envoyage.xds import types as T
 from envoyage.xds.status import BaseCallbacks
-from helpers import http_get, run_cli, wait_for
 
 
 def serves(port, host, body=None, status=200):
     def check():
         code, text = http_get(port, host)
         return code == status and (body is None or text == body)
+
     return check
 
 
@@ -52,8 +53,13 @@ def test_status_shows_envoy_in_sync(setup, upstreams):
         node = st["nodes"][0]
         want = st["snapshots"][node["snapshot"]]
         types = {"cds", "eds", "lds", "rds"} | ({"vhds"} if setup.mode == "delta" else set())
-        return node["connected"] and node["delta"] == (setup.mode == "delta") and set(want) == types and all(
-            node["types"][t]["last_acked_version"] == v for t, v in want.items())
+        return (
+            node["connected"]
+            and node["delta"] == (setup.mode == "delta")
+            and set(want) == types
+            and all(node["types"][t]["last_acked_version"] == v for t, v in want.items())
+        )
+
     wait_for(in_sync, 5, what="all four types ACKed at the snapshot's versions")
     text = setup.cli("status", check=True).stdout
     assert "envoy home-1 (role home" in text and "in sync" in text and "behind" not in text
@@ -87,8 +93,9 @@ def test_vpn_only_serves_the_lan_networks_and_refuses_everyone_else(workdir, ups
     for lan, expect in ((("127.0.0.0/8",), "private"), (("192.168.0.0/16",), None)):
         s = Setup(workdir / f"lan{len(lan[0])}", make_config(workdir / f"lan{len(lan[0])}", lan_cidrs=lan), "sotw")
         try:
-            s.cli("service", "add", "nas", "-d", "nas.example.test", "-u", up.address, "--access", "vpn-only",
-                  check=True)
+            s.cli(
+                "service", "add", "nas", "-d", "nas.example.test", "-u", up.address, "--access", "vpn-only", check=True
+            )
             if expect:
                 wait_for(serves(s.http_port, "nas.example.test", expect), 5, what="vpn-only served to the LAN")
             else:
@@ -106,8 +113,12 @@ def test_late_joining_envoy_gets_current_state(setup, upstreams):
     wait_for(serves(setup.http_port, "s2.example.test", "late"), 5, what="s2 on the first envoy")
     late = setup.add_envoy("home-2")
     dump = late.config_dump()
-    clusters = {c["cluster"]["name"] for conf in dump["configs"]
-                if conf["@type"].endswith("ClustersConfigDump") for c in conf.get("dynamic_active_clusters", [])}
+    clusters = {
+        c["cluster"]["name"]
+        for conf in dump["configs"]
+        if conf["@type"].endswith("ClustersConfigDump")
+        for c in conf.get("dynamic_active_clusters", [])
+    }
     assert {"svc_s0", "svc_s1", "svc_s2"} <= clusters
     setup.envoy.stop()  # now only the late Envoy holds the (shared, SO_REUSEPORT) listener
     wait_for(serves(setup.http_port, "s1.example.test", "late"), 5, what="the late envoy to serve s1")
@@ -163,8 +174,11 @@ def test_delta_sends_exactly_the_changed_service(delta_setup, upstreams):
     s.cli("service", "add", "extra", "-d", "extra.example.test", "-u", new.address, check=True)
     wait_for(serves(s.http_port, "extra.example.test", "new"), 5, what="extra to answer")
     time.sleep(0.3)
-    assert _wire(rec.take()) == {"cds": (["svc_extra"], []), "eds": (["svc_extra"], []),
-                                 "vhds": (["home_http/extra"], [])}
+    assert _wire(rec.take()) == {
+        "cds": (["svc_extra"], []),
+        "eds": (["svc_extra"], []),
+        "vhds": (["home_http/extra"], []),
+    }
 
     # remove it: removals arrive as removed_resources
     s.cli("service", "rm", "extra", check=True)
@@ -194,9 +208,13 @@ def test_nack_keeps_last_good_routes_and_is_shown(setup, upstreams):
     bad = type(msg)()
     bad.CopyFrom(msg)
     host = bad.virtual_hosts[0] if rtype == T.ROUTE else bad
-    host.routes.insert(0, route_components_pb2.Route(
-        match=route_components_pb2.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex="/(unclosed")),
-        route=route_components_pb2.RouteAction(cluster="svc_good")))
+    host.routes.insert(
+        0,
+        route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(safe_regex=regex_pb2.RegexMatcher(regex="/(unclosed")),
+            route=route_components_pb2.RouteAction(cluster="svc_good"),
+        ),
+    )
     others = [m for m in current.messages(rtype) if m.name != msg.name]
     assert cache.set_snapshot(key, current.replace(rtype, others + [bad]))
 
@@ -234,15 +252,17 @@ def _raw(sock_path, data: bytes) -> bytes:
             if not c:
                 break
             chunks.append(c)
-    except (socket.timeout, ConnectionResetError):
+    except (TimeoutError, ConnectionResetError):
         pass
     s.close()
     return b"".join(chunks)
 
 
 def _req(method, path, body: bytes, ctype="application/json"):
-    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 def test_malformed_control_requests_change_nothing(setup, upstreams):
@@ -257,24 +277,61 @@ def test_malformed_control_requests_change_nothing(setup, upstreams):
         (_req("POST", "/v1/services", b"{not json"), b"400", b"not valid JSON"),
         (_req("POST", "/v1/services", b"[]"), b"400", b"an empty list adds nothing"),
         (_req("POST", "/v1/services", b"42"), b"400", b"JSON object"),
-        (_req("POST", "/v1/services", json.dumps({"name": "x", "domains": ["ok.test"],
-                                                   "upstreams": ["1.2.3.4:eighty"]}).encode()),
-         b"400", b"upstreams[0]"),
-        (_req("POST", "/v1/services", json.dumps({"name": "stable", "domains": ["z.test"],
-                                                   "upstreams": ["1.2.3.4:80"]}).encode()), b"409", b"already exists"),
-        (_req("PATCH", "/v1/services/stable", json.dumps({"domains": ["bad domain"]}).encode()), b"400",
-         b"domains[0]"),
+        (
+            _req(
+                "POST",
+                "/v1/services",
+                json.dumps({"name": "x", "domains": ["ok.test"], "upstreams": ["1.2.3.4:eighty"]}).encode(),
+            ),
+            b"400",
+            b"upstreams[0]",
+        ),
+        (
+            _req(
+                "POST",
+                "/v1/services",
+                json.dumps({"name": "stable", "domains": ["z.test"], "upstreams": ["1.2.3.4:80"]}).encode(),
+            ),
+            b"409",
+            b"already exists",
+        ),
+        (_req("PATCH", "/v1/services/stable", json.dumps({"domains": ["bad domain"]}).encode()), b"400", b"domains[0]"),
         (_req("PATCH", "/v1/services/stable", json.dumps({"name": "renamed"}).encode()), b"400", b"renamed"),
-        (_req("PUT", "/v1/services/stable", json.dumps({"domains": ["stable.example.test"]}).encode()), b"400",
-         b"upstreams"),
+        (
+            _req("PUT", "/v1/services/stable", json.dumps({"domains": ["stable.example.test"]}).encode()),
+            b"400",
+            b"upstreams",
+        ),
         (_req("DELETE", "/v1/services/nope", b""), b"404", b"no service named 'nope'"),
-        (_req("POST", "/v1/services", b"{" + b"\"a\":1," * 3_000_000 + b"\"b\":2}"), b"413", b""),
-        (_req("POST", "/v1/services", json.dumps([
-            {"name": "ok1", "domains": ["ok1.test"], "upstreams": ["1.2.3.4:80"]},
-            {"name": "ok2", "domains": ["ok2.test"], "upstreams": ["1.2.3.4:x"]}]).encode()), b"400", b"[1].upstreams[0]"),
-        (_req("POST", "/v1/services", json.dumps([
-            {"name": "ok1", "domains": ["ok1.test"], "upstreams": ["1.2.3.4:80"]},
-            {"name": "stable", "domains": ["ok2.test"], "upstreams": ["1.2.3.4:80"]}]).encode()), b"409", b"stable"),
+        (_req("POST", "/v1/services", b"{" + b'"a":1,' * 3_000_000 + b'"b":2}'), b"413", b""),
+        (
+            _req(
+                "POST",
+                "/v1/services",
+                json.dumps(
+                    [
+                        {"name": "ok1", "domains": ["ok1.test"], "upstreams": ["1.2.3.4:80"]},
+                        {"name": "ok2", "domains": ["ok2.test"], "upstreams": ["1.2.3.4:x"]},
+                    ]
+                ).encode(),
+            ),
+            b"400",
+            b"[1].upstreams[0]",
+        ),
+        (
+            _req(
+                "POST",
+                "/v1/services",
+                json.dumps(
+                    [
+                        {"name": "ok1", "domains": ["ok1.test"], "upstreams": ["1.2.3.4:80"]},
+                        {"name": "stable", "domains": ["ok2.test"], "upstreams": ["1.2.3.4:80"]},
+                    ]
+                ).encode(),
+            ),
+            b"409",
+            b"stable",
+        ),
         (b"GARBAGE\r\n\r\n", b"", b"400"),  # not HTTP at all: an HTTP/0.9-style error page
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, b"", b""),  # a TLS hello
     ]
@@ -289,7 +346,9 @@ def test_malformed_control_requests_change_nothing(setup, upstreams):
     assert setup.plane.list_services() == before_services
     assert http_get(setup.http_port, "stable.example.test") == (200, "stable")
     bad_cli = setup.cli("service", "add", "bad", "-d", "ok.test", "-u", "10.0.0.1:eighty")
-    assert bad_cli.returncode == 2 and "upstreams[0]: '10.0.0.1:eighty': 'eighty' is not a port number" in bad_cli.stderr
+    assert (
+        bad_cli.returncode == 2 and "upstreams[0]: '10.0.0.1:eighty': 'eighty' is not a port number" in bad_cli.stderr
+    )
 
 
 def test_batch_add_is_one_push(setup, upstreams):
@@ -298,8 +357,11 @@ def test_batch_add_is_one_push(setup, upstreams):
     before = setup.plane.registry.events(limit=10_000)
     answer = ControlClient(str(setup.socket)).post("/services", body)
     assert len(answer["services"]) == 50
-    wait_for(lambda: all(http_get(setup.http_port, f"b{i}.example.test") == (200, "batch") for i in range(50)),
-             10, what="every service of the batch to answer")
+    wait_for(
+        lambda: all(http_get(setup.http_port, f"b{i}.example.test") == (200, "batch") for i in range(50)),
+        10,
+        what="every service of the batch to answer",
+    )
     added = [e for e in setup.plane.registry.events(limit=10_000) if e not in before and e["kind"] == "service.added"]
     assert len(added) == 50
     assert setup.plane.last_reconcile["reason"] == "50 services added"

@@ -14,7 +14,6 @@ import time
 import uuid
 
 import pytest
-
 from helpers import Upstream, free_port, wait_for
 from labtools import Lab, add, cli, running_lab, status
 
@@ -63,8 +62,11 @@ def test_a_new_container_resolves_to_home_on_the_lan_and_never_touches_the_vps(l
     assert not mine(lab.edge_access_log)
     # the container goes: so does the name (the LAN then gets what the internet gets)
     c.remove(force=True)
-    wait_for(lambda: answers(lab, "lan", domain) == [lab.addr("vps_wan")], timeout=15,
-             what="the name to leave the home resolver")
+    wait_for(
+        lambda: answers(lab, "lan", domain) == [lab.addr("vps_wan")],
+        timeout=15,
+        what="the name to leave the home resolver",
+    )
     assert f"{domain}." not in home_zones(lab)
 
 
@@ -72,14 +74,20 @@ def test_wildcards_resolve_for_any_label_and_other_names_go_upstream_validated(l
     add(lab, "apps", "*.apps.example.test", app.address)
     home = lab.addr("home_lan")
     for label in ("a", "deep.er", uuid.uuid4().hex[:8]):
-        wait_for(lambda: answers(lab, "lan", f"{label}.apps.example.test") == [home], timeout=10,
-                 what=f"{label}.apps.example.test on the LAN")
+        wait_for(
+            lambda: answers(lab, "lan", f"{label}.apps.example.test") == [home],
+            timeout=10,
+            what=f"{label}.apps.example.test on the LAN",
+        )
     out = lab.dig("lan", "outside.example.test")
     assert "status: NOERROR" in out.stdout and lab.outside_address in out.stdout
     assert " ad" in out.stdout.split("flags:")[1].split(";")[0], "the upstream answer was not DNSSEC-validated"
     cli(lab, "service", "rm", "apps")
-    wait_for(lambda: answers(lab, "lan", "a.apps.example.test") == [lab.addr("vps_wan")], timeout=10,
-             what="the wildcard to leave the home resolver")
+    wait_for(
+        lambda: answers(lab, "lan", "a.apps.example.test") == [lab.addr("vps_wan")],
+        timeout=10,
+        what="the wildcard to leave the home resolver",
+    )
 
 
 TAMPER = r"""
@@ -108,8 +116,9 @@ while time.time() < deadline:
 def test_dnssec_a_record_altered_on_the_way_gives_servfail(lab):
     wan = lab.addr("vps_wan")
     altered = f"{lab.net}.3.78"
-    proxy = subprocess.Popen(["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", TAMPER, wan, wan, altered,
-                              lab.outside_address])
+    proxy = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns["vps"], sys.executable, "-c", TAMPER, wan, wan, altered, lab.outside_address]
+    )
     try:
         time.sleep(0.3)
         lab.unbound_control("forward", f"{wan}@5353")
@@ -129,13 +138,19 @@ def test_dnssec_a_record_altered_on_the_way_gives_servfail(lab):
 
 def test_unbound_down_is_a_named_problem_http_keeps_serving_and_entries_return(lab, app):
     add(lab, "before", "before.example.test", app.address)
-    wait_for(lambda: answers(lab, "lan", "before.example.test") == [lab.addr("home_lan")], timeout=10,
-             what="before.example.test on the LAN")
+    wait_for(
+        lambda: answers(lab, "lan", "before.example.test") == [lab.addr("home_lan")],
+        timeout=10,
+        what="before.example.test on the LAN",
+    )
     lab.stop("unbound")
     try:
         add(lab, "during", "during.example.test", app.address)
-        problem = wait_for(lambda: [p for p in status(lab)["problems"] if p.startswith("dns:")], timeout=15,
-                           what="the DNS problem in status")[0]
+        problem = wait_for(
+            lambda: [p for p in status(lab)["problems"] if p.startswith("dns:")],
+            timeout=15,
+            what="the DNS problem in status",
+        )[0]
         assert "Unbound is not running" in problem
         out = lab.curl("lan", f"http://{lab.addr('home_lan')}:{lab.http_port}/", "-H", "Host: during.example.test")
         assert out.stdout.rpartition("\n")[2] == "200"
@@ -145,15 +160,21 @@ def test_unbound_down_is_a_named_problem_http_keeps_serving_and_entries_return(l
     # the include file had both: a restarted Unbound answers them at once
     assert answers(lab, "lan", "before.example.test") == [home]
     assert answers(lab, "lan", "during.example.test") == [home]
-    wait_for(lambda: not [p for p in status(lab)["problems"] if p.startswith("dns:")] and status(lab)["dns"]["in_sync"],
-             timeout=15, what="the DNS problem to clear")
+    wait_for(
+        lambda: not [p for p in status(lab)["problems"] if p.startswith("dns:")] and status(lab)["dns"]["in_sync"],
+        timeout=15,
+        what="the DNS problem to clear",
+    )
 
 
 def test_a_controller_restart_with_changes_meanwhile_ends_equal_to_the_registry(lab, app, docker):
     add(lab, "stays", "stays.example.test", app.address)
     gone = docker.run(f"gone-{uuid.uuid4().hex[:6]}", labels={"envoyage.domain": "gone.example.test"})
-    wait_for(lambda: {"stays.example.test.", "gone.example.test."} <= home_zones(lab), timeout=15,
-             what="both names in Unbound")
+    wait_for(
+        lambda: {"stays.example.test.", "gone.example.test."} <= home_zones(lab),
+        timeout=15,
+        what="both names in Unbound",
+    )
     lab.stop("control")
     try:
         gone.remove(force=True)
@@ -164,8 +185,11 @@ def test_a_controller_restart_with_changes_meanwhile_ends_equal_to_the_registry(
         lab.start_control()
     services = json.loads(cli(lab, "services", "--json").stdout)
     want = {f"{d}." for s in services if not s["problems"] for d in s["domains"] if not d.startswith("*.")}
-    wait_for(lambda: home_zones(lab) - {"stray.example.test."} == want, timeout=20,
-             what=f"Unbound's zones to equal the registry's domains {sorted(want)}")
+    wait_for(
+        lambda: home_zones(lab) - {"stray.example.test."} == want,
+        timeout=20,
+        what=f"Unbound's zones to equal the registry's domains {sorted(want)}",
+    )
     assert "stray.example.test." in home_zones(lab)
     assert {"stays.example.test.", "new.example.test."} <= want and "gone.example.test." not in want
     lab.unbound_control("local_zone_remove", "stray.example.test.")
@@ -173,8 +197,11 @@ def test_a_controller_restart_with_changes_meanwhile_ends_equal_to_the_registry(
 
 def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, app):
     add(lab, "web", "web.example.test", app.address)
-    wait_for(lambda: answers(lab, "lan", "web.example.test") == [lab.addr("home_lan")], timeout=10,
-             what="web.example.test on the LAN")
+    wait_for(
+        lambda: answers(lab, "lan", "web.example.test") == [lab.addr("home_lan")],
+        timeout=10,
+        what="web.example.test on the LAN",
+    )
     ok = cli(lab, "check", "dns", "web.example.test", "--json")
     assert json.loads(ok.stdout)["ok"], ok.stdout
     # a wrong answer on the LAN
@@ -183,8 +210,9 @@ def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, 
     try:
         out = cli(lab, "check", "dns", "web.example.test", check=False)
         assert out.returncode == 1
-        assert ("PROBLEM: LAN clients get 10.9.9.9 for web.example.test, not this home's address "
-                f"{lab.addr('home_lan')}") in out.stdout
+        assert (
+            f"PROBLEM: LAN clients get 10.9.9.9 for web.example.test, not this home's address {lab.addr('home_lan')}"
+        ) in out.stdout
     finally:
         lab.unbound_control("local_data_remove", "web.example.test.")
         lab.unbound_control("local_data", f"web.example.test. 60 IN A {lab.addr('home_lan')}")
@@ -195,9 +223,13 @@ def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, 
     dead.close()
     add(lab, "dead", "dead.example.test", f"127.0.0.1:{port}", "--no-health-check")
     # the VPS may get the new service a moment after home's resolver answers it
-    good = wait_for(lambda: (lambda r: r if json.loads(r.stdout)["paths"].get("vps", {}).get("status") == 200
-                             else None)(cli(lab, "check", "service", "web", "--json", check=False)),
-                    timeout=15, what="web on both paths")
+    good = wait_for(
+        lambda: (lambda r: r if json.loads(r.stdout)["paths"].get("vps", {}).get("status") == 200 else None)(
+            cli(lab, "check", "service", "web", "--json", check=False)
+        ),
+        timeout=15,
+        what="web on both paths",
+    )
     paths = json.loads(good.stdout)["paths"]
     assert good.returncode == 0 and set(paths) == {"lan", "vps"} and paths["lan"]["status"] == 200
     out = cli(lab, "check", "service", "dead", check=False)
@@ -208,13 +240,17 @@ def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, 
     assert cli(lab, "check", "tunnel").returncode == 0
     lab.tunnel_down()
     try:
-        out = wait_for(lambda: (lambda r: r if r.returncode == 1 else None)(cli(lab, "check", "tunnel", check=False)),
-                       timeout=15, what="check tunnel to fail")
+        out = wait_for(
+            lambda: (lambda r: r if r.returncode == 1 else None)(cli(lab, "check", "tunnel", check=False)),
+            timeout=15,
+            what="check tunnel to fail",
+        )
         assert "PROBLEM: the tunnel is down" in out.stdout
     finally:
         lab.tunnel_up()
-    wait_for(lambda: cli(lab, "check", "tunnel", check=False).returncode == 0, timeout=30,
-             what="check tunnel to pass again")
+    wait_for(
+        lambda: cli(lab, "check", "tunnel", check=False).returncode == 0, timeout=30, what="check tunnel to pass again"
+    )
 
 
 def test_a_name_inside_another_service_s_zone_keeps_its_answer_when_the_outer_one_goes(lab, app):
@@ -226,5 +262,8 @@ def test_a_name_inside_another_service_s_zone_keeps_its_answer_when_the_outer_on
     wait_for(lambda: "nest.example.test." not in home_zones(lab), timeout=10, what="the outer zone to go")
     assert answers(lab, "lan", "www.nest.example.test") == [home]
     cli(lab, "service", "rm", "inner")
-    wait_for(lambda: answers(lab, "lan", "www.nest.example.test") == [lab.addr("vps_wan")], timeout=10,
-             what="the inner name to go too")
+    wait_for(
+        lambda: answers(lab, "lan", "www.nest.example.test") == [lab.addr("vps_wan")],
+        timeout=10,
+        what="the inner name to go too",
+    )

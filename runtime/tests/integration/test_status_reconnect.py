@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import Envoy, http_get, run_cli, wait_for
 
 from envoyage.model import parse_service
 from envoyage.store.registry import Registry
-from helpers import Envoy, http_get, run_cli, wait_for
 
 
 def node_types(cp):
@@ -39,6 +39,7 @@ def test_status_after_restart_is_in_sync_at_once(mode, workdir, control_process,
                 return False
             want = st["snapshots"].get(node["snapshot"]) or {}
             return want and all(node["types"].get(t, {}).get("last_acked_version") == v for t, v in want.items())
+
         wait_for(synced, 10, what="every type shown in sync after the restart")
         node, st = node_types(cp)
         types = {"cds", "eds", "lds", "rds"} | ({"vhds"} if mode == "delta" else set())
@@ -50,7 +51,8 @@ def test_status_after_restart_is_in_sync_at_once(mode, workdir, control_process,
         assert "behind" not in text
         # the listener was never replaced: nothing was resent
         assert envoy.stats("listener_manager.listener_create_success") == {
-            "listener_manager.listener_create_success": 1}
+            "listener_manager.listener_create_success": 1
+        }
     finally:
         envoy.stop()
 
@@ -60,8 +62,7 @@ def test_status_after_restart_with_a_change_meanwhile_shows_the_resync(workdir, 
     at reconnect; it is sent, and status then shows the ACKed new version."""
     cp = control_process.start()
     a, b = upstreams("a"), upstreams("b")
-    run_cli("service", "add", "moving", "-d", "moving.example.test", "-u", a.address, socket_path=cp.socket,
-            check=True)
+    run_cli("service", "add", "moving", "-d", "moving.example.test", "-u", a.address, socket_path=cp.socket, check=True)
     envoy = Envoy(workdir, "home-m", cp.xds_port, delta=True).start()
     port = int(json.loads(run_cli("status", "--json", socket_path=cp.socket).stdout)["config"]["home_http_port"])
     try:
@@ -69,8 +70,7 @@ def test_status_after_restart_with_a_change_meanwhile_shows_the_resync(workdir, 
         cp.stop()
         # the desired state changes while the control plane is down
         registry = Registry(control_process.state_dir / "envoyage.db")
-        registry.update(parse_service({"name": "moving", "domains": ["moving.example.test"],
-                                       "upstreams": [b.address]}))
+        registry.update(parse_service({"name": "moving", "domains": ["moving.example.test"], "upstreams": [b.address]}))
         registry.close()
         cp.start()
         wait_for(lambda: http_get(port, "moving.example.test") == (200, "b"), 5, what="the change to arrive")

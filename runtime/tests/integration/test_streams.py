@@ -13,9 +13,9 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from helpers import RUN_ID, Setup, http_get, make_config, wait_for
 
 from envoyage.xds import types as T
-from helpers import RUN_ID, Setup, http_get, make_config, wait_for
 
 
 class FakeClient:
@@ -33,6 +33,7 @@ class FakeClient:
             yield from self.requests
             while not self._done:
                 time.sleep(0.05)
+
         self.call = stub.StreamAggregatedResources(gen())
 
     def first(self, timeout=5):
@@ -85,12 +86,20 @@ def test_stream_limit_refuses_strangers_but_never_our_envoy(limited):
     clients.append(FakeClient(s.daemon.xds_port, "stranger-late"))  # takes home-1's slot
     assert not isinstance(clients[-1].first(), grpc.RpcError)
     s.envoy.start()
-    wait_for(lambda: any(n["node_id"] == "home-1" and n["connected"] for n in status(s)["nodes"]), 10,
-             what="home-1 to be admitted at the limit")
+    wait_for(
+        lambda: any(n["node_id"] == "home-1" and n["connected"] for n in status(s)["nodes"]),
+        10,
+        what="home-1 to be admitted at the limit",
+    )
     st = status(s)
     assert st["xds"]["evicted"] >= 1 and st["xds"]["refused"] >= 1 and st["xds"]["streams"] <= 4
-    up2 = s.plane.add_service({"name": "after", "domains": ["after.test"],
-                               "upstreams": [json.loads(s.cli("services", "--json").stdout)[0]["upstreams"][0]]})
+    up2 = s.plane.add_service(
+        {
+            "name": "after",
+            "domains": ["after.test"],
+            "upstreams": [json.loads(s.cli("services", "--json").stdout)[0]["upstreams"][0]],
+        }
+    )
     assert up2["problems"] == []
     wait_for(lambda: http_get(s.http_port, "after.test") == (200, "ours"), 5, what="changes to reach home-1")
 
@@ -126,6 +135,7 @@ def client_netns():
 
     def sh(*cmd):
         subprocess.run(cmd, check=True, capture_output=True)
+
     sh("ip", "netns", "add", ns)
     try:
         sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -144,16 +154,36 @@ def test_keepalive_drops_a_peer_whose_link_died(workdir, client_netns):
     # own veth address); Envoy home-1 uses loopback
     config = make_config(workdir, xds_address="0.0.0.0", xds_keepalive=1.0, xds_keepalive_timeout=1.0)
     s = Setup(workdir, config, "sotw")
-    proc = subprocess.Popen(["ip", "netns", "exec", client_netns, sys.executable, "-c", HUNG_CLIENT,
-                             f"10.251.77.1:{s.daemon.xds_port}", "far-1", T.CLUSTER], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            client_netns,
+            sys.executable,
+            "-c",
+            HUNG_CLIENT,
+            f"10.251.77.1:{s.daemon.xds_port}",
+            "far-1",
+            T.CLUSTER,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().startswith("got")
-        wait_for(lambda: any(n["node_id"] == "far-1" and n["connected"] for n in status(s)["nodes"]), 5,
-                 what="the client's stream")
+        wait_for(
+            lambda: any(n["node_id"] == "far-1" and n["connected"] for n in status(s)["nodes"]),
+            5,
+            what="the client's stream",
+        )
         # the link dies: nothing from the namespace arrives any more, no FIN, no RST
         subprocess.run(["ip", "netns", "exec", client_netns, "iptables", "-A", "OUTPUT", "-j", "DROP"], check=True)
-        wait_for(lambda: not any(n["node_id"] == "far-1" and n["connected"] for n in status(s)["nodes"]), 10,
-                 what="keepalive to drop the dead peer")
+        wait_for(
+            lambda: not any(n["node_id"] == "far-1" and n["connected"] for n in status(s)["nodes"]),
+            10,
+            what="keepalive to drop the dead peer",
+        )
         assert s.plane.ads.stream_count() == 1  # only home-1's
     finally:
         proc.kill()
@@ -189,14 +219,20 @@ def test_hostile_requests_are_refused_without_holding_memory(limited):
     s, clients = limited
     before = rss_mb()
     # a request naming 2,000,000 resources, from another process (its own memory is not ours)
-    greedy = subprocess.run([sys.executable, "-c", GREEDY_CLIENT, f"127.0.0.1:{s.daemon.xds_port}", T.ENDPOINT],
-                            capture_output=True, text=True, timeout=120)
+    greedy = subprocess.run(
+        [sys.executable, "-c", GREEDY_CLIENT, f"127.0.0.1:{s.daemon.xds_port}", T.ENDPOINT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert greedy.stdout.strip() in ("StatusCode.RESOURCE_EXHAUSTED", "closed"), greedy.stdout + greedy.stderr
     long_id = FakeClient(s.daemon.xds_port, "x" * 2 * 1024 * 1024)
     clients.append(long_id)
     err = long_id.first()
-    assert isinstance(err, grpc.RpcError) and err.code() in (grpc.StatusCode.INVALID_ARGUMENT,
-                                                              grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert isinstance(err, grpc.RpcError) and err.code() in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
     st = status(s)
     assert [n["node_id"] for n in st["nodes"]] == ["home-1"]
     assert [n["node_id"] for n in st["known_nodes"]] == ["home-1"]

@@ -14,10 +14,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from envoyage.link import LINK_VERSION, VERSION_KEY
 from helpers import Upstream, free_port, wait_for
 from labtools import Lab, add, cli, proxy_v2, running_lab, status, through_tunnel_listener
+
+from envoyage.link import LINK_VERSION, VERSION_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +66,7 @@ def served_through_vps(lab: Lab, host: str, path: str = "/", timeout: float = 15
     def ok():
         code, body = internet(lab, host, path)
         return body if code == 200 else None
+
     return wait_for(ok, timeout=timeout, what=f"{host} to answer through the VPS")
 
 
@@ -79,16 +80,28 @@ def test_the_internet_client_is_served_through_the_tunnel_with_its_real_address(
     assert code == 200
     assert json.loads(text)["x_real_ip"] == lab.v6_prefix + "2"
     # headers the client sends to claim another address are replaced, not passed on
-    code, text = internet(lab, "echo.example.test", "/", "-H", "X-Forwarded-For: 203.0.113.7",
-                          "-H", "X-Real-IP: 203.0.113.8", "-H", "Forwarded: for=203.0.113.9")
+    code, text = internet(
+        lab,
+        "echo.example.test",
+        "/",
+        "-H",
+        "X-Forwarded-For: 203.0.113.7",
+        "-H",
+        "X-Real-IP: 203.0.113.8",
+        "-H",
+        "Forwarded: for=203.0.113.9",
+    )
     assert code == 200
     seen = json.loads(text)
     assert seen["x_forwarded_for"] == client and seen["x_real_ip"] == client and seen["forwarded"] is None
     # the home Envoy's access log (tunnel listener) names the internet client
     marker = f"/real-ip-{uuid.uuid4().hex[:8]}"
     assert internet(lab, "echo.example.test", marker)[0] == 200
-    line = wait_for(lambda: next((l for l in log_lines(lab.home_access_log) if l["path"] == marker), None),
-                    timeout=10, what="the request in the home access log")
+    line = wait_for(
+        lambda: next((l for l in log_lines(lab.home_access_log) if l["path"] == marker), None),
+        timeout=10,
+        what="the request in the home access log",
+    )
     assert line["listener"] == "home_tunnel" and line["client"] == client
 
 
@@ -96,8 +109,9 @@ def test_a_proxy_header_from_the_client_is_not_believed(lab, app):
     add(lab, "echo", "echo.example.test", app.address)
     served_through_vps(lab, "echo.example.test")
     # the client sends its own PROXY header to the VPS: it is not HTTP, so it is refused
-    out = lab.curl("inet", f"http://{lab.addr('vps_public')}/spoof", "-H", "Host: echo.example.test",
-                   "--haproxy-protocol")
+    out = lab.curl(
+        "inet", f"http://{lab.addr('vps_public')}/spoof", "-H", "Host: echo.example.test", "--haproxy-protocol"
+    )
     assert not any(s["path"] == "/spoof" for s in app.seen), "a request with a client PROXY header reached the app"
     assert out.stdout.rpartition("\n")[2] in ("400", "000")
     # the home tunnel listener takes PROXY headers only from the VPS's tunnel address:
@@ -113,8 +127,6 @@ def test_a_proxy_header_from_the_client_is_not_believed(lab, app):
     assert not any(s["path"] == "/not-from-edge" for s in app.seen)
 
 
-
-
 def test_a_lan_request_stays_on_the_lan(lab, app):
     add(lab, "echo", "echo.example.test", app.address)
     served_through_vps(lab, "echo.example.test")
@@ -123,28 +135,35 @@ def test_a_lan_request_stays_on_the_lan(lab, app):
     assert code == 200 and json.loads(text)["x_real_ip"] == lab.addr("lan_client")
     # a later request through the VPS: once it is in both logs, so would the LAN one be
     assert internet(lab, "echo.example.test", f"/inet-{tag}")[0] == 200
-    wait_for(lambda: any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.edge_access_log))
-             and any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.home_access_log)),
-             timeout=20, what="the marker request in both access logs")
+    wait_for(
+        lambda: (
+            any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.edge_access_log))
+            and any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.home_access_log))
+        ),
+        timeout=20,
+        what="the marker request in both access logs",
+    )
     assert not any(l["path"] == f"/lan-{tag}" for l in log_lines(lab.edge_access_log))
     home = [l for l in log_lines(lab.home_access_log) if l["path"] == f"/lan-{tag}"]
     assert [l["listener"] for l in home] == ["home_http"]
 
 
-
-
 def _proxied_status(lab: Lab, host: str, client: str) -> int:
     """What the home tunnel listener answers the VPS for `host`, with a PROXY v2 header
     naming `client` (sent from the VPS's namespace, as the VPS Envoy does)."""
-    return int(through_tunnel_listener(lab, client, f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                                       .encode()))
+    return int(
+        through_tunnel_listener(lab, client, f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    )
 
 
 def test_vpn_only_is_refused_from_the_internet_and_served_on_the_lan(lab, app):
     add(lab, "echo", "echo.example.test", app.address)
     add(lab, "private", "private.example.test", app.address, "--access", "vpn-only")
-    code, text = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(lan(lab, "private.example.test")),
-                          timeout=15, what="the vpn-only service on the LAN")
+    code, text = wait_for(
+        lambda: (lambda r: r if r[0] == 200 else None)(lan(lab, "private.example.test")),
+        timeout=15,
+        what="the vpn-only service on the LAN",
+    )
     assert json.loads(text)["x_real_ip"] == lab.addr("lan_client")
     # the edge has no route for it at all
     code, text = internet(lab, "private.example.test")
@@ -155,13 +174,15 @@ def test_vpn_only_is_refused_from_the_internet_and_served_on_the_lan(lab, app):
     # listener's tunnel address, is neither LAN nor VPN
     assert _proxied_status(lab, "private.example.test", "198.51.100.7") == 403
     assert _proxied_status(lab, "echo.example.test", "198.51.100.7") == 200  # a public one is served
-    v1 = lab.curl("vps", f"http://{lab.plan['home']}:{lab.tunnel_port}/", "-H", "Host: private.example.test",
-                  "--haproxy-protocol")  # curl speaks PROXY v1 only: refused, the connection is closed
+    v1 = lab.curl(
+        "vps", f"http://{lab.plan['home']}:{lab.tunnel_port}/", "-H", "Host: private.example.test", "--haproxy-protocol"
+    )  # curl speaks PROXY v1 only: refused, the connection is closed
     assert v1.stdout.rpartition("\n")[2] == "000"
     # the LAN listener on home's tunnel address: dropped by the tunnel firewall (issue 20;
     # test_tunnel_firewall.py), and refused by vpn-only behind it (test_vpn_only_networks.py)
-    direct = lab.curl("vps", f"http://{lab.plan['home']}:{lab.http_port}/", "-H", "Host: private.example.test",
-                      timeout=3)
+    direct = lab.curl(
+        "vps", f"http://{lab.plan['home']}:{lab.http_port}/", "-H", "Host: private.example.test", timeout=3
+    )
     assert direct.stdout.rpartition("\n")[2] == "000"
     cli(lab, "service", "rm", "private")
 
@@ -176,8 +197,11 @@ def test_a_new_labelled_container_appears_on_the_vps_path(lab, docker):
 
 def test_an_app_that_stops_makes_its_edge_cluster_unhealthy(lab, workdir):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                             "--directory", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     add(lab, "fragile", "fragile.example.test", f"127.0.0.1:{port}")
     served_through_vps(lab, "fragile.example.test")
 
@@ -200,8 +224,11 @@ def test_tunnel_down_and_up_restores_service_without_restarts(lab, app):
     pids = dict(lab.pids)
     lab.tunnel_down()
     try:
-        wait_for(lambda: internet(lab, "echo.example.test")[0] != 200, timeout=15,
-                 what="the VPS path to fail with the tunnel down")
+        wait_for(
+            lambda: internet(lab, "echo.example.test")[0] != 200,
+            timeout=15,
+            what="the VPS path to fail with the tunnel down",
+        )
         code, _ = lan(lab, "echo.example.test")
         assert code == 200, "the LAN path must keep serving while the tunnel is down"
         problem = wait_problem(lab, "tunnel:", timeout=10)
@@ -217,9 +244,17 @@ def test_tunnel_down_and_up_restores_service_without_restarts(lab, app):
 def test_status_shows_the_tunnel_the_link_and_the_edge_envoy(lab, app):
     add(lab, "echo", "echo.example.test", app.address)
     served_through_vps(lab, "echo.example.test")
-    st = wait_for(lambda: (lambda s: s if s["edge"]["in_sync"] and s["edge"]["rtt_ms"] is not None
-                           and s["tunnel"]["handshake_age"] is not None else None)(status(lab)),
-                  timeout=15, what="the edge in sync, a round-trip time and a handshake")
+    st = wait_for(
+        lambda: (
+            lambda s: (
+                s
+                if s["edge"]["in_sync"] and s["edge"]["rtt_ms"] is not None and s["tunnel"]["handshake_age"] is not None
+                else None
+            )
+        )(status(lab)),
+        timeout=15,
+        what="the edge in sync, a round-trip time and a handshake",
+    )
     assert st["topology"] == "a"
     assert st["tunnel"]["handshake_age"] is not None and st["tunnel"]["handshake_age"] < 180
     assert st["tunnel"]["rx_bytes"] > 0 and st["tunnel"]["endpoint"].startswith(lab.addr("vps_wan"))
@@ -256,8 +291,15 @@ def _link_call(lab: Lab, metadata, ns: str | None = "vps", nonce: bool = True, p
     """An edge-link call with this metadata, a hello (with a nonce or not) and then
     `proof` ("random" bytes, a "report" instead, or "none"), from the VPS's namespace (its
     tunnel address) or, with ns=None, from home itself."""
-    argv = [sys.executable, "-c", LINK_PROBE, f"{lab.plan['home']}:{lab.link_port}", json.dumps(metadata),
-            "nonce" if nonce else "-", proof]
+    argv = [
+        sys.executable,
+        "-c",
+        LINK_PROBE,
+        f"{lab.plan['home']}:{lab.link_port}",
+        json.dumps(metadata),
+        "nonce" if nonce else "-",
+        proof,
+    ]
     if ns:
         argv = ["ip", "netns", "exec", lab.ns[ns]] + argv
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -272,8 +314,11 @@ def test_an_edge_with_a_wrong_or_missing_secret_gets_nothing(lab):
     version = [VERSION_KEY, str(LINK_VERSION)]
     secret = (lab.vps_dir / "edge.secret").read_text().strip()
     before = status(lab)["edge"]["refused"]
-    for metadata, proof in (([version], "random"), ([version], "report"),
-                            ([version, ["authorization", f"Bearer {secret}"]], "random")):
+    for metadata, proof in (
+        ([version], "random"),
+        ([version], "report"),
+        ([version, ["authorization", f"Bearer {secret}"]], "random"),
+    ):
         r = _link_call(lab, metadata, proof=proof)
         assert r["code"] == "UNAUTHENTICATED" and r["got"] == ["challenge"], (metadata, proof, r)
     r = _link_call(lab, [version], nonce=False)

@@ -18,12 +18,10 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import ENVOYAGE, Upstream, free_port, wait_for
 from labtools import add, running_lab, status
 
@@ -124,8 +122,10 @@ def lab():
         yield lab
     # `down` takes home's rules and route with it: nothing is left in the root namespace
     assert ours() == [] and "ENVOYAGE-TUN-eyf" not in iptables_s()
-    assert "10.238.100.0/24" not in subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True,
-                                                   text=True).stdout
+    assert (
+        "10.238.100.0/24"
+        not in subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,19 +144,31 @@ def test_from_the_vps_only_the_tunnel_listener_and_the_edge_link_are_open_on_hom
         listeners.tcp("0.0.0.0", sshd)  # stands for sshd (every address, as sshd listens)
         listeners.udp(home, 53)  # stands for Unbound (UDP and TCP)
         listeners.tcp(home, 53)
-        docker.run(f"eyf-published-{uuid.uuid4().hex[:8]}", labels={"envoyage.enable": "false"},
-                   ports={"80/tcp": published})
+        docker.run(
+            f"eyf-published-{uuid.uuid4().hex[:8]}", labels={"envoyage.enable": "false"}, ports={"80/tcp": published}
+        )
         # all of them answer on home itself
-        for kind, host, port in (("tcp", "127.0.0.1", sshd), ("udp", home, 53), ("tcp", home, 53),
-                                 ("tcp", "127.0.0.1", lab.http_port)):
+        for kind, host, port in (
+            ("tcp", "127.0.0.1", sshd),
+            ("udp", home, 53),
+            ("tcp", home, 53),
+            ("tcp", "127.0.0.1", lab.http_port),
+        ):
             assert probe(kind, host, port)[0] == "open", (kind, host, port)
-        wait_for(lambda: probe("tcp", "127.0.0.1", published)[0] == "open", timeout=15,
-                 what="the published container port on home")
+        wait_for(
+            lambda: probe("tcp", "127.0.0.1", published)[0] == "open",
+            timeout=15,
+            what="the published container port on home",
+        )
 
         # from the VPS, over the tunnel: nothing but the two ports
-        blocked = {"sshd": ("tcp", sshd), "a Docker-published container port": ("tcp", published),
-                   "the LAN listener": ("tcp", lab.http_port), "DNS over UDP": ("udp", 53),
-                   "DNS over TCP": ("tcp", 53)}
+        blocked = {
+            "sshd": ("tcp", sshd),
+            "a Docker-published container port": ("tcp", published),
+            "the LAN listener": ("tcp", lab.http_port),
+            "DNS over UDP": ("udp", 53),
+            "DNS over TCP": ("tcp", 53),
+        }
         seen = {what: probe(kind, home, port, ns=vps_ns)[0] for what, (kind, port) in blocked.items()}
         assert seen == {what: "timeout" for what in blocked}, seen
         for port in (lab.tunnel_port, lab.link_port):
@@ -166,23 +178,40 @@ def test_from_the_vps_only_the_tunnel_listener_and_the_edge_link_are_open_on_hom
 
     # and what goes through them still works: a request through the VPS, the edge link
     add(lab, "echo", "echo.example.test", app.address)
-    out = wait_for(lambda: (lambda r: r if r.stdout.endswith("\n200") else None)(
-        lab.curl("inet", f"http://{lab.addr('vps_public')}/", "-H", "Host: echo.example.test")),
-        timeout=20, what="200 through the VPS")
+    out = wait_for(
+        lambda: (lambda r: r if r.stdout.endswith("\n200") else None)(
+            lab.curl("inet", f"http://{lab.addr('vps_public')}/", "-H", "Host: echo.example.test")
+        ),
+        timeout=20,
+        what="200 through the VPS",
+    )
     assert json.loads(out.stdout.rpartition("\n")[0])["path"] == "/"
     assert status(lab)["edge"]["connected"]
 
 
 def test_home_still_opens_connections_to_the_vps_over_the_tunnel(lab):
     port = free_port()
-    server = subprocess.Popen(["ip", "netns", "exec", lab.ns["vps"], PYTHON, "-c",
-                               "import socket,sys; s=socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); "
-                               "s.listen(1); s.settimeout(20); c,_=s.accept(); c.sendall(b'hello from the vps'); "
-                               "c.close()", lab.plan["vps"], str(port)])
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.ns["vps"],
+            PYTHON,
+            "-c",
+            "import socket,sys; s=socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); "
+            "s.listen(1); s.settimeout(20); c,_=s.accept(); c.sendall(b'hello from the vps'); "
+            "c.close()",
+            lab.plan["vps"],
+            str(port),
+        ]
+    )
     try:
+
         def hello():
             with socket.create_connection((lab.plan["vps"], port), timeout=3) as s:
                 return s.recv(100)
+
         assert wait_for(hello, timeout=10, what="home's connection to the VPS") == b"hello from the vps"
     finally:
         server.kill()
@@ -206,11 +235,15 @@ def test_the_rules_survive_a_tunnel_restart_and_a_second_bring_up_adds_nothing(l
     # in DOCKER-USER above Docker's RETURN
     docker_user = iptables_s("DOCKER-USER").splitlines()
     assert docker_user.index("-A DOCKER-USER -i eyf-wgh -j ENVOYAGE-TUN-eyf-wgh") < docker_user.index(
-        "-A DOCKER-USER -j RETURN")
+        "-A DOCKER-USER -j RETURN"
+    )
     wait_for(lambda: lab.handshake_age() is not None, timeout=30, what="a handshake after the restart")
     assert probe("tcp", lab.plan["home"], lab.http_port, ns=lab.ns["vps"])[0] == "timeout"
-    assert wait_for(lambda: probe("tcp", lab.plan["home"], lab.tunnel_port, ns=lab.ns["vps"])[0] == "open",
-                    timeout=20, what="the tunnel listener after the restart")
+    assert wait_for(
+        lambda: probe("tcp", lab.plan["home"], lab.tunnel_port, ns=lab.ns["vps"])[0] == "open",
+        timeout=20,
+        what="the tunnel listener after the restart",
+    )
 
 
 def test_the_status_writer_lets_an_unprivileged_control_plane_read_the_tunnel(lab):
@@ -219,19 +252,24 @@ def test_the_status_writer_lets_an_unprivileged_control_plane_read_the_tunnel(la
     out_dir = Path(tempfile.mkdtemp(prefix="eyf-status-", dir="/tmp"))
     os.chmod(out_dir, 0o755)
     path = out_dir / "eyf-wgh.json"
-    lab.spawn("status-writer", [ENVOYAGE, "tunnel", "status", "--interface", lab.home_wg, "--output", str(path),
-                                "--interval", "0.5"])
-    read = ("import json, sys; from envoyage.control.tunnel import TunnelMonitor; "
-            "m = TunnelMonitor(sys.argv[1], status_file=sys.argv[2] if len(sys.argv) > 2 else None); "
-            "print(json.dumps(m.status()))")
+    lab.spawn(
+        "status-writer",
+        [ENVOYAGE, "tunnel", "status", "--interface", lab.home_wg, "--output", str(path), "--interval", "0.5"],
+    )
+    read = (
+        "import json, sys; from envoyage.control.tunnel import TunnelMonitor; "
+        "m = TunnelMonitor(sys.argv[1], status_file=sys.argv[2] if len(sys.argv) > 2 else None); "
+        "print(json.dumps(m.status()))"
+    )
     nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", PYTHON, "-c", read, lab.home_wg]
     try:
         wait_for(path.exists, timeout=10, what="the status file")
         first = json.loads(path.read_text())["written_at"]
         without = json.loads(subprocess.run(nobody, capture_output=True, text=True, timeout=30, check=True).stdout)
         assert "only root may use it" in without["problem"]
-        with_file = json.loads(subprocess.run(nobody + [str(path)], capture_output=True, text=True, timeout=30,
-                                              check=True).stdout)
+        with_file = json.loads(
+            subprocess.run(nobody + [str(path)], capture_output=True, text=True, timeout=30, check=True).stdout
+        )
         assert with_file["problem"] is None, with_file
         assert with_file["handshake_age"] < 180 and with_file["rx_bytes"] > 0 and with_file["tx_bytes"] > 0
         assert with_file["endpoint"] == f"{lab.addr('vps_wan')}:{lab.wg_port}"
@@ -257,8 +295,13 @@ def test_with_the_interfaces_gone_the_tunnel_prefix_is_unreachable_not_the_defau
     guard = ["OUTPUT", "-d", prefix, "-m", "comment", "--comment", "eyf-test-guard", "-j", "DROP"]
 
     def ipt(ns, *args):
-        return subprocess.run((["ip", "netns", "exec", ns] if ns else []) + ["iptables", "-w", *args],
-                              capture_output=True, text=True, timeout=30, check=True).stdout
+        return subprocess.run(
+            (["ip", "netns", "exec", ns] if ns else []) + ["iptables", "-w", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
 
     def guarded_packets(ns) -> int:
         for line in ipt(ns, "-L", "OUTPUT", "-v", "-n", "-x").splitlines():
@@ -276,19 +319,24 @@ def test_with_the_interfaces_gone_the_tunnel_prefix_is_unreachable_not_the_defau
         subprocess.run(["ip", "link", "del", lab.home_wg], check=True)
         subprocess.run(["ip", "-n", vps_ns, "link", "del", lab.vps_wg], check=True)
         for ns, target in ((home_ns, lab.plan["vps"]), (vps_ns, lab.plan["home"])):
-            route = subprocess.run((["ip", "-n", ns] if ns else ["ip"]) + ["route", "get", target],
-                                   capture_output=True, text=True)
+            route = subprocess.run(
+                (["ip", "-n", ns] if ns else ["ip"]) + ["route", "get", target], capture_output=True, text=True
+            )
             assert "No route to host" in route.stderr, (ns, route.stdout, route.stderr)
-        for ns, target, port in ((vps_ns, lab.plan["home"], lab.tunnel_port), (vps_ns, lab.plan["home"], lab.link_port),
-                                 (home_ns, lab.plan["vps"], 22)):
+        for ns, target, port in (
+            (vps_ns, lab.plan["home"], lab.tunnel_port),
+            (vps_ns, lab.plan["home"], lab.link_port),
+            (home_ns, lab.plan["vps"], 22),
+        ):
             result, seconds = probe("tcp", target, port, ns=ns, timeout=3)
             assert (result, seconds < 1.0) == ("EHOSTUNREACH", True), (ns, target, result, seconds)
         assert probe("udp", lab.plan["home"], 53, ns=vps_ns, timeout=1)[0] == "EHOSTUNREACH"
         assert (guarded_packets(home_ns), guarded_packets(vps_ns)) == (0, 0)
     finally:
         for ns in (home_ns, vps_ns):
-            subprocess.run((["ip", "netns", "exec", ns] if ns else []) + ["iptables", "-w", "-D", *guard],
-                           check=False, timeout=30)
+            subprocess.run(
+                (["ip", "netns", "exec", ns] if ns else []) + ["iptables", "-w", "-D", *guard], check=False, timeout=30
+            )
         subprocess.run(["ip", "-n", vps_ns, "route", "del", "default"], check=False)
         lab.tunnel_up()
     wait_for(lambda: lab.handshake_age() is not None, timeout=30, what="a handshake after the tunnel came back")

@@ -9,9 +9,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from docker.types import IPAMConfig, IPAMPool
-
 from helpers import RUN_ID, TEST_LABEL, Upstream, wait_for
 from labtools import add, running_lab, status
 
@@ -28,8 +26,9 @@ def bridge_subnet(docker_client):
 
 @pytest.fixture(scope="module")
 def lab(bridge_subnet):
-    with running_lab("eyV-", tag="eyv", net=NET,
-                     lan_cidrs=["10.0.0.0/8", bridge_subnet, f"{NET}.1.0/24", LATE_SUBNET]) as lab:
+    with running_lab(
+        "eyV-", tag="eyv", net=NET, lan_cidrs=["10.0.0.0/8", bridge_subnet, f"{NET}.1.0/24", LATE_SUBNET]
+    ) as lab:
         yield lab
 
 
@@ -50,8 +49,9 @@ def test_only_the_lan_passes_vpn_only(lab, app, docker, bridge_subnet):
     # the refused entries are named, with what they overlap
     problems = status(lab)["problems"]
     assert any(p.startswith("lan_cidrs: 10.0.0.0/8 overlaps the tunnel prefix") for p in problems), problems
-    assert any(p.startswith(f"lan_cidrs: {bridge_subnet} overlaps the Docker network 'bridge'")
-               for p in problems), problems
+    assert any(p.startswith(f"lan_cidrs: {bridge_subnet} overlaps the Docker network 'bridge'") for p in problems), (
+        problems
+    )
     # a LAN client gets in
     wait_for(lambda: lan_status(lab) == 200, timeout=15, what="the vpn-only service on the LAN")
     seen_before = len(app.seen)
@@ -61,30 +61,78 @@ def test_only_the_lan_passes_vpn_only(lab, app, docker, bridge_subnet):
     extra = f"{NET}.100.9"
     subprocess.run(["ip", "-n", lab.ns["vps"], "addr", "add", f"{extra}/32", "dev", lab.vps_wg], check=True)
     try:
-        out = lab.curl("vps", f"http://{lab.plan['home']}:{lab.http_port}/", "--interface", extra,
-                       "-H", "Host: private.example.test", timeout=4)
+        out = lab.curl(
+            "vps",
+            f"http://{lab.plan['home']}:{lab.http_port}/",
+            "--interface",
+            extra,
+            "-H",
+            "Host: private.example.test",
+            timeout=4,
+        )
         assert out.stdout.rpartition("\n")[2] in ("403", "000"), out.stdout  # refused, or dropped at the tunnel
     finally:
         subprocess.run(["ip", "-n", lab.ns["vps"], "addr", "del", f"{extra}/32", "dev", lab.vps_wg])
     # the same source address judged by the LAN listener itself (from home, past any
     # firewall on the tunnel interface): 403
-    out = subprocess.run(["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
-                          "--interface", lab.plan["home"], "-H", "Host: private.example.test",
-                          f"http://{lab.addr('home_lan')}:{lab.http_port}/"], capture_output=True, text=True,
-                         timeout=15)
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            lab.plan["home"],
+            "-H",
+            "Host: private.example.test",
+            f"http://{lab.addr('home_lan')}:{lab.http_port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
     assert out.stdout == "403", out
 
     # a container on home's Docker network (the default bridge)
     got = docker.client.containers.run(
-        "envoyage/sample-app:1", ["sh", "-c", "wget -S -O - --header 'Host: private.example.test' "
-                                  f"http://{lab.addr('home_lan')}:{lab.http_port}/ 2>&1; true"],
-        remove=True, stdout=True, stderr=True, labels={TEST_LABEL: RUN_ID}).decode(errors="replace")
+        "envoyage/sample-app:1",
+        [
+            "sh",
+            "-c",
+            "wget -S -O - --header 'Host: private.example.test' "
+            f"http://{lab.addr('home_lan')}:{lab.http_port}/ 2>&1; true",
+        ],
+        remove=True,
+        stdout=True,
+        stderr=True,
+        labels={TEST_LABEL: RUN_ID},
+    ).decode(errors="replace")
     assert "403" in got and "HTTP/1.1 200" not in got, got
     # home itself (a local user, a host-network container) on home's LAN address
-    out = subprocess.run(["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
-                          "--interface", lab.addr("home_lan"), "-H", "Host: private.example.test",
-                          f"http://{lab.addr('home_lan')}:{lab.http_port}/"], capture_output=True, text=True,
-                         timeout=15)
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--interface",
+            lab.addr("home_lan"),
+            "-H",
+            "Host: private.example.test",
+            f"http://{lab.addr('home_lan')}:{lab.http_port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
     assert out.stdout == "403", out
     assert len(app.seen) == seen_before, "a request from the tunnel prefix, home or a container reached the app"
     # the LAN still gets in
@@ -96,17 +144,36 @@ def test_a_docker_network_made_later_is_refused_at_once(lab, app, docker):
     a LAN entry covers: the entry is refused as soon as dockerd reports the network."""
     add(lab, "private", "private.example.test", app.address, "--access", "vpn-only")
     wait_for(lambda: lan_status(lab) == 200, timeout=15, what="the vpn-only service on the LAN")
-    net = docker.client.networks.create(f"eyv-late-{RUN_ID[-6:]}", driver="bridge", labels={TEST_LABEL: RUN_ID},
-                                        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=LATE_SUBNET)]))
+    net = docker.client.networks.create(
+        f"eyv-late-{RUN_ID[-6:]}",
+        driver="bridge",
+        labels={TEST_LABEL: RUN_ID},
+        ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=LATE_SUBNET)]),
+    )
     try:
-        wait_for(lambda: any(p.startswith(f"lan_cidrs: {LATE_SUBNET} overlaps the Docker network '{net.name}'")
-                             for p in status(lab)["problems"]), timeout=15, what="the late network to be named")
+        wait_for(
+            lambda: any(
+                p.startswith(f"lan_cidrs: {LATE_SUBNET} overlaps the Docker network '{net.name}'")
+                for p in status(lab)["problems"]
+            ),
+            timeout=15,
+            what="the late network to be named",
+        )
         seen = len(app.seen)
         got = docker.client.containers.run(
-            "envoyage/sample-app:1", ["sh", "-c", "wget -S -O - --header 'Host: private.example.test' "
-                                      f"http://{lab.addr('home_lan')}:{lab.http_port}/ 2>&1; true"],
-            remove=True, stdout=True, stderr=True, network=net.name,
-            labels={TEST_LABEL: RUN_ID}).decode(errors="replace")
+            "envoyage/sample-app:1",
+            [
+                "sh",
+                "-c",
+                "wget -S -O - --header 'Host: private.example.test' "
+                f"http://{lab.addr('home_lan')}:{lab.http_port}/ 2>&1; true",
+            ],
+            remove=True,
+            stdout=True,
+            stderr=True,
+            network=net.name,
+            labels={TEST_LABEL: RUN_ID},
+        ).decode(errors="replace")
         assert "403" in got and "HTTP/1.1 200" not in got, got
         assert len(app.seen) == seen
         assert lan_status(lab) == 200

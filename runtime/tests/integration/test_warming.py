@@ -16,8 +16,12 @@ from helpers import http_get, wait_for
 def test_burst_of_add_remove_changes_then_the_last_service_answers_within_1s(setup, upstreams):
     up = upstreams("burst")
     plane = setup.plane
-    svc = lambda name: {"name": name, "domains": [f"{name}.example.test"], "upstreams": [up.address],  # noqa: E731
-                        "health_check": "off"}
+    svc = lambda name: {
+        "name": name,
+        "domains": [f"{name}.example.test"],
+        "upstreams": [up.address],  # noqa: E731
+        "health_check": "off",
+    }
     plane.add_service(svc("steady"))
     wait_for(lambda: http_get(setup.http_port, "steady.example.test") == (200, "burst"), 5, what="steady")
     for i in range(100):  # 200 changes: every cluster is gone again milliseconds after it was sent
@@ -25,8 +29,12 @@ def test_burst_of_add_remove_changes_then_the_last_service_answers_within_1s(set
         plane.remove_service(f"flash-{i}")
     plane.add_service(svc("last"))
     added = time.monotonic()
-    wait_for(lambda: http_get(setup.http_port, "last.example.test", timeout=1) == (200, "burst"), 1.0,
-             interval=0.01, what="the last-added service to answer 200 within 1 s of the burst")
+    wait_for(
+        lambda: http_get(setup.http_port, "last.example.test", timeout=1) == (200, "burst"),
+        1.0,
+        interval=0.01,
+        what="the last-added service to answer 200 within 1 s of the burst",
+    )
     took = time.monotonic() - added
     assert http_get(setup.http_port, "steady.example.test") == (200, "burst")
     assert http_get(setup.http_port, "flash-99.example.test")[0] == 404

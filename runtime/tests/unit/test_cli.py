@@ -4,7 +4,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from helpers import ENVOY, ENVOYAGE
 
 
@@ -67,19 +66,31 @@ def _xds_target(path):
         ("xds: {port: 18100}\n", {}, [], {"address": "127.0.0.1", "port_value": 18100}),
         ("xds: {address: 0.0.0.0, port: 18101}\n", {}, [], {"address": "127.0.0.1", "port_value": 18101}),
         ("xds: {address: '::', port: 18102}\n", {}, [], {"address": "::1", "port_value": 18102}),
-        ("xds: {address: 127.0.0.2}\n", {"ENVOYAGE_XDS_PORT": "18103"}, [],
-         {"address": "127.0.0.2", "port_value": 18103}),
-        ("xds: {port: 18100}\n", {}, ["--xds-port", "18200", "--xds-address", "127.0.0.9"],
-         {"address": "127.0.0.9", "port_value": 18200}),
+        (
+            "xds: {address: 127.0.0.2}\n",
+            {"ENVOYAGE_XDS_PORT": "18103"},
+            [],
+            {"address": "127.0.0.2", "port_value": 18103},
+        ),
+        (
+            "xds: {port: 18100}\n",
+            {},
+            ["--xds-port", "18200", "--xds-address", "127.0.0.9"],
+            {"address": "127.0.0.9", "port_value": 18200},
+        ),
     ],
 )
 def test_bootstrap_defaults_come_from_the_config(tmp_path, config_text, env, flags, want):
     cfg = tmp_path / "control.yaml"
     cfg.write_text(config_text)
     out = tmp_path / "b.yaml"
-    r = subprocess.run([ENVOYAGE, "envoy-bootstrap", "--node-id", "n", "--role", "home", "-o", str(out), *flags],
-                       env={"ENVOYAGE_CONFIG": str(cfg), "PATH": "/usr/bin:/bin", **env},
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [ENVOYAGE, "envoy-bootstrap", "--node-id", "n", "--role", "home", "-o", str(out), *flags],
+        env={"ENVOYAGE_CONFIG": str(cfg), "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert _xds_target(out) == want
 

@@ -58,7 +58,11 @@ def test_xds_transport_defaults_to_unix_and_an_address_or_port_means_tcp(tmp_pat
     assert load_config(f, {}).xds_transport == "tcp"
     f.write_text("run_dir: /srv/run\nxds: {transport: unix, port: 18100, socket_group: envoy}\n")
     cfg = load_config(f, {})
-    assert (cfg.xds_transport, cfg.xds_socket_path, cfg.xds_socket_group) == ("unix", Path("/srv/run/xds.sock"), "envoy")
+    assert (cfg.xds_transport, cfg.xds_socket_path, cfg.xds_socket_group) == (
+        "unix",
+        Path("/srv/run/xds.sock"),
+        "envoy",
+    )
     f.write_text("xds: {transport: udp}\n")
     with pytest.raises(ConfigError, match="'xds_transport' must be 'unix' or 'tcp'"):
         load_config(f, {})
@@ -72,11 +76,17 @@ def test_xds_transport_defaults_to_unix_and_an_address_or_port_means_tcp(tmp_pat
 
 def test_topology_settings(tmp_path):
     f = tmp_path / "control.yaml"
-    f.write_text("topology: a\ntunnel:\n  interface: wg-home\n  prefix: 10.77.0.0/24\nlink:\n  port: 18444\n"
-                 "edge:\n  addresses: ['0.0.0.0']\n  health_interval: 1m\nlan_cidrs: [192.168.1.0/24]\n")
+    f.write_text(
+        "topology: a\ntunnel:\n  interface: wg-home\n  prefix: 10.77.0.0/24\nlink:\n  port: 18444\n"
+        "edge:\n  addresses: ['0.0.0.0']\n  health_interval: 1m\nlan_cidrs: [192.168.1.0/24]\n"
+    )
     cfg = load_config(f, environ={"ENVOYAGE_VPN_CIDRS": "10.99.0.0/24, 10.98.0.0/24"})
-    assert (cfg.topology, cfg.tunnel_interface, cfg.tunnel_prefix, cfg.link_port) == ("a", "wg-home", "10.77.0.0/24",
-                                                                                      18444)
+    assert (cfg.topology, cfg.tunnel_interface, cfg.tunnel_prefix, cfg.link_port) == (
+        "a",
+        "wg-home",
+        "10.77.0.0/24",
+        18444,
+    )
     assert cfg.edge_addresses == ("0.0.0.0",) and cfg.edge_health_interval == 60.0
     assert cfg.lan_cidrs == ("192.168.1.0/24",) and cfg.vpn_cidrs == ("10.99.0.0/24", "10.98.0.0/24")
     assert cfg.link_key_path == Path("/var/lib/envoyage/edge-link.key")
@@ -89,13 +99,16 @@ def test_the_old_secret_hash_setting_is_a_named_error_that_says_what_to_run(tmp_
         load_config(f)
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("topology: b\n", "topology 'b' (control plane on the VPS) is not available yet"),
-    ("topology: x\n", "'topology' must be 'a' (home + VPS) or 'c'"),
-    ("tunnel:\n  prefix: 10.77.0.1/24\n", "'tunnel_prefix'"),
-    ("tunnel:\n  interface: 'a very long interface name'\n", "'tunnel_interface'"),
-    ("lan_cidrs: 12\n", "'lan_cidrs' must be a list"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("topology: b\n", "topology 'b' (control plane on the VPS) is not available yet"),
+        ("topology: x\n", "'topology' must be 'a' (home + VPS) or 'c'"),
+        ("tunnel:\n  prefix: 10.77.0.1/24\n", "'tunnel_prefix'"),
+        ("tunnel:\n  interface: 'a very long interface name'\n", "'tunnel_interface'"),
+        ("lan_cidrs: 12\n", "'lan_cidrs' must be a list"),
+    ],
+)
 def test_bad_topology_settings_are_named(tmp_path, text, needle):
     f = tmp_path / "control.yaml"
     f.write_text(text)
@@ -125,6 +138,7 @@ def test_the_vps_envoy_admin_is_a_socket_in_the_run_dir_by_default(tmp_path):
     assert cfg.envoy_admin_port == 0 and cfg.envoy_admin_socket_path == Path("/run/envoyage/envoy-admin.sock")
     f.write_text("edge_id: vps1\nenvoy:\n  admin_socket: /run/x/admin.sock\n")
     assert load_edge_config(f, environ={}).envoy_admin_socket_path == Path("/run/x/admin.sock")
-    admin = bootstrap("vps1", "edge", xds_socket="/run/envoyage/xds.sock",
-                      admin_socket=str(cfg.envoy_admin_socket_path))["admin"]
+    admin = bootstrap(
+        "vps1", "edge", xds_socket="/run/envoyage/xds.sock", admin_socket=str(cfg.envoy_admin_socket_path)
+    )["admin"]
     assert admin == {"address": {"pipe": {"path": "/run/envoyage/envoy-admin.sock", "mode": 0o600}}}

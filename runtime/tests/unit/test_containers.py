@@ -6,9 +6,15 @@ LBL = {"envoyage.enable": "true", "envoyage.domain": "app.example.com"}
 
 
 def c(cid="a" * 64, name="app", labels=None, networks=None, ports=("80/tcp",), mode="default", running=True):
-    return ContainerInfo(id=cid, name=name, labels=dict(LBL if labels is None else labels),
-                         networks={"bridge": "172.17.0.2"} if networks is None else networks,
-                         exposed_ports=tuple(ports), network_mode=mode, running=running)
+    return ContainerInfo(
+        id=cid,
+        name=name,
+        labels=dict(LBL if labels is None else labels),
+        networks={"bridge": "172.17.0.2"} if networks is None else networks,
+        exposed_ports=tuple(ports),
+        network_mode=mode,
+        running=running,
+    )
 
 
 def one(*containers):
@@ -30,7 +36,8 @@ def test_mesh_network_wins_then_label_then_only():
     assert str(s.spec.upstreams[0]) == "10.2.0.2:80"
     s = one(c(networks=nets))
     assert s.spec is None and s.source_problems == [
-        "container is attached to several networks (back, front); set envoyage.network"]
+        "container is attached to several networks (back, front); set envoyage.network"
+    ]
     s = one(c(labels={**LBL, "envoyage.network": "other"}, networks=nets))
     assert s.spec is None and "not attached to network 'other' (attached: back, front)" in s.source_problems[0]
 
@@ -49,8 +56,10 @@ def test_ports():
 
 def test_compose_replicas_are_one_service():
     compose = {**LBL, "com.docker.compose.project": "shop", "com.docker.compose.service": "web"}
-    s = one(c("b" * 64, "shop-web-2", compose, {"shop_default": "10.0.0.3"}),
-            c("a" * 64, "shop-web-1", compose, {"shop_default": "10.0.0.2"}))
+    s = one(
+        c("b" * 64, "shop-web-2", compose, {"shop_default": "10.0.0.3"}),
+        c("a" * 64, "shop-web-1", compose, {"shop_default": "10.0.0.2"}),
+    )
     assert s.name == "shop-web"
     assert sorted(str(u) for u in s.spec.upstreams) == ["10.0.0.2:80", "10.0.0.3:80"]
     assert s.origin == "container:" + "a" * 64  # the lowest container id
@@ -79,21 +88,46 @@ def test_names_are_sanitized():
 
 
 def test_default_domain_serves_name_dot_domain_unless_a_domain_is_labelled():
-    plain = ContainerInfo(id="p" * 12, name="nextcloud", labels={"envoyage.enable": "true"},
-                          networks={"bridge": "172.17.0.5"}, exposed_ports=("80/tcp",))
-    named = ContainerInfo(id="n" * 12, name="x", labels={"envoyage.enable": "true", "envoyage.name": "photos"},
-                          networks={"bridge": "172.17.0.6"}, exposed_ports=("80/tcp",))
-    own = ContainerInfo(id="o" * 12, name="wiki", labels={"envoyage.enable": "true", "envoyage.domain": "w.other.org"},
-                        networks={"bridge": "172.17.0.7"}, exposed_ports=("80/tcp",))
+    plain = ContainerInfo(
+        id="p" * 12,
+        name="nextcloud",
+        labels={"envoyage.enable": "true"},
+        networks={"bridge": "172.17.0.5"},
+        exposed_ports=("80/tcp",),
+    )
+    named = ContainerInfo(
+        id="n" * 12,
+        name="x",
+        labels={"envoyage.enable": "true", "envoyage.name": "photos"},
+        networks={"bridge": "172.17.0.6"},
+        exposed_ports=("80/tcp",),
+    )
+    own = ContainerInfo(
+        id="o" * 12,
+        name="wiki",
+        labels={"envoyage.enable": "true", "envoyage.domain": "w.other.org"},
+        networks={"bridge": "172.17.0.7"},
+        exposed_ports=("80/tcp",),
+    )
     by_name = {s.name: s for s in derive_services([plain, named, own], default_domain="example.org")}
     assert list(by_name["nextcloud"].spec.domains) == ["nextcloud.example.org"]
     assert list(by_name["photos"].spec.domains) == ["photos.example.org"]
     assert list(by_name["wiki"].spec.domains) == ["w.other.org"]
     # replicas of a service without envoyage.domain are one service, not "labels differ"
-    replica = ContainerInfo(id="q" * 12, name="nextcloud-2", labels={"envoyage.enable": "true",
-                            "envoyage.name": "nextcloud"}, networks={"bridge": "172.17.0.8"}, exposed_ports=("80/tcp",))
-    first = ContainerInfo(id="a" * 12, name="nextcloud-1", labels=dict(replica.labels),
-                          networks={"bridge": "172.17.0.9"}, exposed_ports=("80/tcp",))
+    replica = ContainerInfo(
+        id="q" * 12,
+        name="nextcloud-2",
+        labels={"envoyage.enable": "true", "envoyage.name": "nextcloud"},
+        networks={"bridge": "172.17.0.8"},
+        exposed_ports=("80/tcp",),
+    )
+    first = ContainerInfo(
+        id="a" * 12,
+        name="nextcloud-1",
+        labels=dict(replica.labels),
+        networks={"bridge": "172.17.0.9"},
+        exposed_ports=("80/tcp",),
+    )
     (both,) = derive_services([first, replica], default_domain="example.org")
     assert both.source_problems == [] and list(both.spec.domains) == ["nextcloud.example.org"]
     assert len(both.spec.upstreams) == 2

@@ -12,10 +12,15 @@ from envoyage.dns.zones import Zone, desired_zones, diff, parse_include, render_
 
 
 def test_one_zone_per_domain_and_a_redirect_zone_per_wildcard():
-    zones = desired_zones(["Web.Example.org", "*.apps.example.org", "apps.example.org", "xn--bcher-kva.example"],
-                          "192.168.1.10", "fd00::10", ttl=30)
-    assert zones["web.example.org."] == Zone("transparent", ("web.example.org. 30 IN A 192.168.1.10",
-                                                              "web.example.org. 30 IN AAAA fd00::10"))
+    zones = desired_zones(
+        ["Web.Example.org", "*.apps.example.org", "apps.example.org", "xn--bcher-kva.example"],
+        "192.168.1.10",
+        "fd00::10",
+        ttl=30,
+    )
+    assert zones["web.example.org."] == Zone(
+        "transparent", ("web.example.org. 30 IN A 192.168.1.10", "web.example.org. 30 IN AAAA fd00::10")
+    )
     assert zones["apps.example.org."].kind == "redirect"  # the wildcard's base and everything under it
     assert "xn--bcher-kva.example." in zones
     with pytest.raises(ValueError):
@@ -35,14 +40,23 @@ def test_the_include_file_round_trips_and_a_diff_touches_only_what_changed():
 
 
 def test_the_resolver_only_answers_the_lan_validates_and_keeps_its_control_on_loopback():
-    conf = render_conf(ResolverSettings(listen=("192.168.1.10",), include_file="/var/lib/envoyage-dns/zones.conf",
-                                        access=("192.168.1.0/24",), upstreams=("9.9.9.9", "149.112.112.112")))
+    conf = render_conf(
+        ResolverSettings(
+            listen=("192.168.1.10",),
+            include_file="/var/lib/envoyage-dns/zones.conf",
+            access=("192.168.1.0/24",),
+            upstreams=("9.9.9.9", "149.112.112.112"),
+        )
+    )
     assert "access-control: 0.0.0.0/0 refuse" in conf and "access-control: ::/0 refuse" in conf
     assert "access-control: 192.168.1.0/24 allow" in conf
-    assert 'module-config: "validator iterator"' in conf and 'auto-trust-anchor-file: "/var/lib/unbound/root.key"' in conf
+    assert (
+        'module-config: "validator iterator"' in conf and 'auto-trust-anchor-file: "/var/lib/unbound/root.key"' in conf
+    )
     assert 'control-interface: "/run/unbound/control.sock"' in conf and "control-use-cert: no" in conf
-    tls = render_conf(ResolverSettings(listen=("192.168.1.10",), include_file="z", access=("192.168.1.0/24",),
-                                       control_socket=None))
+    tls = render_conf(
+        ResolverSettings(listen=("192.168.1.10",), include_file="z", access=("192.168.1.0/24",), control_socket=None)
+    )
     assert "control-interface: 127.0.0.1" in tls and 'control-key-file: "/etc/unbound/unbound_control.key"' in tls
     assert 'include: "/var/lib/envoyage-dns/zones.conf"' in conf
     assert "forward-addr: 9.9.9.9" in conf and 'name: "."' in conf

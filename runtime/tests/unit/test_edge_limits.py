@@ -12,8 +12,14 @@ from envoyage.xds.translate import EdgeLimits, EdgeSettings, edge_listener, home
 
 
 def settings(limits=EdgeLimits()):
-    return EdgeSettings(http_port=80, addresses=("0.0.0.0", "::"), access_log_path="/tmp/a.log",
-                        home_tunnel_address="10.88.0.2", home_tunnel_port=18080, limits=limits)
+    return EdgeSettings(
+        http_port=80,
+        addresses=("0.0.0.0", "::"),
+        access_log_path="/tmp/a.log",
+        home_tunnel_address="10.88.0.2",
+        home_tunnel_port=18080,
+        limits=limits,
+    )
 
 
 def test_defaults_bound_the_edge_listener_without_cutting_long_requests():
@@ -30,8 +36,11 @@ def test_defaults_bound_the_edge_listener_without_cutting_long_requests():
     assert hcm.common_http_protocol_options.idle_timeout.seconds == 60
     assert hcm.stream_idle_timeout.seconds == 300
     h2 = hcm.http2_protocol_options
-    assert (h2.max_concurrent_streams.value, h2.initial_stream_window_size.value,
-            h2.initial_connection_window_size.value) == (100, 65_536, 1_048_576)
+    assert (
+        h2.max_concurrent_streams.value,
+        h2.initial_stream_window_size.value,
+        h2.initial_connection_window_size.value,
+    ) == (100, 65_536, 1_048_576)
     # nothing that would cut a WebSocket or a download: no whole-request or connection age limit
     assert not hcm.HasField("request_timeout")
     assert not hcm.common_http_protocol_options.HasField("max_connection_duration")
@@ -39,8 +48,10 @@ def test_defaults_bound_the_edge_listener_without_cutting_long_requests():
 
 
 def test_home_listeners_get_no_edge_limits():
-    for listener in (home_listener("0.0.0.0", 80, "/tmp/a.log"),
-                     tunnel_listener("10.88.0.2", 18080, "10.88.0.1", "/tmp/a.log")):
+    for listener in (
+        home_listener("0.0.0.0", 80, "/tmp/a.log"),
+        tunnel_listener("10.88.0.2", 18080, "10.88.0.1", "/tmp/a.log"),
+    ):
         hcm = hcm_pb2.HttpConnectionManager()
         listener.filter_chains[0].filters[-1].typed_config.Unpack(hcm)
         assert not hcm.HasField("request_headers_timeout"), listener.name
@@ -49,20 +60,30 @@ def test_home_listeners_get_no_edge_limits():
 
 def test_control_yaml_edge_limits_reach_the_listener(tmp_path):
     f = tmp_path / "control.yaml"
-    f.write_text("topology: a\nedge:\n  max_connections: 700\n  request_headers_timeout: 3s\n  idle_timeout: 2m\n"
-                 "  http2_max_concurrent_streams: 50\n")
+    f.write_text(
+        "topology: a\nedge:\n  max_connections: 700\n  request_headers_timeout: 3s\n  idle_timeout: 2m\n"
+        "  http2_max_concurrent_streams: 50\n"
+    )
     cfg = load_config(f, environ={"ENVOYAGE_EDGE_STREAM_IDLE_TIMEOUT": "90s"})
     limits = edge_limits(cfg)
-    assert limits == EdgeLimits(max_connections=700, request_headers_timeout_ms=3_000, idle_timeout_ms=120_000,
-                                stream_idle_timeout_ms=90_000, http2_max_concurrent_streams=50)
+    assert limits == EdgeLimits(
+        max_connections=700,
+        request_headers_timeout_ms=3_000,
+        idle_timeout_ms=120_000,
+        stream_idle_timeout_ms=90_000,
+        http2_max_concurrent_streams=50,
+    )
     assert edge_limits(load_config(None, environ={})) == EdgeLimits()
 
 
-@pytest.mark.parametrize("text, named", [
-    ("edge:\n  max_connections: 0\n", "edge_max_connections"),
-    ("edge:\n  request_headers_timeout: 0s\n", "edge_request_headers_timeout"),
-    ("edge:\n  http2_initial_stream_window: 100\n", "edge_http2_initial_stream_window"),
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("edge:\n  max_connections: 0\n", "edge_max_connections"),
+        ("edge:\n  request_headers_timeout: 0s\n", "edge_request_headers_timeout"),
+        ("edge:\n  http2_initial_stream_window: 100\n", "edge_http2_initial_stream_window"),
+    ],
+)
 def test_an_edge_limit_out_of_range_is_refused_by_name(tmp_path, text, named):
     f = tmp_path / "control.yaml"
     f.write_text(text)
@@ -76,16 +97,27 @@ def test_edge_yaml_limits_become_the_vps_envoys_overload_manager(tmp_path):
     cfg = load_edge_config(f, environ={"ENVOYAGE_EDGE_ENVOY_MAX_CONNECTIONS": "2000"})
     assert (cfg.envoy_max_heap_mb, cfg.envoy_max_connections) == (300, 2000)
     assert load_edge_config(None, environ={}).envoy_max_heap_mb == 512
-    data = bootstrap("vps", "edge", xds_socket="/run/envoyage/xds.sock",
-                     max_heap_bytes=cfg.envoy_max_heap_mb << 20, max_connections=cfg.envoy_max_connections)
+    data = bootstrap(
+        "vps",
+        "edge",
+        xds_socket="/run/envoyage/xds.sock",
+        max_heap_bytes=cfg.envoy_max_heap_mb << 20,
+        max_connections=cfg.envoy_max_connections,
+    )
     om = data["overload_manager"]
     monitors = {m["name"]: m["typed_config"] for m in om["resource_monitors"]}
     assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 300 << 20
-    assert monitors["envoy.resource_monitors.global_downstream_max_connections"][
-        "max_active_downstream_connections"] == 2000
+    assert (
+        monitors["envoy.resource_monitors.global_downstream_max_connections"]["max_active_downstream_connections"]
+        == 2000
+    )
     actions = {a["name"] for a in om["actions"]}
-    assert {"envoy.overload_actions.shrink_heap", "envoy.overload_actions.stop_accepting_connections",
-            "envoy.overload_actions.stop_accepting_requests", "envoy.overload_actions.reduce_timeouts"} <= actions
+    assert {
+        "envoy.overload_actions.shrink_heap",
+        "envoy.overload_actions.stop_accepting_connections",
+        "envoy.overload_actions.stop_accepting_requests",
+        "envoy.overload_actions.reduce_timeouts",
+    } <= actions
     # the home Envoy's bootstrap is unchanged
     assert "overload_manager" not in bootstrap("home", "home")
 
@@ -97,7 +129,12 @@ def test_the_overload_manager_is_valid_for_envoy(tmp_path):
     from helpers import ENVOY
 
     path = tmp_path / "edge.json"
-    path.write_text(json.dumps(bootstrap("vps", "edge", xds_socket=str(tmp_path / "xds.sock"),
-                                         max_heap_bytes=512 << 20, max_connections=10_000)))
+    path.write_text(
+        json.dumps(
+            bootstrap(
+                "vps", "edge", xds_socket=str(tmp_path / "xds.sock"), max_heap_bytes=512 << 20, max_connections=10_000
+            )
+        )
+    )
     out = subprocess.run([ENVOY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

@@ -9,16 +9,21 @@ import pytest
 
 from envoyage.edge.daemon import ResourceSetError, snapshot_from
 from envoyage.link import secret
-from envoyage.module_utils import linkkey
 from envoyage.link.server import resource_set, set_version
 from envoyage.link.v1 import link_pb2
 from envoyage.model import ServiceState, parse_service
+from envoyage.module_utils import linkkey
 from envoyage.xds import types as T
 from envoyage.xds.assemble import assemble_edge
 from envoyage.xds.translate import EdgeSettings, TranslationCache
 
-EDGE = EdgeSettings(http_port=80, addresses=("0.0.0.0", "::"), access_log_path="/var/log/envoyage/access.log",
-                    home_tunnel_address="10.88.0.2", home_tunnel_port=18080)
+EDGE = EdgeSettings(
+    http_port=80,
+    addresses=("0.0.0.0", "::"),
+    access_log_path="/var/log/envoyage/access.log",
+    home_tunnel_address="10.88.0.2",
+    home_tunnel_port=18080,
+)
 
 
 def test_home_stores_only_a_key_derived_from_the_secret(tmp_path):
@@ -56,19 +61,25 @@ def test_proofs_are_bound_to_the_handshake_the_direction_and_the_edge():
     ne, nh = linkkey.new_nonce(), linkkey.new_nonce()
     good = linkkey.proof(key, linkkey.EDGE, linkkey.HOME, "vps", salt, ne, nh)
     assert linkkey.verify(key, good, linkkey.EDGE, linkkey.HOME, "vps", salt, ne, nh)
-    for changed in ((key, linkkey.EDGE, linkkey.HOME, "vps", salt, ne, linkkey.new_nonce()),  # another home nonce
-                    (key, linkkey.EDGE, linkkey.HOME, "vps", salt, linkkey.new_nonce(), nh),  # another edge nonce
-                    (key, linkkey.HOME, linkkey.EDGE, "vps", salt, ne, nh),  # reflected as home's proof
-                    (key, linkkey.EDGE, linkkey.HOME, "other", salt, ne, nh),  # another edge
-                    (os.urandom(32), linkkey.EDGE, linkkey.HOME, "vps", salt, ne, nh)):  # another key
+    for changed in (
+        (key, linkkey.EDGE, linkkey.HOME, "vps", salt, ne, linkkey.new_nonce()),  # another home nonce
+        (key, linkkey.EDGE, linkkey.HOME, "vps", salt, linkkey.new_nonce(), nh),  # another edge nonce
+        (key, linkkey.HOME, linkkey.EDGE, "vps", salt, ne, nh),  # reflected as home's proof
+        (key, linkkey.EDGE, linkkey.HOME, "other", salt, ne, nh),  # another edge
+        (os.urandom(32), linkkey.EDGE, linkkey.HOME, "vps", salt, ne, nh),
+    ):  # another key
         assert not linkkey.verify(changed[0], good, *changed[1:])
     assert not linkkey.verify(key, b"", linkkey.EDGE, linkkey.HOME, "vps", salt, ne, nh)
 
 
 def _edge_snapshot():
-    states = [ServiceState.of(parse_service({"name": n, "domains": [f"{n}.example.com"],
-                                             "upstreams": ["127.0.0.1:9000"], "access": a}), 1.0)
-              for n, a in (("web", "public"), ("wiki", "public"), ("nas", "vpn-only"))]
+    states = [
+        ServiceState.of(
+            parse_service({"name": n, "domains": [f"{n}.example.com"], "upstreams": ["127.0.0.1:9000"], "access": a}),
+            1.0,
+        )
+        for n, a in (("web", "public"), ("wiki", "public"), ("nas", "vpn-only"))
+    ]
     return assemble_edge(states, TranslationCache(edge=EDGE)).snapshot
 
 
@@ -102,8 +113,14 @@ def test_the_edge_applies_a_set_with_an_unknown_type_and_says_what_it_skipped(tm
 
     (tmp_path / "edge.secret").write_text("s3cret\n")
     os.chmod(tmp_path / "edge.secret", 0o600)
-    daemon = EdgeDaemon(EdgeConfig(run_dir=tmp_path / "run", log_dir=tmp_path / "log",
-                                   secret_file=tmp_path / "edge.secret", envoy_supervise=False))
+    daemon = EdgeDaemon(
+        EdgeConfig(
+            run_dir=tmp_path / "run",
+            log_dir=tmp_path / "log",
+            secret_file=tmp_path / "edge.secret",
+            envoy_supervise=False,
+        )
+    )
     rs = resource_set(_edge_snapshot())
     rs.resources.add(type_url="type.googleapis.com/envoyage.link.v9.Future", name="x", body=b"")
     error, problems = daemon.apply(rs)
@@ -136,8 +153,9 @@ def test_a_listener_with_an_undecodable_connection_manager_is_refused_not_a_cras
     for r in rs.resources:
         if r.type_url == T.LISTENER:
             lst = listener_pb2.Listener.FromString(r.body)
-            (hcm,) = [f for f in lst.filter_chains[0].filters
-                      if f.name == "envoy.filters.network.http_connection_manager"]
+            (hcm,) = [
+                f for f in lst.filter_chains[0].filters if f.name == "envoy.filters.network.http_connection_manager"
+            ]
             hcm.typed_config.value = b"\xff\xff\xff\xff"
             r.body = lst.SerializeToString()
     from envoyage.xds.cache import SnapshotCache
@@ -198,8 +216,9 @@ class LinkServer:
     """A gRPC server on loopback with a servicer (the real EdgeLinkServer by default)."""
 
     def __init__(self, key_path=None, servicer=None, edge_ip=None, cache=None):
-        import grpc
         from concurrent import futures
+
+        import grpc
 
         from envoyage.link.server import EdgeLinkServer
         from envoyage.link.v1 import link_pb2_grpc
@@ -229,8 +248,9 @@ def edge_client(target, edge_secret, applied=None):
     from envoyage.edge.daemon import LinkClient
 
     sets = applied if applied is not None else []
-    client = LinkClient(target, edge_secret, "vps", lambda rs: sets.append(rs) or "", link_pb2.EnvoyReport,
-                        threading.Event())
+    client = LinkClient(
+        target, edge_secret, "vps", lambda rs: sets.append(rs) or "", link_pb2.EnvoyReport, threading.Event()
+    )
     client.start()
     return client
 
@@ -265,8 +285,9 @@ class FakeHome:
         if self.replay is not None:
             yield link_pb2.HomeMessage(challenge=self.replay)
         else:  # a guess: any nonce, any salt, a proof made with no key it could know
-            yield link_pb2.HomeMessage(challenge=link_pb2.Challenge(nonce=os.urandom(32), salt=os.urandom(16),
-                                                                    proof=os.urandom(32)))
+            yield link_pb2.HomeMessage(
+                challenge=link_pb2.Challenge(nonce=os.urandom(32), salt=os.urandom(16), proof=os.urandom(32))
+            )
         yield link_pb2.HomeMessage(welcome=link_pb2.Welcome(software_version="fake", link_version=2))
         yield link_pb2.HomeMessage(resources=resource_set(_edge_snapshot()))
         deadline = time.monotonic() + 3
@@ -322,7 +343,9 @@ def _capture_challenge(target):
     try:
         call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
             iter([link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="vps", nonce=os.urandom(32)))]),
-            metadata=[(VERSION_KEY, str(LINK_VERSION))], timeout=5)
+            metadata=[(VERSION_KEY, str(LINK_VERSION))],
+            timeout=5,
+        )
         first = next(iter(call))
         call.cancel()
         return first.challenge
@@ -378,7 +401,9 @@ def test_a_recorded_handshake_replayed_on_a_new_connection_gets_nothing(tmp_path
             finally:
                 client.stop.set()
                 client.close()
-        hello, proof = (next(m for m in recorder.edge_messages if m.WhichOneof("kind") == k) for k in ("hello", "proof"))
+        hello, proof = (
+            next(m for m in recorder.edge_messages if m.WhichOneof("kind") == k) for k in ("hello", "proof")
+        )
         wait(lambda: not home.servicer.status()["connected"], "the recorded session to end")
         refused = home.servicer.status()["refused"]
         # the recorded hello and proof, replayed as they were
@@ -387,7 +412,9 @@ def test_a_recorded_handshake_replayed_on_a_new_connection_gets_nothing(tmp_path
         try:
             call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
                 iter([hello, proof, link_pb2.EdgeMessage(envoy=link_pb2.EnvoyReport())]),
-                metadata=[(VERSION_KEY, str(LINK_VERSION))], timeout=5)
+                metadata=[(VERSION_KEY, str(LINK_VERSION))],
+                timeout=5,
+            )
             for msg in call:
                 got.append(msg.WhichOneof("kind"))
         except grpc.RpcError as exc:
@@ -416,8 +443,9 @@ def test_a_recorded_handshake_replayed_on_a_new_connection_gets_nothing(tmp_path
 def test_a_wrong_key_on_either_side_is_refused_with_a_named_problem(tmp_path):
     """A wrong secret on the edge, or a key on home from another secret: the edge refuses
     home's proof, home's status says which edge refused it and why; nothing is served."""
-    from envoyage.control.plane import ControlPlane
     from helpers import make_config
+
+    from envoyage.control.plane import ControlPlane
 
     right = secret.create(tmp_path / "k", tmp_path / "s")
     other = secret.create(tmp_path / "k2", tmp_path / "s2")
@@ -429,8 +457,10 @@ def test_a_wrong_key_on_either_side_is_refused_with_a_named_problem(tmp_path):
                 plane.edge_link = home.servicer
                 client = edge_client(home.target, edge_secret, applied)
                 try:
-                    problem = wait(lambda: [p for p in plane.problems() if "refused this control plane" in p],
-                                   "a named problem in home's status")[0]
+                    problem = wait(
+                        lambda: [p for p in plane.problems() if "refused this control plane" in p],
+                        "a named problem in home's status",
+                    )[0]
                 finally:
                     client.stop.set()
                     client.close()
@@ -450,16 +480,20 @@ def test_an_edge_that_cannot_prove_the_key_gets_nothing_and_home_says_why(tmp_pa
 
     secret.create(tmp_path / "k", tmp_path / "s")
     with LinkServer(tmp_path / "k", cache=_snapshot_cache()) as home:
-        for answer in (link_pb2.EdgeMessage(proof=link_pb2.EdgeProof(proof=os.urandom(32))),
-                       link_pb2.EdgeMessage(envoy=link_pb2.EnvoyReport()),  # no proof at all
-                       None):  # only a hello
+        for answer in (
+            link_pb2.EdgeMessage(proof=link_pb2.EdgeProof(proof=os.urandom(32))),
+            link_pb2.EdgeMessage(envoy=link_pb2.EnvoyReport()),  # no proof at all
+            None,
+        ):  # only a hello
             messages = [link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="vps", nonce=os.urandom(32)))]
             channel = grpc.insecure_channel(home.target)
             got, code = [], None
             try:
                 call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
                     iter(messages + ([answer] if answer is not None else [])),
-                    metadata=[(VERSION_KEY, str(LINK_VERSION))], timeout=15)
+                    metadata=[(VERSION_KEY, str(LINK_VERSION))],
+                    timeout=15,
+                )
                 for msg in call:
                     got.append(msg.WhichOneof("kind"))
             except grpc.RpcError as exc:
@@ -473,7 +507,9 @@ def test_an_edge_that_cannot_prove_the_key_gets_nothing_and_home_says_why(tmp_pa
         try:
             call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
                 iter([link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id="vps"))]),
-                metadata=[(VERSION_KEY, "1"), ("authorization", "Bearer old-secret")], timeout=5)
+                metadata=[(VERSION_KEY, "1"), ("authorization", "Bearer old-secret")],
+                timeout=5,
+            )
             with pytest.raises(grpc.RpcError) as exc:
                 list(call)
         finally:

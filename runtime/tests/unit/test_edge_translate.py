@@ -9,13 +9,30 @@ from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_
 from envoyage.model import ServiceState, parse_service
 from envoyage.xds import types as T
 from envoyage.xds.assemble import HomeSettings, TunnelSettings, assemble_edge, assemble_home
-from envoyage.xds.translate import (LAN_ACCESS_FILTER, TUNNEL_ACCESS_FILTER, EdgeSettings, HomeAccess,
-                                    TranslationCache, translate_edge_service, translate_service)
+from envoyage.xds.translate import (
+    LAN_ACCESS_FILTER,
+    TUNNEL_ACCESS_FILTER,
+    EdgeSettings,
+    HomeAccess,
+    TranslationCache,
+    translate_edge_service,
+    translate_service,
+)
 
-EDGE = EdgeSettings(http_port=80, addresses=("0.0.0.0", "::"), access_log_path="/var/log/envoyage/access.log",
-                    home_tunnel_address="10.88.0.2", home_tunnel_port=18080, health_interval_ms=30_000)
-HOME = HomeSettings("0.0.0.0", 80, "/var/log/envoyage/access.log",
-                    tunnel=TunnelSettings(home_address="10.88.0.2", port=18080, edge_ip="10.88.0.1"))
+EDGE = EdgeSettings(
+    http_port=80,
+    addresses=("0.0.0.0", "::"),
+    access_log_path="/var/log/envoyage/access.log",
+    home_tunnel_address="10.88.0.2",
+    home_tunnel_port=18080,
+    health_interval_ms=30_000,
+)
+HOME = HomeSettings(
+    "0.0.0.0",
+    80,
+    "/var/log/envoyage/access.log",
+    tunnel=TunnelSettings(home_address="10.88.0.2", port=18080, edge_ip="10.88.0.1"),
+)
 
 
 def spec(name="web", **kw):
@@ -50,7 +67,8 @@ def test_the_edge_snapshot_has_a_dual_stack_public_listener_and_no_vpn_only_serv
     assert set(snap.get(T.CLUSTER)) == {"svc_web"} and not snap.get(T.ENDPOINT)
     listener = snap.get(T.LISTENER)["edge_http"].message
     addresses = [listener.address.socket_address.address] + [
-        a.address.socket_address.address for a in listener.additional_addresses]
+        a.address.socket_address.address for a in listener.additional_addresses
+    ]
     assert addresses == ["0.0.0.0", "::"] and listener.address.socket_address.port_value == 80
     routes = snap.get(T.ROUTE)["edge_http"].message
     assert [vh.name for vh in routes.virtual_hosts] == ["_default", "web"]
@@ -73,8 +91,10 @@ def test_home_gets_a_tunnel_listener_that_needs_proxy_v2_from_the_edge_address_o
     assert hcm.use_remote_address.value and hcm.http_filters[0].name == TUNNEL_ACCESS_FILTER
     # client headers from the connection (or the PROXY header), replacing the client's own
     headers = {h.header.key: h.header.value for h in snap.get(T.ROUTE)["home_http"].message.request_headers_to_add}
-    assert headers == {"x-real-ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-                       "x-forwarded-for": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}
+    assert headers == {
+        "x-real-ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "x-forwarded-for": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+    }
 
 
 def test_vpn_only_admits_the_lan_and_vpn_but_never_the_edge_and_nobody_on_the_tunnel():

@@ -18,8 +18,9 @@ def test_minimal_labels():
     assert r.enabled and r.domains == ["app.example.com"] and r.problems == [] and r.port is None
 
 
-@pytest.mark.parametrize("value, enabled", [("true", True), ("Yes", True), ("1", True), ("false", False),
-                                            ("off", False)])
+@pytest.mark.parametrize(
+    "value, enabled", [("true", True), ("Yes", True), ("1", True), ("false", False), ("off", False)]
+)
 def test_enable_values(value, enabled):
     assert parse_labels({"envoyage.enable": value, "envoyage.domain": "a.example.com"}).enabled is enabled
 
@@ -30,14 +31,29 @@ def test_no_enable_label_means_ignored():
 
 
 def test_all_options():
-    r = parse_labels(labels(domain="a.example.com, *.b.example.com", port="8080", auth="none", access="public",
-                            healthcheck="/status interval=5s timeout=1s expect=200-204", tls_upstream="true",
-                            path="/app", network="backend", name="my-app"))
+    r = parse_labels(
+        labels(
+            domain="a.example.com, *.b.example.com",
+            port="8080",
+            auth="none",
+            access="public",
+            healthcheck="/status interval=5s timeout=1s expect=200-204",
+            tls_upstream="true",
+            path="/app",
+            network="backend",
+            name="my-app",
+        )
+    )
     assert r.problems == []
     assert r.domains == ["a.example.com", "*.b.example.com"] and r.port == 8080 and r.network == "backend"
     assert r.name == "my-app"
-    assert r.service == {"auth": "none", "access": "public", "tls_upstream": True, "path": "/app",
-                         "health_check": {"path": "/status", "interval": "5s", "timeout": "1s", "expected": "200-204"}}
+    assert r.service == {
+        "auth": "none",
+        "access": "public",
+        "tls_upstream": True,
+        "path": "/app",
+        "health_check": {"path": "/status", "interval": "5s", "timeout": "1s", "expected": "200-204"},
+    }
 
 
 def test_healthcheck_tcp_means_default():
@@ -55,11 +71,20 @@ def test_healthcheck_tcp_means_default():
         ({"envoyage.port": "70000"}, "envoyage.port: '70000' is not a port number"),
         ({"envoyage.port": "\u00b9"}, "envoyage.port: '\u00b9' is not a port number"),
         ({"envoyage.access": "everyone"}, "envoyage.access: 'everyone' is not one of public, vpn-only, link-only"),
-        ({"envoyage.auth": "Bad Provider!"}, "envoyage.auth: 'Bad Provider!' is not 'none', 'basic' or a provider name"),
-        ({"envoyage.healthcheck": "status"}, "envoyage.healthcheck: 'status' is not an absolute URL path (or 'tcp' or 'off')"),
+        (
+            {"envoyage.auth": "Bad Provider!"},
+            "envoyage.auth: 'Bad Provider!' is not 'none', 'basic' or a provider name",
+        ),
+        (
+            {"envoyage.healthcheck": "status"},
+            "envoyage.healthcheck: 'status' is not an absolute URL path (or 'tcp' or 'off')",
+        ),
         ({"envoyage.healthcheck": "/s every=5s"}, "envoyage.healthcheck: 'every=5s' is not one of interval=DURATION"),
         ({"envoyage.healthcheck": "/s interval=soon"}, "envoyage.healthcheck: 'soon' is not a duration"),
-        ({"envoyage.healthcheck": "/s interval=1s timeout=5s"}, "envoyage.healthcheck: timeout 5s is longer than interval 1s"),
+        (
+            {"envoyage.healthcheck": "/s interval=1s timeout=5s"},
+            "envoyage.healthcheck: timeout 5s is longer than interval 1s",
+        ),
         ({"envoyage.healthcheck": "/s expect=2xx"}, "envoyage.healthcheck: '2xx' is not a status code or range"),
         ({"envoyage.tls.upstream": "sometimes"}, "envoyage.tls.upstream: 'sometimes' is not true or false"),
         ({"envoyage.path": "app"}, "envoyage.path: 'app' is not an absolute URL path prefix"),

@@ -56,13 +56,18 @@ def test_bad_input_names_the_field(data, field, text):
 
 
 def test_health_check_grammar():
-    s = parse_service(svc(health_check={"path": "/status", "interval": "500ms", "timeout": "0.2s",
-                                        "expected": "200,204,300-302"}))
+    s = parse_service(
+        svc(health_check={"path": "/status", "interval": "500ms", "timeout": "0.2s", "expected": "200,204,300-302"})
+    )
     hc = s.health_check
     assert (hc.path, hc.interval_ms, hc.timeout_ms) == ("/status", 500, 200)
     assert hc.expected == ((200, 200), (204, 204), (300, 302))
-    assert s.to_json()["health_check"] == {"path": "/status", "interval": "500ms", "timeout": "200ms",
-                                           "expected": "200,204,300-302"}
+    assert s.to_json()["health_check"] == {
+        "path": "/status",
+        "interval": "500ms",
+        "timeout": "200ms",
+        "expected": "200,204,300-302",
+    }
 
 
 def test_round_trip_and_hash_stable():
@@ -92,8 +97,9 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
-fields = st.sampled_from(["name", "domains", "upstreams", "path", "access", "health_check", "source", "auth",
-                          "tls_upstream", "other"])
+fields = st.sampled_from(
+    ["name", "domains", "upstreams", "path", "access", "health_check", "source", "auth", "tls_upstream", "other"]
+)
 
 
 @settings(max_examples=500, deadline=None)

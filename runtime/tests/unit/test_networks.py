@@ -8,26 +8,38 @@ HOME_ADDRESSES = ("127.0.0.1", "::1", "192.168.1.10", "172.17.0.1", "172.20.0.1"
 
 
 def test_the_old_private_range_defaults_are_refused_where_they_cover_the_tunnel_or_docker():
-    nets, problems = vpn_only_networks(("10.0.0.0/8", "172.16.0.0/12", "192.168.1.0/24"), (),
-                                       tunnel_prefix="10.88.0.0/24",
-                                       docker_networks=local_docker_networks([BRIDGE], HOME_ADDRESSES))
+    nets, problems = vpn_only_networks(
+        ("10.0.0.0/8", "172.16.0.0/12", "192.168.1.0/24"),
+        (),
+        tunnel_prefix="10.88.0.0/24",
+        docker_networks=local_docker_networks([BRIDGE], HOME_ADDRESSES),
+    )
     assert nets == ("192.168.1.0/24",)
     assert any(p.startswith("lan_cidrs: 10.0.0.0/8 overlaps the tunnel prefix 10.88.0.0/24") for p in problems)
-    assert any(p.startswith("lan_cidrs: 172.16.0.0/12 overlaps the Docker network 'bridge' (172.17.0.0/16")
-               for p in problems)
+    assert any(
+        p.startswith("lan_cidrs: 172.16.0.0/12 overlaps the Docker network 'bridge' (172.17.0.0/16") for p in problems
+    )
 
 
 def test_a_vpn_entry_inside_the_tunnel_prefix_is_refused_too():
-    nets, problems = vpn_only_networks(("192.168.1.0/24",), ("10.88.0.128/25", "10.99.0.0/24"),
-                                       tunnel_prefix="10.88.0.0/24")
+    nets, problems = vpn_only_networks(
+        ("192.168.1.0/24",), ("10.88.0.128/25", "10.99.0.0/24"), tunnel_prefix="10.88.0.0/24"
+    )
     assert nets == ("192.168.1.0/24", "10.99.0.0/24")
     assert problems and problems[0].startswith("vpn_cidrs: 10.88.0.128/25 overlaps the tunnel prefix")
 
 
 def test_the_default_is_home_s_default_route_network_without_loopback_or_link_local():
-    default = default_lan_networks(["eth0"], [("lo", "127.0.0.1", 8), ("eth0", "192.168.1.10", 24),
-                                              ("eth0", "fe80::1", 64), ("eth0", "2001:db8:1::10", 64),
-                                              ("docker0", "172.17.0.1", 16)])
+    default = default_lan_networks(
+        ["eth0"],
+        [
+            ("lo", "127.0.0.1", 8),
+            ("eth0", "192.168.1.10", 24),
+            ("eth0", "fe80::1", 64),
+            ("eth0", "2001:db8:1::10", 64),
+            ("docker0", "172.17.0.1", 16),
+        ],
+    )
     assert default == ["192.168.1.0/24", "2001:db8:1::/64"]
     nets, problems = vpn_only_networks((), (), default_lan=default, tunnel_prefix="10.88.0.0/24")
     assert nets == ("192.168.1.0/24", "2001:db8:1::/64") and problems == []
@@ -35,8 +47,7 @@ def test_the_default_is_home_s_default_route_network_without_loopback_or_link_lo
 
 
 def test_a_default_route_network_that_overlaps_docker_is_refused_and_named():
-    nets, problems = vpn_only_networks((), (), default_lan=("172.16.0.0/12",),
-                                       docker_networks=[BRIDGE])
+    nets, problems = vpn_only_networks((), (), default_lan=("172.16.0.0/12",), docker_networks=[BRIDGE])
     assert nets == ()
     assert problems[0].startswith("home's default-route network: 172.16.0.0/12 overlaps the Docker network")
 

@@ -1,10 +1,10 @@
 """Control-plane updates: PATCH changes only what is given, PUT replaces the whole service."""
 
 import pytest
+from helpers import make_config
 
 from envoyage.control.plane import ControlPlane
 from envoyage.model import InputError
-from helpers import make_config
 
 
 @pytest.fixture
@@ -98,10 +98,20 @@ def test_a_service_the_vps_envoy_rejects_is_dropped_from_the_edge_set_only_with_
         acked = p.cache.get_snapshot("edge").version(T.CLUSTER)
         p.add_service(dict(BASE, name="bad", domains=["bad.test"]))
         rejected = p.cache.get_snapshot("edge").version(T.CLUSTER)
-        report = [{"node_id": "vps", "connected": True, "types": {
-            "cds": {"acked_version": acked, "nacked_version": rejected, "error": "bad cluster svc_bad"}}}]
-        before = [{"node_id": "vps", "connected": True, "types": {
-            "cds": {"acked_version": acked, "nacked_version": "", "error": ""}}}]
+        report = [
+            {
+                "node_id": "vps",
+                "connected": True,
+                "types": {"cds": {"acked_version": acked, "nacked_version": rejected, "error": "bad cluster svc_bad"}},
+            }
+        ]
+        before = [
+            {
+                "node_id": "vps",
+                "connected": True,
+                "types": {"cds": {"acked_version": acked, "nacked_version": "", "error": ""}},
+            }
+        ]
         (event,) = verdict_events(before, report)
         assert event == ("edge:vps", T.CLUSTER, rejected, "bad cluster svc_bad", acked)
         p.on_envoy_verdict(*event[:4], key="edge", acked_version=event[4])
@@ -125,8 +135,11 @@ def test_vpn_only_never_admits_home_itself_or_its_docker_bridges(workdir):
     from envoyage.xds import types as T
     from envoyage.xds.translate import LAN_ACCESS_FILTER
 
-    host = HostNetworks(default_lan=("192.168.1.0/24",), local_addresses=("127.0.0.1", "192.168.1.10", "172.17.0.1"),
-                        bridges=(DockerNetwork("docker0", "172.17.0.0/16", "172.17.0.1"),))
+    host = HostNetworks(
+        default_lan=("192.168.1.0/24",),
+        local_addresses=("127.0.0.1", "192.168.1.10", "172.17.0.1"),
+        bridges=(DockerNetwork("docker0", "172.17.0.0/16", "172.17.0.1"),),
+    )
 
     def rbac(lan):
         p = ControlPlane(make_config(workdir / lan[-1].replace("/", "_"), lan_cidrs=lan), host_networks=host)

@@ -60,8 +60,9 @@ def test_sync_source_adds_updates_removes_and_keeps_first_seen(tmp_path):
     r.add(spec("manual"))
 
     def d(name, port=80, problems=()):
-        s = parse_service({"name": name, "domains": [f"{name}.example.com"], "upstreams": [f"10.0.0.1:{port}"],
-                           "source": "docker"})
+        s = parse_service(
+            {"name": name, "domains": [f"{name}.example.com"], "upstreams": [f"10.0.0.1:{port}"], "source": "docker"}
+        )
         return ServiceState.of(s, source_problems=list(problems), origin=f"container:{name}")
 
     changed, skipped = r.sync_source("docker", [d("a"), d("b"), d("manual")])
@@ -77,8 +78,15 @@ def test_sync_source_adds_updates_removes_and_keeps_first_seen(tmp_path):
     assert set(states) == {"manual", "a"} and states["a"].first_seen == first["a"]
     assert states["manual"].source == "manual"
     # a not-servable discovered service is stored with its problems
-    bad = ServiceState(name="c", source="docker", spec=None, first_seen=0, updated_at=0,
-                       source_problems=["envoyage.port: 'x' is not a port number"], detail={"domains": ["c.test"]})
+    bad = ServiceState(
+        name="c",
+        source="docker",
+        spec=None,
+        first_seen=0,
+        updated_at=0,
+        source_problems=["envoyage.port: 'x' is not a port number"],
+        detail={"domains": ["c.test"]},
+    )
     r.sync_source("docker", [d("a", port=81), bad])
     c = r.get("c")
     assert c.spec is None and c.source_problems == ["envoyage.port: 'x' is not a port number"]
@@ -94,13 +102,16 @@ def test_migration_from_schema_1_keeps_services(tmp_path):
         'CREATE TABLE services ("id" INTEGER NOT NULL PRIMARY KEY, "name" VARCHAR(255) NOT NULL, '
         '"source" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "problems" TEXT NOT NULL, '
         '"first_seen" REAL NOT NULL, "updated_at" REAL NOT NULL);'
-        'CREATE TABLE nodes (id INTEGER PRIMARY KEY, node_id VARCHAR(255) NOT NULL UNIQUE, role VARCHAR(255) NOT NULL,'
-        ' first_seen REAL NOT NULL, last_seen REAL NOT NULL);'
-        'CREATE TABLE events (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind VARCHAR(255) NOT NULL,'
-        ' subject VARCHAR(255) NOT NULL, message TEXT NOT NULL);'
-        'PRAGMA user_version = 1;')
-    con.execute("INSERT INTO services (name, source, spec, problems, first_seen, updated_at) VALUES (?,?,?,?,?,?)",
-                ("old", "manual", _json.dumps(spec("old").to_json()), "[]", 1.0, 1.0))
+        "CREATE TABLE nodes (id INTEGER PRIMARY KEY, node_id VARCHAR(255) NOT NULL UNIQUE, role VARCHAR(255) NOT NULL,"
+        " first_seen REAL NOT NULL, last_seen REAL NOT NULL);"
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind VARCHAR(255) NOT NULL,"
+        " subject VARCHAR(255) NOT NULL, message TEXT NOT NULL);"
+        "PRAGMA user_version = 1;"
+    )
+    con.execute(
+        "INSERT INTO services (name, source, spec, problems, first_seen, updated_at) VALUES (?,?,?,?,?,?)",
+        ("old", "manual", _json.dumps(spec("old").to_json()), "[]", 1.0, 1.0),
+    )
     con.commit()
     con.close()
     r = Registry(db)

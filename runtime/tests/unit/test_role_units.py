@@ -20,14 +20,28 @@ ROOT = Path(__file__).resolve().parents[3]
 GOAL = 4.0
 
 VALUES = {
-    "ansible_managed": "managed", "control_plane_topology": "a", "control_plane_user": "envoyage",
-    "control_plane_envoy_group": "envoy", "control_plane_dns": True, "control_plane_docker_group": "docker",
-    "control_plane_venv": "/opt/envoyage/venv", "control_plane_config": "/etc/envoyage/control.yaml",
-    "control_plane_state_dir": "/var/lib/envoyage", "control_plane_dns_include_file": "/var/lib/envoyage-dns/zones.conf",
-    "edge_user": "envoyage-edge", "edge_venv": "/opt/envoyage/venv", "edge_config": "/etc/envoyage/edge.yaml",
-    "edge_log_dir": "/var/log/envoyage", "envoy_user": "envoy", "envoy_venv": "/opt/envoyage/venv",
-    "envoy_node_id": "home", "envoy_log_dir": "/var/log/envoyage", "envoy_admin_socket": "/run/envoyage-envoy/admin.sock",
-    "envoy_log_owner": "envoy", "envoy_log_group": "envoy", "envoy_log_rotate_days": 14,
+    "ansible_managed": "managed",
+    "control_plane_topology": "a",
+    "control_plane_user": "envoyage",
+    "control_plane_envoy_group": "envoy",
+    "control_plane_dns": True,
+    "control_plane_docker_group": "docker",
+    "control_plane_venv": "/opt/envoyage/venv",
+    "control_plane_config": "/etc/envoyage/control.yaml",
+    "control_plane_state_dir": "/var/lib/envoyage",
+    "control_plane_dns_include_file": "/var/lib/envoyage-dns/zones.conf",
+    "edge_user": "envoyage-edge",
+    "edge_venv": "/opt/envoyage/venv",
+    "edge_config": "/etc/envoyage/edge.yaml",
+    "edge_log_dir": "/var/log/envoyage",
+    "envoy_user": "envoy",
+    "envoy_venv": "/opt/envoyage/venv",
+    "envoy_node_id": "home",
+    "envoy_log_dir": "/var/log/envoyage",
+    "envoy_admin_socket": "/run/envoyage-envoy/admin.sock",
+    "envoy_log_owner": "envoy",
+    "envoy_log_group": "envoy",
+    "envoy_log_rotate_days": 14,
 }
 UNITS = {
     "envoyage-control.service": "roles/control_plane/templates/envoyage-control.service.j2",
@@ -54,9 +68,17 @@ def settings(text: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_every_unit_is_sandboxed(unit):
     s = settings(render(UNITS[unit]))
-    for key, value in {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "NoNewPrivileges": "yes",
-                       "PrivateDevices": "yes", "MemoryDenyWriteExecute": "yes", "UMask": "0027",
-                       "SystemCallArchitectures": "native", "RestrictNamespaces": "yes"}.items():
+    for key, value in {
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "NoNewPrivileges": "yes",
+        "PrivateDevices": "yes",
+        "MemoryDenyWriteExecute": "yes",
+        "UMask": "0027",
+        "SystemCallArchitectures": "native",
+        "RestrictNamespaces": "yes",
+    }.items():
         assert s.get(key) == [value], (unit, key, s.get(key))
     assert s["SystemCallFilter"][0] == "@system-service"
     assert s["User"][0] not in ("root", "0")
@@ -78,7 +100,9 @@ def test_the_control_plane_has_no_capability_at_all(topology):
 @pytest.mark.parametrize("unit", ["envoyage-edge.service", "envoyage-envoy.service"])
 def test_the_envoys_bind_low_ports_and_nothing_else(unit):
     s = settings(render(UNITS[unit]))
-    assert s["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"] and s["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert s["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"] and s["AmbientCapabilities"] == [
+        "CAP_NET_BIND_SERVICE"
+    ]
     assert s["ReadWritePaths"] == ["/var/log/envoyage"]
 
 
@@ -93,8 +117,12 @@ def test_the_home_envoy_admin_is_a_socket_not_a_port():
 def test_systemd_analyze_scores_every_unit_below_the_goal(tmp_path, unit, topology):
     path = tmp_path / unit
     path.write_text(render(UNITS[unit], control_plane_topology=topology))
-    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d)", out.stdout)
     assert m, out.stdout[-500:] + out.stderr[-500:]
     assert float(m.group(1)) < GOAL, out.stdout
@@ -110,8 +138,15 @@ def test_rotate_takes_every_path_from_the_roles():
     plays = yaml.safe_load(text)
     literal = [v for v in _strings(plays) if re.search(r"(^|[\s\[,])/(etc|var|opt|run|usr)/", v) and "{{" not in v]
     assert not literal, literal
-    for name in ("wireguard_dir", "wireguard_interface", "control_plane_config", "control_plane_venv",
-                 "control_plane_secret_outbox", "control_plane_link_key_file", "control_plane_user"):
+    for name in (
+        "wireguard_dir",
+        "wireguard_interface",
+        "control_plane_config",
+        "control_plane_venv",
+        "control_plane_secret_outbox",
+        "control_plane_link_key_file",
+        "control_plane_user",
+    ):
         assert name in text, name
 
 

@@ -23,8 +23,10 @@ def state(s, first_seen=1.0):
 def test_ip_upstreams_become_an_eds_cluster_with_endpoints():
     r = translate_service(spec(upstreams=["10.0.0.5:8080", "10.0.0.6:8080"]))
     assert r.cluster.name == "svc_web" and r.cluster.type == cluster_pb2.Cluster.EDS
-    addrs = [(e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
-             for e in r.endpoints.endpoints[0].lb_endpoints]
+    addrs = [
+        (e.endpoint.address.socket_address.address, e.endpoint.address.socket_address.port_value)
+        for e in r.endpoints.endpoints[0].lb_endpoints
+    ]
     assert addrs == [("10.0.0.5", 8080), ("10.0.0.6", 8080)]
     assert r.virtual_host.domains == ["web.example.com"]
     assert r.virtual_host.routes[0].route.cluster == "svc_web"
@@ -74,8 +76,9 @@ def test_one_service_change_changes_only_its_resource_versions():
     before = assemble_home(states, SETTINGS, cache).snapshot
     states[3] = state(spec("s3", upstreams=["10.1.1.1:9"]), 3)
     after = assemble_home(states, SETTINGS, cache).snapshot
-    changed = {t: sorted(n for n, r in after.get(t).items() if before.get(t)[n].version != r.version)
-               for t in T.PUSH_ORDER}
+    changed = {
+        t: sorted(n for n, r in after.get(t).items() if before.get(t)[n].version != r.version) for t in T.PUSH_ORDER
+    }
     assert changed == {T.CLUSTER: [], T.ENDPOINT: ["svc_s3"], T.LISTENER: [], T.ROUTE: [], T.VHOST: []}
 
 
@@ -131,7 +134,9 @@ def test_long_lived_requests_by_default_no_response_limit_one_hour_idle():
 
 
 def test_per_service_timeouts_and_websocket_opt_out():
-    route = translate_service(spec(request_timeout="30s", idle_timeout="off", websocket=False)).virtual_host.routes[0].route
+    route = (
+        translate_service(spec(request_timeout="30s", idle_timeout="off", websocket=False)).virtual_host.routes[0].route
+    )
     assert route.timeout.ToMilliseconds() == 30_000 and route.HasField("idle_timeout")
     assert route.idle_timeout.ToMilliseconds() == 0
     (upgrade,) = route.upgrade_configs
@@ -154,11 +159,19 @@ def _managers():
 
     from envoyage.xds.translate import EdgeSettings, edge_listener, home_listener, tunnel_listener
 
-    edge = EdgeSettings(http_port=80, addresses=("0.0.0.0",), access_log_path="/tmp/a.log",
-                        home_tunnel_address="10.88.0.2", home_tunnel_port=18080)
+    edge = EdgeSettings(
+        http_port=80,
+        addresses=("0.0.0.0",),
+        access_log_path="/tmp/a.log",
+        home_tunnel_address="10.88.0.2",
+        home_tunnel_port=18080,
+    )
     out = {}
-    for listener in (home_listener("0.0.0.0", 80, "/tmp/a.log"),
-                     tunnel_listener("10.88.0.2", 18080, "10.88.0.1", "/tmp/a.log"), edge_listener(edge)):
+    for listener in (
+        home_listener("0.0.0.0", 80, "/tmp/a.log"),
+        tunnel_listener("10.88.0.2", 18080, "10.88.0.1", "/tmp/a.log"),
+        edge_listener(edge),
+    ):
         hcm = hcm_pb2.HttpConnectionManager()
         listener.filter_chains[0].filters[-1].typed_config.Unpack(hcm)
         out[listener.name] = hcm
@@ -177,9 +190,25 @@ def _stripped(hcm) -> tuple[set[str], set[str]]:
 
 
 def test_every_listener_strips_forwarding_and_identity_headers_before_anything_else():
-    claims = {"x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix", "forwarded", "x-real-ip", "client-ip",
-              "x-client-ip", "x-cluster-client-ip", "true-client-ip", "cf-connecting-ip", "x-forwarded-for",
-              "remote-user", "remote-groups", "remote-name", "remote-email", "x-remote-user", "x-forwarded-user"}
+    claims = {
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "forwarded",
+        "x-real-ip",
+        "client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-forwarded-for",
+        "remote-user",
+        "remote-groups",
+        "remote-name",
+        "remote-email",
+        "x-remote-user",
+        "x-forwarded-user",
+    }
     managers = _managers()
     for name, hcm in managers.items():
         names, prefixes = _stripped(hcm)
@@ -201,5 +230,7 @@ def test_every_listener_normalizes_paths_and_refuses_underscore_headers():
     for name, hcm in _managers().items():
         assert hcm.normalize_path.value and hcm.merge_slashes, name
         assert hcm.path_with_escaped_slashes_action == hcm_pb2.HttpConnectionManager.UNESCAPE_AND_REDIRECT, name
-        assert (hcm.common_http_protocol_options.headers_with_underscores_action
-                == protocol_pb2.HttpProtocolOptions.REJECT_REQUEST), name
+        assert (
+            hcm.common_http_protocol_options.headers_with_underscores_action
+            == protocol_pb2.HttpProtocolOptions.REJECT_REQUEST
+        ), name

@@ -24,8 +24,17 @@ def test_the_status_file_defaults_to_the_interface_s_file_under_run_and_can_be_s
 def test_the_monitor_reads_a_fresh_file_and_names_a_stale_one(tmp_path):
     path = tmp_path / "wg0.json"
     now = time.time()
-    wg.write_status_file(str(path), {"interface": "wg0", "written_at": now, "error": None, "peers": [
-        {"last_handshake": int(now) - 20, "endpoint": "198.51.100.1:51820", "rx_bytes": 5, "tx_bytes": 6}]})
+    wg.write_status_file(
+        str(path),
+        {
+            "interface": "wg0",
+            "written_at": now,
+            "error": None,
+            "peers": [
+                {"last_handshake": int(now) - 20, "endpoint": "198.51.100.1:51820", "rx_bytes": 5, "tx_bytes": 6}
+            ],
+        },
+    )
     st = TunnelMonitor("wg0", status_file=path).status()
     assert st["problem"] is None and 19 <= st["handshake_age"] <= 25
     assert (st["rx_bytes"], st["tx_bytes"], st["endpoint"]) == (5, 6, "198.51.100.1:51820")

@@ -19,12 +19,19 @@ def st(name, domains, first_seen):
 
 
 def test_duplicate_domain_earliest_wins_and_other_gets_problem():
-    states = [st("late", ["a.example.com", "b.example.com"], 5), st("early", ["a.example.com"], 1),
-              st("other", ["c.example.com"], 3)]
+    states = [
+        st("late", ["a.example.com", "b.example.com"], 5),
+        st("early", ["a.example.com"], 1),
+        st("other", ["c.example.com"], 3),
+    ]
     accepted, problems = check_services(states)
     assert [s.spec.name for s in accepted] == ["early", "other"]
-    assert problems == {"late": ["domain 'a.example.com' is already served by service 'early'",
-                                 "not served until the conflict is resolved"]}
+    assert problems == {
+        "late": [
+            "domain 'a.example.com' is already served by service 'early'",
+            "not served until the conflict is resolved",
+        ]
+    }
 
 
 def test_tie_broken_by_name():
@@ -81,5 +88,6 @@ def test_equal_first_seen_broken_by_origin_container_id():
     def d(name, cid):
         s = parse_service({"name": name, "domains": ["x.example.com"], "upstreams": ["10.0.0.1:80"]})
         return ServiceState.of(s, 5.0, origin=f"container:{cid}")
+
     accepted, problems = check_services([d("zzz", "0a"), d("aaa", "ff")])
     assert [s.spec.name for s in accepted] == ["zzz"] and "aaa" in problems

@@ -12,8 +12,12 @@ SETTINGS = HomeSettings("127.0.0.1", 8080, "/tmp/access.log")
 
 
 def states(*names, port=80):
-    return {n: ServiceState.of(parse_service({"name": n, "domains": [f"{n}.example.com"],
-                                              "upstreams": [f"10.0.0.1:{port}"]}), i) for i, n in enumerate(names)}
+    return {
+        n: ServiceState.of(
+            parse_service({"name": n, "domains": [f"{n}.example.com"], "upstreams": [f"10.0.0.1:{port}"]}), i
+        )
+        for i, n in enumerate(names)
+    }
 
 
 def snap(st, withheld=None):

@@ -35,8 +35,12 @@ class Snaps:
 
 
 def snapshot(*names, port=80):
-    states = [ServiceState.of(parse_service({"name": n, "domains": [f"{n}.example.com"],
-                                             "upstreams": [f"10.0.0.1:{port}"]}), i) for i, n in enumerate(names)]
+    states = [
+        ServiceState.of(
+            parse_service({"name": n, "domains": [f"{n}.example.com"], "upstreams": [f"10.0.0.1:{port}"]}), i
+        )
+        for i, n in enumerate(names)
+    ]
     return Snaps(assemble_home(states, SETTINGS, TranslationCache()))
 
 
@@ -133,8 +137,9 @@ def _finish(r, with_node, error):
 
 
 def req(type_url, version="", nonce="", names=(), error=None, with_node=False):
-    r = discovery_pb2.DiscoveryRequest(type_url=type_url, version_info=version, response_nonce=nonce,
-                                       resource_names=list(names))
+    r = discovery_pb2.DiscoveryRequest(
+        type_url=type_url, version_info=version, response_nonce=nonce, resource_names=list(names)
+    )
     return _finish(r, with_node, error)
 
 
@@ -148,6 +153,7 @@ def names_of(resp):
 
 
 # ---------------------------------------------------------------- state of the world
+
 
 def test_sotw_initial_ack_and_push(env):
     cache, server, rec, tracker = env
@@ -237,10 +243,13 @@ def test_sotw_first_request_needs_node(env):
     assert h.ctx.aborted[1] == "the first request names no node id"
 
 
-@pytest.mark.parametrize("node_id, meta_bytes, problem", [
-    ("x" * 2 * 1024 * 1024, 0, "node id of 2097152 characters (at most 256)"),
-    ("ok", 64 * 1024, "node metadata of"),
-])
+@pytest.mark.parametrize(
+    "node_id, meta_bytes, problem",
+    [
+        ("x" * 2 * 1024 * 1024, 0, "node id of 2097152 characters (at most 256)"),
+        ("ok", 64 * 1024, "node metadata of"),
+    ],
+)
 def test_oversized_nodes_are_refused_and_leave_no_trace(env, node_id, meta_bytes, problem):
     _, server, _, tracker = env
     h = Harness(server, delta=False)
@@ -310,9 +319,14 @@ def test_sotw_push_order_cds_eds_lds_rds(env):
 
 # ---------------------------------------------------------------- delta
 
+
 def dreq(type_url, subscribe=(), unsubscribe=(), nonce="", error=None, initial=None, with_node=False):
-    r = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(subscribe),
-                                            resource_names_unsubscribe=list(unsubscribe), response_nonce=nonce)
+    r = discovery_pb2.DeltaDiscoveryRequest(
+        type_url=type_url,
+        resource_names_subscribe=list(subscribe),
+        resource_names_unsubscribe=list(unsubscribe),
+        response_nonce=nonce,
+    )
     if initial:
         r.initial_resource_versions.update(initial)
     return _finish(r, with_node, error)
@@ -437,10 +451,15 @@ def test_delta_incremental_diff_from_parent_snapshot(env):
     tc = TranslationCache()
 
     def build(names, prev=None):
-        states = [ServiceState.of(parse_service({"name": n, "domains": [f"{n}.example.com"],
-                                                 "upstreams": ["10.0.0.1:80"]}), i) for i, n in enumerate(names)]
-        asm = assemble_home(states, SETTINGS, tc, previous=prev.sotw if prev else None,
-                            previous_delta=prev.delta if prev else None)
+        states = [
+            ServiceState.of(
+                parse_service({"name": n, "domains": [f"{n}.example.com"], "upstreams": ["10.0.0.1:80"]}), i
+            )
+            for i, n in enumerate(names)
+        ]
+        asm = assemble_home(
+            states, SETTINGS, tc, previous=prev.sotw if prev else None, previous_delta=prev.delta if prev else None
+        )
         return Snaps(asm)
 
     s1 = build([f"s{i}" for i in range(50)])
@@ -460,6 +479,7 @@ def test_delta_incremental_diff_from_parent_snapshot(env):
 
 
 # ---------------------------------------------------------------- no warming stall
+
 
 def test_sotw_endpoints_of_a_cluster_no_longer_in_the_snapshot_are_answered_empty(env):
     """Envoy asks for the endpoints of a cluster that was removed right after it was sent:

@@ -72,24 +72,37 @@ def check_dns(cfg: Config, services: list[dict[str, Any]], domain: str) -> dict[
         if err:
             problems.append(f"the home resolver did not give an answer for {domain}: {err}")
         elif svc and lan != [cfg.dns_answer_address]:
-            where = ("through the VPS" if cfg.edge_public_address and cfg.edge_public_address in lan
-                     else "somewhere else" if lan else "nowhere")
-            problems.append(f"LAN clients get {', '.join(lan) or 'no address'} for {domain}, not this home's address "
-                            f"{cfg.dns_answer_address}: their traffic goes {where} (is the DNS controller in sync? "
-                            "see `envoyage status`)")
+            where = (
+                "through the VPS"
+                if cfg.edge_public_address and cfg.edge_public_address in lan
+                else "somewhere else"
+                if lan
+                else "nowhere"
+            )
+            problems.append(
+                f"LAN clients get {', '.join(lan) or 'no address'} for {domain}, not this home's address "
+                f"{cfg.dns_answer_address}: their traffic goes {where} (is the DNS controller in sync? "
+                "see `envoyage status`)"
+            )
     else:
         out["lan"] = None
-        problems.append("split-horizon DNS is not set up (dns.enabled, dns.answer_address): LAN clients use "
-                        "whatever their resolver says")
+        problems.append(
+            "split-horizon DNS is not set up (dns.enabled, dns.answer_address): LAN clients use "
+            "whatever their resolver says"
+        )
     public, err, validated = resolve(cfg.dns_public_resolver, domain)
     out["internet"] = {"server": cfg.dns_public_resolver, "answers": public, "error": err, "dnssec": validated}
     if svc and svc["access"] == "public" and cfg.topology == "a" and cfg.edge_public_address:
         if err:
-            problems.append(f"the internet cannot resolve {domain} ({err}): add a public DNS record pointing at "
-                            f"the VPS ({cfg.edge_public_address})")
+            problems.append(
+                f"the internet cannot resolve {domain} ({err}): add a public DNS record pointing at "
+                f"the VPS ({cfg.edge_public_address})"
+            )
         elif cfg.edge_public_address not in public:
-            problems.append(f"the internet gets {', '.join(public)} for {domain}, not the VPS's address "
-                            f"{cfg.edge_public_address}: point the domain's public DNS record at the VPS")
+            problems.append(
+                f"the internet gets {', '.join(public)} for {domain}, not the VPS's address "
+                f"{cfg.edge_public_address}: point the domain's public DNS record at the VPS"
+            )
     out.update(ok=not problems, problems=problems)
     return out
 
@@ -115,8 +128,13 @@ def _timed_get(host: str, port: int, domain: str, path: str, count: int = 5, tim
 
 def check_service(cfg: Config, svc: dict[str, Any]) -> dict[str, Any]:
     if not svc.get("domains") or not svc.get("upstreams"):
-        return {"service": svc["name"], "domain": None, "paths": {}, "ok": False,
-                "problems": [f"{svc['name']}: {p}" for p in svc.get("problems") or ["it has no domain or upstream"]]}
+        return {
+            "service": svc["name"],
+            "domain": None,
+            "paths": {},
+            "ok": False,
+            "problems": [f"{svc['name']}: {p}" for p in svc.get("problems") or ["it has no domain or upstream"]],
+        }
     domain = svc["domains"][0]
     domain = "check." + domain[2:] if domain.startswith("*.") else domain
     path = svc.get("path") or "/"
@@ -145,18 +163,30 @@ def check_service(cfg: Config, svc: dict[str, Any]) -> dict[str, Any]:
 def check_tunnel(status: dict[str, Any]) -> dict[str, Any]:
     tunnel, edge = status.get("tunnel"), status.get("edge")
     if tunnel is None:
-        return {"ok": False, "problems": ["this home has no tunnel (topology c); there is nothing to check"],
-                "tunnel": None, "edge": None}
+        return {
+            "ok": False,
+            "problems": ["this home has no tunnel (topology c); there is nothing to check"],
+            "tunnel": None,
+            "edge": None,
+        }
     problems = []
     if tunnel.get("problem"):
         problems.append(f"the tunnel is down: {tunnel['problem']}")
     if not edge or not edge.get("connected"):
-        problems.append("the edge link is down: no edge is connected (is `envoyage edge` running on the VPS, and "
-                        "does it have the right secret?)")
+        problems.append(
+            "the edge link is down: no edge is connected (is `envoyage edge` running on the VPS, and "
+            "does it have the right secret?)"
+        )
     elif not edge.get("in_sync"):
-        problems.append("the edge is connected but has not applied the current configuration"
-                        + (f": {edge['apply_error']}" if edge.get("apply_error") else ""))
-    return {"ok": not problems, "problems": problems,
-            "tunnel": {k: tunnel.get(k) for k in ("interface", "handshake_age", "rtt_ms", "endpoint", "rx_bytes",
-                                                  "tx_bytes")},
-            "edge": {k: (edge or {}).get(k) for k in ("connected", "edge_id", "in_sync", "rtt_ms")}}
+        problems.append(
+            "the edge is connected but has not applied the current configuration"
+            + (f": {edge['apply_error']}" if edge.get("apply_error") else "")
+        )
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "tunnel": {
+            k: tunnel.get(k) for k in ("interface", "handshake_age", "rtt_ms", "endpoint", "rx_bytes", "tx_bytes")
+        },
+        "edge": {k: (edge or {}).get(k) for k in ("connected", "edge_id", "in_sync", "rtt_ms")},
+    }

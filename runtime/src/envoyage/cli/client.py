@@ -46,7 +46,9 @@ class ControlClient:
             resp = conn.getresponse()
             raw = resp.read()
         except FileNotFoundError:
-            raise Unreachable(f"no control plane socket at {self.socket_path} (is `envoyage control` running?)") from None
+            raise Unreachable(
+                f"no control plane socket at {self.socket_path} (is `envoyage control` running?)"
+            ) from None
         except (ConnectionRefusedError, PermissionError) as exc:
             raise Unreachable(f"cannot reach the control plane at {self.socket_path}: {exc.strerror}") from None
         except OSError as exc:

@@ -15,8 +15,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import yaml
@@ -92,8 +93,9 @@ def _print_services(services: list[dict[str, Any]]) -> None:
     rows = [("NAME", "SOURCE", "DOMAINS", "UPSTREAMS", "ACCESS", "STATUS")]
     for s in services:
         status = "ok" if not s["problems"] else "PROBLEM"
-        rows.append((s["name"], s["source"], _domains(s) or "-", ",".join(s["upstreams"]) or "-",
-                     s["access"] or "-", status))
+        rows.append(
+            (s["name"], s["source"], _domains(s) or "-", ",".join(s["upstreams"]) or "-", s["access"] or "-", status)
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -120,24 +122,33 @@ def _print_status(st: dict[str, Any]) -> None:
         print(f"snapshot {key}: " + (" ".join(f"{k}={v}" for k, v in versions.items()) or "none"))
     problem = (st.get("registry") or {}).get("problem")
     if problem:
-        print(f"REGISTRY NOT SERVED: {problem}. Envoy keeps its last configuration. Restore a backup, or "
-              "restart with --accept-registry (docs/operations.md)")
+        print(
+            f"REGISTRY NOT SERVED: {problem}. Envoy keeps its last configuration. Restore a backup, or "
+            "restart with --accept-registry (docs/operations.md)"
+        )
     last = st.get("last_reconcile") or {}
     if last and not last.get("ok"):
         print(f"LAST SNAPSHOT REFUSED: {last.get('error')} (the previous snapshot keeps serving)")
     for name, d in (st.get("discovery") or {}).items():
         if d["connected"]:
-            print(f"discovery {name}: connected to {d['host']}, {d['containers']} labelled containers"
-                  f"{', mesh on' if d.get('mesh') else ''}")
+            print(
+                f"discovery {name}: connected to {d['host']}, {d['containers']} labelled containers"
+                f"{', mesh on' if d.get('mesh') else ''}"
+            )
         else:
-            print(f"discovery {name}: NOT CONNECTED to {d['host']} ({d['last_error'] or 'connecting'}); "
-                  "keeping the last known state")
+            print(
+                f"discovery {name}: NOT CONNECTED to {d['host']} ({d['last_error'] or 'connecting'}); "
+                "keeping the last known state"
+            )
     _print_topology(st)
     if not st["nodes"]:
         print("envoys: none connected yet")
     for node in st["nodes"]:
-        state = f"connected {_ago(node['connected_since'])}" if node["connected"] else \
-            f"DISCONNECTED {_ago(node['disconnected_at'])}"
+        state = (
+            f"connected {_ago(node['connected_since'])}"
+            if node["connected"]
+            else f"DISCONNECTED {_ago(node['disconnected_at'])}"
+        )
         print(f"envoy {node['node_id']} (role {node['role']}, {'delta' if node['delta'] else 'sotw'}): {state}")
         want = st["snapshots"].get(node["snapshot"], {})
         for tname, current in want.items():
@@ -157,15 +168,23 @@ def _print_topology(st: dict[str, Any]) -> None:
     if tunnel is not None:
         age = tunnel.get("handshake_age")
         rtt = tunnel.get("rtt_ms")
-        print(f"tunnel {tunnel['interface']}: " + (
-            f"last handshake {age:.0f}s ago, {tunnel['rx_bytes']:,} bytes in, {tunnel['tx_bytes']:,} bytes out, "
-            f"endpoint {tunnel['endpoint'] or '-'}" if age is not None else "no handshake")
-            + (f", round trip {rtt:.1f} ms" if rtt is not None else ""))
+        print(
+            f"tunnel {tunnel['interface']}: "
+            + (
+                f"last handshake {age:.0f}s ago, {tunnel['rx_bytes']:,} bytes in, {tunnel['tx_bytes']:,} bytes out, "
+                f"endpoint {tunnel['endpoint'] or '-'}"
+                if age is not None
+                else "no handshake"
+            )
+            + (f", round trip {rtt:.1f} ms" if rtt is not None else "")
+        )
     if edge is not None:
         if edge["connected"]:
             sync = "in sync" if edge["in_sync"] else f"behind (has {edge['applied_version'] or '-'})"
-            print(f"edge {edge['edge_id']}: connected {_ago(edge['connected_since'])} from {edge['peer']}, "
-                  f"resource set {edge['want_version']} {sync}")
+            print(
+                f"edge {edge['edge_id']}: connected {_ago(edge['connected_since'])} from {edge['peer']}, "
+                f"resource set {edge['want_version']} {sync}"
+            )
         else:
             print(f"edge: NOT CONNECTED (last seen {_ago(edge['disconnected_at'])})")
         for node in edge["envoy"]:
@@ -178,8 +197,10 @@ def _print_topology(st: dict[str, Any]) -> None:
     dns = st.get("dns")
     if dns is not None:
         state = "in sync" if dns["in_sync"] else "NOT IN SYNC"
-        print(f"dns: {dns['entries']} zones answered with {dns['answer']}, Unbound {state}, last applied "
-              f"{_ago(dns['last_apply_at'])}" + (f" in {dns['last_apply_ms']:.1f} ms" if dns["last_apply_ms"] else ""))
+        print(
+            f"dns: {dns['entries']} zones answered with {dns['answer']}, Unbound {state}, last applied "
+            f"{_ago(dns['last_apply_at'])}" + (f" in {dns['last_apply_ms']:.1f} ms" if dns["last_apply_ms"] else "")
+        )
     for problem in st.get("problems") or []:
         print(f"PROBLEM: {problem}")
 
@@ -221,8 +242,10 @@ def cmd_check(args) -> int:
             age = f"last handshake {t['handshake_age']:.0f}s ago" if t["handshake_age"] is not None else "no handshake"
             rtt = f", round trip {t['rtt_ms']:.1f} ms" if t["rtt_ms"] is not None else ""
             lines.append(f"tunnel {t['interface']}: {age}{rtt}, endpoint {t['endpoint'] or '-'}")
-            lines.append(f"edge link: {'up, edge ' + str(e['edge_id']) if e['connected'] else 'DOWN'}"
-                         + (", configuration in sync" if e.get("in_sync") else ""))
+            lines.append(
+                f"edge link: {'up, edge ' + str(e['edge_id']) if e['connected'] else 'DOWN'}"
+                + (", configuration in sync" if e.get("in_sync") else "")
+            )
         return _report(r, lines, args.json)
     if args.what == "dns":
         if not args.name:
@@ -246,8 +269,10 @@ def cmd_check(args) -> int:
     for key, label in (("lan", "LAN path"), ("vps", "VPS path")):
         v = r["paths"].get(key)
         if v:
-            lines.append(f"  {label}: " + (f"{v['status']} in {v['median_ms']:.1f} ms (median of 5)"
-                                           if v["status"] is not None else v["error"]))
+            lines.append(
+                f"  {label}: "
+                + (f"{v['status']} in {v['median_ms']:.1f} ms (median of 5)" if v["status"] is not None else v["error"])
+            )
     return _report(r, lines, args.json)
 
 
@@ -266,12 +291,17 @@ def cmd_link_secret(args) -> int:
     cfg = load_config(_config_path(args))
     key_path = args.key_file or cfg.link_key_path
     if os.path.exists(key_path) and not args.replace:
-        print(f"error: {key_path} exists: this home already has an edge link key (use --replace to make a "
-              "new secret; the edge then needs the new secret)", file=sys.stderr)
+        print(
+            f"error: {key_path} exists: this home already has an edge link key (use --replace to make a "
+            "new secret; the edge then needs the new secret)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     create(Path(key_path), Path(args.secret_file))
-    print(f"wrote the edge secret to {args.secret_file} (0600; copy it to the VPS as the edge's secret_file "
-          f"and delete it here) and the link key derived from it to {key_path} (0600)")
+    print(
+        f"wrote the edge secret to {args.secret_file} (0600; copy it to the VPS as the edge's secret_file "
+        f"and delete it here) and the link key derived from it to {key_path} (0600)"
+    )
     return EXIT_OK
 
 
@@ -290,8 +320,10 @@ def cmd_tunnel(args) -> int:
     if args.allow_tcp is not None:
         ports = [p.strip() for p in args.allow_tcp.split(",") if p.strip()]
         if not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
-            print(f"error: --allow-tcp {args.allow_tcp!r}: give TCP ports separated by commas, e.g. 18080,18443",
-                  file=sys.stderr)
+            print(
+                f"error: --allow-tcp {args.allow_tcp!r}: give TCP ports separated by commas, e.g. 18080,18443",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         allow_tcp = [int(p) for p in ports]
     if not (args.config and args.key and args.address):
@@ -299,13 +331,18 @@ def cmd_tunnel(args) -> int:
         return EXIT_USAGE
     address, _slash, length = args.address.partition("/")
     if not length.isdigit():
-        print(f"error: --address {args.address!r}: give the tunnel address with its prefix length, "
-              "e.g. 10.88.0.2/24", file=sys.stderr)
+        print(
+            f"error: --address {args.address!r}: give the tunnel address with its prefix length, e.g. 10.88.0.2/24",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    backend = wg.bring_up(args.interface, args.config, address, int(length), private_key_path=args.key,
-                          allow_tcp=allow_tcp)
-    print(f"{args.interface} is up ({backend}) with {args.address}"
-          + (f"; from the tunnel only tcp {','.join(map(str, allow_tcp))} to {address}" if allow_tcp is not None else ""))
+    backend = wg.bring_up(
+        args.interface, args.config, address, int(length), private_key_path=args.key, allow_tcp=allow_tcp
+    )
+    print(
+        f"{args.interface} is up ({backend}) with {args.address}"
+        + (f"; from the tunnel only tcp {','.join(map(str, allow_tcp))} to {address}" if allow_tcp is not None else "")
+    )
     return EXIT_OK
 
 
@@ -328,8 +365,9 @@ def _tunnel_status(args, wg) -> int:
 
 def cmd_backup(args) -> int:
     out = _client(args).post("/backup", {"path": os.path.abspath(args.path)})
-    print(f"wrote {out['path']}: {out['services']} services, write generation {out['generation']}, "
-          f"{out['bytes']:,} bytes")
+    print(
+        f"wrote {out['path']}: {out['services']} services, write generation {out['generation']}, {out['bytes']:,} bytes"
+    )
     return EXIT_OK
 
 
@@ -398,9 +436,16 @@ def cmd_bootstrap(args) -> int:
         else:
             xds_address = xds_address if xds_address is not None else connect_address(cfg.xds_address)
             xds_port = xds_port if xds_port is not None else cfg.xds_port
-    data = bootstrap(args.node_id, args.role, delta=args.delta, xds_address=xds_address or "127.0.0.1",
-                     xds_port=xds_port if xds_port is not None else 18000, admin_port=args.admin_port, xds_socket=xds_socket,
-                     admin_socket=args.admin_socket)
+    data = bootstrap(
+        args.node_id,
+        args.role,
+        delta=args.delta,
+        xds_address=xds_address or "127.0.0.1",
+        xds_port=xds_port if xds_port is not None else 18000,
+        admin_port=args.admin_port,
+        xds_socket=xds_socket,
+        admin_socket=args.admin_socket,
+    )
     text = yaml.safe_dump(data, sort_keys=False)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
@@ -412,25 +457,44 @@ def cmd_bootstrap(args) -> int:
 
 def _add_service_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("name", help="service name: lowercase letters, digits and '-'")
-    p.add_argument("--domain", "-d", action="append", required=required,
-                   help="domain to serve (repeat or comma-separate; '*.example.com' wildcards allowed)")
-    p.add_argument("--upstream", "-u", action="append", required=required,
-                   help="upstream HOST:PORT (repeat for several endpoints)")
+    p.add_argument(
+        "--domain",
+        "-d",
+        action="append",
+        required=required,
+        help="domain to serve (repeat or comma-separate; '*.example.com' wildcards allowed)",
+    )
+    p.add_argument(
+        "--upstream", "-u", action="append", required=required, help="upstream HOST:PORT (repeat for several endpoints)"
+    )
     p.add_argument("--path", help="path prefix to route (default /; not stripped)")
-    p.add_argument("--access", choices=["public", "vpn-only", "link-only", "auth"],
-                   help="who may reach it (default public; modes not built yet answer 403)")
+    p.add_argument(
+        "--access",
+        choices=["public", "vpn-only", "link-only", "auth"],
+        help="who may reach it (default public; modes not built yet answer 403)",
+    )
     p.add_argument("--health-path", help="HTTP health check path (default: TCP connect check)")
     p.add_argument("--health-interval", help="health check interval, e.g. 10s")
     p.add_argument("--health-timeout", help="health check timeout, e.g. 2s")
     p.add_argument("--health-expect", help="expected status codes, e.g. 200-399")
     p.add_argument("--tcp-health-check", action="store_true", help="back to the default TCP connect check")
     p.add_argument("--no-health-check", action="store_true", help="no active health check at all")
-    p.add_argument("--websocket", action=argparse.BooleanOptionalAction, default=None,
-                   help="allow WebSocket upgrades (default: allowed)")
-    p.add_argument("--request-timeout", metavar="DURATION",
-                   help="limit on a whole request and response, e.g. 30s, or 'off' (default off)")
-    p.add_argument("--idle-timeout", metavar="DURATION",
-                   help="end a request with no bytes either way for this long, e.g. 10m, or 'off' (default 1h)")
+    p.add_argument(
+        "--websocket",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="allow WebSocket upgrades (default: allowed)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        metavar="DURATION",
+        help="limit on a whole request and response, e.g. 30s, or 'off' (default off)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        metavar="DURATION",
+        help="end a request with no bytes either way for this long, e.g. 10m, or 'off' (default 1h)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -442,16 +506,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("control", help="run the control plane (xDS server + control API)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--accept-registry", action="store_true",
-                   help="serve the registry even if it is older or smaller than it last was (after a restore)")
+    p.add_argument(
+        "--accept-registry",
+        action="store_true",
+        help="serve the registry even if it is older or smaller than it last was (after a restore)",
+    )
     p.set_defaults(func=cmd_control)
 
     p = sub.add_parser("edge", help="run the edge service on the VPS (edge link client, xDS for the VPS Envoy)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_edge)
 
-    p = sub.add_parser("check", help="diagnostics: dns DOMAIN | tunnel | service NAME (exit 1 with a sentence "
-                                     "when something is wrong)")
+    p = sub.add_parser(
+        "check", help="diagnostics: dns DOMAIN | tunnel | service NAME (exit 1 with a sentence when something is wrong)"
+    )
     p.add_argument("what", choices=["dns", "tunnel", "service"])
     p.add_argument("name", nargs="?", help="the domain (dns) or the service name (service)")
     p.add_argument("--json", action="store_true")
@@ -464,14 +532,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_link_secret)
 
     p = sub.add_parser("tunnel", help="bring the WireGuard tunnel up or down (the tunnel's systemd unit runs this)")
-    p.add_argument("action", choices=["up", "down", "status"],
-                   help="status: handshake, endpoint and bytes as JSON (no keys), with --output into a file")
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="status: handshake, endpoint and bytes as JSON (no keys), with --output into a file",
+    )
     p.add_argument("--interface", default="envoyage0", help="interface name (default envoyage0)")
     p.add_argument("--config", help="wg setconf file without a private key (up)")
     p.add_argument("--key", help="the private key file, 0600 (up)")
     p.add_argument("--address", help="this side's tunnel address with prefix length, e.g. 10.88.0.2/24 (up)")
-    p.add_argument("--allow-tcp", help="home (up): the only TCP ports the VPS may open on this tunnel address, "
-                   "e.g. 18080,18443 (the tunnel listener and the edge link); all else from the tunnel is dropped")
+    p.add_argument(
+        "--allow-tcp",
+        help="home (up): the only TCP ports the VPS may open on this tunnel address, "
+        "e.g. 18080,18443 (the tunnel listener and the edge link); all else from the tunnel is dropped",
+    )
     p.add_argument("--output", help="status: the file to keep fresh (replaced atomically, mode 0644)")
     p.add_argument("--interval", type=float, default=5.0, help="status: seconds between writes (default 5)")
     p.add_argument("--once", action="store_true", help="status: write --output once and exit")
@@ -508,16 +582,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", required=True)
     p.add_argument("--role", required=True, choices=["home", "edge"])
     p.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC) instead of state of the world")
-    p.add_argument("--xds-address", help="the control plane's xDS address (default: xds.address from the "
-                   "config; a wildcard such as 0.0.0.0 becomes loopback)")
+    p.add_argument(
+        "--xds-address",
+        help="the control plane's xDS address (default: xds.address from the "
+        "config; a wildcard such as 0.0.0.0 becomes loopback)",
+    )
     p.add_argument("--xds-port", type=int, help="the control plane's xDS port (default: xds.port from the config)")
-    p.add_argument("--xds-socket", help="the control plane's xDS Unix socket (default, with xds.transport unix: "
-                   "xds.socket from the config, <run_dir>/xds.sock)")
-    p.add_argument("--admin-port", type=int, default=9901,
-                   help="Envoy's admin interface on 127.0.0.1:PORT (tests and benchmarks; every local user can "
-                   "reach it)")
-    p.add_argument("--admin-socket", help="Envoy's admin interface on this Unix socket, mode 0600, instead of "
-                   "--admin-port (what the roles use)")
+    p.add_argument(
+        "--xds-socket",
+        help="the control plane's xDS Unix socket (default, with xds.transport unix: "
+        "xds.socket from the config, <run_dir>/xds.sock)",
+    )
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=9901,
+        help="Envoy's admin interface on 127.0.0.1:PORT (tests and benchmarks; every local user can reach it)",
+    )
+    p.add_argument(
+        "--admin-socket",
+        help="Envoy's admin interface on this Unix socket, mode 0600, instead of --admin-port (what the roles use)",
+    )
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_bootstrap)
     return parser

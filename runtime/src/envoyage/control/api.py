@@ -38,7 +38,8 @@ def _json_body() -> Any:
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaType(
-            f"send a JSON body with Content-Type: application/json (got {mimetype or 'no content type'})")
+            f"send a JSON body with Content-Type: application/json (got {mimetype or 'no content type'})"
+        )
     raw = request.get_data(cache=False)
     if not raw:
         raise InputError("body", "a JSON object is required")

@@ -74,11 +74,23 @@ class ControlDaemon:
         # waitress: one event loop for every connection and a bounded pool of worker
         # threads for requests, with timeouts, so slow or idle clients hold no thread.
         # The socket is 0600: the control API is root's (or the service user's).
-        self.http_server = socket_server(sock, 0o600, None, lambda: create_server(
-            create_app(self.plane), unix_socket=str(sock), unix_socket_perms="600",
-            threads=API_THREADS, connection_limit=API_CONNECTIONS, channel_timeout=API_IDLE_TIMEOUT,
-            cleanup_interval=5, max_request_body_size=API_MAX_BODY, ident="envoyage",
-            clear_untrusted_proxy_headers=True))
+        self.http_server = socket_server(
+            sock,
+            0o600,
+            None,
+            lambda: create_server(
+                create_app(self.plane),
+                unix_socket=str(sock),
+                unix_socket_perms="600",
+                threads=API_THREADS,
+                connection_limit=API_CONNECTIONS,
+                channel_timeout=API_IDLE_TIMEOUT,
+                cleanup_interval=5,
+                max_request_body_size=API_MAX_BODY,
+                ident="envoyage",
+                clear_untrusted_proxy_headers=True,
+            ),
+        )
         threading.Thread(target=self.http_server.run, name="control-api", daemon=True).start()
         log.info("control API listening on %s", sock)
         if self.config.docker_enabled:
@@ -86,10 +98,13 @@ class ControlDaemon:
 
             self.watcher = DockerWatcher(
                 lambda reason, desired: self.plane.sync_discovered(SOURCE, desired, reason),
-                docker_host=self.config.docker_host, mesh=self.config.docker_mesh,
-                scope=self.config.docker_scope, default_domain=self.config.docker_default_domain,
+                docker_host=self.config.docker_host,
+                mesh=self.config.docker_mesh,
+                scope=self.config.docker_scope,
+                default_domain=self.config.docker_default_domain,
                 on_networks=self.plane.set_docker_networks,
-                trust_image_labels=self.config.discovery_trust_image_labels)
+                trust_image_labels=self.config.discovery_trust_image_labels,
+            )
             self.plane.discovery[SOURCE] = self.watcher
             self.watcher.start()
 
@@ -104,8 +119,10 @@ class ControlDaemon:
         except ValueError:
             loopback = False  # a host name could resolve to anything
         if not loopback:
-            raise OSError(f"xds.address {cfg.xds_address} is not a loopback address, so xDS could be reached over "
-                          "the tunnel; with topology 'a' use the Unix socket (the default) or 127.0.0.1")
+            raise OSError(
+                f"xds.address {cfg.xds_address} is not a loopback address, so xDS could be reached over "
+                "the tunnel; with topology 'a' use the Unix socket (the default) or 127.0.0.1"
+            )
 
     def _start_dns(self) -> None:
         from ..dns.controller import DnsController
@@ -113,12 +130,18 @@ class ControlDaemon:
 
         cfg = self.config
         if not cfg.dns_answer_address:
-            raise OSError("dns.enabled needs dns.answer_address: this home's LAN address, the answer LAN "
-                          "clients get for every service domain")
+            raise OSError(
+                "dns.enabled needs dns.answer_address: this home's LAN address, the answer LAN "
+                "clients get for every service domain"
+            )
         cfg.dns_include_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self.plane.dns = DnsController(UnboundControl(str(cfg.dns_unbound_config), cfg.dns_unbound_control),
-                                       cfg.dns_include_file, cfg.dns_answer_address, cfg.dns_answer_address6 or None,
-                                       cfg.dns_ttl)
+        self.plane.dns = DnsController(
+            UnboundControl(str(cfg.dns_unbound_config), cfg.dns_unbound_control),
+            cfg.dns_include_file,
+            cfg.dns_answer_address,
+            cfg.dns_answer_address6 or None,
+            cfg.dns_ttl,
+        )
         self.plane.dns.start()
         log.info("dns: keeping Unbound's local zones (%s) equal to the service domains", cfg.dns_include_file)
 
@@ -128,28 +151,38 @@ class ControlDaemon:
 
         plan = self.plane.tunnel_plan
         servicer = EdgeLinkServer(
-            self.plane.cache, "edge", self.config.link_key_path, edge_ip=plan["vps"],
+            self.plane.cache,
+            "edge",
+            self.config.link_key_path,
+            edge_ip=plan["vps"],
             on_verdict=lambda node, type_url, version, message, acked: self.plane.on_envoy_verdict(
-                node, type_url, version, message, key="edge", acked_version=acked))
+                node, type_url, version, message, key="edge", acked_version=acked
+            ),
+        )
         self.plane.edge_link = servicer
         self.plane.link_listener = LinkListener(servicer, plan["home"], self.config.link_port)
         self.plane.link_listener.start()
-        self.plane.tunnel = TunnelMonitor(self.config.tunnel_interface, rtt=lambda: servicer.status()["rtt_ms"],
-                                          status_file=self.config.tunnel_status_path)
+        self.plane.tunnel = TunnelMonitor(
+            self.config.tunnel_interface,
+            rtt=lambda: servicer.status()["rtt_ms"],
+            status_file=self.config.tunnel_status_path,
+        )
 
     def _serve_xds(self) -> None:
         cfg = self.config
         options = dict(keepalive=cfg.xds_keepalive, keepalive_timeout=cfg.xds_keepalive_timeout)
         if cfg.xds_transport == "tcp":
             self.grpc_server, self.xds_port = serve(self.plane.ads, cfg.xds_address, cfg.xds_port, **options)
-            log.info("xDS (ADS, SotW and delta) listening on %s:%d (TCP: any local user can connect)",
-                     cfg.xds_address, self.xds_port)
+            log.info(
+                "xDS (ADS, SotW and delta) listening on %s:%d (TCP: any local user can connect)",
+                cfg.xds_address,
+                self.xds_port,
+            )
             return
         path = cfg.xds_socket_path
         gid = _group_id(cfg.xds_socket_group) if cfg.xds_socket_group else os.getgid()
         prepare_socket(path)
-        self.grpc_server = socket_server(path, 0o660, gid,
-                                         lambda: serve(self.plane.ads, f"unix:{path}", **options))[0]
+        self.grpc_server = socket_server(path, 0o660, gid, lambda: serve(self.plane.ads, f"unix:{path}", **options))[0]
         log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
 
     def stop(self) -> None:

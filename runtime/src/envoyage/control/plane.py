@@ -17,15 +17,14 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config, dump_config
-from ..model import InputError, ServiceSpec, merge_update, parse_service, zones_problem
-from ..store.registry import Registry
-from ..module_utils.wireguard import address_plan
 from ..hostnet import HostNetworks
+from ..model import InputError, ServiceSpec, merge_update, parse_service, zones_problem
+from ..module_utils.wireguard import address_plan
 from ..networks import DockerNetwork, local_docker_networks, vpn_only_networks
-from ..xds.assemble import HomeSettings, TunnelSettings, assemble_edge, assemble_home
-from ..xds.cache import SnapshotCache
+from ..store.registry import Registry
 from ..xds import types as T
-from ..xds.cache import snapshot_key
+from ..xds.assemble import HomeSettings, TunnelSettings, assemble_edge, assemble_home
+from ..xds.cache import SnapshotCache, snapshot_key
 from ..xds.server import AdsServer
 from ..xds.snapshot import InconsistentSnapshot
 from ..xds.status import BaseCallbacks, StatusTracker
@@ -80,7 +79,8 @@ def edge_limits(config: Config) -> EdgeLimits:
         stream_idle_timeout_ms=int(config.edge_stream_idle_timeout * 1000),
         http2_max_concurrent_streams=config.edge_http2_max_concurrent_streams,
         http2_initial_stream_window=config.edge_http2_initial_stream_window,
-        http2_initial_connection_window=config.edge_http2_initial_connection_window)
+        http2_initial_connection_window=config.edge_http2_initial_connection_window,
+    )
 
 
 class ControlPlane:
@@ -98,18 +98,28 @@ class ControlPlane:
         self.access_problems: list[str] = []
         self.translations = TranslationCache(access=self._home_access())
         # topology A: the edge role's translation (its own cache: other settings)
-        self.edge_translations = TranslationCache(edge=EdgeSettings(
-            http_port=config.edge_http_port, addresses=tuple(config.edge_addresses) or ("0.0.0.0",),
-            access_log_path=str(config.edge_access_log),
-            home_tunnel_address=self.tunnel_plan["home"], home_tunnel_port=config.home_tunnel_port,
-            health_interval_ms=int(config.edge_health_interval * 1000),
-            limits=edge_limits(config))) if self.tunnel_plan else None
+        self.edge_translations = (
+            TranslationCache(
+                edge=EdgeSettings(
+                    http_port=config.edge_http_port,
+                    addresses=tuple(config.edge_addresses) or ("0.0.0.0",),
+                    access_log_path=str(config.edge_access_log),
+                    home_tunnel_address=self.tunnel_plan["home"],
+                    home_tunnel_port=config.home_tunnel_port,
+                    health_interval_ms=int(config.edge_health_interval * 1000),
+                    limits=edge_limits(config),
+                )
+            )
+            if self.tunnel_plan
+            else None
+        )
         self.edge_link = None  # the link server (set by the daemon in topology A)
         self.link_listener = None
         self.tunnel = None  # the tunnel monitor (set by the daemon in topology A)
         self.dns = None  # the DNS controller (set by the daemon when dns.enabled)
-        self.status = StatusTracker(on_nack=self._record_nack, on_connect=self._record_connect,
-                                    forget_after=config.xds_forget_after)
+        self.status = StatusTracker(
+            on_nack=self._record_nack, on_connect=self._record_connect, forget_after=config.xds_forget_after
+        )
         # Envoy's verdicts per node role: what home's Envoy rejects is held back from every
         # role (the VPS reaches a service through home's Envoy); what the VPS Envoy rejects,
         # or anything that speaks as it on the edge's socket, only from the edge's set
@@ -120,9 +130,13 @@ class ControlPlane:
         # nodes that ACKed our configuration before (they always get in, even at the stream limit)
         self.known_nodes: set[str] = {n["node_id"] for n in self.registry.nodes()}
         self._acked_this_run: set[str] = set()
-        self.ads = AdsServer(self.cache, callbacks=[self.status, _VerdictCallbacks(self)],
-                             max_streams=config.xds_max_streams, known=self.known_nodes.__contains__,
-                             first_request_timeout=config.xds_first_request_timeout)
+        self.ads = AdsServer(
+            self.cache,
+            callbacks=[self.status, _VerdictCallbacks(self)],
+            max_streams=config.xds_max_streams,
+            known=self.known_nodes.__contains__,
+            first_request_timeout=config.xds_first_request_timeout,
+        )
         self.started_at = time.time()
         self._lock = threading.Lock()
         # a registry older or smaller than it last was is not pushed (every site would
@@ -132,8 +146,11 @@ class ControlPlane:
             log.warning("accepting the registry as it is (--accept-registry): %s", self.registry_problem)
             self.registry_problem = None
         if self.registry_problem:
-            log.error("NOT SERVING the registry: %s. Restore it from a backup (docs/operations.md) or start "
-                      "with --accept-registry to serve it as it is", self.registry_problem)
+            log.error(
+                "NOT SERVING the registry: %s. Restore it from a backup (docs/operations.md) or start "
+                "with --accept-registry to serve it as it is",
+                self.registry_problem,
+            )
             self.registry.event("registry.refused", "", self.registry_problem)
         else:
             self.registry.accept_as_is()
@@ -149,8 +166,11 @@ class ControlPlane:
             http_address=config.home_http_address,
             http_port=config.home_http_port,
             access_log_path=str(config.access_log_path),
-            tunnel=TunnelSettings(home_address=self.tunnel_plan["home"], port=config.home_tunnel_port,
-                                  edge_ip=self.tunnel_plan["vps"]) if self.tunnel_plan else None,
+            tunnel=TunnelSettings(
+                home_address=self.tunnel_plan["home"], port=config.home_tunnel_port, edge_ip=self.tunnel_plan["vps"]
+            )
+            if self.tunnel_plan
+            else None,
         )
 
     # -- desired state ----------------------------------------------------------
@@ -168,8 +188,10 @@ class ControlPlane:
 
     def _writable(self) -> None:
         if self.registry_problem:
-            raise RegistryRefused(f"no changes while the registry is not served: {self.registry_problem}; restore "
-                                  "it from a backup or restart with --accept-registry (docs/operations.md)")
+            raise RegistryRefused(
+                f"no changes while the registry is not served: {self.registry_problem}; restore "
+                "it from a backup or restart with --accept-registry (docs/operations.md)"
+            )
 
     def add_services(self, items: list, batch: bool = True) -> list[dict[str, Any]]:
         """Validate every item first, then add all in one transaction and push once."""
@@ -180,8 +202,11 @@ class ControlPlane:
             try:
                 spec = parse_service(data)
                 if spec.source != "manual":
-                    raise InputError("source", f"'{spec.source}' services are created by {spec.source} discovery, "
-                                               "not through the API; leave 'source' out (manual)")
+                    raise InputError(
+                        "source",
+                        f"'{spec.source}' services are created by {spec.source} discovery, "
+                        "not through the API; leave 'source' out (manual)",
+                    )
                 if spec.name in seen:
                     raise InputError("name", f"'{spec.name}' appears twice in this request")
                 self._check_zones(spec)
@@ -216,8 +241,11 @@ class ControlPlane:
                 raise InputError("name", "does not match the service in the URL")
             spec: ServiceSpec = parse_service(changes, name=name)
         elif state.spec is None:
-            raise InputError("body", f"the stored desired state of '{name}' cannot be read, so it cannot be "
-                                     "changed field by field: replace it whole (PUT) or remove it and add it again")
+            raise InputError(
+                "body",
+                f"the stored desired state of '{name}' cannot be read, so it cannot be "
+                "changed field by field: replace it whole (PUT) or remove it and add it again",
+            )
         else:
             spec = merge_update(state.spec, changes)
         if spec.source != state.source:
@@ -234,8 +262,11 @@ class ControlPlane:
             raise InputError("name", "does not match the service in the URL")
         spec = parse_service(data, name=name)
         if spec.source != "manual":
-            raise InputError("source", f"'{spec.source}' services are created by {spec.source} discovery, "
-                                       "not through the API; leave 'source' out (manual)")
+            raise InputError(
+                "source",
+                f"'{spec.source}' services are created by {spec.source} discovery, "
+                "not through the API; leave 'source' out (manual)",
+            )
         self._check_zones(spec)
         return spec.to_json()
 
@@ -260,12 +291,18 @@ class ControlPlane:
         cfg, host = self.config, self.host_networks
         docker = list(host.bridges) + local_docker_networks(self.docker_networks, host.local_addresses)
         networks, self.access_problems = vpn_only_networks(
-            cfg.lan_cidrs, cfg.vpn_cidrs, default_lan=host.default_lan,
+            cfg.lan_cidrs,
+            cfg.vpn_cidrs,
+            default_lan=host.default_lan,
             tunnel_prefix=self.tunnel_plan["prefix"] if self.tunnel_plan else None,
-            docker_networks=_unique(docker))
+            docker_networks=_unique(docker),
+        )
         loopback_listed = any(ipaddress.ip_network(n).is_loopback for n in networks)
-        return HomeAccess(networks=networks, edge_ip=self.tunnel_plan["vps"] if self.tunnel_plan else None,
-                          denied=() if loopback_listed else host.own_addresses())
+        return HomeAccess(
+            networks=networks,
+            edge_ip=self.tunnel_plan["vps"] if self.tunnel_plan else None,
+            denied=() if loopback_listed else host.own_addresses(),
+        )
 
     def set_docker_networks(self, networks: list[DockerNetwork]) -> None:
         """Docker discovery hands over dockerd's networks; vpn-only is re-judged when they
@@ -292,8 +329,11 @@ class ControlPlane:
             return False  # discovery resyncs once the registry is served again
         changed, skipped = self.registry.sync_source(source, desired)
         for name in skipped:
-            log.warning("%s: service name '%s' is taken by a service from another source; "
-                        "set envoyage.name on the container", source, name)
+            log.warning(
+                "%s: service name '%s' is taken by a service from another source; set envoyage.name on the container",
+                source,
+                name,
+            )
         if changed:
             self.reconcile(reason=f"{source}: {reason}" if reason else source)
         return bool(changed)
@@ -302,8 +342,12 @@ class ControlPlane:
     def reconcile(self, reason: str = "") -> dict[str, Any]:
         """Rebuild the home snapshot from the registry and hand it to the cache."""
         if self.registry_problem:
-            self.last_reconcile = {"ok": False, "reason": reason, "at": time.time(),
-                                   "error": f"registry not served: {self.registry_problem}"}
+            self.last_reconcile = {
+                "ok": False,
+                "reason": reason,
+                "at": time.time(),
+                "error": f"registry not served: {self.registry_problem}",
+            }
             return self.last_reconcile
         with self._lock:
             started = time.perf_counter()
@@ -312,18 +356,35 @@ class ControlPlane:
             # the VPS Envoy's verdicts: from the edge's set only (shown with the service's problems)
             edge_only = {n: p for n, p in self.edge_verdicts.withheld(states).items() if n not in withheld}
             try:
-                assembly = assemble_home(states, self.home_settings, self.translations,
-                                         previous=self.cache.get_snapshot(ROLE_HOME),
-                                         previous_delta=self.cache.get_snapshot(DELTA_HOME),
-                                         sotw=False in self.variants, delta=True in self.variants,
-                                         withheld=withheld, zones=self.config.domains)
+                assembly = assemble_home(
+                    states,
+                    self.home_settings,
+                    self.translations,
+                    previous=self.cache.get_snapshot(ROLE_HOME),
+                    previous_delta=self.cache.get_snapshot(DELTA_HOME),
+                    sotw=False in self.variants,
+                    delta=True in self.variants,
+                    withheld=withheld,
+                    zones=self.config.domains,
+                )
                 changed = False
                 # home first (its Envoy is woken at once), then the edge's set
                 built = [(ROLE_HOME, lambda: assembly.snapshot), (DELTA_HOME, lambda: assembly.delta_snapshot)]
                 if self.edge_translations is not None:
-                    built.append((ROLE_EDGE, lambda: assemble_edge(
-                        states, self.edge_translations, previous=self.cache.get_snapshot(ROLE_EDGE),
-                        withheld={**withheld, **edge_only}, zones=self.config.domains).snapshot))
+                    built.append(
+                        (
+                            ROLE_EDGE,
+                            lambda: (
+                                assemble_edge(
+                                    states,
+                                    self.edge_translations,
+                                    previous=self.cache.get_snapshot(ROLE_EDGE),
+                                    withheld={**withheld, **edge_only},
+                                    zones=self.config.domains,
+                                ).snapshot
+                            ),
+                        )
+                    )
                 for key, make in built:
                     snap = make()
                     if snap is not None and self.cache.set_snapshot(key, snap):
@@ -339,8 +400,9 @@ class ControlPlane:
                 return self.last_reconcile
             if self.dns is not None:
                 served = set(assembly.served)
-                self.dns.set_domains(d for st in states if st.name in served and st.spec is not None
-                                     for d in st.spec.domains)
+                self.dns.set_domains(
+                    d for st in states if st.name in served and st.spec is not None for d in st.spec.domains
+                )
             service_problems = assembly.problems
             if edge_only:
                 service_problems = dict(service_problems)
@@ -362,7 +424,9 @@ class ControlPlane:
                 "build_ms": round(elapsed, 2),
             }
             if changed:
-                log.info("snapshot pushed (%s): %d services, %.1f ms", reason or "startup", len(assembly.served), elapsed)
+                log.info(
+                    "snapshot pushed (%s): %d services, %.1f ms", reason or "startup", len(assembly.served), elapsed
+                )
             self._settle_gc(big=elapsed > 100)
             return self.last_reconcile
 
@@ -406,10 +470,17 @@ class ControlPlane:
             # per snapshot key ("home"; "home/vhds" for delta nodes): version per type
             "snapshots": {key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
             "last_reconcile": self.last_reconcile,
-            "registry": {"path": str(self.registry.path), "generation": self.registry.generation(),
-                         "problem": self.registry_problem},
-            "xds": {"streams": self.ads.stream_count(), "max_streams": self.ads.max_streams,
-                    "refused": self.ads.refused, "evicted": self.ads.evicted},
+            "registry": {
+                "path": str(self.registry.path),
+                "generation": self.registry.generation(),
+                "problem": self.registry_problem,
+            },
+            "xds": {
+                "streams": self.ads.stream_count(),
+                "max_streams": self.ads.max_streams,
+                "refused": self.ads.refused,
+                "evicted": self.ads.evicted,
+            },
             "nodes": self.status.snapshot(),
             "discovery": {name: d.status() for name, d in self.discovery.items()},
             "known_nodes": self.registry.nodes(),
@@ -427,11 +498,15 @@ class ControlPlane:
             st = self.dns.status()
             if st["error"]:
                 since = time.strftime("%H:%M:%S", time.localtime(st["error_since"]))
-                out.append(f"dns: {st['error']} (since {since}; LAN clients get the last applied answers, "
-                           "HTTP is not affected)")
+                out.append(
+                    f"dns: {st['error']} (since {since}; LAN clients get the last applied answers, "
+                    "HTTP is not affected)"
+                )
             for name in st["foreign"]:
-                out.append(f"dns: Unbound already has a zone {name} from its own configuration; LAN clients get "
-                           "that zone's answers (remove it from Unbound's configuration to let Envoyage answer it)")
+                out.append(
+                    f"dns: Unbound already has a zone {name} from its own configuration; LAN clients get "
+                    "that zone's answers (remove it from Unbound's configuration to let Envoyage answer it)"
+                )
         if self.tunnel is not None:
             problem = self.tunnel.status().get("problem")
             if problem:
@@ -443,27 +518,33 @@ class ControlPlane:
             if st["key_problem"]:
                 out.append(f"edge link: {st['key_problem']}")
             if not st["connected"]:
-                since = f" since {time.strftime('%H:%M:%S', time.localtime(st['disconnected_at']))}" \
-                    if st["disconnected_at"] else ""
+                since = (
+                    f" since {time.strftime('%H:%M:%S', time.localtime(st['disconnected_at']))}"
+                    if st["disconnected_at"]
+                    else ""
+                )
                 out.append(f"edge: no edge connected{since}; the VPS serves its last configuration (or nothing)")
                 refused = st["edge_refused_home"]
                 last = st["last_refused"]
                 if refused:
-                    out.append(f"edge link: the edge {refused['edge_id']!r} refused this control plane: "
-                               f"{refused['reason']}")
+                    out.append(
+                        f"edge link: the edge {refused['edge_id']!r} refused this control plane: {refused['reason']}"
+                    )
                 elif last and last["at"] >= st["disconnected_at"] and not st["key_problem"]:
                     out.append(f"edge link: refused {last['peer']}: {last['why']}")
             elif st["apply_error"]:
                 out.append(f"edge: the edge refused resource set {st['applied_version'] or '?'}: {st['apply_error']}")
             else:
                 for problem in st["apply_problems"]:
-                    out.append(f"edge: the edge {st['edge_id']!r} took resource set {st['applied_version']} but "
-                               f"{problem}")
+                    out.append(
+                        f"edge: the edge {st['edge_id']!r} took resource set {st['applied_version']} but {problem}"
+                    )
             for node in st["envoy"]:
                 for tname, t in node["types"].items():
                     if t["error"] and t["nacked_version"] and t["nacked_version"] != t["acked_version"]:
-                        out.append(f"edge: Envoy {node['node_id']} rejected {tname} {t['nacked_version']}: "
-                                   f"{t['error']}")
+                        out.append(
+                            f"edge: Envoy {node['node_id']} rejected {tname} {t['nacked_version']}: {t['error']}"
+                        )
         return out
 
     def _record_nack(self, node_id: str, type_short: str, version: str, message: str) -> None:
@@ -476,8 +557,15 @@ class ControlPlane:
                 return snap
         return None
 
-    def on_envoy_verdict(self, node_id: str, type_url: str, version: str, message: str | None,
-                         key: str | None = None, acked_version: str = "") -> None:
+    def on_envoy_verdict(
+        self,
+        node_id: str,
+        type_url: str,
+        version: str,
+        message: str | None,
+        key: str | None = None,
+        acked_version: str = "",
+    ) -> None:
         """An ACK (message None) or NACK from a node: drop the service(s) Envoy rejects.
         A home Envoy's snapshot key and last ACK come from the status tracker; the VPS
         Envoy's come with the edge's report (`key` "edge")."""
@@ -494,11 +582,13 @@ class ControlPlane:
             if rejected is None:
                 return  # not a snapshot this control plane built: nothing to attribute
             acked = self._snapshot_at(key, type_url, acked_version) if acked_version else None
-            outcome = verdicts.on_nack(node_id, key, type_url, version, message,
-                                       services_in_change(type_url, rejected, acked), states)
+            outcome = verdicts.on_nack(
+                node_id, key, type_url, version, message, services_in_change(type_url, rejected, acked), states
+            )
         if outcome:
-            log.warning("envoy %s %s %s: %s", node_id, "NACKed" if message is not None else "ACKed",
-                        T.short(type_url), outcome)
+            log.warning(
+                "envoy %s %s %s: %s", node_id, "NACKed" if message is not None else "ACKed", T.short(type_url), outcome
+            )
             self.registry.event("xds.verdict", node_id, f"{T.short(type_url)}: {outcome}")
             self.reconcile(reason=f"Envoy's verdict: {outcome}")
 
@@ -507,7 +597,9 @@ class ControlPlane:
         always admitted, even at the stream limit. A stream that only connects is not."""
         if node_id not in self._acked_this_run:
             self._acked_this_run.add(node_id)
-            self.registry.touch_node(node_id, self.status.role(node_id) or ROLE_HOME)  # registered, or last_seen updated
+            self.registry.touch_node(
+                node_id, self.status.role(node_id) or ROLE_HOME
+            )  # registered, or last_seen updated
             self.known_nodes.add(node_id)
 
     def _record_connect(self, node_id: str, role: str, delta: bool) -> None:
@@ -525,7 +617,7 @@ HISTORY = 4
 
 
 class _VerdictCallbacks(BaseCallbacks):
-    def __init__(self, plane: "ControlPlane"):
+    def __init__(self, plane: ControlPlane):
         self.plane = plane
 
     def on_ack(self, stream_id, node_id, type_url, version):

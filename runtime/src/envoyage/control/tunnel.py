@@ -7,7 +7,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..module_utils.wireguard import WireGuardError, read_status, tunnel_problem
 
@@ -18,8 +19,14 @@ class TunnelMonitor:
     plane's user may not use wireguard-go's socket; a stale file is a problem), else
     `wg show` on the interface."""
 
-    def __init__(self, interface: str, rtt: Callable[[], float | None] = lambda: None, max_age: float = 2.0,
-                 reader=read_status, status_file=None):
+    def __init__(
+        self,
+        interface: str,
+        rtt: Callable[[], float | None] = lambda: None,
+        max_age: float = 2.0,
+        reader=read_status,
+        status_file=None,
+    ):
         self.interface = interface
         self.rtt = rtt
         self.max_age = max_age
@@ -41,8 +48,15 @@ class TunnelMonitor:
         return out
 
     def _read(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"interface": self.interface, "peers": {}, "problem": None,
-                               "handshake_age": None, "rx_bytes": None, "tx_bytes": None, "endpoint": None}
+        out: dict[str, Any] = {
+            "interface": self.interface,
+            "peers": {},
+            "problem": None,
+            "handshake_age": None,
+            "rx_bytes": None,
+            "tx_bytes": None,
+            "endpoint": None,
+        }
         try:
             peers = self.reader(self.interface)
         except WireGuardError as exc:

@@ -12,8 +12,9 @@ Rules (docs/labels.md):
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..model import InputError, ServiceState, parse_service
 from .labels import PREFIX, LabelResult, parse_labels
@@ -50,8 +51,9 @@ class ContainerInfo:
         return sorted(k for k, v in self.labels.items() if self._from_image(k, v))
 
     @classmethod
-    def from_inspect(cls, data: Mapping[str, Any], image_labels: Mapping[str, str] | None = None,
-                     image_known: bool = True) -> "ContainerInfo":
+    def from_inspect(
+        cls, data: Mapping[str, Any], image_labels: Mapping[str, str] | None = None, image_known: bool = True
+    ) -> ContainerInfo:
         config = data.get("Config") or {}
         state = data.get("State") or {}
         nets = (data.get("NetworkSettings") or {}).get("Networks") or {}
@@ -93,15 +95,19 @@ def container_address(c: ContainerInfo, lr: LabelResult) -> tuple[str | None, st
     if c.network_mode == "host":
         return "127.0.0.1", None
     if c.network_mode.startswith("container:"):
-        return None, ("container shares the network of another container (network_mode "
-                      f"{c.network_mode[:22]}); label that container instead")
+        return None, (
+            "container shares the network of another container (network_mode "
+            f"{c.network_mode[:22]}); label that container instead"
+        )
     attached = sorted(n for n in c.networks)
     if MESH_NETWORK in c.networks:
         chosen = MESH_NETWORK
     elif lr.network:
         if lr.network not in c.networks:
-            return None, (f"envoyage.network: container is not attached to network '{lr.network}' "
-                          f"(attached: {', '.join(attached) or 'none'})")
+            return None, (
+                f"envoyage.network: container is not attached to network '{lr.network}' "
+                f"(attached: {', '.join(attached) or 'none'})"
+            )
         chosen = lr.network
     elif len(attached) == 1:
         chosen = attached[0]
@@ -126,8 +132,12 @@ def container_port(c: ContainerInfo, lr: LabelResult) -> tuple[int | None, str |
     return None, f"envoyage.port: missing, and the image exposes several ports ({', '.join(tcp)}); set envoyage.port"
 
 
-def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
-                    default_domain: str = "", trust_image_labels: bool = False) -> list[ServiceState]:
+def derive_services(
+    containers: Iterable[ContainerInfo],
+    source: str = "docker",
+    default_domain: str = "",
+    trust_image_labels: bool = False,
+) -> list[ServiceState]:
     """Group labelled running containers into desired services (spec None = not servable).
     `default_domain`: a service whose containers name no envoyage.domain is served as
     <service name>.<default_domain>. Unless `trust_image_labels`, envoyage.* labels that
@@ -158,8 +168,10 @@ def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
             own = list(lr.problems)
             ignored = [] if trust_image_labels else c.ignored_image_labels()
             if ignored:  # said, but the container's own labels still count
-                own.append(f"labels from the image are ignored ({', '.join(ignored)}): set them on the container "
-                           "or in the compose file, or set discovery.trust_image_labels")
+                own.append(
+                    f"labels from the image are ignored ({', '.join(ignored)}): set them on the container "
+                    "or in the compose file, or set discovery.trust_image_labels"
+                )
             if lr is not primary and lr.comparable() != primary.comparable():
                 own.append(f"labels differ from replica {primary_c.name}; its labels are used")
             ip, addr_problem = container_address(c, lr)
@@ -178,12 +190,23 @@ def derive_services(containers: Iterable[ContainerInfo], source: str = "docker",
             pass  # not servable; problems say why
         else:
             try:
-                spec = parse_service({"name": name, "domains": domains, "upstreams": upstreams,
-                                      "source": source, **primary.service})
+                spec = parse_service(
+                    {"name": name, "domains": domains, "upstreams": upstreams, "source": source, **primary.service}
+                )
             except InputError as exc:  # a combination the label checks did not catch
                 problems.append(f"{exc.field}: {exc.message}")
         if spec is None and not problems:
             problems.append("no usable container")
-        out.append(ServiceState(name=name, source=source, spec=spec, first_seen=0.0, updated_at=0.0,
-                                source_problems=problems, origin=f"container:{primary_c.id}", detail=detail))
+        out.append(
+            ServiceState(
+                name=name,
+                source=source,
+                spec=spec,
+                first_seen=0.0,
+                updated_at=0.0,
+                source_problems=problems,
+                origin=f"container:{primary_c.id}",
+                detail=detail,
+            )
+        )
     return out

@@ -18,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..networks import DockerNetwork
 from .containers import MESH_NETWORK, ContainerInfo, derive_services
@@ -39,10 +40,17 @@ def default_docker_host() -> str:
 
 
 class DockerWatcher:
-    def __init__(self, sync: Callable[[str, list], None], docker_host: str = "", mesh: bool = False,
-                 backoff: tuple[float, float] = (0.2, 5.0), scope: str = "",
-                 default_domain: str = "", on_networks: Callable[[list], None] | None = None,
-                 trust_image_labels: bool = False):
+    def __init__(
+        self,
+        sync: Callable[[str, list], None],
+        docker_host: str = "",
+        mesh: bool = False,
+        backoff: tuple[float, float] = (0.2, 5.0),
+        scope: str = "",
+        default_domain: str = "",
+        on_networks: Callable[[list], None] | None = None,
+        trust_image_labels: bool = False,
+    ):
         """`on_networks(list of DockerNetwork)` hears dockerd's networks at every resync and
         whenever one is created or removed (vpn-only never admits them)."""
         self._sync = sync
@@ -106,8 +114,7 @@ class DockerWatcher:
                 since = int(time.time()) - 1
                 self._resync()
                 # Events since just before the resync: nothing that happened during it is lost.
-                self._events = self._client.events(decode=True, since=since,
-                                                   filters={"type": ["container", "network"]})
+                self._events = self._client.events(decode=True, since=since, filters={"type": ["container", "network"]})
                 if not self.connected:
                     log.info("docker: connected to %s, %d labelled containers", self.docker_host, len(self.containers))
                 self.connected, self.last_error, delay = True, "", self._backoff[0]
@@ -122,8 +129,9 @@ class DockerWatcher:
                     break
                 message = f"{type(exc).__name__}: {exc}"
                 if self.connected or message != self.last_error:
-                    log.warning("docker: %s unreachable (%s); keeping the last known state, retrying",
-                                self.docker_host, message)
+                    log.warning(
+                        "docker: %s unreachable (%s); keeping the last known state, retrying", self.docker_host, message
+                    )
                 self.connected, self.last_error = False, message
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._backoff[1])
@@ -223,16 +231,23 @@ class DockerWatcher:
             return
         found = []
         for net in self._client.api.networks():
-            for cfg in ((net.get("IPAM") or {}).get("Config") or []):
+            for cfg in (net.get("IPAM") or {}).get("Config") or []:
                 if cfg.get("Subnet"):
-                    found.append(DockerNetwork(name=net.get("Name", ""), subnet=cfg["Subnet"],
-                                               gateway=cfg.get("Gateway", "")))
+                    found.append(
+                        DockerNetwork(name=net.get("Name", ""), subnet=cfg["Subnet"], gateway=cfg.get("Gateway", ""))
+                    )
         self._on_networks(found)
 
     def _publish(self, reason: str) -> None:
-        self._sync(reason, derive_services(self.containers.values(), source=SOURCE,
-                                           default_domain=self.default_domain,
-                                           trust_image_labels=self.trust_image_labels))
+        self._sync(
+            reason,
+            derive_services(
+                self.containers.values(),
+                source=SOURCE,
+                default_domain=self.default_domain,
+                trust_image_labels=self.trust_image_labels,
+            ),
+        )
 
     # -- the only writes to Docker (docker.mesh) ---------------------------------------
     def _ensure_mesh(self) -> None:

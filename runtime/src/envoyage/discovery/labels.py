@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..model import (
     AUTH_RE,
@@ -106,7 +107,9 @@ def parse_healthcheck(label: str, value: str) -> dict[str, Any] | str | None:
     interval = parse_duration_ms(label, hc.get("interval", "10s"))
     timeout = parse_duration_ms(label, hc.get("timeout", "2s"))
     if timeout > interval:
-        raise InputError(label, f"timeout {hc.get('timeout', '2s')} is longer than interval {hc.get('interval', '10s')}")
+        raise InputError(
+            label, f"timeout {hc.get('timeout', '2s')} is longer than interval {hc.get('interval', '10s')}"
+        )
     return hc
 
 
@@ -153,7 +156,9 @@ def parse_labels(labels: Mapping[str, str], default_domain: str = "") -> LabelRe
     if (domain is None or not domain.strip()) and default_domain:
         pass  # <name>.<default_domain>, filled in by derive_services
     elif domain is None or not domain.strip():
-        res.problems.append("envoyage.domain: missing; set the domain(s) to serve, e.g. envoyage.domain=app.example.com")
+        res.problems.append(
+            "envoyage.domain: missing; set the domain(s) to serve, e.g. envoyage.domain=app.example.com"
+        )
     else:
         for item in domain.split(","):
             d = attempt("envoyage.domain", parse_domain, item.strip())
@@ -170,7 +175,8 @@ def parse_labels(labels: Mapping[str, str], default_domain: str = "") -> LabelRe
             res.name = name
         else:
             res.problems.append(
-                f"envoyage.name: '{name}' is not a valid service name (lowercase letters, digits and '-', up to 63)")
+                f"envoyage.name: '{name}' is not a valid service name (lowercase letters, digits and '-', up to 63)"
+            )
     if "envoyage.network" in ours:
         net = ours["envoyage.network"].strip()
         if _NETWORK_RE.match(net):
@@ -188,8 +194,7 @@ def parse_labels(labels: Mapping[str, str], default_domain: str = "") -> LabelRe
         if access in LABEL_ACCESS:
             res.service["access"] = access
         else:
-            res.problems.append(
-                f"envoyage.access: '{ours['envoyage.access']}' is not one of {', '.join(LABEL_ACCESS)}")
+            res.problems.append(f"envoyage.access: '{ours['envoyage.access']}' is not one of {', '.join(LABEL_ACCESS)}")
     if "envoyage.healthcheck" in ours:
         raw_hc = ours["envoyage.healthcheck"]
         hc = attempt("envoyage.healthcheck", parse_healthcheck, raw_hc)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..module_utils.files import write_secret_file
 from .unbound import UnboundControl, UnboundError
@@ -25,8 +26,15 @@ log = logging.getLogger("envoyage.dns")
 
 
 class DnsController:
-    def __init__(self, control: UnboundControl, include_file: Path, address: str, address6: str | None = None,
-                 ttl: int = 60, retry: float = 5.0):
+    def __init__(
+        self,
+        control: UnboundControl,
+        include_file: Path,
+        address: str,
+        address6: str | None = None,
+        ttl: int = 60,
+        retry: float = 5.0,
+    ):
         self.control = control
         self.include_file = include_file
         self.address, self.address6, self.ttl = address, address6, ttl
@@ -41,8 +49,14 @@ class DnsController:
         self.known: set[str] = set()
         self.foreign: set[str] = set()  # wanted, but Unbound has them from elsewhere
         self.written = ""
-        self.state: dict[str, Any] = {"last_apply_at": 0.0, "last_apply_ms": None, "applies": 0, "error": None,
-                                      "error_since": 0.0, "last_change": ""}
+        self.state: dict[str, Any] = {
+            "last_apply_at": 0.0,
+            "last_apply_ms": None,
+            "applies": 0,
+            "error": None,
+            "error_since": 0.0,
+            "last_change": "",
+        }
         try:
             prior = parse_include(include_file.read_text())
             self.known |= set(prior)
@@ -139,15 +153,22 @@ class DnsController:
         foreign = {n for n in desired if n in zones and n not in known}
         if foreign != self.foreign:
             for name in sorted(foreign - self.foreign):
-                log.warning("dns: Unbound already has a zone %s from its own configuration; Envoyage leaves it alone "
-                            "(remove it there to let Envoyage answer it)", name)
+                log.warning(
+                    "dns: Unbound already has a zone %s from its own configuration; Envoyage leaves it alone "
+                    "(remove it there to let Envoyage answer it)",
+                    name,
+                )
             self.foreign = foreign
         return {name: Zone(kind, tuple(sorted(data.get(name, ())))) for name, kind in zones.items() if name in known}
 
     def _failed(self, why: str) -> bool:
         if self.state["error"] != why:
-            log.warning("dns: %s; retrying every %.0f s (the include file is up to date, so a restarted Unbound "
-                        "starts with every entry)", why, self.retry)
+            log.warning(
+                "dns: %s; retrying every %.0f s (the include file is up to date, so a restarted Unbound "
+                "starts with every entry)",
+                why,
+                self.retry,
+            )
         if not self.state["error"]:
             self.state["error_since"] = time.time()
         self.state["error"] = why
@@ -159,7 +180,12 @@ class DnsController:
             desired = self.desired or {}
         st = dict(self.state)
         wanted = {n: z for n, z in desired.items() if n not in self.foreign}
-        st.update(entries=len(desired), in_sync=self.applied is not None and self.applied == wanted,
-                  include_file=str(self.include_file), answer=self.address, answer6=self.address6,
-                  foreign=sorted(self.foreign))
+        st.update(
+            entries=len(desired),
+            in_sync=self.applied is not None and self.applied == wanted,
+            include_file=str(self.include_file),
+            answer=self.address,
+            answer6=self.address6,
+            foreign=sorted(self.foreign),
+        )
         return st

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from .zones import Zone
 
@@ -86,12 +86,14 @@ def render_conf(s: ResolverSettings) -> str:
     if s.control_socket:
         lines += [f'  control-interface: "{s.control_socket}"', "  control-use-cert: no"]
     else:
-        lines += ["  control-interface: 127.0.0.1",
-                  f"  control-port: {s.control_port}",
-                  f'  server-key-file: "{s.key_dir}/unbound_server.key"',
-                  f'  server-cert-file: "{s.key_dir}/unbound_server.pem"',
-                  f'  control-key-file: "{s.key_dir}/unbound_control.key"',
-                  f'  control-cert-file: "{s.key_dir}/unbound_control.pem"']
+        lines += [
+            "  control-interface: 127.0.0.1",
+            f"  control-port: {s.control_port}",
+            f'  server-key-file: "{s.key_dir}/unbound_server.key"',
+            f'  server-cert-file: "{s.key_dir}/unbound_server.pem"',
+            f'  control-key-file: "{s.key_dir}/unbound_control.key"',
+            f'  control-cert-file: "{s.key_dir}/unbound_control.pem"',
+        ]
     lines += ["", "forward-zone:", '  name: "."']
     for up in s.upstreams:
         lines.append(f"  forward-addr: {up}")
@@ -109,8 +111,9 @@ class UnboundControl:
     def run(self, *args: str, stdin: str | None = None) -> str:
         argv = [self.binary, "-c", self.config, *args]
         try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, errors="replace",
-                                  timeout=self.timeout, check=False)
+            proc = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, errors="replace", timeout=self.timeout, check=False
+            )
         except FileNotFoundError:
             raise UnboundError(f"{self.binary} is not installed (apt install unbound)") from None
         except OSError as exc:

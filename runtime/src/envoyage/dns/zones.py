@@ -6,8 +6,8 @@ that Unbound loads at start, and the difference between two states."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 HEADER = """\
 # Written by Envoyage's DNS controller: one local zone per service domain, answered with
@@ -30,8 +30,7 @@ def zone_name(domain: str) -> tuple[str, bool]:
     return domain + ".", False
 
 
-def desired_zones(domains: Iterable[str], address: str, address6: str | None = None,
-                  ttl: int = 60) -> dict[str, Zone]:
+def desired_zones(domains: Iterable[str], address: str, address6: str | None = None, ttl: int = 60) -> dict[str, Zone]:
     """Every domain -> its zone. A name claimed both exactly and as a wildcard's base is
     one redirect zone (it answers the name itself too)."""
     ipaddress.IPv4Address(address)
@@ -67,12 +66,12 @@ def parse_include(text: str) -> dict[str, Zone]:
     for raw in text.splitlines():
         line = raw.strip()
         if line.startswith("local-zone:"):
-            rest = line[len("local-zone:"):].strip()
+            rest = line[len("local-zone:") :].strip()
             if rest.startswith('"') and rest.count('"') >= 2:
-                name = rest[1:rest.index('"', 1)]
-                kinds[name] = rest[rest.index('"', 1) + 1:].strip()
+                name = rest[1 : rest.index('"', 1)]
+                kinds[name] = rest[rest.index('"', 1) + 1 :].strip()
         elif line.startswith("local-data:"):
-            rest = line[len("local-data:"):].strip().strip('"')
+            rest = line[len("local-data:") :].strip().strip('"')
             owner = rest.split(" ", 1)[0]
             data.setdefault(owner, []).append(rest)
     return {name: Zone(kind, tuple(data.get(name, ()))) for name, kind in kinds.items()}

@@ -27,11 +27,11 @@ import grpc
 from .. import __version__
 from ..bootstrap import bootstrap
 from ..config import EdgeConfig
-from ..process import own_directory, prepare_socket, socket_server, stop_within, wait_for_termination
 from ..link import LINK_VERSION, VERSION_KEY
 from ..link.secret import SecretError, read_secret
-from ..module_utils import linkkey
 from ..link.v1 import link_pb2, link_pb2_grpc
+from ..module_utils import linkkey
+from ..process import own_directory, prepare_socket, socket_server, stop_within, wait_for_termination
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
 from ..xds.server import AdsServer, limit_malloc_arenas, serve
@@ -68,19 +68,23 @@ def snapshot_from(rs: link_pb2.ResourceSet, previous: Snapshot | None, problems:
             try:
                 msg.ParseFromString(res.body)
             except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends
-                raise ResourceSetError(f"resource {res.name!r} ({T.short(res.type_url)}) cannot be decoded: "
-                                       f"{exc}") from None
+                raise ResourceSetError(
+                    f"resource {res.name!r} ({T.short(res.type_url)}) cannot be decoded: {exc}"
+                ) from None
         name = msg.cluster_name if res.type_url == T.ENDPOINT else msg.name
         if name != res.name:
-            raise ResourceSetError(f"resource {res.name[:100]!r} ({T.short(res.type_url)}) is named "
-                                   f"{name[:100]!r} inside")
+            raise ResourceSetError(
+                f"resource {res.name[:100]!r} ({T.short(res.type_url)}) is named {name[:100]!r} inside"
+            )
         by_type.setdefault(res.type_url, []).append(msg)
         serialized.setdefault(res.type_url, {})[res.name] = res.body
     if problems is not None:
         for type_url, names in sorted(unknown.items())[:10]:
             shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            problems.append(f"skipped {len(names)} resource(s) of a type this edge does not know ({type_url}: "
-                            f"{shown}); upgrade the edge to the control plane's version")
+            problems.append(
+                f"skipped {len(names)} resource(s) of a type this edge does not know ({type_url}: "
+                f"{shown}); upgrade the edge to the control plane's version"
+            )
     return Snapshot.build(by_type, meta={"role": ROLE, "set": rs.version}, serialized=serialized, previous=previous)
 
 
@@ -158,8 +162,11 @@ class LinkClient:
                 pass
 
     def _requests(self, outbox: queue.Queue, handshake: queue.Queue, nonce: bytes, done: threading.Event):
-        yield link_pb2.EdgeMessage(hello=link_pb2.Hello(edge_id=self.edge_id, software_version=__version__,
-                                                        have_version=self.have_version, nonce=nonce))
+        yield link_pb2.EdgeMessage(
+            hello=link_pb2.Hello(
+                edge_id=self.edge_id, software_version=__version__, have_version=self.have_version, nonce=nonce
+            )
+        )
         while True:  # nothing more until home has proven the key (then our proof), or a refusal
             if done.is_set() or self.stop.is_set():
                 return
@@ -205,25 +212,36 @@ class LinkClient:
     def _check_home(self, msg: link_pb2.HomeMessage, nonce: bytes) -> str | None:
         """None if `msg` is home's challenge with a good proof of the link key, else why not."""
         if msg.WhichOneof("kind") != "challenge":
-            return (f"it sent {msg.WhichOneof('kind') or 'an empty message'} before proving the link key (a control "
-                    f"plane older than edge-link version {LINK_VERSION}, or not our home)")
+            return (
+                f"it sent {msg.WhichOneof('kind') or 'an empty message'} before proving the link key (a control "
+                f"plane older than edge-link version {LINK_VERSION}, or not our home)"
+            )
         c = msg.challenge
         if len(c.nonce) != linkkey.NONCE_BYTES or not c.salt or len(c.salt) > 64:
             return "its challenge is malformed"
         key = linkkey.derive(self._secret, c.salt)
         if not linkkey.verify(key, c.proof, linkkey.HOME, linkkey.EDGE, self.edge_id[:64], c.salt, nonce, c.nonce):
-            return ("home's proof of the link key does not verify: the edge's secret and home's link key are not "
-                    "from the same `envoyage link-secret` (a wrong secret on the edge, a wrong key on home, or not "
-                    "this edge's home); rerun playbooks/rotate.yml")
+            return (
+                "home's proof of the link key does not verify: the edge's secret and home's link key are not "
+                "from the same `envoyage link-secret` (a wrong secret on the edge, a wrong key on home, or not "
+                "this edge's home); rerun playbooks/rotate.yml"
+            )
         return None
 
     def _connect(self, backoff: float) -> float:
         """One connection, until it ends; returns the backoff before the next one."""
-        channel = grpc.insecure_channel(self.target, options=[
-            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-            ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2_000)])
+        channel = grpc.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2_000),
+            ],
+        )
         done = threading.Event()
         outbox: queue.Queue = queue.Queue(maxsize=1000)
         handshake: queue.Queue = queue.Queue(maxsize=1)
@@ -232,8 +250,9 @@ class LinkClient:
         refused: str | None = None  # why this edge refused the control plane
         hang_up = None
         try:
-            call = link_pb2_grpc.EdgeLinkStub(channel).Connect(self._requests(outbox, handshake, nonce, done),
-                                                               metadata=[(VERSION_KEY, str(LINK_VERSION))])
+            call = link_pb2_grpc.EdgeLinkStub(channel).Connect(
+                self._requests(outbox, handshake, nonce, done), metadata=[(VERSION_KEY, str(LINK_VERSION))]
+            )
             with self._lock:
                 self._call = call
             if self.stop.is_set():
@@ -246,8 +265,15 @@ class LinkClient:
                     if refused is None:
                         c = msg.challenge
                         key = linkkey.derive(self._secret, c.salt)
-                        handshake.put(link_pb2.EdgeMessage(proof=link_pb2.EdgeProof(proof=linkkey.proof(
-                            key, linkkey.EDGE, linkkey.HOME, self.edge_id[:64], c.salt, nonce, c.nonce))))
+                        handshake.put(
+                            link_pb2.EdgeMessage(
+                                proof=link_pb2.EdgeProof(
+                                    proof=linkkey.proof(
+                                        key, linkkey.EDGE, linkkey.HOME, self.edge_id[:64], c.salt, nonce, c.nonce
+                                    )
+                                )
+                            )
+                        )
                         proven = True
                         self.outbox = outbox  # reports may go out from now on
                     else:
@@ -261,15 +287,21 @@ class LinkClient:
                 if kind == "welcome":
                     self.state.update(connected=True, last_error="", since=time.time())
                     backoff = 0.2
-                    log.info("edge link: connected to %s (control plane %s)", self.target,
-                             msg.welcome.software_version[:64])
+                    log.info(
+                        "edge link: connected to %s (control plane %s)", self.target, msg.welcome.software_version[:64]
+                    )
                 elif kind == "resources":
                     error, problems = _outcome(self.apply(msg.resources))
                     # a set taken in part is asked for again on reconnect (an upgraded edge takes it whole)
                     if not error:
                         self.have_version = msg.resources.version if not problems else ""
-                    outbox.put(link_pb2.EdgeMessage(applied=link_pb2.Applied(
-                        version=msg.resources.version, error=error[:1024], problems=[p[:300] for p in problems])))
+                    outbox.put(
+                        link_pb2.EdgeMessage(
+                            applied=link_pb2.Applied(
+                                version=msg.resources.version, error=error[:1024], problems=[p[:300] for p in problems]
+                            )
+                        )
+                    )
                 elif kind == "ping":
                     outbox.put(link_pb2.EdgeMessage(pong=link_pb2.Pong(nonce=msg.ping.nonce)))
             error = "the control plane closed the link"
@@ -279,8 +311,7 @@ class LinkClient:
             if refused is not None:
                 pass  # home hung up on our refusal, or we did
             elif code == grpc.StatusCode.UNAUTHENTICATED:
-                log.error("edge link: the control plane refused this edge: %s (check the edge secret)",
-                          exc.details())
+                log.error("edge link: the control plane refused this edge: %s (check the edge secret)", exc.details())
                 backoff = max(backoff, 10.0)
             elif code == grpc.StatusCode.FAILED_PRECONDITION:
                 log.error("edge link: %s", exc.details())
@@ -380,11 +411,15 @@ class EdgeDaemon:
         self.cache = SnapshotCache()
         self.store = MemoryStore()
         self.status = StatusTracker()
-        self.link = LinkClient(config.link_target, self.secret, config.edge_id, self.apply,
-                               self.envoy_report, self.stop_event)
+        self.link = LinkClient(
+            config.link_target, self.secret, config.edge_id, self.apply, self.envoy_report, self.stop_event
+        )
         # one snapshot for SotW and delta Envoys alike (the edge's set has no VHDS variant)
-        self.ads = AdsServer(self.cache, callbacks=[self.status, _Reporter(self.link.report_soon)],
-                             key_for=lambda node, delta=False: ROLE)
+        self.ads = AdsServer(
+            self.cache,
+            callbacks=[self.status, _Reporter(self.link.report_soon)],
+            key_for=lambda node, delta=False: ROLE,
+        )
         self.grpc_server = None
         self.envoy: EnvoySupervisor | None = None
         self.applied: dict[str, Any] = {"version": "", "at": 0.0, "error": "", "problems": []}
@@ -397,8 +432,11 @@ class EdgeDaemon:
         try:
             self.cache.set_snapshot(ROLE, snapshot_from(rs, self.cache.get_snapshot(ROLE), problems))
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the last good set stays
-            why = str(exc) if isinstance(exc, (ResourceSetError, InconsistentSnapshot)) else \
-                f"{type(exc).__name__}: {exc}"
+            why = (
+                str(exc)
+                if isinstance(exc, (ResourceSetError, InconsistentSnapshot))
+                else f"{type(exc).__name__}: {exc}"
+            )
             log.error("resource set %s refused, the last good set keeps serving: %s", rs.version[:64], why[:1024])
             self.applied.update(error=why, at=time.time())
             return why, []
@@ -414,8 +452,12 @@ class EdgeDaemon:
         for node in self.status.snapshot():
             n = report.nodes.add(node_id=node["node_id"], connected=node["connected"])
             for short, t in node["types"].items():
-                n.types.add(type_url=T.BY_SHORT.get(short, short), acked_version=t["last_acked_version"],
-                            nacked_version=t["last_nack_version"], error=t["last_nack_message"])
+                n.types.add(
+                    type_url=T.BY_SHORT.get(short, short),
+                    acked_version=t["last_acked_version"],
+                    nacked_version=t["last_nack_version"],
+                    error=t["last_nack_message"],
+                )
         return report
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -424,8 +466,10 @@ class EdgeDaemon:
         path = cfg.xds_socket_path
         if path.parent != cfg.run_dir:
             # its directory is made private below: never a shared one such as /run
-            raise OSError(f"xds_socket {path} must be directly inside run_dir {cfg.run_dir} (the edge makes that "
-                          "directory private to itself)")
+            raise OSError(
+                f"xds_socket {path} must be directly inside run_dir {cfg.run_dir} (the edge makes that "
+                "directory private to itself)"
+            )
         # only the VPS Envoy (this user's child) may connect: what it reports is believed
         # about the edge set, so nobody else may speak as an Envoy here
         own_directory(path.parent, 0o750, group_write=False)
@@ -439,12 +483,27 @@ class EdgeDaemon:
             # the admin interface on a 0600 socket in the run directory (0750): only this
             # user (and root) can quit, drain or dump the VPS Envoy
             admin = cfg.envoy_admin_socket_path
-            data = bootstrap(cfg.envoy_node_id, ROLE, xds_socket=str(path), admin_port=cfg.envoy_admin_port or 9901,
-                             admin_socket=str(admin) if admin is not None else None,
-                             max_heap_bytes=cfg.envoy_max_heap_mb << 20, max_connections=cfg.envoy_max_connections)
+            data = bootstrap(
+                cfg.envoy_node_id,
+                ROLE,
+                xds_socket=str(path),
+                admin_port=cfg.envoy_admin_port or 9901,
+                admin_socket=str(admin) if admin is not None else None,
+                max_heap_bytes=cfg.envoy_max_heap_mb << 20,
+                max_connections=cfg.envoy_max_connections,
+            )
             boot.write_text(json.dumps(data, indent=1))
-            argv = [cfg.envoy_binary, "-c", str(boot), "--base-id", str(cfg.envoy_base_id),
-                    "--log-level", "warning", "--drain-time-s", "5"]
+            argv = [
+                cfg.envoy_binary,
+                "-c",
+                str(boot),
+                "--base-id",
+                str(cfg.envoy_base_id),
+                "--log-level",
+                "warning",
+                "--drain-time-s",
+                "5",
+            ]
             if cfg.envoy_concurrency:
                 argv += ["--concurrency", str(cfg.envoy_concurrency)]
             self.envoy = EnvoySupervisor(argv, self.stop_event)

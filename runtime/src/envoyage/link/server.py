@@ -22,10 +22,10 @@ from typing import Any
 import grpc
 
 from .. import __version__
+from ..module_utils import linkkey
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
 from ..xds.snapshot import Snapshot
-from ..module_utils import linkkey
 from . import LINK_VERSION, VERSION_KEY
 from .secret import SecretError, read_key
 from .v1 import link_pb2, link_pb2_grpc
@@ -119,8 +119,15 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
     """`edge_ip`: the only peer address that may try (the VPS's tunnel address); anyone
     else on the tunnel is refused before the secret is even looked at."""
 
-    def __init__(self, cache: SnapshotCache, key: str, key_path: Path, ping_interval: float = PING_INTERVAL,
-                 edge_ip: str | None = None, on_verdict=None):
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        key: str,
+        key_path: Path,
+        ping_interval: float = PING_INTERVAL,
+        edge_ip: str | None = None,
+        on_verdict=None,
+    ):
         """`on_verdict(node_id, type_url, version, message or None, acked_version)` hears
         each new ACK and NACK of the VPS Envoy (the control plane drops services it rejects)."""
         self.cache = cache
@@ -136,10 +143,23 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         self._refusals_unlogged = 0
         # what `envoyage status` shows about the edge
         self.state: dict[str, Any] = {
-            "connected": False, "edge_id": "", "peer": "", "connected_since": 0.0, "disconnected_at": 0.0,
-            "software_version": "", "sent_version": "", "sent_at": 0.0, "applied_version": "", "applied_at": 0.0,
-            "apply_error": "", "apply_problems": [], "rtt_ms": None, "envoy": [], "refused": 0,
-            "last_refused": None, "edge_refused_home": None,
+            "connected": False,
+            "edge_id": "",
+            "peer": "",
+            "connected_since": 0.0,
+            "disconnected_at": 0.0,
+            "software_version": "",
+            "sent_version": "",
+            "sent_at": 0.0,
+            "applied_version": "",
+            "applied_at": 0.0,
+            "apply_error": "",
+            "apply_problems": [],
+            "rtt_ms": None,
+            "envoy": [],
+            "refused": 0,
+            "last_refused": None,
+            "edge_refused_home": None,
         }
 
     def key_problem(self) -> str | None:
@@ -173,8 +193,12 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
             else:
                 self._refusals_unlogged += 1
         if loud:
-            log.warning("edge link: refused %s: %s%s", peer[:64], why[:400],
-                        f" ({skipped} more refusals in the last minute not logged)" if skipped else "")
+            log.warning(
+                "edge link: refused %s: %s%s",
+                peer[:64],
+                why[:400],
+                f" ({skipped} more refusals in the last minute not logged)" if skipped else "",
+            )
         context.abort(code, detail)
 
     def _on_snapshot(self) -> None:
@@ -188,24 +212,39 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
     def Connect(self, request_iterator, context):  # noqa: N802 - gRPC name
         peer = context.peer()
         if self.edge_ip is not None and peer_ip(peer) != self.edge_ip:
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, "not the VPS's tunnel address",
-                         "this edge link serves only the VPS's tunnel address")
+            self._refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                peer,
+                "not the VPS's tunnel address",
+                "this edge link serves only the VPS's tunnel address",
+            )
         meta = {k.lower(): v for k, v in context.invocation_metadata()}  # never logged: an older edge sends its secret
         theirs = meta.get(VERSION_KEY, "")[:16]
         if theirs != str(LINK_VERSION):
-            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, peer,
-                         f"link version {theirs or 'none'}",
-                         f"this edge speaks edge-link version {theirs or '(none)'}, this control plane speaks "
-                         f"version {LINK_VERSION}; install the same Envoyage version on home and the VPS")
+            self._refuse(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                peer,
+                f"link version {theirs or 'none'}",
+                f"this edge speaks edge-link version {theirs or '(none)'}, this control plane speaks "
+                f"version {LINK_VERSION}; install the same Envoyage version on home and the VPS",
+            )
         try:
             salt, key = read_key(self.key_path)
         except SecretError as exc:
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, peer, str(exc),
-                         "this control plane has no edge link key set up; run the site playbook (or "
-                         "`envoyage link-secret`) on home")
+            self._refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                peer,
+                str(exc),
+                "this control plane has no edge link key set up; run the site playbook (or "
+                "`envoyage link-secret`) on home",
+            )
         session = _Session(peer)
-        reader = threading.Thread(target=self._read, args=(session, request_iterator), daemon=True,
-                                  name=f"link-read-{session.id}")
+        reader = threading.Thread(
+            target=self._read, args=(session, request_iterator), daemon=True, name=f"link-read-{session.id}"
+        )
         reader.start()
         context.add_callback(session.close)
         return self._write(session, context, salt, key)
@@ -216,36 +255,66 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         session.first.wait(HELLO_TIMEOUT)
         if not session.hello.is_set():
             if context.is_active():
-                self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer, session.bad or "no hello",
-                             session.bad or f"no hello within {HELLO_TIMEOUT:.0f} s")
+                self._refuse(
+                    context,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    session.peer,
+                    session.bad or "no hello",
+                    session.bad or f"no hello within {HELLO_TIMEOUT:.0f} s",
+                )
             return
         if len(session.edge_nonce) != linkkey.NONCE_BYTES:
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer, "no nonce in the hello",
-                         f"the hello needs a nonce of {linkkey.NONCE_BYTES} bytes (an edge older than edge-link "
-                         f"version {LINK_VERSION}?)")
+            self._refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                session.peer,
+                "no nonce in the hello",
+                f"the hello needs a nonce of {linkkey.NONCE_BYTES} bytes (an edge older than edge-link "
+                f"version {LINK_VERSION}?)",
+            )
         nonce = linkkey.new_nonce()
         edge_id = session.edge_id_raw
-        yield link_pb2.HomeMessage(challenge=link_pb2.Challenge(
-            nonce=nonce, salt=salt,
-            proof=linkkey.proof(key, linkkey.HOME, linkkey.EDGE, edge_id, salt, session.edge_nonce, nonce)))
+        yield link_pb2.HomeMessage(
+            challenge=link_pb2.Challenge(
+                nonce=nonce,
+                salt=salt,
+                proof=linkkey.proof(key, linkkey.HOME, linkkey.EDGE, edge_id, salt, session.edge_nonce, nonce),
+            )
+        )
         answered = session.answer.wait(HELLO_TIMEOUT)
         if not answered or (session.closed.is_set() and session.proof is None and session.refusal is None):
             if context.is_active():
-                self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer, session.bad or "no proof",
-                             session.bad or f"no proof of the link key within {HELLO_TIMEOUT:.0f} s")
+                self._refuse(
+                    context,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    session.peer,
+                    session.bad or "no proof",
+                    session.bad or f"no proof of the link key within {HELLO_TIMEOUT:.0f} s",
+                )
             return
         if session.refusal is not None:
             with self._lock:
-                self.state["edge_refused_home"] = {"at": time.time(), "edge_id": session.edge_id,
-                                                   "reason": session.refusal}
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer,
-                         f"the edge {session.edge_id!r} refused this control plane: {session.refusal}",
-                         "refused by the edge")
-        if not linkkey.verify(key, session.proof, linkkey.EDGE, linkkey.HOME, edge_id, salt, session.edge_nonce,
-                              nonce):
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, session.peer,
-                         f"the edge {session.edge_id!r} could not prove the link key (wrong edge secret, or not "
-                         "this home's edge)", "wrong link key: the edge could not prove it")
+                self.state["edge_refused_home"] = {
+                    "at": time.time(),
+                    "edge_id": session.edge_id,
+                    "reason": session.refusal,
+                }
+            self._refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                session.peer,
+                f"the edge {session.edge_id!r} refused this control plane: {session.refusal}",
+                "refused by the edge",
+            )
+        if not linkkey.verify(key, session.proof, linkkey.EDGE, linkkey.HOME, edge_id, salt, session.edge_nonce, nonce):
+            self._refuse(
+                context,
+                grpc.StatusCode.UNAUTHENTICATED,
+                session.peer,
+                f"the edge {session.edge_id!r} could not prove the link key (wrong edge secret, or not "
+                "this home's edge)",
+                "wrong link key: the edge could not prove it",
+            )
         session.authenticated = True
         session.decided.set()
 
@@ -256,8 +325,9 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                 return
             with self._lock:
                 self.state["edge_refused_home"] = None
-            yield link_pb2.HomeMessage(welcome=link_pb2.Welcome(software_version=__version__,
-                                                                link_version=LINK_VERSION))
+            yield link_pb2.HomeMessage(
+                welcome=link_pb2.Welcome(software_version=__version__, link_version=LINK_VERSION)
+            )
             self._take(session)
             sent = session.have_version
             nonces = itertools.count(1)
@@ -273,8 +343,12 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                         sent = rs.version
                         with self._lock:
                             self.state["sent_version"], self.state["sent_at"] = sent, time.time()
-                        log.info("edge link: sent resource set %s (%d resources) to %s", sent,
-                                 len(rs.resources), session.edge_id)
+                        log.info(
+                            "edge link: sent resource set %s (%d resources) to %s",
+                            sent,
+                            len(rs.resources),
+                            session.edge_id,
+                        )
                 pong, session.pong = session.pong, None
                 if pending is not None and pong == pending[0]:
                     with self._lock:
@@ -296,8 +370,14 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         """This session is now the edge's; an older one is closed."""
         with self._lock:
             old, self._session = self._session, session
-            self.state.update(connected=True, edge_id=session.edge_id, peer=session.peer[:64],
-                              connected_since=time.time(), rtt_ms=None, software_version=session.software_version)
+            self.state.update(
+                connected=True,
+                edge_id=session.edge_id,
+                peer=session.peer[:64],
+                connected_since=time.time(),
+                rtt_ms=None,
+                software_version=session.software_version,
+            )
         if old is not None and old is not session:
             log.info("edge link: %s reconnected; closing its previous stream", session.edge_id)
             old.close()
@@ -346,19 +426,32 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                     skipped = [p[:300] for p in msg.applied.problems[:20]]
                     with self._lock:
                         if self._session is session:
-                            self.state.update(applied_version=version, applied_at=time.time(), apply_error=error,
-                                              apply_problems=skipped if not error else [])
+                            self.state.update(
+                                applied_version=version,
+                                applied_at=time.time(),
+                                apply_error=error,
+                                apply_problems=skipped if not error else [],
+                            )
                     if error:
                         log.warning("edge %s refused resource set %s: %s", session.edge_id, version, error)
                     for problem in skipped:
                         log.warning("edge %s took resource set %s but %s", session.edge_id, version, problem)
                 elif kind == "envoy":
-                    nodes = [{"node_id": n.node_id[:128], "connected": n.connected,
-                              "types": {T.short(t.type_url[:200]): {"acked_version": t.acked_version[:64],
-                                                                    "nacked_version": t.nacked_version[:64],
-                                                                    "error": t.error[:1024]}
-                                        for t in n.types[:16]}}
-                             for n in msg.envoy.nodes[:16]]
+                    nodes = [
+                        {
+                            "node_id": n.node_id[:128],
+                            "connected": n.connected,
+                            "types": {
+                                T.short(t.type_url[:200]): {
+                                    "acked_version": t.acked_version[:64],
+                                    "nacked_version": t.nacked_version[:64],
+                                    "error": t.error[:1024],
+                                }
+                                for t in n.types[:16]
+                            },
+                        }
+                        for n in msg.envoy.nodes[:16]
+                    ]
                     with self._lock:
                         current = self._session is session
                         before = self.state["envoy"] if current else []
@@ -409,12 +502,18 @@ class LinkListener:
     def _try_bind(self) -> bool:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="link"),
-            options=[("grpc.max_send_message_length", MAX_MESSAGE),
-                     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-                     ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-                     ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
-                     ("grpc.http2.min_ping_interval_without_data_ms", 5_000), ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=4)
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=4,
+        )
         link_pb2_grpc.add_EdgeLinkServicer_to_server(self.servicer, server)
         try:
             bound = server.add_insecure_port(self.target)
@@ -436,8 +535,10 @@ class LinkListener:
                 self.problem = None
                 log.info("edge link listening on %s", self.target)
                 return
-            self.problem = (f"cannot listen on {self.target}: the address is not on this host "
-                            "(is the tunnel up?) or the port is taken")
+            self.problem = (
+                f"cannot listen on {self.target}: the address is not on this host "
+                "(is the tunnel up?) or the port is taken"
+            )
             if not warned:
                 log.warning("edge link: %s; retrying every %.0f s", self.problem, self.retry)
                 warned = True

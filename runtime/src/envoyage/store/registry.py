@@ -11,8 +11,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import peewee as pw
 
@@ -67,7 +68,8 @@ def _m1_initial(db: pw.Database) -> None:
     db.execute_sql(
         'CREATE TABLE IF NOT EXISTS "services" ("id" INTEGER NOT NULL PRIMARY KEY, "name" VARCHAR(255) NOT NULL, '
         '"source" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "problems" TEXT NOT NULL, '
-        '"first_seen" REAL NOT NULL, "updated_at" REAL NOT NULL)')
+        '"first_seen" REAL NOT NULL, "updated_at" REAL NOT NULL)'
+    )
     db.execute_sql('CREATE UNIQUE INDEX IF NOT EXISTS "service_name" ON "services" ("name")')
     db.create_tables([Node, Event])
 
@@ -180,9 +182,11 @@ class Registry:
         gen, count = self.generation(), len(self.services())
         if gen < known_gen or (gen == known_gen and count != known_count):
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(known.get("at", 0)))
-            return (f"the registry {self.path} holds {count} services at write generation {gen}, but it last held "
-                    f"{known_count} at generation {known_gen} ({when}): it is damaged or older than it was "
-                    "(a lost or corrupted -wal file, a truncated database, a stale copy)")
+            return (
+                f"the registry {self.path} holds {count} services at write generation {gen}, but it last held "
+                f"{known_count} at generation {known_gen} ({when}): it is damaged or older than it was "
+                "(a lost or corrupted -wal file, a truncated database, a stale copy)"
+            )
         return None
 
     def accept_as_is(self) -> None:
@@ -208,8 +212,12 @@ class Registry:
             finally:
                 target.close()
             os.replace(tmp, dest)
-            return {"path": str(dest), "services": len(self._cache()), "generation": self.generation(),
-                    "bytes": dest.stat().st_size}
+            return {
+                "path": str(dest),
+                "services": len(self._cache()),
+                "generation": self.generation(),
+                "bytes": dest.stat().st_size,
+            }
 
     # -- services -------------------------------------------------------------
     # The registry keeps a read cache of every service (ServiceState is rebuilt only for
@@ -220,21 +228,35 @@ class Registry:
         try:
             raw = json.loads(row.spec)
             spec = parse_service(raw, name=row.name) if raw is not None else None
-            return ServiceState(name=row.name, source=row.source, spec=spec, first_seen=row.first_seen,
-                                updated_at=row.updated_at, problems=json.loads(row.problems),
-                                source_problems=json.loads(row.source_problems), origin=row.origin,
-                                detail=json.loads(row.detail))
+            return ServiceState(
+                name=row.name,
+                source=row.source,
+                spec=spec,
+                first_seen=row.first_seen,
+                updated_at=row.updated_at,
+                problems=json.loads(row.problems),
+                source_problems=json.loads(row.source_problems),
+                origin=row.origin,
+                detail=json.loads(row.detail),
+            )
         except (ValueError, TypeError, AttributeError) as exc:  # InputError is a ValueError
             # one unreadable or no longer valid row is quarantined by name; the rest serves
             try:
                 problems = list(json.loads(row.problems))
             except (ValueError, TypeError):
                 problems = []
-            return ServiceState(name=str(row.name), source=str(row.source), spec=None,
-                                first_seen=float(row.first_seen or 0), updated_at=float(row.updated_at or 0),
-                                problems=problems,
-                                source_problems=[f"the stored desired state cannot be used ({exc}); the service is "
-                                                 "quarantined: update it (`envoyage service update`) or remove it"])
+            return ServiceState(
+                name=str(row.name),
+                source=str(row.source),
+                spec=None,
+                first_seen=float(row.first_seen or 0),
+                updated_at=float(row.updated_at or 0),
+                problems=problems,
+                source_problems=[
+                    f"the stored desired state cannot be used ({exc}); the service is "
+                    "quarantined: update it (`envoyage service update`) or remove it"
+                ],
+            )
 
     def _cache(self) -> dict[str, ServiceState]:
         if self._services is None:
@@ -247,7 +269,7 @@ class Registry:
         for name in names:
             cache.pop(name, None)
         for i in range(0, len(names), 500):
-            for row in Service.select().where(Service.name.in_(names[i:i + 500])):
+            for row in Service.select().where(Service.name.in_(names[i : i + 500])):
                 cache[row.name] = self._state(row)
 
     def _write(self, names_fn, marker: bool = True):
@@ -290,10 +312,12 @@ class Registry:
             conn.executemany(
                 "INSERT INTO services (name, source, spec, problems, first_seen, updated_at, origin,"
                 " source_problems, detail) VALUES (?, ?, ?, '[]', ?, ?, '', '[]', '{}')",
-                [(s.name, s.source, json.dumps(s.to_json()), now, now) for s in specs])
+                [(s.name, s.source, json.dumps(s.to_json()), now, now) for s in specs],
+            )
             conn.executemany(
                 "INSERT INTO events (ts, kind, subject, message) VALUES (?, 'service.added', ?, ?)",
-                [(now, s.name, ", ".join(s.domains)) for s in specs])
+                [(now, s.name, ", ".join(s.domains)) for s in specs],
+            )
             return []  # the cache is filled below from what was written, not re-read
 
         with self._lock:
@@ -354,11 +378,19 @@ class Registry:
                     skipped.append(name)
                     continue
                 if have is not None and (have.spec, have.origin, have.source_problems, have.detail) == (
-                        want.spec, want.origin, want.source_problems, want.detail):
+                    want.spec,
+                    want.origin,
+                    want.source_problems,
+                    want.detail,
+                ):
                     continue
-                fields = dict(spec=json.dumps(want.spec.to_json() if want.spec is not None else None),
-                              origin=want.origin, source_problems=json.dumps(want.source_problems),
-                              detail=json.dumps(want.detail, sort_keys=True), updated_at=now)
+                fields = dict(
+                    spec=json.dumps(want.spec.to_json() if want.spec is not None else None),
+                    origin=want.origin,
+                    source_problems=json.dumps(want.source_problems),
+                    detail=json.dumps(want.detail, sort_keys=True),
+                    updated_at=now,
+                )
                 if have is None:
                     Service.create(name=name, source=source, problems="[]", first_seen=now, **fields)
                     self._event("service.added", name, f"from {source}")
@@ -422,6 +454,4 @@ class Registry:
             q = Event.select().order_by(Event.id.desc()).limit(limit)
             if kinds:
                 q = q.where(Event.kind.in_(list(kinds)))
-            return [
-                {"ts": e.ts, "kind": e.kind, "subject": e.subject, "message": e.message} for e in q
-            ]
+            return [{"ts": e.ts, "kind": e.kind, "subject": e.subject, "message": e.message} for e in q]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from ..model import BUILT_ACCESS_MODES, ServiceState
 from . import types as T
@@ -46,10 +46,17 @@ class Assembly:
     delta_snapshot: Snapshot | None = None  # for delta nodes: the hosts over VHDS, one resource each
 
 
-def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache: TranslationCache,
-                  previous: Snapshot | None = None, previous_delta: Snapshot | None = None,
-                  sotw: bool = True, delta: bool = True, withheld: Mapping[str, str] | None = None,
-                  zones: tuple[str, ...] = ()) -> Assembly:
+def assemble_home(
+    states: Iterable[ServiceState],
+    settings: HomeSettings,
+    cache: TranslationCache,
+    previous: Snapshot | None = None,
+    previous_delta: Snapshot | None = None,
+    sotw: bool = True,
+    delta: bool = True,
+    withheld: Mapping[str, str] | None = None,
+    zones: tuple[str, ...] = (),
+) -> Assembly:
     """The home role's snapshots, each checked by SnapshotCache.set_snapshot before use.
 
     `sotw`: the variant with one route configuration holding every host; `delta`: the
@@ -67,16 +74,23 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
             endpoint_bytes[res.endpoints.cluster_name] = res.endpoints_bytes
     listeners = [home_listener(settings.http_address, settings.http_port, settings.access_log_path)]
     if settings.tunnel is not None:
-        listeners.append(tunnel_listener(settings.tunnel.home_address, settings.tunnel.port,
-                                         settings.tunnel.edge_ip, settings.access_log_path))
+        listeners.append(
+            tunnel_listener(
+                settings.tunnel.home_address, settings.tunnel.port, settings.tunnel.edge_ip, settings.access_log_path
+            )
+        )
     by_type = {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: listeners}
     serialized = {T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes}
     if sotw:
         routes, routes_bytes = cache.route_configuration(HOME_ROUTES, pieces.values())
         by_type[T.ROUTE] = [routes]
         serialized[T.ROUTE] = {HOME_ROUTES: routes_bytes}
-    base = Snapshot.build(by_type, meta={"role": "home", "services": str(len(pieces))}, serialized=serialized,
-                          previous=previous or previous_delta)
+    base = Snapshot.build(
+        by_type,
+        meta={"role": "home", "services": str(len(pieces))},
+        serialized=serialized,
+        previous=previous or previous_delta,
+    )
     delta_snapshot = None
     if delta:
         hosts = [r.vhds_host for r in pieces.values()] + [default_virtual_host(HOME_ROUTES, vhds=True)]
@@ -85,8 +99,9 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
             serialized={T.VHOST: {r.vhds_host.name: r.vhds_host_bytes for r in pieces.values()}},
             previous=previous_delta,
         )
-    return Assembly(snapshot=base if sotw else None, problems=problems, served=tuple(sorted(pieces)),
-                    delta_snapshot=delta_snapshot)
+    return Assembly(
+        snapshot=base if sotw else None, problems=problems, served=tuple(sorted(pieces)), delta_snapshot=delta_snapshot
+    )
 
 
 # what the edge serves: public services, and services whose access mode is not built yet
@@ -94,21 +109,29 @@ def assemble_home(states: Iterable[ServiceState], settings: HomeSettings, cache:
 EDGE_ACCESS = ("public",)
 
 
-def assemble_edge(states: Iterable[ServiceState], cache: TranslationCache, previous: Snapshot | None = None,
-                  withheld: Mapping[str, str] | None = None, zones: tuple[str, ...] = ()) -> Assembly:
+def assemble_edge(
+    states: Iterable[ServiceState],
+    cache: TranslationCache,
+    previous: Snapshot | None = None,
+    withheld: Mapping[str, str] | None = None,
+    zones: tuple[str, ...] = (),
+) -> Assembly:
     """The edge role's snapshot: the public services (and, failing closed with a 403,
     those whose access mode is not built yet), routed to home across the tunnel.
     `cache` is a TranslationCache made with the edge's settings."""
     assert cache.edge is not None, "assemble_edge needs a TranslationCache with edge settings"
     accepted, problems = check_services(states, withheld, zones)
-    pieces = cache.translate_all(s.spec for s in accepted
-                                 if s.spec.access in EDGE_ACCESS or s.spec.access not in BUILT_ACCESS_MODES)
+    pieces = cache.translate_all(
+        s.spec for s in accepted if s.spec.access in EDGE_ACCESS or s.spec.access not in BUILT_ACCESS_MODES
+    )
     routes, routes_bytes = cache.route_configuration(EDGE_ROUTES, pieces.values())
     snapshot = Snapshot.build(
-        {T.CLUSTER: [r.cluster for r in pieces.values()], T.LISTENER: [edge_listener(cache.edge)],
-         T.ROUTE: [routes]},
+        {T.CLUSTER: [r.cluster for r in pieces.values()], T.LISTENER: [edge_listener(cache.edge)], T.ROUTE: [routes]},
         meta={"role": "edge", "services": str(len(pieces))},
-        serialized={T.CLUSTER: {r.cluster.name: r.cluster_bytes for r in pieces.values()},
-                    T.ROUTE: {EDGE_ROUTES: routes_bytes}},
-        previous=previous)
+        serialized={
+            T.CLUSTER: {r.cluster.name: r.cluster_bytes for r in pieces.values()},
+            T.ROUTE: {EDGE_ROUTES: routes_bytes},
+        },
+        previous=previous,
+    )
     return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)))

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import grpc
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -107,7 +107,7 @@ class _Stream:
 
     delta = False
 
-    def __init__(self, server: "AdsServer", requests: Iterator, context: grpc.ServicerContext):
+    def __init__(self, server: AdsServer, requests: Iterator, context: grpc.ServicerContext):
         self.server = server
         self.cache = server.cache
         self.id = next(_stream_ids)
@@ -153,11 +153,13 @@ class _Stream:
         try:
             while True:
                 try:
-                    kind, req = self.events.get(timeout=None if self.node_id else
-                                                self.server.first_request_timeout)
+                    kind, req = self.events.get(timeout=None if self.node_id else self.server.first_request_timeout)
                 except queue.Empty:
-                    log.warning("stream %s: no request naming a node within %.0fs; closing", self.id,
-                                self.server.first_request_timeout)
+                    log.warning(
+                        "stream %s: no request naming a node within %.0fs; closing",
+                        self.id,
+                        self.server.first_request_timeout,
+                    )
                     return
                 if kind == _END or self.server.stopping.is_set():
                     return
@@ -169,8 +171,10 @@ class _Stream:
                             log.warning("stream %s: refused: %s", self.id, problem)
                             self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
                         if not self.server.admit(self, req.node.id):
-                            self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                               f"this xDS server admits {self.server.max_streams} streams")
+                            self.context.abort(
+                                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"this xDS server admits {self.server.max_streams} streams",
+                            )
                         self._open(req.node)
                     problem = self.request_problem(req)
                     if problem:
@@ -197,8 +201,13 @@ class _Stream:
         self.key = self.server.key_for(node, self.delta)
         self._cancel_watch = self.cache.watch(self.key, lambda: self.events.put((_WAKE, None)))
         self._callbacks("on_stream_open", self.role, self.delta)
-        log.info("node %s (role %s) connected: %s stream %s", self.node_id, self.role,
-                 "delta" if self.delta else "sotw", self.id)
+        log.info(
+            "node %s (role %s) connected: %s stream %s",
+            self.node_id,
+            self.role,
+            "delta" if self.delta else "sotw",
+            self.id,
+        )
 
     def snapshot(self) -> Snapshot | None:
         return self.cache.get_snapshot(self.key)
@@ -273,11 +282,20 @@ class SotwStream(_Stream):
             # a reconnect: Envoy says which version it holds; if that is the current
             # one nothing is sent, and status knows at once that this type is in sync
             snap = self.snapshot()
-            self._callbacks("on_reported", type_url, req.version_info,
-                            snap is not None and snap.version(type_url) == req.version_info)
+            self._callbacks(
+                "on_reported",
+                type_url,
+                req.version_info,
+                snap is not None and snap.version(type_url) == req.version_info,
+            )
         if req.response_nonce and req.response_nonce != st.nonce:
-            log.debug("node %s %s: stale nonce %s (latest %s) ignored", self.node_id, T.short(type_url),
-                      req.response_nonce, st.nonce)
+            log.debug(
+                "node %s %s: stale nonce %s (latest %s) ignored",
+                self.node_id,
+                T.short(type_url),
+                req.response_nonce,
+                st.nonce,
+            )
             return []
         if req.response_nonce and req.response_nonce != st.answered_nonce:
             st.answered_nonce = req.response_nonce  # one ACK/NACK per response
@@ -353,15 +371,16 @@ class DeltaStream(_Stream):
 
     def request_problem(self, req) -> str | None:
         st = self.types.get(req.type_url)
-        return (names_problem(req.resource_names_subscribe, len(st.subscribed) if st else 0)
-                or names_problem(list(req.initial_resource_versions)))
+        return names_problem(req.resource_names_subscribe, len(st.subscribed) if st else 0) or names_problem(
+            list(req.initial_resource_versions)
+        )
 
     def sent_cluster_names(self) -> set[str]:
         st = self.types.get(T.CLUSTER)
         return set(st.sent) if st else set()
 
     @staticmethod
-    def _wants(st: "_DeltaType", type_url: str, name: str) -> bool:
+    def _wants(st: _DeltaType, type_url: str, name: str) -> bool:
         """Is `name` covered by this stream's subscription? (set lookups only: O(1))"""
         if st.wildcard or name in st.subscribed:
             return True
@@ -369,9 +388,15 @@ class DeltaStream(_Stream):
 
     def handle(self, req: discovery_pb2.DeltaDiscoveryRequest) -> list:
         type_url = req.type_url
-        log.debug("node %s: delta %s request subscribe=%s unsubscribe=%s nonce=%s%s", self.node_id,
-                  T.short(type_url), list(req.resource_names_subscribe)[:5], list(req.resource_names_unsubscribe)[:5],
-                  req.response_nonce, " NACK" if req.HasField("error_detail") else "")
+        log.debug(
+            "node %s: delta %s request subscribe=%s unsubscribe=%s nonce=%s%s",
+            self.node_id,
+            T.short(type_url),
+            list(req.resource_names_subscribe)[:5],
+            list(req.resource_names_unsubscribe)[:5],
+            req.response_nonce,
+            " NACK" if req.HasField("error_detail") else "",
+        )
         st = self.types.get(type_url)
         reconnect = False
         if st is None:
@@ -430,16 +455,30 @@ class DeltaStream(_Stream):
             return None
         st, snap = ready
         version = snap.version(type_url)
-        if not st.initial_pending and not st.dirty and (
-                version == st.nacked_version or (st.last_version == version and not st.resync)):
+        if (
+            not st.initial_pending
+            and not st.dirty
+            and (version == st.nacked_version or (st.last_version == version and not st.resync))
+        ):
             return None  # nothing changed since the last response (or Envoy rejected this version)
         resources = snap.get(type_url)
         parent = snap.changes.get(type_url)
-        if (parent is not None and not st.initial_pending and not st.dirty and not st.resync
-                and parent[0] == st.last_version):
+        if (
+            parent is not None
+            and not st.initial_pending
+            and not st.dirty
+            and not st.resync
+            and parent[0] == st.last_version
+        ):
             # Envoy has this snapshot's parent: only what changed in between can differ
-            changed = sorted((resources[n] for n in parent[1] if self._wants(st, type_url, n)
-                              and st.sent.get(n) != resources[n].version), key=lambda r: r.name)
+            changed = sorted(
+                (
+                    resources[n]
+                    for n in parent[1]
+                    if self._wants(st, type_url, n) and st.sent.get(n) != resources[n].version
+                ),
+                key=lambda r: r.name,
+            )
             removed = sorted(n for n in parent[2] if n in st.sent)
         else:
             if st.wildcard:
@@ -489,9 +528,15 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     RESOURCE_EXHAUSTED. A stream that names no node in time is closed.
     """
 
-    def __init__(self, cache: SnapshotCache, callbacks: Iterable = (), max_streams: int = 256,
-                 known: Callable[[str], bool] = lambda node_id: False, first_request_timeout: float = 10.0,
-                 key_for: Callable[..., str] | None = None):
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        callbacks: Iterable = (),
+        max_streams: int = 256,
+        known: Callable[[str], bool] = lambda node_id: False,
+        first_request_timeout: float = 10.0,
+        key_for: Callable[..., str] | None = None,
+    ):
         """`key_for(node, delta)`: the snapshot key a node is served from (default: its role,
         and the role's VHDS variant for delta nodes)."""
         self.cache = cache
@@ -536,8 +581,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 why = f"stream limit reached and node {node_id!r} is one of ours"
             else:
                 self.refused += 1
-                log.warning("stream %s (node %r) refused: %d streams open, the limit", stream.id, node_id,
-                            len(others))
+                log.warning("stream %s (node %r) refused: %d streams open, the limit", stream.id, node_id, len(others))
                 return False
             self._streams.pop(victim.id, None)
             self.evicted += 1
@@ -675,8 +719,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def serve(ads: AdsServer, address: str, port: int = 0, keepalive: float = 30.0,
-          keepalive_timeout: float = 10.0) -> tuple[grpc.Server, int]:
+def serve(
+    ads: AdsServer, address: str, port: int = 0, keepalive: float = 30.0, keepalive_timeout: float = 10.0
+) -> tuple[grpc.Server, int]:
     """Start the gRPC server on address:port, or on a Unix socket when `address` is
     "unix:/path" (created by the caller's umask; see serve_unix). Returns the server and
     the bound port (port 0 picks a free one; 1 for a socket)."""

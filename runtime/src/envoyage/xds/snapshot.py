@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
@@ -55,9 +55,13 @@ class Resource:
         msg = self.message
         vhosts = msg.virtual_hosts if isinstance(msg, route_pb2.RouteConfiguration) else [msg]
         return tuple(
-            (vh.name, tuple(vh.domains),
-             frozenset(r.route.cluster for r in vh.routes if r.HasField("route") and r.route.cluster))
-            for vh in vhosts)
+            (
+                vh.name,
+                tuple(vh.domains),
+                frozenset(r.route.cluster for r in vh.routes if r.HasField("route") and r.route.cluster),
+            )
+            for vh in vhosts
+        )
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,13 @@ class Snapshot:
     changes: Mapping[str, tuple[str, frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, by_type: Mapping[str, Iterable[Message]], meta: Mapping[str, str] | None = None,
-              serialized: Mapping[str, Mapping[str, bytes]] | None = None,
-              previous: "Snapshot | None" = None) -> "Snapshot":
+    def build(
+        cls,
+        by_type: Mapping[str, Iterable[Message]],
+        meta: Mapping[str, str] | None = None,
+        serialized: Mapping[str, Mapping[str, bytes]] | None = None,
+        previous: Snapshot | None = None,
+    ) -> Snapshot:
         """Pack resources and compute per-resource and per-type versions.
 
         `serialized` may carry already-serialized bytes per type and name (the
@@ -110,8 +118,12 @@ class Snapshot:
                 old = before.get(name)
                 if type_url == T.ENDPOINT:
                     old_cluster = old_clusters.get(name)
-                    if (old is not None and old.data == data and old_cluster is not None
-                            and old_cluster.data == cluster_bytes.get(name)):
+                    if (
+                        old is not None
+                        and old.data == data
+                        and old_cluster is not None
+                        and old_cluster.data == cluster_bytes.get(name)
+                    ):
                         out[name] = old  # neither the endpoints nor their cluster changed
                         continue
                     version = _digest(data, cluster_bytes.get(name, b""))
@@ -125,11 +137,16 @@ class Snapshot:
             resources[type_url] = out
             versions[type_url] = _digest(*(f"{n}={r.version}".encode() for n, r in sorted(out.items())))
             if previous is not None:
-                changes[type_url] = (previous.version(type_url), frozenset(fresh), frozenset(before.keys() - out.keys()))
+                changes[type_url] = (
+                    previous.version(type_url),
+                    frozenset(fresh),
+                    frozenset(before.keys() - out.keys()),
+                )
         return cls(resources=resources, versions=versions, meta=dict(meta or {}), changes=changes)
 
-    def derive(self, by_type: Mapping[str, Iterable[Message]], serialized=None,
-               previous: "Snapshot | None" = None) -> "Snapshot":
+    def derive(
+        self, by_type: Mapping[str, Iterable[Message]], serialized=None, previous: Snapshot | None = None
+    ) -> Snapshot:
         """A snapshot that shares every type of this one except those in `by_type`.
 
         Used for the delta (VHDS) variant of a role's snapshot: same clusters, endpoints
@@ -157,7 +174,7 @@ class Snapshot:
     def messages(self, type_url: str) -> list[Message]:
         return [r.message for r in self.get(type_url).values()]
 
-    def replace(self, type_url: str, messages: Iterable[Message]) -> "Snapshot":
+    def replace(self, type_url: str, messages: Iterable[Message]) -> Snapshot:
         """A new snapshot with all resources of one type replaced (used by tools and tests)."""
         by_type = {t: self.messages(t) for t in T.PUSH_ORDER}
         by_type[type_url] = list(messages)
@@ -207,8 +224,9 @@ def _listener_rds_names(listener) -> list[str]:
                 try:
                     flt.typed_config.Unpack(hcm)
                 except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-                    raise InconsistentSnapshot(f"listener {listener.name!r}: its HTTP connection manager cannot be "
-                                               f"decoded ({exc})") from None
+                    raise InconsistentSnapshot(
+                        f"listener {listener.name!r}: its HTTP connection manager cannot be decoded ({exc})"
+                    ) from None
                 if hcm.HasField("rds"):
                     names.append(hcm.rds.route_config_name)
     return names

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from . import types as T
 from .cache import snapshot_key
@@ -84,10 +85,14 @@ class StatusTracker(BaseCallbacks):
     most `max_past` of them are kept (the most recent), so churn and impostors cannot
     grow this without bound or make `status` slow."""
 
-    def __init__(self, clock: Callable[[], float] = time.time,
-                 on_nack: Callable[[str, str, str, str], None] | None = None,
-                 on_connect: Callable[[str, str, bool], None] | None = None,
-                 forget_after: float = 3600.0, max_past: int = 1000):
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        on_nack: Callable[[str, str, str, str], None] | None = None,
+        on_connect: Callable[[str, str, bool], None] | None = None,
+        forget_after: float = 3600.0,
+        max_past: int = 1000,
+    ):
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeStatus] = {}
         self._clock = clock

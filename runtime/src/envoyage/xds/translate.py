@@ -9,12 +9,14 @@ hash, so a one-service change costs one service's work. `home_listener` and
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, health_check_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, extension_pb2, health_check_pb2, protocol_pb2
+from envoy.config.core.v3 import proxy_protocol_pb2 as core_proxy_protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
@@ -23,21 +25,18 @@ from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
-from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
-from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
-from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.config.core.v3 import base_pb2, proxy_protocol_pb2 as core_proxy_protocol_pb2
-from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import extension_pb2, protocol_pb2
-from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     header_mutation_pb2 as early_header_mutation_pb2,
 )
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
@@ -175,12 +174,22 @@ class ServiceResources:
     virtual_host_bytes: bytes
 
     @classmethod
-    def of(cls, key: str, cluster: cluster_pb2.Cluster, endpoints: endpoint_pb2.ClusterLoadAssignment | None,
-           virtual_host: route_components_pb2.VirtualHost) -> "ServiceResources":
-        return cls(key=key, cluster=cluster, endpoints=endpoints, virtual_host=virtual_host,
-                   cluster_bytes=cluster.SerializeToString(deterministic=True),
-                   endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
-                   virtual_host_bytes=virtual_host.SerializeToString(deterministic=True))
+    def of(
+        cls,
+        key: str,
+        cluster: cluster_pb2.Cluster,
+        endpoints: endpoint_pb2.ClusterLoadAssignment | None,
+        virtual_host: route_components_pb2.VirtualHost,
+    ) -> ServiceResources:
+        return cls(
+            key=key,
+            cluster=cluster,
+            endpoints=endpoints,
+            virtual_host=virtual_host,
+            cluster_bytes=cluster.SerializeToString(deterministic=True),
+            endpoints_bytes=endpoints.SerializeToString(deterministic=True) if endpoints is not None else None,
+            virtual_host_bytes=virtual_host.SerializeToString(deterministic=True),
+        )
 
     @functools.cached_property
     def vhds_host(self) -> route_components_pb2.VirtualHost:
@@ -264,7 +273,9 @@ def translate_cluster(spec: ServiceSpec) -> tuple[cluster_pb2.Cluster, endpoint_
     # Host names: Envoy resolves them itself (EDS endpoints must be IP addresses).
     cluster.type = cluster_pb2.Cluster.STRICT_DNS
     cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
-    cluster.load_assignment.CopyFrom(endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=_lb_endpoints(spec)))
+    cluster.load_assignment.CopyFrom(
+        endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=_lb_endpoints(spec))
+    )
     return cluster, None
 
 
@@ -280,13 +291,16 @@ def _vpn_only(access: HomeAccess) -> dict[str, any_pb2.Any]:
     principal = rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ids)) if ids else None
     excluded = ([access.edge_ip] if access.edge_ip else []) + list(access.denied)
     if principal is not None and excluded:
-        nots = [rbac_pb2.Principal(not_id=rbac_pb2.Principal(direct_remote_ip=_cidr(f"{ip}/{128 if ':' in ip else 32}")))
-                for ip in excluded]
+        nots = [
+            rbac_pb2.Principal(not_id=rbac_pb2.Principal(direct_remote_ip=_cidr(f"{ip}/{128 if ':' in ip else 32}")))
+            for ip in excluded
+        ]
         principal = rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[principal] + nots))
     lan = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)
     if principal is not None:
-        lan.policies["lan-or-vpn"].CopyFrom(rbac_pb2.Policy(
-            permissions=[rbac_pb2.Permission(any=True)], principals=[principal]))
+        lan.policies["lan-or-vpn"].CopyFrom(
+            rbac_pb2.Policy(permissions=[rbac_pb2.Permission(any=True)], principals=[principal])
+        )
     nobody = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)  # ALLOW with no policy: denies every request
     return {
         LAN_ACCESS_FILTER: _pack(http_rbac_pb2.RBACPerRoute(rbac=http_rbac_pb2.RBAC(rules=lan))),
@@ -294,8 +308,9 @@ def _vpn_only(access: HomeAccess) -> dict[str, any_pb2.Any]:
     }
 
 
-def translate_virtual_host(spec: ServiceSpec, access: HomeAccess = HomeAccess(),
-                           cluster: str | None = None) -> route_components_pb2.VirtualHost:
+def translate_virtual_host(
+    spec: ServiceSpec, access: HomeAccess = HomeAccess(), cluster: str | None = None
+) -> route_components_pb2.VirtualHost:
     route = route_components_pb2.Route(
         name=spec.name,
         match=route_components_pb2.RouteMatch(prefix=spec.path),
@@ -323,7 +338,8 @@ def translate_virtual_host(spec: ServiceSpec, access: HomeAccess = HomeAccess(),
         retry.retry_on = "connect-failure,refused-stream,reset-before-request"
         retry.num_retries.value = 2
         retry.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts").typed_config.CopyFrom(
-            _pack(previous_hosts_pb2.PreviousHostsPredicate()))
+            _pack(previous_hosts_pb2.PreviousHostsPredicate())
+        )
         retry.host_selection_retry_max_attempts = 3
         # Long-lived requests (downloads, streams, server-sent events, WebSockets):
         # Envoy's default 15 s limit on a whole response is replaced by the service's
@@ -359,7 +375,9 @@ class TranslationCache:
         # the last route configuration built, keyed by its name and virtual hosts' bytes
         self._routes: tuple[tuple, route_pb2.RouteConfiguration, bytes] | None = None
 
-    def route_configuration(self, name: str, pieces: Iterable[ServiceResources]) -> tuple[route_pb2.RouteConfiguration, bytes]:
+    def route_configuration(
+        self, name: str, pieces: Iterable[ServiceResources]
+    ) -> tuple[route_pb2.RouteConfiguration, bytes]:
         """The shared route configuration, rebuilt only when a virtual host changed."""
         ordered = sorted(pieces, key=lambda r: r.virtual_host.name)
         key = (name, tuple(r.virtual_host_bytes for r in ordered))
@@ -377,8 +395,11 @@ class TranslationCache:
             res = self._entries.get(key) or fresh.get(key)
             if res is None:
                 self.misses += 1
-                res = (translate_service(spec, self.access) if self.edge is None
-                       else translate_edge_service(spec, self.edge))
+                res = (
+                    translate_service(spec, self.access)
+                    if self.edge is None
+                    else translate_edge_service(spec, self.edge)
+                )
             else:
                 self.hits += 1
             fresh[key] = res
@@ -390,11 +411,31 @@ class TranslationCache:
 # Headers no client may set (docs/security.md): where the client is and how it came in
 # (our own hop sets X-Forwarded-For and X-Forwarded-Proto from the connection), and who it
 # is (identity headers come only from an auth provider's answer, never from the client).
-FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix",
-                      "x-forwarded-proto", "forwarded", "x-real-ip", "client-ip", "x-client-ip",
-                      "x-cluster-client-ip", "true-client-ip", "cf-connecting-ip")
-IDENTITY_HEADERS = ("remote-user", "remote-groups", "remote-name", "remote-email", "x-remote-user",
-                    "x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-preferred-username")
+FORWARDING_HEADERS = (
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+    "client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+)
+IDENTITY_HEADERS = (
+    "remote-user",
+    "remote-groups",
+    "remote-name",
+    "remote-email",
+    "x-remote-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+)
 # every header starting with one of these: authentik's, oauth2-proxy's
 IDENTITY_PREFIXES = ("x-authentik-", "x-auth-request-", "remote-")
 # every X-Forwarded-* header (-Uri, -Method, -Server, -Ssl, -Scheme, ... as forward-auth
@@ -408,21 +449,37 @@ def _strip_client_headers(keep: tuple[str, ...] = ()) -> extension_pb2.TypedExte
     """An early header mutation: runs before routing, before Envoy's own X-Forwarded-*
     handling and before every HTTP filter, so what it removes nothing downstream ever sees
     (and an auth filter later in the chain may still set identity headers)."""
-    mutations = [mutation_rules_pb2.HeaderMutation(remove=name)
-                 for name in FORWARDING_HEADERS + IDENTITY_HEADERS if name not in keep]
+    mutations = [
+        mutation_rules_pb2.HeaderMutation(remove=name)
+        for name in FORWARDING_HEADERS + IDENTITY_HEADERS
+        if name not in keep
+    ]
     matchers = [string_pb2.StringMatcher(prefix=prefix) for prefix in IDENTITY_PREFIXES]
-    matchers.append(string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=FORWARDED_BUT_PROTO))
-                    if "x-forwarded-proto" in keep else string_pb2.StringMatcher(prefix=FORWARDED_PREFIX))
-    mutations += [mutation_rules_pb2.HeaderMutation(remove_on_match=mutation_rules_pb2.HeaderMutation.RemoveOnMatch(
-        key_matcher=m)) for m in matchers]
+    matchers.append(
+        string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=FORWARDED_BUT_PROTO))
+        if "x-forwarded-proto" in keep
+        else string_pb2.StringMatcher(prefix=FORWARDED_PREFIX)
+    )
+    mutations += [
+        mutation_rules_pb2.HeaderMutation(
+            remove_on_match=mutation_rules_pb2.HeaderMutation.RemoveOnMatch(key_matcher=m)
+        )
+        for m in matchers
+    ]
     return extension_pb2.TypedExtensionConfig(
         name="envoy.http.early_header_mutation.header_mutation",
-        typed_config=_pack(early_header_mutation_pb2.HeaderMutation(mutations=mutations)))
+        typed_config=_pack(early_header_mutation_pb2.HeaderMutation(mutations=mutations)),
+    )
 
 
-def _http_manager(stat_prefix: str, routes: str, access_log_path: str,
-                  access_filter: str | None, trusted_edge: bool = False,
-                  limits: EdgeLimits | None = None) -> listener_components_pb2.Filter:
+def _http_manager(
+    stat_prefix: str,
+    routes: str,
+    access_log_path: str,
+    access_filter: str | None,
+    trusted_edge: bool = False,
+    limits: EdgeLimits | None = None,
+) -> listener_components_pb2.Filter:
     """`trusted_edge`: the home tunnel listener, whose only peer is the edge (network RBAC
     on the VPS's tunnel address, PROXY v2 required): the X-Forwarded-Proto the edge set from
     its own scheme is kept. `limits`: the edge's bounds on hostile clients."""
@@ -469,16 +526,18 @@ def _http_manager(stat_prefix: str, routes: str, access_log_path: str,
         h2.max_concurrent_streams.value = limits.http2_max_concurrent_streams
         h2.initial_stream_window_size.value = limits.http2_initial_stream_window
         h2.initial_connection_window_size.value = limits.http2_initial_connection_window
-    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager",
-                                          typed_config=_pack(hcm))
+    return listener_components_pb2.Filter(name="envoy.filters.network.http_connection_manager", typed_config=_pack(hcm))
 
 
 def home_listener(address: str, port: int, access_log_path: str) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=HOME_LISTENER,
         address=_socket(address, port),
-        filter_chains=[listener_components_pb2.FilterChain(
-            filters=[_http_manager(HOME_LISTENER, HOME_ROUTES, access_log_path, LAN_ACCESS_FILTER)])],
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[_http_manager(HOME_LISTENER, HOME_ROUTES, access_log_path, LAN_ACCESS_FILTER)]
+            )
+        ],
     )
 
 
@@ -487,25 +546,40 @@ def tunnel_listener(address: str, port: int, edge_ip: str, access_log_path: str)
     connection must start with a PROXY v2 header (the internet client's address) and
     come from the VPS's tunnel address; anything else is closed."""
     only_edge = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)
-    only_edge.policies["edge"].CopyFrom(rbac_pb2.Policy(
-        permissions=[rbac_pb2.Permission(any=True)],
-        # the directly connected peer, not the address from the PROXY header
-        principals=[rbac_pb2.Principal(direct_remote_ip=_cidr(f"{edge_ip}/{128 if ':' in edge_ip else 32}"))]))
+    only_edge.policies["edge"].CopyFrom(
+        rbac_pb2.Policy(
+            permissions=[rbac_pb2.Permission(any=True)],
+            # the directly connected peer, not the address from the PROXY header
+            principals=[rbac_pb2.Principal(direct_remote_ip=_cidr(f"{edge_ip}/{128 if ':' in edge_ip else 32}"))],
+        )
+    )
     rbac = network_rbac_pb2.RBAC(stat_prefix="home_tunnel_peer", rules=only_edge)
     listener = listener_pb2.Listener(
         name=TUNNEL_LISTENER,
         address=_socket(address, port),
         # binds even while the tunnel interface (and so the address) is not there yet
         freebind=wrappers_pb2.BoolValue(value=True),
-        listener_filters=[listener_components_pb2.ListenerFilter(
-            name="envoy.filters.listener.proxy_protocol",
-            # v2 only: the edge sends nothing else
-            typed_config=_pack(proxy_protocol_pb2.ProxyProtocol(
-                disallowed_versions=[core_proxy_protocol_pb2.ProxyProtocolConfig.V1])))],
-        filter_chains=[listener_components_pb2.FilterChain(filters=[
-            listener_components_pb2.Filter(name="envoy.filters.network.rbac", typed_config=_pack(rbac)),
-            _http_manager(TUNNEL_LISTENER, HOME_ROUTES, access_log_path, TUNNEL_ACCESS_FILTER, trusted_edge=True),
-        ])],
+        listener_filters=[
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.proxy_protocol",
+                # v2 only: the edge sends nothing else
+                typed_config=_pack(
+                    proxy_protocol_pb2.ProxyProtocol(
+                        disallowed_versions=[core_proxy_protocol_pb2.ProxyProtocolConfig.V1]
+                    )
+                ),
+            )
+        ],
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(name="envoy.filters.network.rbac", typed_config=_pack(rbac)),
+                    _http_manager(
+                        TUNNEL_LISTENER, HOME_ROUTES, access_log_path, TUNNEL_ACCESS_FILTER, trusted_edge=True
+                    ),
+                ]
+            )
+        ],
     )
     return listener
 
@@ -522,11 +596,16 @@ def edge_listener(settings: EdgeSettings) -> listener_pb2.Listener:
         name=EDGE_LISTENER,
         address=_socket(first, settings.http_port),
         per_connection_buffer_limit_bytes=wrappers_pb2.UInt32Value(value=EDGE_CONNECTION_BUFFER),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[
-            listener_components_pb2.Filter(name="envoy.filters.network.connection_limit",
-                                           typed_config=_pack(connection_limit)),
-            _http_manager(EDGE_LISTENER, EDGE_ROUTES, settings.access_log_path, None, limits=limits),
-        ])],
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.connection_limit", typed_config=_pack(connection_limit)
+                    ),
+                    _http_manager(EDGE_LISTENER, EDGE_ROUTES, settings.access_log_path, None, limits=limits),
+                ]
+            )
+        ],
     )
     for addr in more:
         listener.additional_addresses.add().address.CopyFrom(_socket(addr, settings.http_port))
@@ -543,23 +622,40 @@ def translate_edge_service(spec: ServiceSpec, settings: EdgeSettings) -> Service
         type=cluster_pb2.Cluster.STATIC,
         connect_timeout=_duration(5_000),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[
-            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(
-                endpoint=endpoint_components_pb2.Endpoint(
-                    address=_socket(settings.home_tunnel_address, settings.home_tunnel_port)))])]),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=_socket(settings.home_tunnel_address, settings.home_tunnel_port)
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
     )
     proxy = upstream_proxy_protocol_pb2.ProxyProtocolUpstreamTransport(
-        config=core_proxy_protocol_pb2.ProxyProtocolConfig(version=core_proxy_protocol_pb2.ProxyProtocolConfig.V2))
+        config=core_proxy_protocol_pb2.ProxyProtocolConfig(version=core_proxy_protocol_pb2.ProxyProtocolConfig.V2)
+    )
     proxy.transport_socket.name = "envoy.transport_sockets.raw_buffer"
     proxy.transport_socket.typed_config.CopyFrom(_pack(raw_buffer_pb2.RawBuffer()))
     cluster.transport_socket.name = "envoy.transport_sockets.upstream_proxy_protocol"
     cluster.transport_socket.typed_config.CopyFrom(_pack(proxy))
     hc = spec.health_check
     if hc != HEALTH_OFF:
-        expected = ([range_pb2.Int64Range(start=lo, end=hi + 1) for lo, hi in hc.expected] if hc is not None
-                    else [range_pb2.Int64Range(start=100, end=500)])  # anything but a 5xx from home
-        check = health_check_pb2.HealthCheck(http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(
-            path=hc.path if hc is not None else "/", host=health_host(spec), expected_statuses=expected))
+        expected = (
+            [range_pb2.Int64Range(start=lo, end=hi + 1) for lo, hi in hc.expected]
+            if hc is not None
+            else [range_pb2.Int64Range(start=100, end=500)]
+        )  # anything but a 5xx from home
+        check = health_check_pb2.HealthCheck(
+            http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(
+                path=hc.path if hc is not None else "/", host=health_host(spec), expected_statuses=expected
+            )
+        )
         interval = settings.health_interval_ms
         cluster.health_checks.append(_timed(check, interval, min(5_000, interval)))
     return ServiceResources.of(spec.content_hash, cluster, None, translate_virtual_host(spec, cluster=name))
@@ -593,20 +689,28 @@ def _client_headers() -> list[base_pb2.HeaderValueOption]:
     """What the app learns about the client from the home Envoy: its address (from the
     connection, or from the edge's PROXY header), replacing whatever the client sent."""
     overwrite = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-    return [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value="%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
-                                       append_action=overwrite)
-            for key in ("x-real-ip", "x-forwarded-for")]
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=key, value="%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+            append_action=overwrite,
+        )
+        for key in ("x-real-ip", "x-forwarded-for")
+    ]
 
 
 def vhds_route_configuration(name: str) -> route_pb2.RouteConfiguration:
     """A route configuration whose virtual hosts come over VHDS (delta nodes)."""
-    return route_pb2.RouteConfiguration(name=name, vhds=route_pb2.Vhds(config_source=_ads()),
-                                        request_headers_to_add=_client_headers(),
-                                        request_headers_to_remove=CLIENT_CLAIMS)
+    return route_pb2.RouteConfiguration(
+        name=name,
+        vhds=route_pb2.Vhds(config_source=_ads()),
+        request_headers_to_add=_client_headers(),
+        request_headers_to_remove=CLIENT_CLAIMS,
+    )
 
 
-def route_configuration(name: str, virtual_hosts: Iterable[route_components_pb2.VirtualHost],
-                        client_headers: bool = True) -> route_pb2.RouteConfiguration:
+def route_configuration(
+    name: str, virtual_hosts: Iterable[route_components_pb2.VirtualHost], client_headers: bool = True
+) -> route_pb2.RouteConfiguration:
     """`client_headers`: the home Envoy sets X-Real-IP and X-Forwarded-For (the edge
     leaves them to home)."""
     return route_pb2.RouteConfiguration(

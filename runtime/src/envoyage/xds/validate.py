@@ -8,7 +8,7 @@ snapshot: failing one of those is a bug, and the last good snapshot keeps servin
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from google.protobuf.message import DecodeError, Message
 
@@ -17,8 +17,9 @@ from . import types as T
 from .snapshot import InconsistentSnapshot, Snapshot
 
 
-def check_services(states: Iterable[ServiceState], withheld: Mapping[str, str] | None = None,
-                   zones: tuple[str, ...] = ()) -> tuple[list[ServiceState], dict[str, list[str]]]:
+def check_services(
+    states: Iterable[ServiceState], withheld: Mapping[str, str] | None = None, zones: tuple[str, ...] = ()
+) -> tuple[list[ServiceState], dict[str, list[str]]]:
     """Return the services that may be served and the problems of every service.
 
     Domain conflicts: the service seen first (first_seen, then name) keeps the domain;

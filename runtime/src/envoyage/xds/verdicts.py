@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
 
 from ..model import ServiceState
 from . import types as T
@@ -42,8 +42,10 @@ def services_in_change(type_url: str, rejected: Snapshot, acked: Snapshot | None
     if type_url == T.ROUTE:
         for name, res in new.items():
             before = old.get(name)
-            old_hosts = {vh.name: vh.SerializeToString(deterministic=True)
-                         for vh in (before.message.virtual_hosts if before is not None else ())}
+            old_hosts = {
+                vh.name: vh.SerializeToString(deterministic=True)
+                for vh in (before.message.virtual_hosts if before is not None else ())
+            }
             for vh in res.message.virtual_hosts:
                 if vh.name != DEFAULT_HOST and old_hosts.get(vh.name) != vh.SerializeToString(deterministic=True):
                     out.add(vh.name)
@@ -71,8 +73,10 @@ class _Bisection:
 
 
 HOME_REJECTED = "Envoy rejected this service: {message}; not served until it changes"
-EDGE_REJECTED = ("the VPS Envoy ({node}) rejected this service: {message}; not served through the VPS until it "
-                 "changes (the LAN still serves it)")
+EDGE_REJECTED = (
+    "the VPS Envoy ({node}) rejected this service: {message}; not served through the VPS until it "
+    "changes (the LAN still serves it)"
+)
 
 
 class Verdicts:
@@ -93,15 +97,17 @@ class Verdicts:
         with self._lock:
             current = {s.name: s.spec.content_hash for s in states if s.spec is not None}
             self.rejected = {n: r for n, r in self.rejected.items() if current.get(n) == r[0]}
-            out = {n: self.rejected_text.format(node=node, message=msg)
-                   for n, (_h, msg, node) in self.rejected.items()}
+            out = {n: self.rejected_text.format(node=node, message=msg) for n, (_h, msg, node) in self.rejected.items()}
             b = self._bisect
             if b is not None and self._clock() > b.deadline:
                 self._bisect = b = None  # no verdict came: serve everything again
             if b is not None:
                 for name in b.unknown - b.trying:
-                    out.setdefault(name, "held back for a moment: Envoy rejected a change and the "
-                                         "service responsible is being narrowed down")
+                    out.setdefault(
+                        name,
+                        "held back for a moment: Envoy rejected a change and the "
+                        "service responsible is being narrowed down",
+                    )
             return out
 
     def under_test(self, key: str, snapshot: Snapshot | None) -> None:
@@ -116,8 +122,16 @@ class Verdicts:
             return self._bisect is not None
 
     # -- what Envoy says --------------------------------------------------------------
-    def on_nack(self, node_id: str, key: str, type_url: str, version: str, message: str,
-                candidates: set[str], states: Mapping[str, ServiceState]) -> str | None:
+    def on_nack(
+        self,
+        node_id: str,
+        key: str,
+        type_url: str,
+        version: str,
+        message: str,
+        candidates: set[str],
+        states: Mapping[str, ServiceState],
+    ) -> str | None:
         """Returns what changed ("rejected NAME", "bisecting N", ...) or None."""
         message = message[:MESSAGE_LIMIT]
         with self._lock:
@@ -135,12 +149,14 @@ class Verdicts:
                 (name,) = candidates
                 self.rejected[name] = (states[name].spec.content_hash, message, node_id)
                 return f"rejected {name}"
-            self._bisect = _Bisection(node_id, key, type_url, message, unknown=set(candidates),
-                                      suspects=set(candidates))
+            self._bisect = _Bisection(
+                node_id, key, type_url, message, unknown=set(candidates), suspects=set(candidates)
+            )
             return self._step(states, confirmed=False)
 
-    def on_ack(self, node_id: str, key: str, type_url: str, version: str,
-               states: Mapping[str, ServiceState]) -> str | None:
+    def on_ack(
+        self, node_id: str, key: str, type_url: str, version: str, states: Mapping[str, ServiceState]
+    ) -> str | None:
         with self._lock:
             b = self._bisect
             if b is None or (node_id, key, type_url, version) != (b.node_id, b.key, b.type_url, b.test_version):

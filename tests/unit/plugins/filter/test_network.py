@@ -1,7 +1,6 @@
 """The address filters the roles use to check an inventory and plan the tunnel."""
 
 import pytest
-
 from ansible.errors import AnsibleFilterError
 from ansible_collections.envoyage.core.plugins.filter.network import FilterModule
 
@@ -21,8 +20,9 @@ def test_a_bad_prefix_is_an_error_naming_the_value():
     assert F["prefix_problem"]("10.88.0.0/24") == ""
 
 
-@pytest.mark.parametrize("value,ok", [("192.168.1.2", True), ("fd00::2", True), ("192.168.1.300", False),
-                                      ("home.lan", False), ("", False)])
+@pytest.mark.parametrize(
+    "value,ok", [("192.168.1.2", True), ("fd00::2", True), ("192.168.1.300", False), ("home.lan", False), ("", False)]
+)
 def test_address_problem(value, ok):
     assert (F["address_problem"](value) == "") is ok
 
@@ -33,8 +33,16 @@ def test_cidr_problem_names_each_bad_entry():
     assert "192.168.1/33" in problem and "'lan'" in problem and "10.0.0.0/8" not in problem
 
 
-@pytest.mark.parametrize("value,ok", [("vps.example.org:51820", True), ("[2001:db8::1]:51820", True),
-                                      ("203.0.113.1", False), ("203.0.113.1:0", False), (":51820", False)])
+@pytest.mark.parametrize(
+    "value,ok",
+    [
+        ("vps.example.org:51820", True),
+        ("[2001:db8::1]:51820", True),
+        ("203.0.113.1", False),
+        ("203.0.113.1:0", False),
+        (":51820", False),
+    ],
+)
 def test_endpoint_problem(value, ok):
     assert (F["endpoint_problem"](value) == "") is ok
 
@@ -60,8 +68,10 @@ def test_overlap_problem_names_lan_entries_inside_the_tunnel_prefix():
 
 
 def test_default_lan_is_the_default_route_networks_from_the_facts():
-    facts = {"default_ipv4": {"address": "192.168.1.10", "prefix": "24", "netmask": "255.255.255.0"},
-             "default_ipv6": {"address": "2001:db8:1::10", "prefix": "64"}}
+    facts = {
+        "default_ipv4": {"address": "192.168.1.10", "prefix": "24", "netmask": "255.255.255.0"},
+        "default_ipv6": {"address": "2001:db8:1::10", "prefix": "64"},
+    }
     assert F["default_lan"](facts) == ["192.168.1.0/24", "2001:db8:1::/64"]
     assert F["default_lan"]({}) == []
     assert F["default_lan"]({"default_ipv6": {"address": "fe80::1", "prefix": "64"}}) == []

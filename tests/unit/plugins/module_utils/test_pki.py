@@ -6,7 +6,6 @@ import os
 import stat
 
 import pytest
-
 from ansible_collections.envoyage.core.plugins.module_utils import pki
 
 
@@ -21,8 +20,9 @@ def test_a_ca_of_each_key_type_signs_a_leaf_with_its_names(key_type, size):
     ca_key = pki.generate_key(key_type, size)
     ca_cert = pki.create_ca(ca_key, "root", days=10)
     leaf_key = pki.generate_key("ec")
-    leaf = pki.issue_leaf(ca_key, ca_cert, leaf_key, "edge", ["edge.example.org", "10.88.0.1",
-                                                              "spiffe://envoyage/edge"], days=5)
+    leaf = pki.issue_leaf(
+        ca_key, ca_cert, leaf_key, "edge", ["edge.example.org", "10.88.0.1", "spiffe://envoyage/edge"], days=5
+    )
     assert pki.signed_by(leaf, ca_cert) and pki.key_matches_cert(leaf_key, leaf)
     assert pki.cert_sans(leaf) == [("dns", "edge.example.org"), ("ip", "10.88.0.1"), ("uri", "spiffe://envoyage/edge")]
     assert pki.key_type_of(ca_key) == key_type
@@ -40,7 +40,7 @@ def test_renewal_reasons(ca):
     assert pki.renewal_reason(leaf, 7, ["x.example.org"], cert) is None
     assert "renewal window" in pki.renewal_reason(leaf, 25, ["x.example.org"])
     assert pki.renewal_reason(leaf, 7, ["x.example.org", "y.example.org"]) == "its names changed"
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=40)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=40)
     assert "expired" in pki.renewal_reason(leaf, 7, now=later)
     other_key = pki.generate_key()
     other = pki.create_ca(other_key, "another CA", days=30)

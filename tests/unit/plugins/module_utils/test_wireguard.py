@@ -6,7 +6,6 @@ import os
 import stat
 
 import pytest
-
 from ansible_collections.envoyage.core.plugins.module_utils import wireguard as wg
 
 
@@ -18,8 +17,10 @@ def test_keys_are_x25519_and_the_public_key_matches_wg_pubkey():
     assert len(private) == 44 and private != wg.generate_private_key()
     public = wg.public_key(private)
     if shutil.which("wg"):
-        assert subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True,
-                              check=True).stdout.strip() == public
+        assert (
+            subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True, check=True).stdout.strip()
+            == public
+        )
 
 
 def test_a_key_pair_is_made_once_0600_and_kept(tmp_path):
@@ -47,8 +48,12 @@ def test_a_key_file_others_can_read_or_that_holds_no_key_is_refused_without_echo
 
 def test_the_address_plan_gives_the_vps_the_first_address_and_home_the_second():
     plan = wg.address_plan("10.88.0.0/24")
-    assert (plan["vps"], plan["home"], plan["clients_from"], plan["prefixlen"]) == ("10.88.0.1", "10.88.0.2",
-                                                                                    "10.88.0.3", 24)
+    assert (plan["vps"], plan["home"], plan["clients_from"], plan["prefixlen"]) == (
+        "10.88.0.1",
+        "10.88.0.2",
+        "10.88.0.3",
+        24,
+    )
     assert wg.address_plan("fd00:88::/64")["home"] == "fd00:88::2"
     for bad, needle in (("10.88.0.1/24", "not a network"), ("10.88.0.0/30", "too small"), ("nonsense", "CIDR")):
         with pytest.raises(wg.WireGuardError, match=needle):
@@ -63,8 +68,9 @@ def test_home_dials_with_keepalive_and_the_vps_only_listens():
     assert "AllowedIPs = 10.88.0.0/24" in home and "ListenPort" not in home
     vps = wg.render_vps(vps_key, wg.public_key(home_key), plan)
     assert "ListenPort = 51820" in vps and "Endpoint" not in vps and "AllowedIPs = 10.88.0.2/32" in vps
-    assert "Endpoint = [2001:db8::1]:51820" in wg.render_home(home_key, wg.public_key(vps_key),
-                                                              "[2001:db8::1]:51820", plan)
+    assert "Endpoint = [2001:db8::1]:51820" in wg.render_home(
+        home_key, wg.public_key(vps_key), "[2001:db8::1]:51820", plan
+    )
     for bad in ("vps.example.org", "vps:99999", ":51820"):
         with pytest.raises(wg.WireGuardError, match="HOST:PORT"):
             wg.render_home(home_key, wg.public_key(vps_key), bad, plan)
@@ -102,8 +108,10 @@ class Recorder:
         return 0, "", ""
 
 
-@pytest.mark.parametrize("backend,create", [("kernel", ["ip", "link", "add", "dev", "wg0", "type", "wireguard"]),
-                                            ("wireguard-go", ["wireguard-go", "wg0"])])
+@pytest.mark.parametrize(
+    "backend,create",
+    [("kernel", ["ip", "link", "add", "dev", "wg0", "type", "wireguard"]), ("wireguard-go", ["wireguard-go", "wg0"])],
+)
 def test_bring_up_creates_the_interface_loads_the_file_and_never_puts_a_key_on_a_command_line(backend, create):
     run = Recorder()
     wg.bring_up("wg0", "/etc/envoyage/wg0.conf", "10.88.0.2", 24, backend=backend, run=run)
@@ -135,14 +143,22 @@ def test_bring_up_loads_the_private_key_from_its_file_after_the_configuration(tm
 def test_a_failing_command_is_reported_with_what_it_was_doing():
     def run(cmd):
         return (1, "", "RTNETLINK answers: Operation not permitted") if cmd[:2] == ["wg", "setconf"] else (0, "", "")
+
     with pytest.raises(wg.WireGuardError, match="loading the tunnel configuration into wg0 failed: RTNETLINK"):
         wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=run)
 
 
 def test_status_parses_wg_show_and_names_a_tunnel_that_is_down():
     peers = wg.parse_show("PEER=\t1000\n", "PEER=\t123\t456\n", "PEER=\t198.51.100.1:51820\n", now=1030)
-    assert peers == {"PEER=": {"last_handshake": 1000, "handshake_age": 30, "rx_bytes": 123, "tx_bytes": 456,
-                               "endpoint": "198.51.100.1:51820"}}
+    assert peers == {
+        "PEER=": {
+            "last_handshake": 1000,
+            "handshake_age": 30,
+            "rx_bytes": 123,
+            "tx_bytes": 456,
+            "endpoint": "198.51.100.1:51820",
+        }
+    }
     assert wg.tunnel_problem(peers) is None
     never = wg.parse_show("PEER=\t0\n", "PEER=\t0\t148\n", "PEER=\t(none)\n", now=1030)
     assert "no handshake" in wg.tunnel_problem(never)
@@ -154,6 +170,7 @@ def test_status_parses_wg_show_and_names_a_tunnel_that_is_down():
 def test_reading_status_of_a_missing_interface_says_so():
     def run(cmd):
         return 1, "", "Unable to access interface: No such device"
+
     with pytest.raises(wg.WireGuardError, match="does not exist"):
         wg.read_status("wg9", run=run)
 
@@ -171,9 +188,16 @@ def test_command_output_never_carries_a_key_and_a_missing_program_is_an_error_no
 
     def run(cmd):
         return 1, "", "Line unrecognized: `PrivateKey = %s'" % key
+
     with pytest.raises(wg.WireGuardError) as exc:
-        wg.bring_up("wg0", "/x.conf", "10.88.0.2", 24, backend="kernel", run=lambda c: (0, "", "") if c[:2] != [
-            "wg", "setconf"] else run(c))
+        wg.bring_up(
+            "wg0",
+            "/x.conf",
+            "10.88.0.2",
+            24,
+            backend="kernel",
+            run=lambda c: (0, "", "") if c[:2] != ["wg", "setconf"] else run(c),
+        )
     assert key not in str(exc.value) and "(key hidden)" in str(exc.value)
     code, _out, err = wg._default_run(["/nonexistent/wg", "show"])
     assert code == 127 and "nonexistent" in err
@@ -195,8 +219,7 @@ def test_the_tunnel_firewall_passes_answers_and_two_ports_to_the_tunnel_address_
     lines = rules.splitlines()
     assert lines[:2] == ["*filter", ":ENVOYAGE-TUN-envoyage0 - [0:0]"] and rules.endswith("\nCOMMIT\n")
     assert lines[2] == "-A ENVOYAGE-TUN-envoyage0 -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN"
-    assert lines[3] == ("-A ENVOYAGE-TUN-envoyage0 -d 10.88.0.2/32 -p tcp -m multiport --dports 18080,18443 "
-                        "-j RETURN")
+    assert lines[3] == ("-A ENVOYAGE-TUN-envoyage0 -d 10.88.0.2/32 -p tcp -m multiport --dports 18080,18443 -j RETURN")
     assert lines[4].endswith("-j DROP") and len(lines) == 6
     assert "ACCEPT" not in rules  # allowed packets go on through the host's own rules
     assert "-d fd00::2/128" in wg.render_firewall("wg0", "fd00::2", [1])
@@ -248,20 +271,31 @@ def test_the_firewall_hooks_once_into_input_forward_and_docker_user_at_the_top()
 def test_the_status_file_holds_no_key_and_is_read_while_fresh(tmp_path):
     key = wg.generate_private_key()
     pub = wg.public_key(key)
-    outputs = {"latest-handshakes": "%s\t1000\n" % pub, "transfer": "%s\t123\t456\n" % pub,
-               "endpoints": "%s\t198.51.100.1:51820\n" % pub}
+    outputs = {
+        "latest-handshakes": "%s\t1000\n" % pub,
+        "transfer": "%s\t123\t456\n" % pub,
+        "endpoints": "%s\t198.51.100.1:51820\n" % pub,
+    }
 
     def run(cmd):
         assert "dump" not in cmd and "private-key" not in cmd
         return 0, outputs[cmd[-1]], ""
+
     path = tmp_path / "run" / "wg0.json"
     wg.write_status_file(str(path), wg.status_document("wg0", run=run, now=1010))
     text = path.read_text()
     assert key not in text and pub not in text and "198.51.100.1:51820" in text
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644 and not list(path.parent.glob(".status-*"))
     peers = wg.read_status("wg0", status_file=str(path), now=1020, run=lambda c: pytest.fail("read the socket"))
-    assert peers == {"peer1": {"last_handshake": 1000, "handshake_age": 20, "rx_bytes": 123, "tx_bytes": 456,
-                               "endpoint": "198.51.100.1:51820"}}
+    assert peers == {
+        "peer1": {
+            "last_handshake": 1000,
+            "handshake_age": 20,
+            "rx_bytes": 123,
+            "tx_bytes": 456,
+            "endpoint": "198.51.100.1:51820",
+        }
+    }
     assert wg.tunnel_problem(peers) is None
     # the writer stopped: named, not silently old numbers
     with pytest.raises(wg.WireGuardError, match="last written 90 s ago: its writer .envoyage-tunnel-status"):
@@ -275,6 +309,7 @@ def test_the_status_file_carries_why_the_interface_cannot_be_read_and_a_missing_
 
     def gone(cmd):
         return 1, "", "Unable to access interface: No such device"
+
     wg.write_status_file(str(path), wg.status_document("wg0", run=gone, now=1000))
     with pytest.raises(wg.WireGuardError, match="wg0 does not exist"):
         wg.read_status("wg0", status_file=str(path), now=1001)

@@ -1,15 +1,10 @@
 """The modules' own logic, run in-process (no ansible-playbook): check mode, idempotence,
 failures that name the parameter, and nothing secret in what they return."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import json
 import os
 
 import pytest
-
 from ansible.module_utils import basic
 
 try:
@@ -25,6 +20,7 @@ except ImportError:  # ansible-core before 2.19
             yield
         finally:
             basic._ANSIBLE_ARGS = old
+
 
 from ansible_collections.envoyage.core.plugins.modules import (
     envoyage_ca,
@@ -102,16 +98,22 @@ def test_ca_is_made_once_and_a_mismatch_changes_nothing(tmp_path):
 
 def test_cert_is_renewed_when_its_names_change_and_not_otherwise(tmp_path):
     run(envoyage_ca, {"key_path": str(tmp_path / "ca.key"), "cert_path": str(tmp_path / "ca.pem")})
-    args = {"ca_key_path": str(tmp_path / "ca.key"), "ca_cert_path": str(tmp_path / "ca.pem"),
-            "key_path": str(tmp_path / "l.key"), "cert_path": str(tmp_path / "l.pem"), "common_name": "link",
-            "subject_alt_names": ["10.88.0.2", "home.internal"]}
+    args = {
+        "ca_key_path": str(tmp_path / "ca.key"),
+        "ca_cert_path": str(tmp_path / "ca.pem"),
+        "key_path": str(tmp_path / "l.key"),
+        "cert_path": str(tmp_path / "l.pem"),
+        "common_name": "link",
+        "subject_alt_names": ["10.88.0.2", "home.internal"],
+    }
     first = run(envoyage_cert, args)
     assert first["changed"] and first["reason"] == "it did not exist"
     assert not run(envoyage_cert, dict(args, subject_alt_names=["home.internal", "10.88.0.2"]))["changed"]
     check = run(envoyage_cert, dict(args, subject_alt_names=["home.internal"]), check_mode=True)
     assert check["changed"] and check["reason"] == "its names changed"
     assert run(envoyage_cert, dict(args, subject_alt_names=["home.internal"]))["info"]["subject_alt_names"] == [
-        "home.internal"]
+        "home.internal"
+    ]
     bad = run(envoyage_cert, dict(args, days=10, renew_before_days=30))
     assert bad["failed"] and bad["msg"].startswith("renew_before_days:")
 
@@ -133,8 +135,9 @@ class FakeApi:
         if method == "DELETE":
             del self.services[name]
             return 204, None
-        normalized = dict(body, name=name or body["name"], domains=[d.lower() for d in body["domains"]],
-                          source="manual")
+        normalized = dict(
+            body, name=name or body["name"], domains=[d.lower() for d in body["domains"]], source="manual"
+        )
         if method == "PUT" and path.endswith("?dry_run=1"):
             return 200, normalized
         self.services[normalized["name"]] = normalized
@@ -167,8 +170,10 @@ def test_service_errors_name_the_field(monkeypatch):
 def test_bad_owner_or_common_name_fail_before_anything_is_written(tmp_path):
     out = run(wireguard_keypair, {"path": str(tmp_path / "wg.key"), "owner": "no-such-user-here"})
     assert out["failed"] and out["msg"].startswith("owner: ") and not (tmp_path / "wg.key").exists()
-    out = run(envoyage_ca, {"key_path": str(tmp_path / "ca.key"), "cert_path": str(tmp_path / "ca.pem"),
-                            "common_name": "x" * 65})
+    out = run(
+        envoyage_ca,
+        {"key_path": str(tmp_path / "ca.key"), "cert_path": str(tmp_path / "ca.pem"), "common_name": "x" * 65},
+    )
     assert out["failed"] and out["msg"].startswith("common_name: ") and not (tmp_path / "ca.key").exists()
 
 
