@@ -122,7 +122,7 @@ def test_slow_clients_hold_no_threads(api):
         conns.append(s)
     try:
         peak = before
-        for i in range(3):
+        for _ in range(3):
             for s in conns:
                 s.sendall(b"X")  # one byte a second, never finishing the headers
             peak = max(peak, threading.active_count())

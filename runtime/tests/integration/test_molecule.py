@@ -232,7 +232,7 @@ def everyday_jobs(env, work: Path) -> None:
     before = (wg_public("eym-home"), wg_public("eym-vps"), docker_read("eym-vps", "/etc/envoyage/edge.secret"))
     out = playbook("envoyage.core.rotate")
     after = (wg_public("eym-home"), wg_public("eym-vps"), docker_read("eym-vps", "/etc/envoyage/edge.secret"))
-    assert all(a != b for a, b in zip(before, after)), "rotate left a key or the secret as it was"
+    assert all(a != b for a, b in zip(before, after, strict=True)), "rotate left a key or the secret as it was"
     assert after[2] not in out.stdout + out.stderr
     assert docker_read("eym-home", "/var/lib/envoyage/edge-secret.outbox") is None
     assert wait_for_200("198.18.90.3", "whoami.example.test", 90), "nothing answers through the VPS after rotate"

@@ -98,7 +98,7 @@ def test_the_internet_client_is_served_through_the_tunnel_with_its_real_address(
     marker = f"/real-ip-{uuid.uuid4().hex[:8]}"
     assert internet(lab, "echo.example.test", marker)[0] == 200
     line = wait_for(
-        lambda: next((l for l in log_lines(lab.home_access_log) if l["path"] == marker), None),
+        lambda: next((e for e in log_lines(lab.home_access_log) if e["path"] == marker), None),
         timeout=10,
         what="the request in the home access log",
     )
@@ -137,15 +137,15 @@ def test_a_lan_request_stays_on_the_lan(lab, app):
     assert internet(lab, "echo.example.test", f"/inet-{tag}")[0] == 200
     wait_for(
         lambda: (
-            any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.edge_access_log))
-            and any(l["path"] == f"/inet-{tag}" for l in log_lines(lab.home_access_log))
+            any(e["path"] == f"/inet-{tag}" for e in log_lines(lab.edge_access_log))
+            and any(e["path"] == f"/inet-{tag}" for e in log_lines(lab.home_access_log))
         ),
         timeout=20,
         what="the marker request in both access logs",
     )
-    assert not any(l["path"] == f"/lan-{tag}" for l in log_lines(lab.edge_access_log))
-    home = [l for l in log_lines(lab.home_access_log) if l["path"] == f"/lan-{tag}"]
-    assert [l["listener"] for l in home] == ["home_http"]
+    assert not any(e["path"] == f"/lan-{tag}" for e in log_lines(lab.edge_access_log))
+    home = [e for e in log_lines(lab.home_access_log) if e["path"] == f"/lan-{tag}"]
+    assert [e["listener"] for e in home] == ["home_http"]
 
 
 def _proxied_status(lab: Lab, host: str, client: str) -> int:

@@ -16,12 +16,10 @@ from helpers import http_get, wait_for
 def test_burst_of_add_remove_changes_then_the_last_service_answers_within_1s(setup, upstreams):
     up = upstreams("burst")
     plane = setup.plane
-    svc = lambda name: {
-        "name": name,
-        "domains": [f"{name}.example.test"],
-        "upstreams": [up.address],  # noqa: E731
-        "health_check": "off",
-    }
+
+    def svc(name):
+        return {"name": name, "domains": [f"{name}.example.test"], "upstreams": [up.address], "health_check": "off"}
+
     plane.add_service(svc("steady"))
     wait_for(lambda: http_get(setup.http_port, "steady.example.test") == (200, "burst"), 5, what="steady")
     for i in range(100):  # 200 changes: every cluster is gone again milliseconds after it was sent
