@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("ENVOYAGE_VENV", ROOT / ".venv"))
 
 from envoyage.link import secret as link_secret  # noqa: E402  (the checkout's venv has runtime/src)
-from envoyage.module_utils import wireguard as wg  # noqa: E402
-from envoyage.module_utils.files import write_secret_file  # noqa: E402
+from envoyage.module_utils import _wireguard as wg  # noqa: E402
+from envoyage.module_utils._files import write_secret_file  # noqa: E402
 
 
 class LabError(RuntimeError):

@@ -2,7 +2,7 @@
 # Copyright: Envoyage developers
 # Apache License 2.0 (see LICENSE in the runtime package)
 """Filters the roles use to check and plan addresses, over the same code the modules and
-the runtime use (module_utils.wireguard), so that the tunnel plan exists once."""
+the runtime use (module_utils._wireguard), so that the tunnel plan exists once."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,7 +11,7 @@ __metaclass__ = type
 import ipaddress
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.envoyage.core.plugins.module_utils.wireguard import (
+from ansible_collections.envoyage.core.plugins.module_utils._wireguard import (
     WireGuardError,
     address_plan,
     parse_endpoint,

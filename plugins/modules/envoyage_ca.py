@@ -92,8 +92,8 @@ created:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils.files import apply_owner_group, target_problem
-from ansible_collections.envoyage.core.plugins.module_utils.pki import (
+from ansible_collections.envoyage.core.plugins.module_utils._files import apply_owner_group, target_problem
+from ansible_collections.envoyage.core.plugins.module_utils._pki import (
     PkiError,
     cert_pem,
     check_common_name,

@@ -115,8 +115,8 @@ reason:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils.files import apply_owner_group, target_problem
-from ansible_collections.envoyage.core.plugins.module_utils.pki import (
+from ansible_collections.envoyage.core.plugins.module_utils._files import apply_owner_group, target_problem
+from ansible_collections.envoyage.core.plugins.module_utils._pki import (
     PkiError,
     ca_problem,
     cert_pem,

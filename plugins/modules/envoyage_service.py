@@ -103,7 +103,7 @@ import re
 from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils.control_api import ApiError, request
+from ansible_collections.envoyage.core.plugins.module_utils._control_api import ApiError, request
 
 FIELDS = ("domains", "upstreams", "path", "access", "health_check", "websocket", "request_timeout", "idle_timeout")
 # what the API returns besides the desired state itself

@@ -71,8 +71,8 @@ created:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils.files import apply_owner_group, owner_group_problem
-from ansible_collections.envoyage.core.plugins.module_utils.wireguard import WireGuardError, ensure_keypair
+from ansible_collections.envoyage.core.plugins.module_utils._files import apply_owner_group, owner_group_problem
+from ansible_collections.envoyage.core.plugins.module_utils._wireguard import WireGuardError, ensure_keypair
 
 
 def main():

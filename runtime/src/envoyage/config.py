@@ -208,7 +208,7 @@ class EdgeConfig:
 
     @property
     def link_target(self) -> str:
-        from .module_utils.wireguard import address_plan
+        from .module_utils._wireguard import address_plan
 
         plan = address_plan(self.tunnel_prefix)
         host = self.link_address or plan["home"]
@@ -367,7 +367,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             raise ConfigError(f"{origin}: 'topology' must be 'a' (home + VPS) or 'c' (home only), got {value!r}")
         return text
     if key in ("tunnel_prefix",):
-        from .module_utils.wireguard import WireGuardError, address_plan
+        from .module_utils._wireguard import WireGuardError, address_plan
 
         try:
             address_plan(str(value))

@@ -106,7 +106,7 @@ def test_link_secret_writes_the_secret_and_a_derived_key_0600_and_never_replaces
     import os
     import stat
 
-    from envoyage.module_utils import linkkey
+    from envoyage.module_utils import _linkkey as linkkey
 
     cfg = tmp_path / "control.yaml"
     cfg.write_text(f"state_dir: {tmp_path / 'state'}\n")

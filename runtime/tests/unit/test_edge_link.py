@@ -12,7 +12,7 @@ from envoyage.link import secret
 from envoyage.link.server import resource_set, set_version
 from envoyage.link.v1 import link_pb2
 from envoyage.model import ServiceState, parse_service
-from envoyage.module_utils import linkkey
+from envoyage.module_utils import _linkkey as linkkey
 from envoyage.xds import types as T
 from envoyage.xds.assemble import assemble_edge
 from envoyage.xds.translate import EdgeSettings, TranslationCache
@@ -172,7 +172,7 @@ def test_the_edge_link_address_must_be_inside_the_tunnel():
     assert EdgeConfig(link_address="10.88.0.2").link_target == "10.88.0.2:18443"
     for outside in ("203.0.113.5", "home.example.org"):
         with pytest.raises(ConfigError, match="not inside the tunnel prefix"):
-            EdgeConfig(link_address=outside).link_target
+            _ = EdgeConfig(link_address=outside).link_target
 
 
 def test_the_link_server_refuses_every_peer_but_the_vps_before_anything_else(tmp_path):

@@ -51,10 +51,10 @@ def test_the_runtime_wheel_includes_the_module_utils_and_the_stubs(tmp_path):
     (wheel,) = tmp_path.glob("envoyage-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
-        "envoyage/module_utils/wireguard.py",
+        "envoyage/module_utils/_wireguard.py",
         "envoyage/link/v1/link_pb2.py",
         "envoyage/link/v1/link_pb2_grpc.py",
         "envoyage/edge/daemon.py",
     } <= names
-    source = (ROOT / "plugins" / "module_utils" / "wireguard.py").read_bytes()
-    assert zipfile.ZipFile(wheel).read("envoyage/module_utils/wireguard.py") == source
+    source = (ROOT / "plugins" / "module_utils" / "_wireguard.py").read_bytes()
+    assert zipfile.ZipFile(wheel).read("envoyage/module_utils/_wireguard.py") == source

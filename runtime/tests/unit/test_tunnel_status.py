@@ -8,7 +8,7 @@ from pathlib import Path
 
 from envoyage.config import load_config
 from envoyage.control.tunnel import TunnelMonitor
-from envoyage.module_utils import wireguard as wg
+from envoyage.module_utils import _wireguard as wg
 
 
 def test_the_status_file_defaults_to_the_interface_s_file_under_run_and_can_be_set(tmp_path):

@@ -25,7 +25,7 @@ import yaml
 from .. import __version__
 from ..bootstrap import BootstrapError, bootstrap, connect_address
 from ..config import ConfigError, load_config, load_edge_config
-from ..module_utils.wireguard import WireGuardError
+from ..module_utils._wireguard import WireGuardError
 from .client import ApiError, ControlClient, Unreachable
 
 DEFAULT_CONFIG = "/etc/envoyage/control.yaml"
@@ -307,8 +307,8 @@ def cmd_link_secret(args) -> int:
 
 def cmd_tunnel(args) -> int:
     """The tunnel unit's start and stop (the collection's wireguard role): the same backend
-    as the modules and the harness (module_utils.wireguard)."""
-    from ..module_utils import wireguard as wg
+    as the modules and the harness (module_utils._wireguard)."""
+    from ..module_utils import _wireguard as wg
 
     if args.action == "down":
         gone = wg.bring_down(args.interface)

@@ -19,7 +19,7 @@ from .. import __version__
 from ..config import Config, dump_config
 from ..hostnet import HostNetworks
 from ..model import InputError, ServiceSpec, merge_update, parse_service, zones_problem
-from ..module_utils.wireguard import address_plan
+from ..module_utils._wireguard import address_plan
 from ..networks import DockerNetwork, local_docker_networks, vpn_only_networks
 from ..store.registry import Registry
 from ..xds import types as T

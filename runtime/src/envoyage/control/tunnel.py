@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..module_utils.wireguard import WireGuardError, read_status, tunnel_problem
+from ..module_utils._wireguard import WireGuardError, read_status, tunnel_problem
 
 
 class TunnelMonitor:

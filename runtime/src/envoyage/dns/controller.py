@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..module_utils.files import write_secret_file
+from ..module_utils._files import write_secret_file
 from .unbound import UnboundControl, UnboundError
 from .zones import Zone, desired_zones, diff, parse_include, render_include
 

@@ -30,7 +30,7 @@ from ..config import EdgeConfig
 from ..link import LINK_VERSION, VERSION_KEY
 from ..link.secret import SecretError, read_secret
 from ..link.v1 import link_pb2, link_pb2_grpc
-from ..module_utils import linkkey
+from ..module_utils import _linkkey as linkkey
 from ..process import own_directory, prepare_socket, socket_server, stop_within, wait_for_termination
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
@@ -125,7 +125,7 @@ class LinkClient:
     """Keeps one stream to the control plane, reconnecting with backoff (0.2 s doubling
     to 10 s; 10 s after a failed handshake, 30 s after a version mismatch).
 
-    The handshake comes first (envoyage.module_utils.linkkey): the edge sends a nonce,
+    The handshake comes first (envoyage.module_utils._linkkey): the edge sends a nonce,
     checks home's proof of the link key, and only then proves the key itself and takes
     anything from home. The secret never leaves this process."""
 

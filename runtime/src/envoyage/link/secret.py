@@ -1,5 +1,5 @@
 """The edge secret: made once per edge, known only to the edge (a 0600 file). Home keeps
-only the link key derived from it (HKDF; envoyage.module_utils.linkkey, 0600), so the
+only the link key derived from it (HKDF; envoyage.module_utils._linkkey, 0600), so the
 secret, and every other key derived from it (the edge cache's), stays with the edge.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from ..module_utils.files import SecretFileError, read_secret_file, write_secret_file
-from ..module_utils.linkkey import OLD_HASH_NAME, LinkKeyError, read_key_file, write_key_file
+from ..module_utils._files import SecretFileError, read_secret_file, write_secret_file
+from ..module_utils._linkkey import OLD_HASH_NAME, LinkKeyError, read_key_file, write_key_file
 
 
 class SecretError(ValueError):

@@ -2,7 +2,7 @@
 
 The edge dials in over the tunnel; this server and the edge prove to each other that they
 hold the link key derived from the edge secret (a challenge-response, no secret on the
-wire: envoyage.module_utils.linkkey; home holds only the key), then it sends the edge role's snapshot as a ResourceSet
+wire: envoyage.module_utils._linkkey; home holds only the key), then it sends the edge role's snapshot as a ResourceSet
 whenever it changes, measures the round-trip time, and keeps what the edge reports
 about its Envoy for `envoyage status`. One edge at a time: a new authenticated stream
 replaces the old one (a reconnect whose old connection is not known to be dead yet).
@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from .. import __version__
-from ..module_utils import linkkey
+from ..module_utils import _linkkey as linkkey
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
 from ..xds.snapshot import Snapshot

@@ -1,12 +1,12 @@
-"""The CA and leaf-certificate backend in plugins/module_utils/pki.py (the runtime includes
-it as envoyage.module_utils.pki; the Ansible modules import the same file)."""
+"""The CA and leaf-certificate backend in plugins/module_utils/_pki.py (the runtime includes
+it as envoyage.module_utils._pki; the Ansible modules import the same file)."""
 
 import datetime
 import os
 import stat
 
 import pytest
-from ansible_collections.envoyage.core.plugins.module_utils import pki
+from ansible_collections.envoyage.core.plugins.module_utils import _pki as pki
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import os
 import stat
 
 import pytest
-from ansible_collections.envoyage.core.plugins.module_utils import wireguard as wg
+from ansible_collections.envoyage.core.plugins.module_utils import _wireguard as wg
 
 
 def test_keys_are_x25519_and_the_public_key_matches_wg_pubkey():

@@ -30,7 +30,7 @@ import hmac
 import os
 import struct
 
-from .files import SecretFileError, read_secret_file, write_secret_file
+from ._files import SecretFileError, read_secret_file, write_secret_file
 
 LINK_INFO = b"envoyage edge link v1"
 SCHEME = "envoyage-link-key-v1"

@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import time
 
-from .files import SecretFileError, read_secret_file, write_secret_file
+from ._files import SecretFileError, read_secret_file, write_secret_file
 
 DEFAULT_PREFIX = "10.88.0.0/24"
 DEFAULT_LISTEN_PORT = 51820

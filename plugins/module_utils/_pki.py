@@ -18,7 +18,7 @@ __metaclass__ = type
 import datetime
 import ipaddress
 
-from .files import SecretFileError, read_secret_file, write_secret_file
+from ._files import SecretFileError, read_secret_file, write_secret_file
 
 KEY_TYPES = ("ec", "rsa", "ed25519")
 RSA_SIZES = (2048, 3072, 4096)
