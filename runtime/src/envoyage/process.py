@@ -4,14 +4,18 @@ and a stop on SIGTERM/SIGINT that cannot hang forever."""
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import logging
 import os
 import pwd
+import queue
 import signal
 import socket
 import stat
 import threading
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 
 log = logging.getLogger("envoyage")
@@ -128,3 +132,112 @@ def _give_up_stopping(timeout: float) -> None:
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(1)
+
+
+class ElasticExecutor(futures.Executor):
+    """A thread pool whose idle threads end after `idle` seconds (the standard one keeps
+    every thread it ever made: after a peak of hundreds of streams, hundreds of idle
+    threads and their memory stay for good). When a busy period ends (streams down to a
+    quarter of their peak), freed heap memory is handed back to the system (malloc_trim).
+
+    Every item is accounted for when it is queued: it reserves an idle thread, or starts
+    a new one, or (at the limit) waits for the next thread that finishes. An idle thread
+    whose wait times out leaves only if it is not reserved, so no item is ever left
+    without a thread."""
+
+    def __init__(self, max_workers: int, idle: float = 10.0, name: str = "xds"):
+        self._max, self._idle_s, self._name = max_workers, idle, name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._free = 0  # idle threads no queued item has reserved
+        self._backlog = 0  # items queued at the limit, for the next thread that finishes
+        self._busy = 0
+        self._peak = 0
+        self._shutdown = False
+        self._ids = itertools.count(1)
+
+    @property
+    def threads(self) -> int:
+        with self._lock:
+            return self._threads
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: futures.Future = futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            self._queue.put((future, fn, args, kwargs))
+            if self._free > 0:
+                self._free -= 1
+            elif self._threads < self._max:
+                self._threads += 1
+                threading.Thread(target=self._work, name=f"{self._name}-{next(self._ids)}", daemon=True).start()
+            else:
+                self._backlog += 1
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if self._free > 0 or self._shutdown:
+                        self._free -= 1 if self._free > 0 else 0
+                        self._threads -= 1
+                        return
+                continue  # an item reserved an idle thread: it may be this one
+            if item is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            with self._lock:
+                self._busy += 1
+                self._peak = max(self._peak, self._busy)
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: BLE001 - handed to the future, as the standard pool does
+                    future.set_exception(exc)
+            del item, future, fn, args, kwargs
+            with self._lock:
+                self._busy -= 1
+                if self._backlog > 0:
+                    self._backlog -= 1  # this thread takes a queued item that found no thread
+                else:
+                    self._free += 1
+                trim = self._peak >= 32 and self._busy <= self._peak // 4
+                if trim:
+                    self._peak = self._busy
+            if trim:
+                release_free_memory()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            threads = self._threads
+        for _thread in range(threads):
+            self._queue.put(None)
+
+
+def release_free_memory() -> None:
+    """Return freed heap pages to the system (glibc; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives busy threads heaps of their own (up to 8 per core), and memory freed
+    in them is rarely returned: with hundreds of short-lived stream threads that is tens
+    of MB kept after a peak. Called once at start, before threads exist. A
+    MALLOC_ARENA_MAX set in the environment wins."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass

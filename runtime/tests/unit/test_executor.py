@@ -5,7 +5,7 @@ import time
 
 from helpers import wait_for
 
-from envoyage.xds.server import ElasticExecutor
+from envoyage.process import ElasticExecutor
 
 
 def test_every_task_runs_up_to_the_limit_then_as_threads_free_up_and_idle_threads_end():

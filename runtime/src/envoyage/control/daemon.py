@@ -13,13 +13,14 @@ from waitress.server import create_server
 from ..config import Config
 from ..process import (
     AlreadyRunning,
+    limit_malloc_arenas,
     own_directory,
     prepare_socket,
     socket_server,
     stop_within,
     wait_for_termination,
 )
-from ..xds.server import limit_malloc_arenas, serve
+from ..xds.server import serve
 from .api import create_app
 from .plane import ControlPlane
 

@@ -31,10 +31,17 @@ from ..link import LINK_VERSION, VERSION_KEY
 from ..link.secret import SecretError, read_secret
 from ..link.v1 import link_pb2, link_pb2_grpc
 from ..module_utils import _linkkey as linkkey
-from ..process import own_directory, prepare_socket, socket_server, stop_within, wait_for_termination
+from ..process import (
+    limit_malloc_arenas,
+    own_directory,
+    prepare_socket,
+    socket_server,
+    stop_within,
+    wait_for_termination,
+)
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
-from ..xds.server import AdsServer, limit_malloc_arenas, serve
+from ..xds.server import AdsServer, serve
 from ..xds.snapshot import InconsistentSnapshot, Snapshot
 from ..xds.status import BaseCallbacks, StatusTracker
 
