@@ -416,7 +416,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         try:
             domain = parse_domain(key, value)
         except InputError as exc:
-            raise ConfigError(f"{origin}: 'docker_default_domain': {exc.message}")
+            raise ConfigError(f"{origin}: 'docker_default_domain': {exc.message}") from None
         if domain.startswith("*."):
             raise ConfigError(
                 f"{origin}: 'docker_default_domain' must be a plain domain, not a wildcard, got {value!r}"

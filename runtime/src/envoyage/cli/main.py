@@ -83,7 +83,7 @@ def _service_body(args, partial: bool) -> dict[str, Any]:
 def _domains(svc: dict[str, Any]) -> str:
     """Domains as stored (ASCII), each followed by its Unicode form when it has one."""
     shown = svc.get("domains_unicode") or svc["domains"]
-    return ",".join(d if d == u else f"{d} ({u})" for d, u in zip(svc["domains"], shown))
+    return ",".join(d if d == u else f"{d} ({u})" for d, u in zip(svc["domains"], shown, strict=True))
 
 
 def _print_services(services: list[dict[str, Any]]) -> None:
@@ -98,7 +98,7 @@ def _print_services(services: list[dict[str, Any]]) -> None:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     for s in services:
         for p in s["problems"]:
             print(f"problem: {s['name']}: {p}")
