@@ -38,7 +38,7 @@ def tunnel_plan(prefix):
     try:
         return address_plan(str(prefix))
     except WireGuardError as exc:
-        raise AnsibleFilterError(str(exc))
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def wireguard_conf(peer_public_key, side, prefix, endpoint=None, listen_port=51820):
@@ -51,7 +51,7 @@ def wireguard_conf(peer_public_key, side, prefix, endpoint=None, listen_port=518
         if side == "vps":
             return render_vps(None, str(peer_public_key), plan, listen_port=int(listen_port))
     except WireGuardError as exc:
-        raise AnsibleFilterError(str(exc))
+        raise AnsibleFilterError(str(exc)) from None
     raise AnsibleFilterError("wireguard_conf: side must be 'home' or 'vps', not %r" % (side,))
 
 

@@ -122,12 +122,12 @@ def read_key_file(path):
                     "this control plane no longer uses: it needs the link key file %s instead; %s"
                     % (old, path, UPGRADE_HINT),
                     missing=True,
-                )
+                ) from None
             raise LinkKeyError(
                 "no edge link key is set up (%s does not exist; create one with `envoyage link-secret`)" % path,
                 missing=True,
-            )
-        raise LinkKeyError(str(exc))
+            ) from None
+        raise LinkKeyError(str(exc)) from None
     if text.startswith("sha256$"):
         raise LinkKeyError(
             "%s holds the edge secret's hash of Envoyage before edge-link version 2, not a link key; "
@@ -139,7 +139,7 @@ def read_key_file(path):
             raise ValueError(path)
         salt, key = binascii.unhexlify(parts[1]), binascii.unhexlify(parts[2])
     except (ValueError, TypeError, binascii.Error):
-        raise LinkKeyError("%s does not hold an edge link key (expected %s$SALT$KEY)" % (path, SCHEME))
+        raise LinkKeyError("%s does not hold an edge link key (expected %s$SALT$KEY)" % (path, SCHEME)) from None
     if len(key) != KEY_BYTES or not salt:
         raise LinkKeyError("%s does not hold an edge link key (a key is %d bytes)" % (path, KEY_BYTES))
     return salt, key
