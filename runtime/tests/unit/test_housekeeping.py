@@ -1,0 +1,105 @@
+"""What a user of the collection expects around the code: a license that matches what
+galaxy.yml and the runtime's pyproject.toml declare, no placeholder URLs, changelog
+fragments antsibull-changelog can read, and a README per role that says what its argument
+spec says (scripts/role-readmes.py writes them)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+FRAGMENTS = sorted((ROOT / "changelogs" / "fragments").iterdir())
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta").is_dir())
+
+
+def test_the_license_file_is_the_license_galaxy_yml_and_pyproject_name():
+    galaxy = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+    pyproject = tomllib.loads((ROOT / "runtime" / "pyproject.toml").read_text())
+    assert galaxy["license"] == ["Apache-2.0"]
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    assert "license_file" not in galaxy, "galaxy.yml takes license or license_file, not both"
+
+
+def test_galaxy_yml_has_no_placeholder_urls():
+    text = (ROOT / "galaxy.yml").read_text()
+    assert "example.invalid" not in text and "example.com" not in text
+    galaxy = yaml.safe_load(text)
+    for field in ("repository", "documentation", "homepage", "issues"):
+        if field in galaxy:
+            assert str(galaxy[field]).startswith("https://"), f"galaxy.yml {field}: {galaxy[field]!r}"
+
+
+def _allowed_sections() -> set[str]:
+    config = yaml.safe_load((ROOT / "changelogs" / "config.yaml").read_text())
+    return {name for name, _title in config["sections"]} | {
+        config["prelude_section_name"],
+        config["trivial_section_name"],
+    }
+
+
+def test_changelog_config_names_the_sections_fragments_use():
+    allowed = _allowed_sections()
+    assert {"major_changes", "minor_changes", "breaking_changes", "security_fixes", "bugfixes"} <= allowed
+    assert {"release_summary", "trivial"} <= allowed
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: p.name)
+def test_every_changelog_fragment_parses_and_uses_only_the_configured_sections(fragment):
+    assert fragment.suffix in (".yml", ".yaml"), f"{fragment.name}: antsibull-changelog reads .yml/.yaml only"
+    data = yaml.safe_load(fragment.read_text())
+    assert isinstance(data, dict) and data, f"{fragment.name}: a fragment is a mapping of section -> entries"
+    config = yaml.safe_load((ROOT / "changelogs" / "config.yaml").read_text())
+    unknown = set(data) - _allowed_sections()
+    assert not unknown, f"{fragment.name}: sections not in changelogs/config.yaml: {sorted(unknown)}"
+    for section, entries in data.items():
+        if section == config["prelude_section_name"]:
+            assert isinstance(entries, str) and entries.strip(), f"{fragment.name}: {section} is one text"
+            continue
+        assert isinstance(entries, list) and entries, f"{fragment.name}: {section} is a list of entries"
+        for entry in entries:
+            assert isinstance(entry, str) and entry.strip(), f"{fragment.name}: {section}: an empty or non-text entry"
+
+
+def test_the_role_readmes_are_what_scripts_role_readmes_py_writes():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "role-readmes.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+_ROW = re.compile(r"^\| `([a-z0-9_]+)` \|", re.MULTILINE)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_readme_lists_exactly_the_options_of_its_argument_spec(role):
+    readme = ROOT / "roles" / role / "README.md"
+    assert readme.exists(), f"roles/{role}/README.md is missing: run python3 scripts/role-readmes.py"
+    text = readme.read_text()
+    assert text.startswith(f"# envoyage.core.{role}\n")
+    spec_file = ROOT / "roles" / role / "meta" / "argument_specs.yml"
+    if not spec_file.exists():  # defaults only (common): the README lists them
+        defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+        listed = set(re.findall(r"^- `([a-z0-9_]+)`$", text, re.MULTILINE))
+        assert listed == set(defaults), f"{role}: README {sorted(listed ^ set(defaults))}"
+        return
+    specs = yaml.safe_load(spec_file.read_text())["argument_specs"]
+    options = set()
+    for spec in specs.values():
+        options |= set(spec.get("options") or {})
+    documented = set(_ROW.findall(text))
+    assert documented == options, (
+        f"{role}: in the spec only {sorted(options - documented)}, in the README only {sorted(documented - options)}"
+    )
