@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from . import types as T
+from .snapshot import Snapshot
 from .stream import Stream, absent_endpoints, bounded_message, names_problem
 
 log = logging.getLogger("envoyage.xds")
@@ -53,7 +54,7 @@ class DeltaStream(Stream):
             return True
         return type_url == T.VHOST and name.split("/", 1)[0] in st.subscribed
 
-    def handle(self, req: discovery_pb2.DeltaDiscoveryRequest) -> list:
+    def handle(self, req: discovery_pb2.DeltaDiscoveryRequest) -> discovery_pb2.DeltaDiscoveryResponse | None:
         type_url = req.type_url
         log.debug(
             "node %s: delta %s request subscribe=%s unsubscribe=%s nonce=%s%s",
@@ -113,15 +114,13 @@ class DeltaStream(Stream):
             # answer changes and removes nothing (compared per resource)
             snap = self.snapshot()
             in_sync = snap is not None and (resp is None or (not resp.resources and not resp.removed_resources))
-            self._callbacks("on_reported", type_url, snap.version(type_url) if in_sync else "", in_sync)
-        return [resp] if resp is not None else []
+            version = snap.version(type_url) if snap is not None and in_sync else ""
+            self._callbacks("on_reported", type_url, version, in_sync)
+        return resp
 
-    def respond(self, type_url: str, force: bool = False):
-        ready = self._ready(type_url)
-        if ready is None:
-            return None
-        st, snap = ready
-        version = snap.version(type_url)
+    def response(
+        self, type_url: str, st: _DeltaType, snap: Snapshot, version: str, force: bool
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         if (
             not st.initial_pending
             and not st.dirty

@@ -43,6 +43,11 @@ def node_problem(node) -> str | None:
     return None
 
 
+def role_key(node, delta: bool = False) -> str:
+    """The snapshot key of a node by default: its role's (the VHDS variant for delta)."""
+    return snapshot_key(node_role(node), delta)
+
+
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The gRPC servicer. `key_for` maps a node to its snapshot key (its role for now).
 
@@ -65,8 +70,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         """`key_for(node, delta)`: the snapshot key a node is served from (default: its role,
         and the role's VHDS variant for delta nodes)."""
         self.cache = cache
-        if key_for is not None:
-            self.key_for = key_for
+        self.key_for: Callable[..., str] = key_for if key_for is not None else role_key
         self.callbacks = list(callbacks)
         self.stopping = threading.Event()
         self.max_streams = max_streams
@@ -127,13 +131,6 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     def add_callbacks(self, cb) -> None:
         self.callbacks.append(cb)
-
-    def remove_callbacks(self, cb) -> None:
-        self.callbacks.remove(cb)
-
-    @staticmethod
-    def key_for(node, delta: bool = False) -> str:
-        return snapshot_key(node_role(node), delta)
 
     def StreamAggregatedResources(self, request_iterator, context):  # noqa: N802 - gRPC name
         return SotwStream(self, request_iterator, context).run()

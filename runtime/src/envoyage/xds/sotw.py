@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from . import types as T
+from .snapshot import Snapshot
 from .stream import Stream, absent_endpoints, bounded_message, names_problem
 
 log = logging.getLogger("envoyage.xds")
@@ -37,7 +38,7 @@ class SotwStream(Stream):
         st = self.types.get(T.CLUSTER)
         return set(st.sent_resources) if st else set()
 
-    def handle(self, req: discovery_pb2.DiscoveryRequest) -> list:
+    def handle(self, req: discovery_pb2.DiscoveryRequest) -> discovery_pb2.DiscoveryResponse | None:
         type_url = req.type_url
         first = type_url not in self.types
         st = self.types.setdefault(type_url, _SotwType())
@@ -59,7 +60,7 @@ class SotwStream(Stream):
                 req.response_nonce,
                 st.nonce,
             )
-            return []
+            return None
         if req.response_nonce and req.response_nonce != st.answered_nonce:
             st.answered_nonce = req.response_nonce  # one ACK/NACK per response
             if req.HasField("error_detail"):
@@ -80,15 +81,11 @@ class SotwStream(Stream):
             new_names = bool(names - st.sent_names)
         st.names = names
         st.watch_open = True
-        resp = self.respond(type_url, force=new_names)
-        return [resp] if resp is not None else []
+        return self.respond(type_url, force=new_names)
 
-    def respond(self, type_url: str, force: bool = False):
-        ready = self._ready(type_url)
-        if ready is None:
-            return None
-        st, snap = ready
-        version = snap.version(type_url)
+    def response(
+        self, type_url: str, st: _SotwType, snap: Snapshot, version: str, force: bool
+    ) -> discovery_pb2.DiscoveryResponse | None:
         have = st.sent_version if st.sent_version is not None else st.envoy_version
         if not force and (version == have or version == st.nacked_version):
             return None

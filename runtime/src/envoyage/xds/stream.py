@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -98,7 +98,7 @@ class Stream:
         self.role = ""
         self.key = ""
         self.nonce_counter = itertools.count(1)
-        self._cancel_watch = None
+        self._cancel_watch: Callable[[], None] | None = None
         self._requests = requests
         self.types: dict = {}  # type URL -> per-type stream state
         context.add_callback(lambda: self.events.put((_END, None)))
@@ -153,7 +153,9 @@ class Stream:
                         log.warning("node %s: stream %s closed: %s", self.node_id, self.id, problem)
                         self.context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
                     if req.type_url in T.MESSAGE_CLASSES:
-                        out = self.handle(req)
+                        resp = self.handle(req)
+                        if resp is not None:
+                            out = [resp]
                     else:
                         log.warning("node %s asked for unsupported type %s", self.node_id, req.type_url)
                 elif kind == _WAKE:
@@ -184,14 +186,6 @@ class Stream:
     def snapshot(self) -> Snapshot | None:
         return self.cache.get_snapshot(self.key)
 
-    def _ready(self, type_url: str):
-        """(type state, snapshot) when a response for this type may be sent now, else None."""
-        st = self.types.get(type_url)
-        snap = self.snapshot()
-        if st is None or not st.watch_open or snap is None:
-            return None
-        return st, snap
-
     def sent_cluster_names(self) -> set[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -216,8 +210,20 @@ class Stream:
                 out.append(resp)
         return out
 
-    def handle(self, req) -> list:  # pragma: no cover - abstract
+    def handle(self, req):  # pragma: no cover - abstract
+        """Take one request of a known type; the response it calls for, or None."""
         raise NotImplementedError
 
-    def respond(self, type_url: str, force: bool = False):  # pragma: no cover - abstract
+    def respond(self, type_url: str, force: bool = False):
+        """The response for `type_url` when one may be sent now (the stream asked for the
+        type, its previous response is answered, a snapshot exists) and `response` finds
+        something to send (`force`: even at an unchanged version), else None."""
+        st = self.types.get(type_url)
+        snap = self.snapshot()
+        if st is None or not st.watch_open or snap is None:
+            return None
+        return self.response(type_url, st, snap, snap.version(type_url), force)
+
+    def response(self, type_url: str, st, snap: Snapshot, version: str, force: bool):  # pragma: no cover - abstract
+        """The protocol's response for one type (`st`: the stream's state of it), or None."""
         raise NotImplementedError
