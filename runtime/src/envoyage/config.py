@@ -229,7 +229,6 @@ def _fields(cls) -> dict:
     return {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
 
 
-_FIELDS = _fields(Config)
 _PATHS = {
     "state_dir",
     "run_dir",
