@@ -35,8 +35,8 @@ def read_secret_file(path, what):
             data = handle.read()
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            raise SecretFileError("%s %s does not exist" % (what, path), missing=True)
-        raise SecretFileError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+            raise SecretFileError("%s %s does not exist" % (what, path), missing=True) from None
+        raise SecretFileError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
     if st.st_mode & 0o077:
         raise SecretFileError(
             "%s %s is readable by others (mode %04o); it must be 0600" % (what, path, st.st_mode & 0o7777)
@@ -103,9 +103,17 @@ def target_problem(params, path_options):
     return owner_group_problem(params.get("owner"), params.get("group"))
 
 
+def owner_group_spec():
+    """The argument spec of the owner and group options of a module that writes files."""
+    return dict(owner=dict(type="str"), group=dict(type="str"))
+
+
 def apply_owner_group(module, paths, changed):
-    """Give `paths` the module's owner and group options (check mode and diff aware)."""
+    """Give `paths` the module's owner and group options (check mode and diff aware). A
+    path that does not exist (in check mode: a file the module would make) is left out."""
     for path in paths:
+        if not os.path.lexists(path):
+            continue
         changed = module.set_owner_if_different(path, module.params["owner"], changed)
         changed = module.set_group_if_different(path, module.params["group"], changed)
     return changed

@@ -6,9 +6,15 @@ code (DESIGN.md, "Who owns what"). The Ansible modules envoyage_ca and envoyage_
 it to issue the root CA and long-lived certificates; the runtime (as envoyage.module_utils)
 issues and rotates short-lived leaves with the same functions.
 
-Pure functions build keys and certificates and decide whether one must be renewed; the
-file functions read them (refusing private keys others can read) and write them
-atomically with their mode. Only the standard library and `cryptography` are used.
+Pure functions build keys and certificates and decide whether one must be made again
+(ca_needs_regeneration, leaf_needs_regeneration); the file functions read them (refusing
+private keys others can read) and write them atomically with their mode; ensure_ca and
+ensure_leaf do what the modules envoyage_ca and envoyage_cert promise (check mode
+included), so that the modules only map their options and results. Only the standard
+library and `cryptography` are used.
+
+Private to the collection (not public API): its name starts with an underscore, as in
+community.crypto.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,12 +23,17 @@ __metaclass__ = type
 
 import datetime
 import ipaddress
+import os
 
 from ._files import SecretFileError, read_secret_file, write_secret_file
 
 KEY_TYPES = ("ec", "rsa", "ed25519")
 RSA_SIZES = (2048, 3072, 4096)
 USAGES = ("server", "client", "both")
+CA_MAX_DAYS = 36500
+LEAF_MAX_DAYS = 3650
+KEY_MODE = 0o600
+CERT_MODE = 0o644
 
 
 class PkiError(Exception):
@@ -39,13 +50,15 @@ class _Crypto:
             from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
             from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
         except ImportError:
-            raise PkiError("the Python package 'cryptography' is needed (Debian: apt install python3-cryptography)")
+            raise PkiError(
+                "the Python package 'cryptography' is needed (Debian: apt install python3-cryptography)"
+            ) from None
         self.x509, self.hashes, self.serialization = x509, hashes, serialization
         self.ec, self.ed25519, self.rsa = ec, ed25519, rsa
         self.ExtendedKeyUsageOID, self.NameOID = ExtendedKeyUsageOID, NameOID
 
 
-_CRYPTO = []
+_CRYPTO: list = []  # the one _Crypto, made when first needed
 
 
 def _crypto():
@@ -75,14 +88,18 @@ def check_common_name(common_name):
     return common_name
 
 
+def days_problem(days, maximum):
+    """A sentence naming the option if `days` is not a validity from 1 to `maximum` days."""
+    if not 1 <= int(days) <= maximum:
+        return "days: %d is not between 1 and %d" % (int(days), maximum)
+    return None
+
+
 # -- keys -------------------------------------------------------------------------------
 
 
 def generate_key(key_type="ec", size=None):
     c = _crypto()
-    x509 = c.x509
-    hashes = c.hashes
-    serialization = c.serialization
     ec = c.ec
     ed25519 = c.ed25519
     rsa = c.rsa
@@ -132,11 +149,12 @@ def load_key(path):
     try:
         data = read_secret_file(path, "the private key file")
     except SecretFileError as exc:
-        raise PkiError(str(exc))
+        raise PkiError(str(exc)) from None
     try:
         return serialization.load_pem_private_key(data, password=None)
     except Exception:  # noqa: BLE001 - ValueError, TypeError, UnsupportedAlgorithm: all "not a usable key"
-        raise PkiError("%s does not hold an unencrypted PEM private key of a supported type" % path)
+        # from None: the parser's exception must not carry the file's content along
+        raise PkiError("%s does not hold an unencrypted PEM private key of a supported type" % path) from None
 
 
 def load_named(option, loader, path):
@@ -144,13 +162,18 @@ def load_named(option, loader, path):
     try:
         return loader(path)
     except PkiError as exc:
-        raise PkiError("%s: %s" % (option, exc))
+        raise PkiError("%s: %s" % (option, exc)) from None
+
+
+def load_if_there(option, loader, path):
+    """load_named(option, loader, path), or None if `path` does not exist."""
+    return load_named(option, loader, path) if os.path.exists(path) else None
 
 
 def new_key(path, key_type="ec", key_size=None):
     """A new private key of `key_type` (`key_size` for RSA only), written to `path` (0600)."""
     key = generate_key(key_type, key_size if key_type == "rsa" else None)
-    write_file(path, key_pem(key), 0o600)
+    write_file(path, key_pem(key), KEY_MODE)
     return key
 
 
@@ -160,11 +183,11 @@ def load_cert(path):
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as exc:
-        raise PkiError("cannot read the certificate %s: %s" % (path, exc.strerror or exc))
+        raise PkiError("cannot read the certificate %s: %s" % (path, exc.strerror or exc)) from None
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError:
-        raise PkiError("%s does not hold a PEM certificate" % path)
+        raise PkiError("%s does not hold a PEM certificate" % path) from None
 
 
 def cert_pem(cert):
@@ -194,8 +217,9 @@ def _name(common_name):
 def create_ca(key, common_name, days=3650):
     """A self-signed root CA (path length 0: it signs leaves only)."""
     x509 = _crypto().x509
-    if not 1 <= int(days) <= 36500:
-        raise PkiError("days %r: must be between 1 and 36500" % (days,))
+    problem = days_problem(days, CA_MAX_DAYS)
+    if problem:
+        raise PkiError(problem)
     now = _now()
     name = _name(common_name)
     builder = (
@@ -256,8 +280,9 @@ def issue_leaf(ca_key, ca_cert, key, common_name, sans, days=365, usage="server"
     ExtendedKeyUsageOID = c.ExtendedKeyUsageOID
     if usage not in USAGES:
         raise PkiError("usage %r: must be one of %s" % (usage, ", ".join(USAGES)))
-    if not 1 <= int(days) <= 3650:
-        raise PkiError("days %r: must be between 1 and 3650" % (days,))
+    problem = days_problem(days, LEAF_MAX_DAYS)
+    if problem:
+        raise PkiError(problem)
     entries = []
     for kind, value in parse_sans(sans):
         if kind == "dns":
@@ -384,3 +409,177 @@ def write_file(path, data, mode, owner=None, group=None):
     if isinstance(data, bytes):
         data = data.decode("ascii")
     write_secret_file(path, data, mode=mode, owner=owner, group=group)
+
+
+# -- what the modules decide and do -----------------------------------------------------
+
+
+def ca_options_problem(common_name, days):
+    """A sentence naming the option if envoyage_ca's options cannot make a CA, else None."""
+    problem = days_problem(days, CA_MAX_DAYS)
+    if problem:
+        return problem
+    try:
+        check_common_name(common_name)
+    except PkiError as exc:
+        return "common_name: %s" % exc
+    return None
+
+
+def leaf_options_problem(common_name, sans, days, renew_before_days):
+    """A sentence naming the option if envoyage_cert's options cannot make a certificate
+    that lasts beyond its renewal window, else None."""
+    problem = days_problem(days, LEAF_MAX_DAYS)
+    if problem:
+        return problem
+    if not 0 <= renew_before_days < days:
+        return "renew_before_days: %d must be at least 0 and less than days (%d)" % (renew_before_days, days)
+    try:
+        check_common_name(common_name)
+    except PkiError as exc:
+        return "common_name: %s" % exc
+    try:
+        parse_sans(sans)  # its errors name subject_alt_names
+    except PkiError as exc:
+        return str(exc)
+    return None
+
+
+def read_ca(key_path, cert_path):
+    """The CA's (key, certificate) as they are on disk, None for a file that does not
+    exist. A certificate without its key, or a key that does not match the certificate,
+    is a PkiError naming the option: a CA is never replaced by accident."""
+    if os.path.exists(cert_path) and not os.path.exists(key_path):
+        raise PkiError(
+            "key_path: %s does not exist but the CA certificate %s does; refusing to make a "
+            "new CA over it (move the certificate away to start a new CA)" % (key_path, cert_path)
+        )
+    key = load_if_there("key_path", load_key, key_path)
+    cert = load_if_there("cert_path", load_cert, cert_path)
+    if key is not None and cert is not None and not key_matches_cert(key, cert):
+        raise PkiError(
+            "key_path: the CA key %s does not match the CA certificate %s; refusing to "
+            "change either (move both away to start a new CA)" % (key_path, cert_path)
+        )
+    return key, cert
+
+
+def ca_needs_regeneration(key, cert):
+    """Why the CA's files must be written (a sentence), or None when the CA is complete.
+    Only a missing file counts: an existing CA stays as it is, whatever its options say."""
+    if key is None:
+        return "it did not exist"
+    if cert is None:
+        return "its certificate did not exist"
+    return None
+
+
+def private_key_spec():
+    """The argument spec of the options of a private key the module makes if missing."""
+    return dict(
+        key_type=dict(type="str", choices=list(KEY_TYPES), default="ec"),
+        key_size=dict(type="int", choices=list(RSA_SIZES), default=3072),
+    )
+
+
+def ensure_ca(key_path, cert_path, common_name, key_type="ec", key_size=3072, days=3650, check_mode=False):
+    """Make what is missing of the CA (read_ca refuses what must not be touched).
+
+    Returns what envoyage_ca returns: `changed` (files were written, or would be in check
+    mode), `created` (a new key and certificate), `certificate` (PEM text; "" in check
+    mode when it would be made), `info` (describe() of it; only when it exists), `reason`
+    (why the files were written, or None) and `diff` (which of the two files exist)."""
+    key, cert = read_ca(key_path, cert_path)
+    reason = ca_needs_regeneration(key, cert)
+    result = {
+        "changed": bool(reason),
+        "reason": reason,
+        "created": key is None,
+        "certificate": "",
+        "diff": {
+            "before": {"key": key is not None, "certificate": cert is not None},
+            "after": {"key": True, "certificate": True},
+        },
+    }
+    if reason and check_mode:
+        return result
+    if reason:
+        if key is None:
+            key = new_key(key_path, key_type, key_size)
+        cert = create_ca(key, common_name, days)
+        write_file(cert_path, cert_pem(cert), CERT_MODE)
+    result.update(certificate=cert_pem(cert).decode("ascii"), info=describe(cert))
+    return result
+
+
+def read_issuing_ca(ca_key_path, ca_cert_path, renew_before_days, now=None):
+    """(CA key, CA certificate) that can issue a certificate lasting beyond the renewal
+    window; PkiError naming the option otherwise (missing, mismatched, expiring)."""
+    ca_key = load_named("ca_key_path", load_key, ca_key_path)
+    ca_cert = load_named("ca_cert_path", load_cert, ca_cert_path)
+    if not key_matches_cert(ca_key, ca_cert):
+        raise PkiError("ca_key_path: the CA key %s does not match the CA certificate %s" % (ca_key_path, ca_cert_path))
+    problem = ca_problem(ca_cert, renew_before_days, now)
+    if problem:
+        raise PkiError("ca_cert_path: %s" % problem)
+    return ca_key, ca_cert
+
+
+def leaf_needs_regeneration(key, cert, ca_cert, sans, renew_before_days, now=None):
+    """Why the leaf certificate must be issued again (a sentence), or None: it or its key
+    does not exist, it belongs to another key, or renewal_reason() says so."""
+    if cert is None:
+        return "it did not exist"
+    if key is None:
+        return "its key did not exist"
+    if not key_matches_cert(key, cert):
+        return "it does not belong to the key"
+    return renewal_reason(cert, renew_before_days, sans, ca_cert, now)
+
+
+def leaf_summary(cert):
+    """What the diff shows of a leaf certificate ({} for none)."""
+    if cert is None:
+        return {}
+    d = describe(cert)
+    return {"subject_alt_names": d["subject_alt_names"], "not_after": d["not_after"], "issuer": d["issuer"]}
+
+
+def ensure_leaf(
+    ca_key_path,
+    ca_cert_path,
+    key_path,
+    cert_path,
+    common_name,
+    subject_alt_names,
+    usage="server",
+    key_type="ec",
+    key_size=3072,
+    days=365,
+    renew_before_days=30,
+    check_mode=False,
+    now=None,
+):
+    """Issue the leaf certificate (and make its key if missing) when
+    leaf_needs_regeneration() gives a reason.
+
+    Returns what envoyage_cert returns: `changed`, `reason` (or None), `certificate` (PEM
+    text; "" in check mode when it would be issued), `info` (describe() of it; only when
+    it exists after the run) and `diff` (leaf_summary() before and after; in check mode
+    the names only after)."""
+    ca_key, ca_cert = read_issuing_ca(ca_key_path, ca_cert_path, renew_before_days, now)
+    key = load_if_there("key_path", load_key, key_path)
+    cert = load_if_there("cert_path", load_cert, cert_path)
+    reason = leaf_needs_regeneration(key, cert, ca_cert, subject_alt_names, renew_before_days, now)
+    result = {"changed": bool(reason), "reason": reason, "certificate": "", "diff": {"before": leaf_summary(cert)}}
+    if reason and check_mode:
+        result["diff"]["after"] = {"subject_alt_names": [value for _kind, value in parse_sans(subject_alt_names)]}
+        return result
+    if reason:
+        if key is None:
+            key = new_key(key_path, key_type, key_size)
+        cert = issue_leaf(ca_key, ca_cert, key, common_name, subject_alt_names, days, usage)
+        write_file(cert_path, cert_pem(cert), CERT_MODE)
+    result.update(certificate=cert_pem(cert).decode("ascii"), info=describe(cert))
+    result["diff"]["after"] = leaf_summary(cert)
+    return result

@@ -57,7 +57,7 @@ def _x25519():
         raise WireGuardError(
             "the Python package 'cryptography' is needed to create WireGuard keys "
             "(Debian: apt install python3-cryptography)"
-        )
+        ) from None
     return x25519, serialization
 
 
@@ -65,7 +65,7 @@ def _raw(key_b64, what):
     try:
         raw = base64.b64decode(key_b64.strip(), validate=True)
     except (binascii.Error, ValueError, AttributeError):
-        raise WireGuardError("the %s is not a WireGuard key (expected 44 characters of base64)" % what)
+        raise WireGuardError("the %s is not a WireGuard key (expected 44 characters of base64)" % what) from None
     if len(raw) != 32:
         raise WireGuardError("the %s is not a WireGuard key (expected 32 bytes, got %d)" % (what, len(raw)))
     return raw
@@ -97,18 +97,31 @@ def read_private_key(path):
     try:
         content = read_secret_file(path, "the private key file").decode("ascii", "replace")
     except SecretFileError as exc:
-        raise WireGuardError(str(exc))
+        raise WireGuardError(str(exc)) from None
     try:
         return check_key(content, "private key in %s" % path)
     except WireGuardError:
         # never echo the content: it may be a key in another format
-        raise WireGuardError("the file %s does not hold a WireGuard private key" % path)
+        raise WireGuardError("the file %s does not hold a WireGuard private key" % path) from None
+
+
+def keypair_needs_regeneration(path):
+    """Why a private key must be written at `path` (a sentence), or None. Only a missing
+    file counts: an existing key is never replaced (a tunnel keeps its identity), and one
+    that others can read or that holds something else is an error (read_private_key)."""
+    return None if os.path.exists(path) else "it did not exist"
+
+
+def keypair_diff(path, created):
+    """The diff of ensure_keypair's run: whether the key file existed before and after."""
+    return {"before": {"path": path, "exists": not created}, "after": {"path": path, "exists": True}}
 
 
 def ensure_keypair(path, check_mode=False):
-    """Create a private key at `path` unless one is there. Returns (public key, created).
-    An existing file is kept as it is (a tunnel's identity is never replaced by accident)."""
-    if os.path.exists(path):
+    """Create a private key at `path` if keypair_needs_regeneration() says so. Returns
+    (public key, created); the public key is None in check mode when the key would be
+    made. An existing file is kept as it is."""
+    if not keypair_needs_regeneration(path):
         return public_key(read_private_key(path)), False
     if check_mode:
         return None, True
@@ -119,7 +132,7 @@ def ensure_keypair(path, check_mode=False):
         write_secret_file(path, generate_private_key() + "\n", exclusive=True)
     except OSError as exc:
         if getattr(exc, "errno", None) != 17:  # EEXIST: another run made it just now; use that one
-            raise WireGuardError("cannot write the private key %s: %s" % (path, exc.strerror or exc))
+            raise WireGuardError("cannot write the private key %s: %s" % (path, exc.strerror or exc)) from None
         return public_key(read_private_key(path)), False
     return public_key(read_private_key(path)), True
 
@@ -133,7 +146,7 @@ def address_plan(prefix=DEFAULT_PREFIX):
     try:
         net = ipaddress.ip_network(prefix, strict=True)
     except ValueError as exc:
-        raise WireGuardError("tunnel prefix %r is not a network in CIDR notation (%s)" % (prefix, exc))
+        raise WireGuardError("tunnel prefix %r is not a network in CIDR notation (%s)" % (prefix, exc)) from None
     if net.version == 4 and net.prefixlen > 29 or net.version == 6 and net.prefixlen > 125:
         raise WireGuardError(
             "tunnel prefix %s is too small: it needs room for the VPS, home and VPN clients "
@@ -252,9 +265,7 @@ def _run(cmd, netns=None, run=None):
 def _default_run(cmd, timeout=10):
     """(exit code, stdout, stderr); a missing program or a hang is an exit code too."""
     try:
-        proc = subprocess.run(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, check=False
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except OSError as exc:
         return 127, "", "%s: %s" % (cmd[0], exc.strerror or exc)
     except subprocess.TimeoutExpired:
@@ -377,7 +388,7 @@ def _network(address, prefixlen):
     try:
         return ipaddress.ip_network("%s/%d" % (address, int(prefixlen)), strict=False)
     except ValueError as exc:
-        raise WireGuardError("tunnel address %s/%s: %s" % (address, prefixlen, exc))
+        raise WireGuardError("tunnel address %s/%s: %s" % (address, prefixlen, exc)) from None
 
 
 def ensure_unreachable_route(address, prefixlen, netns=None, run=None):
@@ -471,7 +482,7 @@ def parse_show(latest_handshakes, transfer, endpoints, now=None):
     `wg show IFACE latest-handshakes`, `... transfer` and `... endpoints` (these never
     print the private key, unlike `wg show IFACE dump`)."""
     now = time.time() if now is None else now
-    peers = {}
+    peers: dict = {}
     for line in latest_handshakes.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
@@ -502,7 +513,7 @@ def read_status(interface, netns=None, run=None, now=None, status_file=None):
             try:
                 return _read_interface(interface, netns, run, now)
             except WireGuardError as exc:
-                raise WireGuardError("%s (%s)" % (exc, missing))
+                raise WireGuardError("%s (%s)" % (exc, missing)) from None
     return _read_interface(interface, netns, run, now)
 
 
@@ -525,7 +536,8 @@ def _read_interface(interface, netns=None, run=None, now=None):
                 raise WireGuardError("not allowed to read the tunnel interface %s (needs CAP_NET_ADMIN)" % interface)
             raise WireGuardError("cannot read the tunnel interface %s: %s" % (interface, _redact(text)[:200]))
         outputs.append(out)
-    return parse_show(*outputs, now=now)
+    handshakes, transfer, endpoints = outputs
+    return parse_show(handshakes, transfer, endpoints, now=now)
 
 
 def tunnel_problem(peers, stale_after=HANDSHAKE_STALE_SECONDS):
@@ -610,12 +622,12 @@ def read_status_file(path, interface, now=None, stale_after=STATUS_FILE_STALE_SE
         if getattr(exc, "errno", None) == 2:
             raise StatusFileMissing(
                 "the tunnel status file %s does not exist: is %s running?" % (path, STATUS_WRITER_UNIT)
-            )
-        raise WireGuardError("cannot read the tunnel status file %s: %s" % (path, exc.strerror or exc))
+            ) from None
+        raise WireGuardError("cannot read the tunnel status file %s: %s" % (path, exc.strerror or exc)) from None
     except ValueError:
         raise WireGuardError(
             "the tunnel status file %s is not the JSON its writer (%s) writes" % (path, STATUS_WRITER_UNIT)
-        )
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("written_at"), (int, float)):
         raise WireGuardError(
             "the tunnel status file %s is not the JSON its writer (%s) writes" % (path, STATUS_WRITER_UNIT)
@@ -652,6 +664,8 @@ __all__ = [
     "public_key",
     "write_secret_file",
     "read_private_key",
+    "keypair_needs_regeneration",
+    "keypair_diff",
     "ensure_keypair",
     "address_plan",
     "parse_endpoint",

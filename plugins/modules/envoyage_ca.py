@@ -36,32 +36,14 @@ options:
     description: The CA certificate's subject common name.
     type: str
     default: Envoyage root CA
-  key_type:
-    description: The key algorithm of a new CA.
-    type: str
-    choices: [ec, rsa, ed25519]
-    default: ec
-  key_size:
-    description: The RSA key size of a new CA (O(key_type=rsa) only).
-    type: int
-    choices: [2048, 3072, 4096]
-    default: 3072
   days:
     description: How long a new CA certificate is valid, in days.
     type: int
     default: 3650
-  owner:
-    description: Owner of both files (name or id); unchanged when not given.
-    type: str
-  group:
-    description: Group of both files (name or id); unchanged when not given.
-    type: str
-notes:
-  - Supports check mode and diff mode.
-requirements:
-  - cryptography (Debian package C(python3-cryptography)) on the managed host
-author:
-  - Envoyage developers (@envoyage)
+extends_documentation_fragment:
+  - envoyage.core._common
+  - envoyage.core._files
+  - envoyage.core._private_key
 """
 
 EXAMPLES = r"""
@@ -89,23 +71,8 @@ created:
   type: bool
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils._files import apply_owner_group, target_problem
-from ansible_collections.envoyage.core.plugins.module_utils._pki import (
-    PkiError,
-    cert_pem,
-    check_common_name,
-    create_ca,
-    describe,
-    key_matches_cert,
-    load_cert,
-    load_key,
-    load_named,
-    new_key,
-    write_file,
-)
+from ansible_collections.envoyage.core.plugins.module_utils import _files, _pki
 
 
 def main():
@@ -114,63 +81,27 @@ def main():
             key_path=dict(type="path", required=True),
             cert_path=dict(type="path", required=True),
             common_name=dict(type="str", default="Envoyage root CA"),
-            key_type=dict(type="str", choices=["ec", "rsa", "ed25519"], default="ec"),
-            key_size=dict(type="int", choices=[2048, 3072, 4096], default=3072),
             days=dict(type="int", default=3650),
-            owner=dict(type="str"),
-            group=dict(type="str"),
+            **_pki.private_key_spec(),
+            **_files.owner_group_spec(),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    if not 1 <= p["days"] <= 36500:
-        module.fail_json(msg="days: %d is not between 1 and 36500" % p["days"])
-    problem = target_problem(p, ("key_path", "cert_path"))
+    problem = _pki.ca_options_problem(p["common_name"], p["days"]) or _files.target_problem(
+        p, ("key_path", "cert_path")
+    )
     if problem:
         module.fail_json(msg=problem)
     try:
-        check_common_name(p["common_name"])
-    except PkiError as exc:
-        module.fail_json(msg="common_name: %s" % exc)
-    have_key, have_cert = os.path.exists(p["key_path"]), os.path.exists(p["cert_path"])
-    before = {"key": have_key, "certificate": have_cert}
-    created = False
-    try:
-        if have_cert and not have_key:
-            module.fail_json(
-                msg="key_path: %s does not exist but the CA certificate %s does; refusing to make a "
-                "new CA over it (move the certificate away to start a new CA)" % (p["key_path"], p["cert_path"])
-            )
-        key = load_named("key_path", load_key, p["key_path"]) if have_key else None
-        cert = load_named("cert_path", load_cert, p["cert_path"]) if have_cert else None
-        if key is not None and cert is not None and not key_matches_cert(key, cert):
-            module.fail_json(
-                msg="key_path: the CA key %s does not match the CA certificate %s; refusing to "
-                "change either (move both away to start a new CA)" % (p["key_path"], p["cert_path"])
-            )
-        if cert is None:
-            created = key is None
-            if module.check_mode:
-                module.exit_json(
-                    changed=True,
-                    certificate="",
-                    created=created,
-                    diff={"before": before, "after": {"key": True, "certificate": True}},
-                )
-            if key is None:
-                key = new_key(p["key_path"], p["key_type"], p["key_size"])
-            cert = create_ca(key, p["common_name"], p["days"])
-            write_file(p["cert_path"], cert_pem(cert), 0o644)
-    except PkiError as exc:
+        result = _pki.ensure_ca(
+            p["key_path"], p["cert_path"], p["common_name"], p["key_type"], p["key_size"], p["days"], module.check_mode
+        )
+    except _pki.PkiError as exc:
         module.fail_json(msg=str(exc))
-    changed = apply_owner_group(module, (p["key_path"], p["cert_path"]), created or not have_cert)
-    module.exit_json(
-        changed=changed,
-        certificate=cert_pem(cert).decode("ascii"),
-        info=describe(cert),
-        created=created,
-        diff={"before": before, "after": {"key": True, "certificate": True}},
-    )
+    del result["reason"]  # envoyage_ca returns `created` instead
+    result["changed"] = _files.apply_owner_group(module, (p["key_path"], p["cert_path"]), result["changed"])
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -70,10 +70,8 @@ options:
     description: The control API's Unix socket.
     type: path
     default: /run/envoyage/control.sock
-notes:
-  - Supports check mode and diff mode.
-author:
-  - Envoyage developers (@envoyage)
+extends_documentation_fragment:
+  - envoyage.core._common
 """
 
 EXAMPLES = r"""
@@ -99,20 +97,8 @@ service:
   sample: {"name": "nas", "domains": ["nas.example.org"], "upstreams": ["192.168.1.20:5000"], "problems": []}
 """
 
-import re
-from urllib.parse import quote
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils._control_api import ApiError, request
-
-FIELDS = ("domains", "upstreams", "path", "access", "health_check", "websocket", "request_timeout", "idle_timeout")
-# what the API returns besides the desired state itself
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-NOT_COMPARED = ("problems", "domains_unicode", "first_seen", "updated_at", "detail")
-
-
-def _comparable(service):
-    return dict((k, v) for k, v in (service or {}).items() if k not in NOT_COMPARED)
+from ansible_collections.envoyage.core.plugins.module_utils import _control_api
 
 
 def main():
@@ -134,49 +120,20 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    sock, name = p["socket"], p["name"]
-    if not NAME_RE.match(name or ""):
-        module.fail_json(
-            msg="name: %r is not a service name (lowercase letters, digits and '-', up to 63, "
-            "starting and ending with a letter or digit)" % name
-        )
-    url = "/services/%s" % quote(name, safe="")
+    problem = _control_api.service_name_problem(p["name"])
+    if problem:
+        module.fail_json(msg=problem)
     try:
-        try:
-            current = request(sock, "GET", url)[1]
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            current = None
-        if current is not None and current.get("source") not in (None, "manual"):
-            module.fail_json(
-                msg="name: service '%s' comes from %s discovery; change its labels instead"
-                % (name, current.get("source"))
-            )
-        if p["state"] == "absent":
-            if current is not None and not module.check_mode:
-                request(sock, "DELETE", url)
-            module.exit_json(
-                changed=current is not None, service={}, diff={"before": _comparable(current), "after": {}}
-            )
-        body = dict((k, p[k]) for k in FIELDS if p[k] is not None)
-        if p["health_check"] is None:
-            body["health_check"] = None
-        desired = request(sock, "PUT", url + "?dry_run=1", body)[1]
-        before, after = _comparable(current), _comparable(desired)
-        changed = before != after
-        result = current or {}
-        if changed and not module.check_mode:
-            if current is None:
-                result = request(sock, "POST", "/services", dict(body, name=name))[1]
-            else:
-                result = request(sock, "PUT", url, body)[1]
-        elif changed:
-            result = desired
-    except ApiError as exc:
-        field = exc.field if exc.field and exc.field != "body" else None
-        module.fail_json(msg="%s%s" % ("%s: " % field if field else "", exc.message), status=exc.status)
-    module.exit_json(changed=changed, service=result, diff={"before": before, "after": after})
+        result = _control_api.ensure_service(
+            p["socket"],
+            p["name"],
+            p["state"],
+            dict((k, p[k]) for k in _control_api.SERVICE_FIELDS),
+            check_mode=module.check_mode,
+        )
+    except _control_api.ApiError as exc:
+        module.fail_json(msg=exc.option_message(), status=exc.status)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

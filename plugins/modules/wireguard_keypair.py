@@ -25,19 +25,14 @@ options:
     description: The private key file. Its directory must exist.
     type: path
     required: true
-  owner:
-    description: The key file's owner (name or id); unchanged when not given.
-    type: str
-  group:
-    description: The key file's group (name or id); unchanged when not given.
-    type: str
-notes:
-  - Supports check mode and diff mode. In check mode a key that does not exist yet is
-    reported as C(changed) and RV(public_key) is empty.
+attributes:
+  check_mode:
+    details: A key that does not exist yet is reported as C(changed), and RV(public_key) is empty.
+extends_documentation_fragment:
+  - envoyage.core._common
+  - envoyage.core._files
 requirements:
   - cryptography (Debian package C(python3-cryptography)) on the managed host
-author:
-  - Envoyage developers (@envoyage)
 """
 
 EXAMPLES = r"""
@@ -68,36 +63,34 @@ created:
   type: bool
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.envoyage.core.plugins.module_utils._files import apply_owner_group, owner_group_problem
-from ansible_collections.envoyage.core.plugins.module_utils._wireguard import WireGuardError, ensure_keypair
+from ansible_collections.envoyage.core.plugins.module_utils import _files, _wireguard
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            owner=dict(type="str"),
-            group=dict(type="str"),
+            **_files.owner_group_spec(),
         ),
         supports_check_mode=True,
     )
     path = module.params["path"]
-    problem = owner_group_problem(module.params["owner"], module.params["group"])
+    problem = _files.owner_group_problem(module.params["owner"], module.params["group"])
     if problem:
         module.fail_json(msg=problem)
-    existed = os.path.exists(path)
     try:
-        public, created = ensure_keypair(path, check_mode=module.check_mode)
-    except WireGuardError as exc:
+        public, created = _wireguard.ensure_keypair(path, check_mode=module.check_mode)
+    except _wireguard.WireGuardError as exc:
         module.fail_json(msg="path: %s" % exc)
-    changed = created
-    diff = {"before": {"path": path, "exists": existed}, "after": {"path": path, "exists": True}}
-    if not (module.check_mode and created):
-        changed = apply_owner_group(module, (path,), changed)
-    module.exit_json(changed=changed, public_key=public or "", path=path, created=created, diff=diff)
+    changed = _files.apply_owner_group(module, (path,), created)
+    module.exit_json(
+        changed=changed,
+        public_key=public or "",
+        path=path,
+        created=created,
+        diff=_wireguard.keypair_diff(path, created),
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ except ImportError:  # ansible-core before 2.19
             basic._ANSIBLE_ARGS = old
 
 
+from ansible_collections.envoyage.core.plugins.module_utils import _control_api
 from ansible_collections.envoyage.core.plugins.modules import (
     envoyage_ca,
     envoyage_cert,
@@ -130,7 +131,7 @@ class FakeApi:
         name = path.split("/")[2].split("?")[0] if path.count("/") >= 2 else None
         if method == "GET":
             if name not in self.services:
-                raise envoyage_service.ApiError(404, "no service named %r" % name)
+                raise _control_api.ApiError(404, "no service named %r" % name)
             return 200, dict(self.services[name], problems=[], first_seen=1.0, updated_at=2.0)
         if method == "DELETE":
             del self.services[name]
@@ -146,7 +147,7 @@ class FakeApi:
 
 def test_service_present_twice_changes_once_and_check_mode_changes_nothing(monkeypatch):
     api = FakeApi()
-    monkeypatch.setattr(envoyage_service, "request", api)
+    monkeypatch.setattr(_control_api, "request", api)
     args = {"name": "nas", "domains": ["NAS.example.org"], "upstreams": ["192.0.2.20:5000"]}
     check = run(envoyage_service, args, check_mode=True)
     assert check["changed"] and check["diff"]["after"]["domains"] == ["nas.example.org"] and not api.services
@@ -159,10 +160,10 @@ def test_service_present_twice_changes_once_and_check_mode_changes_nothing(monke
 def test_service_errors_name_the_field(monkeypatch):
     def refuse(socket_path, method, path, body=None, timeout=30):
         if method == "GET":
-            raise envoyage_service.ApiError(404, "no such service")
-        raise envoyage_service.ApiError(400, "'x y' is not a valid domain name", "domains[0]")
+            raise _control_api.ApiError(404, "no such service")
+        raise _control_api.ApiError(400, "'x y' is not a valid domain name", "domains[0]")
 
-    monkeypatch.setattr(envoyage_service, "request", refuse)
+    monkeypatch.setattr(_control_api, "request", refuse)
     out = run(envoyage_service, {"name": "bad", "domains": ["x y"], "upstreams": ["192.0.2.1:80"]})
     assert out["failed"] and out["msg"] == "domains[0]: 'x y' is not a valid domain name"
 
@@ -181,7 +182,7 @@ def test_a_service_name_that_is_not_one_is_refused_before_any_request(monkeypatc
     def never(*args, **kwargs):
         raise AssertionError("no request may be made")
 
-    monkeypatch.setattr(envoyage_service, "request", never)
+    monkeypatch.setattr(_control_api, "request", never)
     for name in ("web?x", "web/../other", "Web", "a b"):
         out = run(envoyage_service, {"name": name, "state": "absent"})
         assert out["failed"] and out["msg"].startswith("name: "), name
