@@ -155,7 +155,7 @@ all:
     envoyage_vps_address: $VPS_IP
     envoyage_lan_cidrs: ["$SUBNET.0/24"]
     # the instances install the runtime's dependencies from the shared wheelhouse
-    runtime_pip_extra_args: --no-index --find-links /var/cache/envoyage-wheels
+    envoyage_pip_extra_args: --no-index --find-links /var/cache/envoyage-wheels
     # this control plane sees only this demo's containers on the machine's Docker
     control_plane_docker_scope: $SCOPE
     # nothing leaves this machine: home's resolver and \`envoyage check dns\` ask the demo's

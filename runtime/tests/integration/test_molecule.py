@@ -188,7 +188,7 @@ def everyday_jobs(env, work: Path) -> None:
         work,
         "good",
         {
-            "runtime_pip_extra_args": "--no-index --find-links /var/cache/envoyage-wheels",
+            "envoyage_pip_extra_args": "--no-index --find-links /var/cache/envoyage-wheels",
             "control_plane_docker_scope": "eym",
         },
     )

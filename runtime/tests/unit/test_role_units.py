@@ -35,6 +35,8 @@ VALUES = {
     "edge_config": "/etc/envoyage/edge.yaml",
     "edge_log_dir": "/var/log/envoyage",
     "envoy_user": "envoy",
+    "envoy_group": "envoy",
+    "envoyage_config_dir": "/etc/envoyage",
     "envoy_venv": "/opt/envoyage/venv",
     "envoy_node_id": "home",
     "envoy_log_dir": "/var/log/envoyage",

@@ -1,13 +1,14 @@
-"""Unbound: its configuration (pure rendering, the one place the resolver's settings live)
-and `unbound-control`, through which zones change live (no restart, no reload)."""
+"""Unbound: its configuration and `unbound-control`, through which zones change live (no
+restart, no reload). The configuration is rendered by module_utils._unbound, which the
+unbound role uses too (through the filter envoyage.core.unbound_conf): one renderer."""
 
 from __future__ import annotations
 
-import ipaddress
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
+from ..module_utils import _unbound
 from .zones import Zone
 
 
@@ -18,86 +19,41 @@ class UnboundError(RuntimeError):
 @dataclass(frozen=True)
 class ResolverSettings:
     """The home resolver. `access`: the only networks that may query (the LAN's);
-    `upstreams`: where every other name is forwarded ("addr" or "addr@port");
-    `trust_anchor_file`: the root's DNSSEC trust anchor (Debian: /usr/share/dns/root.key,
-    kept up to date in /var/lib/unbound/root.key); `trust_anchors`: extra anchors
-    ("zone. DS ..." or "zone. DNSKEY ..."), for private signed zones."""
+    `upstreams`: where every other name is forwarded ("addr" or "addr@port"; none: Unbound
+    resolves from the root servers itself); `trust_anchor_file`: the root's DNSSEC trust
+    anchor (Debian: /usr/share/dns/root.key, kept up to date in /var/lib/unbound/root.key);
+    `trust_anchors`: extra anchors ("zone. DS ..." or "zone. DNSKEY ..."), for private
+    signed zones. The defaults are the unbound role's (module_utils._unbound.SETTINGS)."""
 
     listen: tuple[str, ...]
     include_file: str
     access: tuple[str, ...]
-    upstreams: tuple[str, ...] = ("9.9.9.9", "149.112.112.112")
-    port: int = 53
-    # unbound-control: on a Unix socket (default: only its owner and group can connect, no
-    # network stack at all, and no TLS handshake per change) or, with control_socket None,
-    # on 127.0.0.1:control_port with TLS keys (0600) in key_dir
-    control_socket: str | None = "/run/unbound/control.sock"
-    control_port: int = 8953
-    key_dir: str = "/etc/unbound"
-    directory: str = "/etc/unbound"
-    pidfile: str = "/run/unbound.pid"
-    username: str = "unbound"
-    trust_anchor_file: str | None = "/var/lib/unbound/root.key"
+    upstreams: tuple[str, ...] = tuple(_unbound.FORWARDERS)
+    port: int = _unbound.PORT
+    # unbound-control: on a Unix socket (only its owner and group can connect, no network
+    # stack at all, and no TLS handshake per change) or, with control_socket None, on
+    # 127.0.0.1:control_port with TLS keys (0600) in key_dir
+    control_socket: str | None = _unbound.CONTROL_SOCKET
+    control_port: int = _unbound.SETTINGS["control_port"]
+    key_dir: str = _unbound.SETTINGS["key_dir"]
+    directory: str = _unbound.SETTINGS["directory"]
+    pidfile: str = _unbound.SETTINGS["pidfile"]
+    username: str = _unbound.SETTINGS["username"]
+    trust_anchor_file: str | None = _unbound.SETTINGS["trust_anchor_file"]
     trust_anchors: tuple[str, ...] = field(default_factory=tuple)
-    logfile: str = ""
+    logfile: str = _unbound.SETTINGS["logfile"]
     # Unbound answers some special-use names itself (test., invalid., onion., home.arpa.
     # ...); a zone listed here is looked up like any other (the lab serves example.test)
     no_default_zones: tuple[str, ...] = ()
 
 
 def render_conf(s: ResolverSettings) -> str:
-    for net in s.access:
-        ipaddress.ip_network(net, strict=False)
-    lines = ["# Written by Envoyage: the home resolver (split horizon, docs/dns.md).", "server:"]
-
-    def add(key, value):
-        lines.append(f"  {key}: {value}")
-
-    for address in s.listen:
-        add("interface", f"{address}@{s.port}" if s.port != 53 else address)
-    add("port", s.port)
-    add("do-ip6", "yes")
-    add("username", f'"{s.username}"')
-    add("chroot", '""')
-    add("directory", f'"{s.directory}"')
-    add("pidfile", f'"{s.pidfile}"')
-    add("use-syslog", "no" if s.logfile else "yes")
-    if s.logfile:
-        add("logfile", f'"{s.logfile}"')
-    add("hide-identity", "yes")
-    add("hide-version", "yes")
-    # only the LAN may ask; everyone else is refused
-    add("access-control", "0.0.0.0/0 refuse")
-    add("access-control", "::/0 refuse")
-    for net in s.access:
-        add("access-control", f"{ipaddress.ip_network(net, strict=False)} allow")
-    # DNSSEC: validate every answer that comes from outside
-    add("module-config", '"validator iterator"')
-    if s.trust_anchor_file:
-        add("auto-trust-anchor-file", f'"{s.trust_anchor_file}"')
-    for anchor in s.trust_anchors:
-        add("trust-anchor", f'"{anchor}"')
-    add("val-log-level", 1)
-    for zone in s.no_default_zones:
-        add("local-zone", f'"{zone.rstrip(".")}." nodefault')
-    # the service domains (the DNS controller rewrites this file and applies changes live)
-    add("include", f'"{s.include_file}"')
-    lines += ["", "remote-control:", "  control-enable: yes"]
-    if s.control_socket:
-        lines += [f'  control-interface: "{s.control_socket}"', "  control-use-cert: no"]
-    else:
-        lines += [
-            "  control-interface: 127.0.0.1",
-            f"  control-port: {s.control_port}",
-            f'  server-key-file: "{s.key_dir}/unbound_server.key"',
-            f'  server-cert-file: "{s.key_dir}/unbound_server.pem"',
-            f'  control-key-file: "{s.key_dir}/unbound_control.key"',
-            f'  control-cert-file: "{s.key_dir}/unbound_control.pem"',
-        ]
-    lines += ["", "forward-zone:", '  name: "."']
-    for up in s.upstreams:
-        lines.append(f"  forward-addr: {up}")
-    return "\n".join(lines) + "\n"
+    """unbound.conf for `s` (a bad setting is a ValueError naming it)."""
+    given = asdict(s)
+    given["forwarders"] = given.pop("upstreams")
+    given["control_socket"] = given["control_socket"] or ""
+    given["trust_anchor_file"] = given["trust_anchor_file"] or ""
+    return _unbound.render_conf(**given)
 
 
 class UnboundControl:
