@@ -5,6 +5,7 @@ apply, check mode, apply), run at -vvv and searched for every private key they m
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,12 +13,23 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import ENVOYAGE, rmtree, short_tmpdir
+from support.helpers import ENVOYAGE, rmtree, short_tmpdir
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 MODULES = ("wireguard_keypair", "envoyage_ca", "envoyage_cert", "envoyage_service")
-ROLES = ("preflight", "runtime", "wireguard", "unbound", "control_plane", "envoy", "edge", "crowdsec")
+
+
+def _site_plan():
+    """plugins/filter/plan.py: which roles the site runs (the one list of them)."""
+    spec = importlib.util.spec_from_file_location("envoyage_site_plan", ROOT / "plugins" / "filter" / "plan.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROLES = ("preflight", *_site_plan().all_roles())
 PIP_VERSION = "24.2"  # what ansible-test's venvs bootstrap
 
 pytestmark = pytest.mark.integration
@@ -113,6 +125,10 @@ def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(c
         "runtime/pyproject.toml",
         "playbooks/site.yml",
         "plugins/filter/network.py",
+        "plugins/filter/plan.py",
+        "plugins/filter/dns.py",
+        "plugins/module_utils/_unbound.py",
+        "tests/lint_rules/envoyage_no_fallback.py",
         "molecule/default/molecule.yml",
         *(f"roles/{r}/meta/argument_specs.yml" for r in ROLES),
     ):
@@ -138,6 +154,31 @@ def test_ansible_lint_production_profile_passes(collection):
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
     assert "Profile 'production' was required, and it passed" in out.stdout + out.stderr
+
+
+def test_ansible_lint_refuses_a_fallback_of_a_variable_with_a_role_default(collection):
+    """The project's rule envoyage-no-fallback (tests/lint_rules/, loaded by .ansible-lint)
+    names a `| default(...)` fallback of a common variable, with file and line."""
+    _, path = collection
+    planted = path / "roles" / "edge" / "tasks" / "planted_fallback.yml"
+    planted.write_text(
+        "---\n- name: A fallback of a common variable\n  ansible.builtin.debug:\n"
+        "    msg: \"{{ envoyage_tunnel_prefix | default('10.88.0.0/24') }}\"\n"
+    )
+    try:
+        out = subprocess.run(
+            [str(BIN / "ansible-lint"), "--nocolor", str(planted.relative_to(path))],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])),
+        )
+    finally:
+        planted.unlink()
+    log = out.stdout + out.stderr
+    assert out.returncode != 0, log[-3000:]
+    assert "envoyage-no-fallback" in log and "roles/edge/tasks/planted_fallback.yml:4" in log, log[-3000:]
 
 
 def test_every_role_documents_and_validates_its_variables(collection):

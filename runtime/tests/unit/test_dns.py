@@ -53,7 +53,7 @@ def test_the_resolver_only_answers_the_lan_validates_and_keeps_its_control_on_lo
     assert (
         'module-config: "validator iterator"' in conf and 'auto-trust-anchor-file: "/var/lib/unbound/root.key"' in conf
     )
-    assert 'control-interface: "/run/unbound/control.sock"' in conf and "control-use-cert: no" in conf
+    assert 'control-interface: "/run/unbound.ctl"' in conf and "control-use-cert: no" in conf
     tls = render_conf(
         ResolverSettings(listen=("192.168.1.10",), include_file="z", access=("192.168.1.0/24",), control_socket=None)
     )
@@ -62,6 +62,9 @@ def test_the_resolver_only_answers_the_lan_validates_and_keeps_its_control_on_lo
     assert "forward-addr: 9.9.9.9" in conf and 'name: "."' in conf
     with pytest.raises(ValueError):
         render_conf(ResolverSettings(listen=("x",), include_file="f", access=("192.168.1/24x",)))
+    # without upstreams Unbound resolves from the root servers itself (no forward zone)
+    root = render_conf(ResolverSettings(listen=("192.168.1.10",), include_file="z", access=("192.168.1.0/24",)))
+    assert "forward-zone:" not in root and "forward-addr" not in root
 
 
 class FakeControl:
