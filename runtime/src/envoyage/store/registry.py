@@ -114,6 +114,7 @@ class Registry:
         )
         self._lock = threading.RLock()
         self._services: dict[str, ServiceState] | None = None
+        self._ordered: list[ServiceState] | None = None  # services(), kept until a write
         db_proxy.initialize(self.db)
         try:
             self.db.connect(reuse_if_open=True)
@@ -266,6 +267,8 @@ class Registry:
     def _refresh(self, names: Iterable[str]) -> None:
         cache = self._cache()
         names = list(names)
+        if names:
+            self._ordered = None
         for name in names:
             cache.pop(name, None)
         for i in range(0, len(names), 500):
@@ -281,7 +284,7 @@ class Registry:
                 names = names_fn()
                 self.db.execute_sql("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         except Exception:
-            self._services = None  # the transaction rolled back: reload on next read
+            self._services = self._ordered = None  # the transaction rolled back: reload on next read
             raise
         self._refresh(names)
         if marker:
@@ -289,7 +292,9 @@ class Registry:
 
     def services(self) -> list[ServiceState]:
         with self._lock:
-            return sorted(self._cache().values(), key=lambda s: (s.first_seen, s.name))
+            if self._ordered is None:
+                self._ordered = sorted(self._cache().values(), key=lambda s: (s.first_seen, s.name))
+            return list(self._ordered)
 
     def get(self, name: str) -> ServiceState | None:
         with self._lock:
@@ -325,6 +330,7 @@ class Registry:
             cache = self._cache()
             for s in specs:
                 cache[s.name] = ServiceState.of(s, now)
+            self._ordered = None
             self._write_marker()  # with the count that includes them
 
     def update(self, spec: ServiceSpec) -> ServiceState:
@@ -406,19 +412,21 @@ class Registry:
 
     def set_problems(self, problems: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
         """Store the problems of every service; returns the services whose problems changed."""
-        changed: list[tuple[str, list[str]]] = []
 
         def write():
-            for name, state in self._cache().items():
-                new = problems.get(name, [])
-                if state.problems != new:
-                    Service.update(problems=json.dumps(new)).where(Service.name == name).execute()
-                    changed.append((name, new))
-                    self._event("service.problems", name, "; ".join(new) or "resolved")
-            return [name for name, _state in changed]
+            for name, new in changed:
+                Service.update(problems=json.dumps(new)).where(Service.name == name).execute()
+                self._event("service.problems", name, "; ".join(new) or "resolved")
+            return [name for name, _new in changed]
 
         with self._lock:
-            self._write(write)
+            changed = [
+                (name, problems.get(name, []))
+                for name, state in self._cache().items()
+                if state.problems != problems.get(name, [])
+            ]
+            if changed:  # no write (and no new generation) when nothing changed
+                self._write(write)
         return changed
 
     # -- nodes ----------------------------------------------------------------

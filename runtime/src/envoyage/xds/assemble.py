@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from google.protobuf.message import Message
+
 from ..model import BUILT_ACCESS_MODES, ServiceState
 from . import types as T
-from .snapshot import Snapshot
+from .snapshot import Resource, Snapshot
 from .translate import (
     EDGE_ROUTES,
     HOME_ROUTES,
     TranslationCache,
-    default_virtual_host,
-    edge_listener,
-    home_listener,
-    tunnel_listener,
-    vhds_route_configuration,
+    default_vhds_resource,
+    edge_listener_resource,
+    home_listener_resources,
+    vhds_route_resource,
 )
 from .validate import check_services
 
@@ -63,41 +64,35 @@ def assemble_home(
     VHDS variant (one resource per host). Only the variants some node uses are built.
     """
     accepted, problems = check_services(states, withheld, zones)
-    pieces = cache.translate_all(s.spec for s in accepted)
-    clusters, endpoints = [], []
-    cluster_bytes, endpoint_bytes = {}, {}
-    for res in pieces.values():
-        clusters.append(res.cluster)
-        cluster_bytes[res.cluster.name] = res.cluster_bytes
-        if res.endpoints is not None:
-            endpoints.append(res.endpoints)
-            endpoint_bytes[res.endpoints.cluster_name] = res.endpoints_bytes
-    listeners = [home_listener(settings.http_address, settings.http_port, settings.access_log_path)]
-    if settings.tunnel is not None:
-        listeners.append(
-            tunnel_listener(
-                settings.tunnel.home_address, settings.tunnel.port, settings.tunnel.edge_ip, settings.access_log_path
-            )
-        )
-    by_type = {T.CLUSTER: clusters, T.ENDPOINT: endpoints, T.LISTENER: listeners}
-    serialized = {T.CLUSTER: cluster_bytes, T.ENDPOINT: endpoint_bytes}
+    pieces = cache.translate_all(s.spec for s in accepted if s.spec is not None)  # accepted: all have one
+    # the translation cache's resources, made once per service: a snapshot reuses each
+    # one as it is, and checks and versions only what is new
+    clusters = [res.cluster_resource for res in pieces.values()]
+    endpoints = [e for e in (res.endpoints_resource for res in pieces.values()) if e is not None]
+    tunnel = settings.tunnel
+    listeners = home_listener_resources(
+        settings.http_address,
+        settings.http_port,
+        settings.access_log_path,
+        (tunnel.home_address, tunnel.port, tunnel.edge_ip) if tunnel is not None else None,
+    )
+    by_type: dict[str, Iterable[Message | Resource]] = {
+        T.CLUSTER: clusters,
+        T.ENDPOINT: endpoints,
+        T.LISTENER: listeners,
+    }
     if sotw:
-        routes, routes_bytes = cache.route_configuration(HOME_ROUTES, pieces.values())
-        by_type[T.ROUTE] = [routes]
-        serialized[T.ROUTE] = {HOME_ROUTES: routes_bytes}
+        by_type[T.ROUTE] = [cache.route_resource(HOME_ROUTES, pieces.values())]
     base = Snapshot.build(
         by_type,
         meta={"role": "home", "services": str(len(pieces))},
-        serialized=serialized,
         previous=previous or previous_delta,
     )
     delta_snapshot = None
     if delta:
-        hosts = [r.vhds_host for r in pieces.values()] + [default_virtual_host(HOME_ROUTES, vhds=True)]
+        hosts = [r.vhds_resource for r in pieces.values()] + [default_vhds_resource(HOME_ROUTES)]
         delta_snapshot = base.derive(
-            {T.ROUTE: [vhds_route_configuration(HOME_ROUTES)], T.VHOST: hosts},
-            serialized={T.VHOST: {r.vhds_host.name: r.vhds_host_bytes for r in pieces.values()}},
-            previous=previous_delta,
+            {T.ROUTE: [vhds_route_resource(HOME_ROUTES)], T.VHOST: hosts}, previous=previous_delta
         )
     return Assembly(
         snapshot=base if sotw else None, problems=problems, served=tuple(sorted(pieces)), delta_snapshot=delta_snapshot
@@ -122,16 +117,17 @@ def assemble_edge(
     assert cache.edge is not None, "assemble_edge needs a TranslationCache with edge settings"
     accepted, problems = check_services(states, withheld, zones)
     pieces = cache.translate_all(
-        s.spec for s in accepted if s.spec.access in EDGE_ACCESS or s.spec.access not in BUILT_ACCESS_MODES
+        spec
+        for spec in (s.spec for s in accepted)
+        if spec is not None and (spec.access in EDGE_ACCESS or spec.access not in BUILT_ACCESS_MODES)
     )
-    routes, routes_bytes = cache.route_configuration(EDGE_ROUTES, pieces.values())
     snapshot = Snapshot.build(
-        {T.CLUSTER: [r.cluster for r in pieces.values()], T.LISTENER: [edge_listener(cache.edge)], T.ROUTE: [routes]},
-        meta={"role": "edge", "services": str(len(pieces))},
-        serialized={
-            T.CLUSTER: {r.cluster.name: r.cluster_bytes for r in pieces.values()},
-            T.ROUTE: {EDGE_ROUTES: routes_bytes},
+        {
+            T.CLUSTER: [r.cluster_resource for r in pieces.values()],
+            T.LISTENER: [edge_listener_resource(cache.edge)],
+            T.ROUTE: [cache.route_resource(EDGE_ROUTES, pieces.values())],
         },
+        meta={"role": "edge", "services": str(len(pieces))},
         previous=previous,
     )
     return Assembly(snapshot=snapshot, problems=problems, served=tuple(sorted(pieces)))

@@ -8,6 +8,7 @@ hash, so a one-service change costs one service's work. `home_listener` and
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, HEALTH_OFF, ServiceSpec
 from . import types as T
+from .snapshot import Resource, _digest, host_entry
 
 HOME_LISTENER = "home_http"
 HOME_ROUTES = "home_http"
@@ -192,17 +194,82 @@ class ServiceResources:
         )
 
     @functools.cached_property
-    def vhds_host(self) -> route_components_pb2.VirtualHost:
-        """The same virtual host as a VHDS resource (delta nodes), "<route config>/<service>".
-        Made on first use: a home with only SotW Envoys never holds these."""
-        host = route_components_pb2.VirtualHost()
-        host.CopyFrom(self.virtual_host)
-        host.name = f"{HOME_ROUTES}/{self.virtual_host.name}"
-        return host
+    def cluster_resource(self) -> Resource:
+        """The cluster as a snapshot resource, made once: every snapshot shares it."""
+        return Resource(self.cluster.name, self.cluster, _digest(self.cluster_bytes), T.CLUSTER, self.cluster_bytes)
+
+    @functools.cached_property
+    def endpoints_resource(self) -> Resource | None:
+        if self.endpoints is None or self.endpoints_bytes is None:
+            return None
+        version = _digest(self.endpoints_bytes, self.cluster_bytes)  # covers the cluster (snapshot.py)
+        return Resource(self.endpoints.cluster_name, self.endpoints, version, T.ENDPOINT, self.endpoints_bytes)
+
+    @functools.cached_property
+    def virtual_host_frame(self) -> bytes:
+        """The virtual host's field header in a route configuration (field 2, its length)."""
+        return _field_header(2, len(self.virtual_host_bytes))
+
+    @functools.cached_property
+    def host_entry(self) -> tuple[str, tuple[str, ...], frozenset[str]]:
+        return host_entry(self.virtual_host)
 
     @functools.cached_property
     def vhds_host_bytes(self) -> bytes:
-        return self.vhds_host.SerializeToString(deterministic=True)
+        """The virtual host as a VHDS resource (delta nodes), "<route config>/<service>":
+        the same bytes with another name (field 1, first in the serialized form), so no
+        second copy of the message is kept. Made on first use: a home with only SotW
+        Envoys never holds these."""
+        return _renamed(self.virtual_host_bytes, f"{HOME_ROUTES}/{self.virtual_host.name}")
+
+    @functools.cached_property
+    def vhds_resource(self) -> Resource:
+        name = f"{HOME_ROUTES}/{self.virtual_host.name}"
+        data = self.vhds_host_bytes
+        _host, domains, clusters = self.host_entry
+        return Resource(name, None, _digest(data), T.VHOST, data, hosts=((name, domains, clusters),))
+
+    @property
+    def vhds_host(self) -> route_components_pb2.VirtualHost:
+        """The VHDS resource as a message (decoded when asked, not kept)."""
+        return self.vhds_resource.message
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _field_header(number: int, length: int) -> bytes:
+    """The tag and length of a length-delimited field (a string or a message) in
+    protobuf's wire format."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _field_header(number, len(payload)) + payload
+
+
+def _renamed(data: bytes, name: str) -> bytes:
+    """A serialized message whose field 1 is its name (VirtualHost), with another name.
+    Deterministic serialization writes fields by number, so the name comes first."""
+    if data[:1] != b"\x0a":
+        raise ValueError("not a message that starts with its name")
+    length, pos, shift = 0, 1, 0
+    while True:
+        byte = data[pos]
+        length |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            break
+        shift += 7
+    return _field(1, name.encode()) + data[pos + length :]
 
 
 def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
@@ -373,19 +440,39 @@ class TranslationCache:
         self.hits = 0
         self.misses = 0
         # the last route configuration built, keyed by its name and virtual hosts' bytes
-        self._routes: tuple[tuple, route_pb2.RouteConfiguration, bytes] | None = None
+        self._routes: tuple[tuple, Resource] | None = None
+
+    def route_resource(self, name: str, pieces: Iterable[ServiceResources]) -> Resource:
+        """The shared route configuration with every host, rebuilt only when a virtual
+        host changed. Made from the hosts' bytes (the same bytes as serializing
+        `route_configuration(...)`, without building that message: at 5,000 services it
+        is ~10 MB, copied from every host, and kept by every snapshot in the history)."""
+        ordered = sorted(pieces, key=_host_name)
+        key = (name, tuple([r.virtual_host_bytes for r in ordered]))
+        if self._routes is None or self._routes[0] != key:
+            head, tail = _route_configuration_parts(name, client_headers=self.edge is None)
+            default_name, default_frame, default_bytes, default_entry = _default_host(name)
+            # the default host among the others by name, as route_configuration() orders them
+            at = bisect.bisect([r.host_entry[0] for r in ordered], default_name)
+            parts = [head]
+            for r in ordered[:at]:
+                parts += (r.virtual_host_frame, r.virtual_host_bytes)
+            parts += (default_frame, default_bytes)
+            for r in ordered[at:]:
+                parts += (r.virtual_host_frame, r.virtual_host_bytes)
+            parts.append(tail)
+            data = b"".join(parts)
+            entries = [r.host_entry for r in ordered]
+            entries.insert(at, default_entry)
+            self._routes = (key, Resource(name, None, _digest(data), T.ROUTE, data, hosts=tuple(entries)))
+        return self._routes[1]
 
     def route_configuration(
         self, name: str, pieces: Iterable[ServiceResources]
     ) -> tuple[route_pb2.RouteConfiguration, bytes]:
-        """The shared route configuration, rebuilt only when a virtual host changed."""
-        ordered = sorted(pieces, key=lambda r: r.virtual_host.name)
-        key = (name, tuple(r.virtual_host_bytes for r in ordered))
-        if self._routes is None or self._routes[0] != key:
-            hosts = [r.virtual_host for r in ordered] + [default_virtual_host(name, vhds=False)]
-            rc = route_configuration(name, hosts, client_headers=self.edge is None)
-            self._routes = (key, rc, rc.SerializeToString(deterministic=True))
-        return self._routes[1], self._routes[2]
+        """The same as a message and its bytes (tools and tests)."""
+        res = self.route_resource(name, pieces)
+        return res.message, res.data
 
     def translate_all(self, specs: Iterable[ServiceSpec]) -> dict[str, ServiceResources]:
         fresh: dict[str, ServiceResources] = {}
@@ -719,6 +806,65 @@ def route_configuration(
         request_headers_to_add=_client_headers() if client_headers else [],
         request_headers_to_remove=CLIENT_CLAIMS if client_headers else [],
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _default_host(route_config: str) -> tuple[str, bytes, bytes, tuple[str, tuple[str, ...], frozenset[str]]]:
+    """The default virtual host of a route configuration: name, field header, bytes, host entry."""
+    vh = default_virtual_host(route_config, vhds=False)
+    data = vh.SerializeToString(deterministic=True)
+    return vh.name, _field_header(2, len(data)), data, host_entry(vh)
+
+
+def _host_name(res: ServiceResources) -> str:
+    return res.host_entry[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _route_configuration_parts(name: str, client_headers: bool) -> tuple[bytes, bytes]:
+    """route_configuration(name, [], client_headers) serialized, split where its virtual
+    hosts (field 2) go: the name (field 1) before them, the header fields after."""
+    head = route_pb2.RouteConfiguration(name=name).SerializeToString(deterministic=True)
+    rest = route_configuration(name, [], client_headers=client_headers)
+    rest.ClearField("name")
+    return head, rest.SerializeToString(deterministic=True)
+
+
+@functools.lru_cache(maxsize=8)
+def vhds_route_resource(name: str) -> Resource:
+    """vhds_route_configuration(name) as a snapshot resource (the same one every time)."""
+    rc = vhds_route_configuration(name)
+    data = rc.SerializeToString(deterministic=True)
+    return Resource(name, rc, _digest(data), T.ROUTE, data)
+
+
+@functools.lru_cache(maxsize=8)
+def default_vhds_resource(route_config: str) -> Resource:
+    vh = default_virtual_host(route_config, vhds=True)
+    data = vh.SerializeToString(deterministic=True)
+    return Resource(vh.name, vh, _digest(data), T.VHOST, data)
+
+
+def _resource(msg) -> Resource:
+    data = msg.SerializeToString(deterministic=True)
+    return Resource(msg.name, msg, _digest(data), T.LISTENER, data)
+
+
+@functools.lru_cache(maxsize=8)
+def home_listener_resources(
+    address: str, port: int, access_log_path: str, tunnel: tuple[str, int, str] | None
+) -> tuple[Resource, ...]:
+    """The home listeners (and, with `tunnel` (address, port, edge ip), the tunnel
+    listener) as snapshot resources, built once per setting instead of on every change."""
+    listeners = [home_listener(address, port, access_log_path)]
+    if tunnel is not None:
+        listeners.append(tunnel_listener(tunnel[0], tunnel[1], tunnel[2], access_log_path))
+    return tuple(_resource(lst) for lst in listeners)
+
+
+@functools.lru_cache(maxsize=8)
+def edge_listener_resource(settings: EdgeSettings) -> Resource:
+    return _resource(edge_listener(settings))
 
 
 def _struct(data: dict) -> struct_pb2.Struct:

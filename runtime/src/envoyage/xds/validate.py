@@ -8,6 +8,7 @@ snapshot: failing one of those is a bug, and the last good snapshot keeps servin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 
 from google.protobuf.message import DecodeError, Message
@@ -38,28 +39,31 @@ def check_services(
         if spec is None:  # the source could not describe it (e.g. bad labels): not served
             problems[state.name] = list(state.source_problems) or ["no valid configuration"]
             continue
-        mine: list[str] = list(state.source_problems)
-        if spec.name in withheld:
-            problems[spec.name] = mine + [withheld[spec.name]]
+        name, own = spec.name, state.source_problems
+        if name in withheld:
+            problems[name] = [*own, withheld[name]]
             continue
-        outside = [p for p in (zones_problem(d, zones) for d in spec.domains) if p]
+        outside = [p for p in (zones_problem(d, zones) for d in spec.domains) if p] if zones else None
         if outside:
-            problems[spec.name] = mine + outside + ["not served"]
+            problems[name] = [*own, *outside, "not served"]
+            continue
+        taken = [domain for domain in spec.domains if domain in owner]
+        if taken:
+            problems[name] = [
+                *own,
+                *(f"domain '{domain}' is already served by service '{owner[domain]}'" for domain in taken),
+                "not served until the conflict is resolved",
+            ]
             continue
         for domain in spec.domains:
-            if domain in owner:
-                mine.append(f"domain '{domain}' is already served by service '{owner[domain]}'")
-        if len(mine) > len(state.source_problems):
-            problems[spec.name] = mine + ["not served until the conflict is resolved"]
-            continue
-        for domain in spec.domains:
-            owner[domain] = spec.name
+            owner[domain] = name
+        notes = []
         if spec.access not in BUILT_ACCESS_MODES:
-            mine.append(f"access mode '{spec.access}' is not built yet; the service answers 403 (fails closed)")
+            notes.append(f"access mode '{spec.access}' is not built yet; the service answers 403 (fails closed)")
         if spec.auth not in BUILT_AUTH:
-            mine.append(f"auth '{spec.auth}' is not built yet; the service answers 403 (fails closed)")
-        if mine:
-            problems[spec.name] = mine
+            notes.append(f"auth '{spec.auth}' is not built yet; the service answers 403 (fails closed)")
+        if own or notes:
+            problems[name] = [*own, *notes]
         accepted.append(state)
     return accepted, problems
 
@@ -84,18 +88,33 @@ def check_snapshot(snapshot: Snapshot, previous: Snapshot | None = None) -> None
     not checked again.
     """
     for type_url in T.PUSH_ORDER:
-        before = previous.get(type_url) if previous is not None else {}
-        for name, res in snapshot.get(type_url).items():
-            if before.get(name) is not res:
+        resources = snapshot.get(type_url)
+        change = snapshot.changes.get(type_url)
+        if previous is not None and change is not None and change[0] == previous.version(type_url):
+            # built from a snapshot with the very same resources of this type as
+            # `previous`: only what is new or changed since is not checked yet
+            names: Iterable[str] = change[1]
+        else:
+            before = previous.get(type_url) if previous is not None else {}
+            names = [name for name, res in resources.items() if before.get(name) is not res]
+        for name in names:
+            res = resources[name]
+            if not res.decoded_only:
                 check_message(type_url, res.message)
+            # a resource made from bytes (translate.py) is made of the bytes of messages
+            # that were serialized from checked translations: nothing to decode again
     snapshot.consistent()
-    domains: dict[str, str] = {}
+    with_hosts = list(snapshot.get(T.ROUTE).values()) + list(snapshot.get(T.VHOST).values())
+    keys = list(itertools.chain.from_iterable([res.domain_keys for res in with_hosts]))
+    if len(set(keys)) == len(keys):
+        return  # no domain twice in one route configuration
+    domains: dict[tuple[str, str], str] = {}
     groups = list(snapshot.get(T.ROUTE).items())
     groups += [(name.split("/", 1)[0], res) for name, res in snapshot.get(T.VHOST).items()]
     for rc_name, res in groups:
         for host, host_domains, _targets in res.hosts:
             for domain in host_domains:
-                key = f"{rc_name}:{domain.lower()}"
+                key = (rc_name, domain.lower())
                 if key in domains:
                     raise InconsistentSnapshot(f"domain '{domain}' is in virtual hosts {domains[key]!r} and {host!r}")
                 domains[key] = host
