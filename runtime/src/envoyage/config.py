@@ -25,12 +25,30 @@ class ConfigError(ValueError):
     """The configuration file or an ENVOYAGE_* variable is invalid."""
 
 
+# defaults the control plane (home) and the edge (VPS) share: they must agree
+RUN_DIR = Path("/run/envoyage")
+LOG_DIR = Path("/var/log/envoyage")
+TUNNEL_PREFIX = "10.88.0.0/24"
+LINK_PORT = 18443  # the edge link, on home's tunnel address
+
+
+class _ServesXds:
+    """Both daemons serve ADS on a Unix socket: `xds_socket`, by default <run_dir>/xds.sock."""
+
+    run_dir: Path
+    xds_socket: Path | None
+
+    @property
+    def xds_socket_path(self) -> Path:
+        return self.xds_socket or (self.run_dir / "xds.sock")
+
+
 @dataclass(frozen=True)
-class Config:
+class Config(_ServesXds):
     # where things live
     state_dir: Path = Path("/var/lib/envoyage")
-    run_dir: Path = Path("/run/envoyage")
-    log_dir: Path = Path("/var/log/envoyage")
+    run_dir: Path = RUN_DIR
+    log_dir: Path = LOG_DIR
     # the control API (JSON over HTTP on a Unix socket); defaults to run_dir/control.sock
     control_socket: Path | None = None
     # the xDS (ADS) gRPC server: on a Unix socket (default; only the socket's group, the
@@ -87,14 +105,14 @@ class Config:
     # status): its interface on home, and the prefix the address plan comes from (the
     # VPS gets the first address, home the second)
     tunnel_interface: str = "envoyage0"
-    tunnel_prefix: str = "10.88.0.0/24"
+    tunnel_prefix: str = TUNNEL_PREFIX
     # the tunnel's status as the wireguard role's root-run writer keeps it (wireguard-go's
     # control socket is root's alone); default /run/envoyage-tunnel/<tunnel_interface>.json.
     # Read when it exists (a stale one is a problem), else the interface itself
     tunnel_status_file: Path | None = None
     # the edge link (gRPC, our own protocol) on home's tunnel address, and the file with
     # home's link key, derived from the edge's secret (`envoyage link-secret`; 0600)
-    link_port: int = 18443
+    link_port: int = LINK_PORT
     link_key_file: Path | None = None  # default <state_dir>/edge-link.key
     # the home Envoy's listener for the edge, on home's tunnel address (PROXY protocol v2,
     # only from the VPS's tunnel address)
@@ -143,10 +161,6 @@ class Config:
         return self.state_dir / "envoyage.db"
 
     @property
-    def xds_socket_path(self) -> Path:
-        return self.xds_socket or (self.run_dir / "xds.sock")
-
-    @property
     def socket_path(self) -> Path:
         return self.control_socket or (self.run_dir / "control.sock")
 
@@ -164,17 +178,17 @@ class Config:
 
 
 @dataclass(frozen=True)
-class EdgeConfig:
+class EdgeConfig(_ServesXds):
     """`envoyage edge` on the VPS (/etc/envoyage/edge.yaml)."""
 
     edge_id: str = "edge"
-    run_dir: Path = Path("/run/envoyage")
-    log_dir: Path = Path("/var/log/envoyage")
+    run_dir: Path = RUN_DIR
+    log_dir: Path = LOG_DIR
     # the control plane's edge link: home's tunnel address (default: from the tunnel
     # prefix's plan) and port, and the file holding this edge's secret (0600)
-    tunnel_prefix: str = "10.88.0.0/24"
+    tunnel_prefix: str = TUNNEL_PREFIX
     link_address: str = ""
-    link_port: int = 18443
+    link_port: int = LINK_PORT
     secret_file: Path = Path("/etc/envoyage/edge.secret")
     # the Unix socket the VPS Envoy's ADS client connects to (default <run_dir>/xds.sock)
     xds_socket: Path | None = None
@@ -194,10 +208,6 @@ class EdgeConfig:
     envoy_max_connections: int = 10000
     log_level: str = "info"
     _source: str = field(default="defaults", compare=False, repr=False)
-
-    @property
-    def xds_socket_path(self) -> Path:
-        return self.xds_socket or (self.run_dir / "xds.sock")
 
     @property
     def envoy_admin_socket_path(self) -> Path | None:
@@ -316,15 +326,17 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             raise ConfigError(f"{origin}: '{key}' must be between {low} and {high}, got {value}")
         return int(value)
     if key in _SECONDS:
-        low, high = _SECONDS[key]
+        shortest, longest = _SECONDS[key]
         try:  # the one duration grammar (model.parse_duration_ms), in seconds here
-            return parse_duration_ms(key, value, low_ms=int(low * 1000), high_ms=int(high * 1000)) / 1000
+            return parse_duration_ms(key, value, low_ms=int(shortest * 1000), high_ms=int(longest * 1000)) / 1000
         except InputError as exc:
             if "not a duration" in exc.message:
                 raise ConfigError(
                     f"{origin}: '{key}' must be a duration such as '30s' or '500ms', got {value!r}"
                 ) from None
-            raise ConfigError(f"{origin}: '{key}' must be between {low:g}s and {high:g}s, got {value!r}") from None
+            raise ConfigError(
+                f"{origin}: '{key}' must be between {shortest:g}s and {longest:g}s, got {value!r}"
+            ) from None
     if key in _BOOLS:
         if isinstance(value, bool):
             return value
