@@ -17,25 +17,39 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger("envoyage")
+
+T = TypeVar("T")
 
 
 class AlreadyRunning(RuntimeError):
     pass
 
 
-def socket_server(path: Path, mode: int, gid: int | None, create):
-    """Run `create` (which binds a Unix socket at `path`) under umask 0177, so there is
-    no moment in which anyone else may connect, then give the socket its group and mode."""
+def socket_server(path: Path, mode: int, gid: int | None, create: Callable[[Path], T]) -> T:
+    """Run `create(bind_path)`, which binds a Unix socket at `bind_path`: a temporary name
+    next to `path`, bound under umask 0177 (no moment in which anyone else may connect),
+    given its group and `mode`, then renamed to `path`. So the socket appears at `path`
+    only with its final group and mode, whatever the process's umask, and a client that
+    finds it (an Envoy starting beside the control plane) is never refused by a mode that
+    is still being set."""
+    bind_path = path.with_name(f".{path.name}.{os.getpid()}.new")
+    bind_path.unlink(missing_ok=True)
     old = os.umask(0o177)
     try:
-        server = create()
+        server = create(bind_path)
     finally:
         os.umask(old)
-    if gid is not None:
-        os.chown(path, -1, gid)
-    os.chmod(path, mode)
+    try:
+        if gid is not None:
+            os.chown(bind_path, -1, gid)
+        os.chmod(bind_path, mode)
+        os.rename(bind_path, path)
+    except BaseException:
+        bind_path.unlink(missing_ok=True)
+        raise
     return server
 
 

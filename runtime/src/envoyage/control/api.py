@@ -7,10 +7,12 @@ Nothing is changed unless the whole request is valid. See docs/control-api.md.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import peewee
 from flask import Blueprint, Flask, current_app, jsonify, request
+from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
 
 from ..model import InputError
@@ -165,3 +167,29 @@ def create_app(plane: ControlPlane) -> Flask:
         return _error(exc.code or 500, exc.description or exc.name)
 
     return app
+
+
+class ApiServer:
+    """The control API's waitress server, its event loop on a thread of its own.
+
+    waitress' loop is not thread-safe: closing its sockets from another thread (what
+    `server.close()` does) can leave the loop in a select() on a closed descriptor, which
+    then fails with "Bad file descriptor" in that thread. `stop()` lets the running
+    requests finish (up to `timeout`), then has the loop's own thread close every socket,
+    so the loop ends by itself, and waits for it."""
+
+    def __init__(self, server: Any):
+        self.server = server
+        self._thread = threading.Thread(target=server.run, name="control-api", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        server = self.server
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
+        if not self._thread.is_alive():
+            wasyncore.close_all(server._map)
+            return
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        self._thread.join(timeout)

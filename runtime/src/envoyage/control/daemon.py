@@ -21,7 +21,7 @@ from ..process import (
     wait_for_termination,
 )
 from ..xds.server import serve
-from .api import create_app
+from .api import ApiServer, create_app
 from .plane import ControlPlane
 
 log = logging.getLogger("envoyage.control")
@@ -75,24 +75,26 @@ class ControlDaemon:
         # waitress: one event loop for every connection and a bounded pool of worker
         # threads for requests, with timeouts, so slow or idle clients hold no thread.
         # The socket is 0600: the control API is root's (or the service user's).
-        self.http_server = socket_server(
-            sock,
-            0o600,
-            None,
-            lambda: create_server(
-                create_app(self.plane),
-                unix_socket=str(sock),
-                unix_socket_perms="600",
-                threads=API_THREADS,
-                connection_limit=API_CONNECTIONS,
-                channel_timeout=API_IDLE_TIMEOUT,
-                cleanup_interval=5,
-                max_request_body_size=API_MAX_BODY,
-                ident="envoyage",
-                clear_untrusted_proxy_headers=True,
-            ),
+        self.http_server = ApiServer(
+            socket_server(
+                sock,
+                0o600,
+                None,
+                lambda bind_path: create_server(
+                    create_app(self.plane),
+                    unix_socket=str(bind_path),
+                    unix_socket_perms="600",
+                    threads=API_THREADS,
+                    connection_limit=API_CONNECTIONS,
+                    channel_timeout=API_IDLE_TIMEOUT,
+                    cleanup_interval=5,
+                    max_request_body_size=API_MAX_BODY,
+                    ident="envoyage",
+                    clear_untrusted_proxy_headers=True,
+                ),
+            )
         )
-        threading.Thread(target=self.http_server.run, name="control-api", daemon=True).start()
+        self.http_server.start()
         log.info("control API listening on %s", sock)
         if self.config.docker_enabled:
             from ..discovery.docker_watch import SOURCE, DockerWatcher
@@ -183,7 +185,9 @@ class ControlDaemon:
         path = cfg.xds_socket_path
         gid = _group_id(cfg.xds_socket_group) if cfg.xds_socket_group else os.getgid()
         prepare_socket(path)
-        self.grpc_server = socket_server(path, 0o660, gid, lambda: serve(self.plane.ads, f"unix:{path}", **options))[0]
+        self.grpc_server = socket_server(
+            path, 0o660, gid, lambda bind_path: serve(self.plane.ads, f"unix:{bind_path}", **options)
+        )[0]
         log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
 
     def stop(self) -> None:
@@ -195,7 +199,7 @@ class ControlDaemon:
             self.watcher.stop()
         if self.http_server is not None:
             log.debug("stopping the control API")
-            self.http_server.close()
+            self.http_server.stop()
             try:
                 self.config.socket_path.unlink()
             except FileNotFoundError:
