@@ -135,20 +135,30 @@ def test_logrotate_rotates_as_the_logs_owner_and_keeps_their_mode():
     assert "copytruncate" in text and "su envoy envoy" in text and "create" not in text.split("{", 1)[1]
 
 
-def test_rotate_takes_every_path_from_the_roles():
-    text = (ROOT / "playbooks" / "rotate.yml").read_text()
+@pytest.mark.parametrize(
+    ("playbook", "names"),
+    [
+        (
+            "rotate.yml",
+            (
+                "wireguard_dir",
+                "wireguard_interface",
+                "control_plane_config",
+                "control_plane_venv",
+                "control_plane_secret_outbox",
+                "control_plane_link_key_file",
+                "control_plane_user",
+            ),
+        ),
+        ("backup.yml", ("control_plane_venv", "control_plane_config", "control_plane_state_dir")),
+    ],
+)
+def test_the_everyday_playbooks_take_every_path_from_the_roles(playbook, names):
+    text = (ROOT / "playbooks" / playbook).read_text()
     plays = yaml.safe_load(text)
     literal = [v for v in _strings(plays) if re.search(r"(^|[\s\[,])/(etc|var|opt|run|usr)/", v) and "{{" not in v]
     assert not literal, literal
-    for name in (
-        "wireguard_dir",
-        "wireguard_interface",
-        "control_plane_config",
-        "control_plane_venv",
-        "control_plane_secret_outbox",
-        "control_plane_link_key_file",
-        "control_plane_user",
-    ):
+    for name in names:
         assert name in text, name
 
 
