@@ -48,7 +48,7 @@ def write_report(r: dict, out: Path, raw: Path) -> None:
         add("")
     add(
         "Written by `bash bench/run.sh` (one command; it installs Caddy and nginx from Debian and uses the "
-        "go-control-plane peer from `../shared/peers/` when it is there). Raw samples: "
+        "go-control-plane peer when it is there: [bench/README.md](../bench/README.md)). Raw samples: "
         f"`bench/results/{raw.name}`. Every system was measured in the same run, on the same machine, with "
         "the same poller, the same upstream and the same Envoy binary."
     )

@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Envoyage contributors
 # Apache License 2.0 (see LICENSE)
-"""The edge link's key and its challenge-response: the one copy of this code (DESIGN.md,
-"Edge link identity"). `envoyage link-secret` (which the roles and playbooks/rotate.yml
+"""The edge link's key and its challenge-response: the one copy of this code (docs/security.md,
+"The edge link"). `envoyage link-secret` (which the roles and playbooks/rotate.yml
 run on home) writes home's key file with it; the control plane and the edge prove the
 key with it (the runtime has it as envoyage.module_utils).
 

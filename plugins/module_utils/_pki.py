@@ -2,7 +2,7 @@
 # Copyright: Envoyage contributors
 # Apache License 2.0 (see LICENSE)
 """The installation's certificate authority and leaf certificates: the one copy of this
-code (DESIGN.md, "Who owns what"). The Ansible modules envoyage_ca and envoyage_cert use
+code (docs/architecture.md, "Who owns what"). The Ansible modules envoyage_ca and envoyage_cert use
 it to issue the root CA and long-lived certificates; the runtime (as envoyage.module_utils)
 issues and rotates short-lived leaves with the same functions.
 

@@ -2,7 +2,7 @@
 # Copyright: Envoyage contributors
 # Apache License 2.0 (see LICENSE)
 """The WireGuard tunnel backend: keys, the address plan, config rendering, bring-up
-and status. The one copy of this code (DESIGN.md, "Who owns what"): the Ansible
+and status. The one copy of this code (docs/architecture.md, "Who owns what"): the Ansible
 modules import it from here and the runtime package includes this directory as
 `envoyage.module_utils`.
 

@@ -1,6 +1,6 @@
 """Control-plane configuration: a YAML file, overridden by ENVOYAGE_* variables.
 
-Every setting has a default (DESIGN.md day-one decisions). The file is optional; a
+Every setting has a default (docs/configuration.md). The file is optional; a
 missing file means "all defaults". Unknown keys and wrong types are errors that name
 the key, so a typo never silently falls back to a default.
 """
@@ -192,7 +192,7 @@ class EdgeConfig(_ServesXds):
     secret_file: Path = Path("/etc/envoyage/edge.secret")
     # the Unix socket the VPS Envoy's ADS client connects to (default <run_dir>/xds.sock)
     xds_socket: Path | None = None
-    # the edge starts and supervises the VPS Envoy (DESIGN.md: one supervisor)
+    # the edge starts and supervises the VPS Envoy (docs/architecture.md: one supervisor)
     envoy_supervise: bool = True
     envoy_binary: str = "envoy"
     # the VPS Envoy's admin interface: a Unix socket, mode 0600 (default
