@@ -16,6 +16,7 @@ from helpers import ENVOY, ENVOYAGE, free_port, make_config, wait_for
 from envoyage.control.plane import ControlPlane
 from envoyage.link import secret
 from envoyage.link import server as link_server
+from envoyage.xds.cache import SnapshotCache
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,10 @@ def test_an_edge_skips_a_type_it_does_not_know_and_serves_the_rest(workdir, monk
 
     monkeypatch.setattr(link_server, "resource_set", newer_home)
     edge_port, admin_port, link_port = free_port(), free_port(), free_port()
+    edge_secret = secret.create(workdir / "edge-link.key", workdir / "edge.secret")
+    cache = SnapshotCache()
+    servicer = link_server.EdgeLinkServer(cache, "edge", workdir / "edge-link.key")
+    listener = link_server.LinkListener(servicer, "127.0.0.2", link_port)
     plane = ControlPlane(
         make_config(
             workdir / "home",
@@ -39,12 +44,11 @@ def test_an_edge_skips_a_type_it_does_not_know_and_serves_the_rest(workdir, monk
             tunnel_prefix="127.0.0.0/24",
             edge_http_port=edge_port,
             edge_addresses=("127.0.0.1",),
-        )
+        ),
+        cache=cache,
+        edge_link=servicer,
+        link_listener=listener,
     )
-    edge_secret = secret.create(workdir / "edge-link.key", workdir / "edge.secret")
-    servicer = link_server.EdgeLinkServer(plane.cache, "edge", workdir / "edge-link.key")
-    plane.edge_link = servicer
-    listener = link_server.LinkListener(servicer, "127.0.0.2", link_port)
     listener.start()
     (workdir / "edge.yaml").write_text(
         json.dumps(
@@ -78,12 +82,12 @@ def test_an_edge_skips_a_type_it_does_not_know_and_serves_the_rest(workdir, monk
             {"name": "app", "domains": ["app.example.test"], "upstreams": ["127.0.0.1:9"], "health_check": "off"}
         )
         st = wait_for(
-            lambda: (lambda s: s if s["in_sync"] else None)(servicer.status()),
+            lambda: (lambda s: s if s.in_sync else None)(servicer.status()),
             timeout=30,
             what="the edge to take the set",
         )
-        (problem,) = st["apply_problems"]
-        assert FUTURE in problem and "does not know" in problem and st["apply_error"] == ""
+        (problem,) = st.apply_problems
+        assert FUTURE in problem and "does not know" in problem and st.apply_error == ""
 
         def clusters():
             try:

@@ -364,7 +364,7 @@ def test_batch_add_is_one_push(setup, upstreams):
     )
     added = [e for e in setup.plane.registry.events(limit=10_000) if e not in before and e["kind"] == "service.added"]
     assert len(added) == 50
-    assert setup.plane.last_reconcile["reason"] == "50 services added"
+    assert setup.plane.last_reconcile.reason == "50 services added"
 
 
 def test_internationalized_domain_through_cli_and_envoy(sotw_setup, upstreams):

@@ -259,7 +259,7 @@ def test_the_status_writer_lets_an_unprivileged_control_plane_read_the_tunnel(la
     read = (
         "import json, sys; from envoyage.control.tunnel import TunnelMonitor; "
         "m = TunnelMonitor(sys.argv[1], status_file=sys.argv[2] if len(sys.argv) > 2 else None); "
-        "print(json.dumps(m.status()))"
+        "print(json.dumps(m.status().to_json()))"
     )
     nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", PYTHON, "-c", read, lab.home_wg]
     try:

@@ -1,8 +1,11 @@
 """`envoyage check`: the sentences for what is wrong (pure parts; the real resolvers,
 tunnel and Envoys are in integration/test_split_dns.py)."""
 
+import dataclasses
+
 from envoyage.cli import check
 from envoyage.config import Config
+from envoyage.status import EdgeLinkStatus, StatusReport, TunnelStatus
 
 CFG = Config(
     topology="a",
@@ -60,27 +63,28 @@ def test_check_dns_names_a_lan_answer_through_the_vps_and_a_missing_public_recor
 
 
 def test_check_tunnel_names_the_tunnel_and_the_link():
-    up = {
-        "tunnel": {
-            "interface": "envoyage0",
-            "handshake_age": 12,
-            "rtt_ms": 20.5,
-            "endpoint": "203.0.113.5:51820",
-            "rx_bytes": 1,
-            "tx_bytes": 2,
-            "problem": None,
-        },
-        "edge": {"connected": True, "edge_id": "vps", "in_sync": True, "rtt_ms": 20.5},
+    tunnel = TunnelStatus(
+        interface="envoyage0", handshake_age=12, rtt_ms=20.5, endpoint="203.0.113.5:51820", rx_bytes=1, tx_bytes=2
+    )
+    up = StatusReport(tunnel=tunnel, edge=EdgeLinkStatus(connected=True, edge_id="vps", in_sync=True, rtt_ms=20.5))
+    r = check.check_tunnel(up)
+    assert r["ok"] and r["edge"] == {"connected": True, "edge_id": "vps", "in_sync": True, "rtt_ms": 20.5}
+    assert r["tunnel"] == {
+        "interface": "envoyage0",
+        "handshake_age": 12,
+        "rtt_ms": 20.5,
+        "endpoint": "203.0.113.5:51820",
+        "rx_bytes": 1,
+        "tx_bytes": 2,
     }
-    assert check.check_tunnel(up)["ok"]
-    down = {
-        "tunnel": dict(up["tunnel"], problem="no handshake with the VPS yet (check ...)"),
-        "edge": {"connected": False},
-    }
+    down = StatusReport(
+        tunnel=dataclasses.replace(tunnel, problem="no handshake with the VPS yet (check ...)"),
+        edge=EdgeLinkStatus(connected=False),
+    )
     r = check.check_tunnel(down)
     assert r["problems"] == [
         "the tunnel is down: no handshake with the VPS yet (check ...)",
         "the edge link is down: no edge is connected (is `envoyage edge` running on the VPS, "
         "and does it have the right secret?)",
     ]
-    assert not check.check_tunnel({"tunnel": None, "edge": None})["ok"]
+    assert not check.check_tunnel(StatusReport())["ok"]

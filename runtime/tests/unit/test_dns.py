@@ -116,7 +116,7 @@ def test_the_controller_persists_atomically_applies_changes_and_leaves_other_zon
     ctl.set_domains(["a.example.org", "c.example.org"])
     assert ctl.apply_now()
     assert control.calls == [("remove", ("b.example.org.",)), ("add", ("c.example.org.",))]  # nothing else
-    assert ctl.status()["in_sync"] and ctl.status()["entries"] == 2
+    assert ctl.status().in_sync and ctl.status().entries == 2
     # a domain that moves to another service is the same entry: nothing to do
     control.calls.clear()
     ctl.set_domains(["c.example.org", "a.example.org"])
@@ -131,14 +131,14 @@ def test_a_failure_is_named_and_the_next_apply_reconciles_with_what_unbound_has(
     control.down = True
     assert not ctl.apply_now()
     st = ctl.status()
-    assert st["error"].startswith("Unbound is not running") and not st["in_sync"]
+    assert st.error.startswith("Unbound is not running") and not st.in_sync
     assert "a.example.org." in include.read_text()  # persisted anyway: a restarted Unbound has it
     # Unbound comes back with something else (an old entry of ours, one missing)
     control.down = False
     control.zones = {"old.example.org.": Zone("transparent", ("old.example.org. 60 IN A 192.168.1.10",))}
     ctl.known.add("old.example.org.")
     assert ctl.apply_now()
-    assert set(control.zones) == {"a.example.org."} and ctl.status()["error"] is None
+    assert set(control.zones) == {"a.example.org."} and ctl.status().error is None
 
 
 def test_a_restarted_controller_knows_its_zones_from_the_include_file(tmp_path):
@@ -161,6 +161,6 @@ def test_a_zone_unbound_has_from_its_own_configuration_is_left_alone_and_named(t
     assert control.zones["nas.example.org."] == user  # not replaced
     assert "nas.example.org" not in include.read_text()  # a second definition would stop Unbound
     st = ctl.status()
-    assert st["foreign"] == ["nas.example.org."] and st["in_sync"]
+    assert st.foreign == ["nas.example.org."] and st.in_sync
     ctl.set_domains(["web.example.org"])  # the service goes: the user's zone stays
     assert ctl.apply_now() and control.zones["nas.example.org."] == user

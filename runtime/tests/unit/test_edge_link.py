@@ -187,11 +187,11 @@ def test_the_link_server_refuses_every_peer_but_the_vps_before_anything_else(tmp
             client = edge_client(home.target, s)
             try:
                 if expect is None:
-                    wait(lambda: home.servicer.status()["connected"], "the edge to be admitted")
+                    wait(lambda: home.servicer.status().connected, "the edge to be admitted")
                 else:
-                    wait(lambda: home.servicer.status()["refused"] == 1, "the refusal")
+                    wait(lambda: home.servicer.status().refused == 1, "the refusal")
                     assert "only the VPS's tunnel address" in client.state["last_error"]
-                    assert home.servicer.status()["last_refused"]["why"] == "not the VPS's tunnel address"
+                    assert home.servicer.status().last_refused.why == "not the VPS's tunnel address"
             finally:
                 client.stop.set()
                 client.close()
@@ -404,8 +404,8 @@ def test_a_recorded_handshake_replayed_on_a_new_connection_gets_nothing(tmp_path
         hello, proof = (
             next(m for m in recorder.edge_messages if m.WhichOneof("kind") == k) for k in ("hello", "proof")
         )
-        wait(lambda: not home.servicer.status()["connected"], "the recorded session to end")
-        refused = home.servicer.status()["refused"]
+        wait(lambda: not home.servicer.status().connected, "the recorded session to end")
+        refused = home.servicer.status().refused
         # the recorded hello and proof, replayed as they were
         channel = grpc.insecure_channel(home.target)
         got, code, details = [], None, ""
@@ -424,8 +424,8 @@ def test_a_recorded_handshake_replayed_on_a_new_connection_gets_nothing(tmp_path
         assert code == grpc.StatusCode.UNAUTHENTICATED and "wrong link key" in details
         assert got == ["challenge"]  # a fresh challenge, and nothing after the replayed proof
         st = home.servicer.status()
-        assert st["refused"] == refused + 1 and not st["connected"]
-        assert "could not prove the link key" in st["last_refused"]["why"]
+        assert st.refused == refused + 1 and not st.connected
+        assert "could not prove the link key" in st.last_refused.why
         # and the recorded challenge does not fool the edge (its nonce is fresh every time)
         captured = next(m.challenge for m in recorder.home_messages if m.WhichOneof("kind") == "challenge")
     fake = FakeHome(replay=captured)
@@ -446,30 +446,32 @@ def test_a_wrong_key_on_either_side_is_refused_with_a_named_problem(tmp_path):
     from helpers import make_config
 
     from envoyage.control.plane import ControlPlane
+    from envoyage.xds.cache import SnapshotCache
 
     right = secret.create(tmp_path / "k", tmp_path / "s")
     other = secret.create(tmp_path / "k2", tmp_path / "s2")
     for key_file, edge_secret in ((tmp_path / "k", other), (tmp_path / "k2", right)):
-        plane = ControlPlane(make_config(tmp_path / f"home-{key_file.name}", topology="a"))
-        try:
-            applied: list = []
-            with LinkServer(key_file, cache=plane.cache) as home:
-                plane.edge_link = home.servicer
-                client = edge_client(home.target, edge_secret, applied)
-                try:
-                    problem = wait(
-                        lambda: [p for p in plane.problems() if "refused this control plane" in p],
-                        "a named problem in home's status",
-                    )[0]
-                finally:
-                    client.stop.set()
-                    client.close()
-            assert "edge link: the edge 'vps' refused this control plane" in problem
-            assert "not from the same `envoyage link-secret`" in problem and "rotate.yml" in problem
-            assert applied == [] and "does not verify" in client.state["last_error"]
-            assert right not in problem and other not in problem
-        finally:
-            plane.registry.close()
+        applied: list = []
+        with LinkServer(key_file, cache=SnapshotCache()) as home:
+            plane = ControlPlane(
+                make_config(tmp_path / f"home-{key_file.name}", topology="a"),
+                cache=home.cache,
+                edge_link=home.servicer,
+            )
+            client = edge_client(home.target, edge_secret, applied)
+            try:
+                problem = wait(
+                    lambda: [p for p in plane.problems() if "refused this control plane" in p],
+                    "a named problem in home's status",
+                )[0]
+            finally:
+                client.stop.set()
+                client.close()
+                plane.registry.close()
+        assert "edge link: the edge 'vps' refused this control plane" in problem
+        assert "not from the same `envoyage link-secret`" in problem and "rotate.yml" in problem
+        assert applied == [] and "does not verify" in client.state["last_error"]
+        assert right not in problem and other not in problem
 
 
 def test_an_edge_that_cannot_prove_the_key_gets_nothing_and_home_says_why(tmp_path):
@@ -501,7 +503,7 @@ def test_an_edge_that_cannot_prove_the_key_gets_nothing_and_home_says_why(tmp_pa
             finally:
                 channel.close()
             assert got == ["challenge"] and code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.CANCELLED)
-        assert home.servicer.status()["envoy"] == [] and not home.servicer.status()["connected"]
+        assert home.servicer.status().envoy == [] and not home.servicer.status().connected
         # an older edge (no nonce, its secret as a bearer token) is told what is wrong
         channel = grpc.insecure_channel(home.target)
         try:
@@ -524,9 +526,9 @@ def test_reconnecting_to_a_dead_control_plane_does_not_pile_up_threads():
 
     from envoyage.edge.daemon import LinkClient
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # held, not listening: refused, and no one else may take it
+    port = dead.getsockname()[1]
     stop = threading.Event()
     client = LinkClient(f"127.0.0.1:{port}", "not-a-real-secret", "vps", lambda rs: "", link_pb2.EnvoyReport, stop)
     client.start()
@@ -539,3 +541,4 @@ def test_reconnecting_to_a_dead_control_plane_does_not_pile_up_threads():
     finally:
         stop.set()
         client.close()
+        dead.close()

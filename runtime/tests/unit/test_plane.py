@@ -49,7 +49,7 @@ def test_a_malformed_cidr_is_a_named_problem_and_the_rest_keeps_serving(workdir)
     try:
         p.variants.add(False)
         p.add_service(dict(BASE, access="vpn-only"))
-        problems = p.status_report()["problems"]
+        problems = p.status_report().problems
         assert any("lan_cidrs: '10.0.0/8' is not a network in CIDR notation" in x for x in problems)
         assert any("vpn_cidrs: 'vpn'" in x for x in problems)
         assert p.get_service("web")["problems"] == []
@@ -67,7 +67,7 @@ def test_topology_a_builds_an_edge_snapshot_and_c_does_not(workdir):
     try:
         for p in (a, c):
             p.add_service(BASE)
-        assert "edge" not in c.cache.keys() and c.status_report()["edge"] is None
+        assert "edge" not in c.cache.keys() and c.status_report().edge is None
         edge = a.cache.get_snapshot("edge")
         assert set(edge.get("type.googleapis.com/envoy.config.cluster.v3.Cluster")) == {"svc_web"}
     finally:
@@ -89,6 +89,7 @@ def test_topology_a_refuses_xds_on_the_tunnel_address(workdir, address):
 
 def test_a_service_the_vps_envoy_rejects_is_dropped_from_the_edge_set_only_with_its_message(workdir):
     from envoyage.link.server import verdict_events
+    from envoyage.status import EdgeEnvoyNode, EdgeEnvoyType
     from envoyage.xds import types as T
 
     p = ControlPlane(make_config(workdir, topology="a"))
@@ -99,19 +100,13 @@ def test_a_service_the_vps_envoy_rejects_is_dropped_from_the_edge_set_only_with_
         p.add_service(dict(BASE, name="bad", domains=["bad.test"]))
         rejected = p.cache.get_snapshot("edge").version(T.CLUSTER)
         report = [
-            {
-                "node_id": "vps",
-                "connected": True,
-                "types": {"cds": {"acked_version": acked, "nacked_version": rejected, "error": "bad cluster svc_bad"}},
-            }
+            EdgeEnvoyNode(
+                node_id="vps",
+                connected=True,
+                types={"cds": EdgeEnvoyType(acked_version=acked, nacked_version=rejected, error="bad cluster svc_bad")},
+            )
         ]
-        before = [
-            {
-                "node_id": "vps",
-                "connected": True,
-                "types": {"cds": {"acked_version": acked, "nacked_version": "", "error": ""}},
-            }
-        ]
+        before = [EdgeEnvoyNode(node_id="vps", connected=True, types={"cds": EdgeEnvoyType(acked_version=acked)})]
         (event,) = verdict_events(before, report)
         assert event == ("edge:vps", T.CLUSTER, rejected, "bad cluster svc_bad", acked)
         p.on_envoy_verdict(*event[:4], key="edge", acked_version=event[4])
@@ -148,7 +143,7 @@ def test_vpn_only_never_admits_home_itself_or_its_docker_bridges(workdir):
             p.add_service(dict(BASE, access="vpn-only"))
             route = p.cache.get_snapshot("home").get(T.ROUTE)["home_http"].message
             (vh,) = [v for v in route.virtual_hosts if v.name == "web"]
-            return vh.routes[0].typed_per_filter_config[LAN_ACCESS_FILTER].value, p.status_report()["problems"]
+            return vh.routes[0].typed_per_filter_config[LAN_ACCESS_FILTER].value, p.status_report().problems
         finally:
             p.registry.close()
 

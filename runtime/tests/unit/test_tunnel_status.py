@@ -36,8 +36,8 @@ def test_the_monitor_reads_a_fresh_file_and_names_a_stale_one(tmp_path):
         },
     )
     st = TunnelMonitor("wg0", status_file=path).status()
-    assert st["problem"] is None and 19 <= st["handshake_age"] <= 25
-    assert (st["rx_bytes"], st["tx_bytes"], st["endpoint"]) == (5, 6, "198.51.100.1:51820")
+    assert st.problem is None and 19 <= st.handshake_age <= 25
+    assert (st.rx_bytes, st.tx_bytes, st.endpoint) == (5, 6, "198.51.100.1:51820")
     wg.write_status_file(str(path), {"interface": "wg0", "written_at": now - 120, "error": None, "peers": []})
     st = TunnelMonitor("wg0", status_file=path).status()
-    assert "was last written 120 s ago" in st["problem"] and "envoyage-tunnel-status.service" in st["problem"]
+    assert "was last written 120 s ago" in st.problem and "envoyage-tunnel-status.service" in st.problem

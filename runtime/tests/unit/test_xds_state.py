@@ -170,7 +170,7 @@ def test_sotw_initial_ack_and_push(env):
     r2 = h.recv()
     assert names_of(r2) == ["svc_a", "svc_b"] and r2.version_info != v1 and r2.nonce != r1.nonce
     st = tracker.snapshot()[0]
-    assert st["node_id"] == "envoy-1" and st["types"]["cds"]["last_sent_version"] == r2.version_info
+    assert st.node_id == "envoy-1" and st.types["cds"].last_sent_version == r2.version_info
     h.close()
 
 
@@ -206,8 +206,8 @@ def test_sotw_nack_recorded_not_repushed_then_next_snapshot_sent(env):
         h.send(req(T.ROUTE, version=r1.version_info, nonce=r2.nonce, names=["home_http"], error="bad regex"))
     h.quiet(0.5)
     assert rec.nacks == [("rds", r2.version_info, "bad regex")]
-    st = tracker.snapshot()[0]["types"]["rds"]
-    assert st["last_nack_message"] == "bad regex" and st["last_acked_version"] == r1.version_info
+    st = tracker.snapshot()[0].types["rds"]
+    assert st.last_nack_message == "bad regex" and st.last_acked_version == r1.version_info
     cache.set_snapshot("home", snapshot("a", "b", "c"))
     r3 = h.recv()
     assert r3.version_info not in (r1.version_info, r2.version_info)
@@ -280,7 +280,7 @@ def test_huge_nack_messages_are_kept_cut(env):
     r1 = h.recv()
     h.send(req(T.CLUSTER, nonce=r1.nonce, error="z" * 4 * 1024 * 1024))
     h.quiet()
-    message = tracker.snapshot()[0]["types"]["cds"]["last_nack_message"]
+    message = tracker.snapshot()[0].types["cds"].last_nack_message
     assert len(message) < 1100 and message.endswith("(4194304 characters, cut)")
 
 
@@ -292,9 +292,9 @@ def test_disconnected_nodes_are_forgotten_after_a_while_and_bounded():
         tracker.on_stream_closed(i, f"n{i}")
         now[0] += 1
     tracker.on_stream_open(99, "live", "home", False)
-    assert [n["node_id"] for n in tracker.snapshot()] == ["live", "n7", "n8", "n9"]  # the 3 most recent
+    assert [n.node_id for n in tracker.snapshot()] == ["live", "n7", "n8", "n9"]  # the 3 most recent
     now[0] += 61
-    assert [n["node_id"] for n in tracker.snapshot()] == ["live"]
+    assert [n.node_id for n in tracker.snapshot()] == ["live"]
 
 
 def test_sotw_push_order_cds_eds_lds_rds(env):

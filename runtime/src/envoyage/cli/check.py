@@ -17,6 +17,7 @@ from typing import Any
 
 from ..bootstrap import connect_address
 from ..config import Config
+from ..status import StatusReport
 
 
 def _server(text: str, default_port: int = 53) -> tuple[str, int]:
@@ -160,8 +161,9 @@ def check_service(cfg: Config, svc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_tunnel(status: dict[str, Any]) -> dict[str, Any]:
-    tunnel, edge = status.get("tunnel"), status.get("edge")
+def check_tunnel(status: StatusReport) -> dict[str, Any]:
+    """`envoyage check tunnel` from the control plane's status."""
+    tunnel, edge = status.tunnel, status.edge
     if tunnel is None:
         return {
             "ok": False,
@@ -170,23 +172,23 @@ def check_tunnel(status: dict[str, Any]) -> dict[str, Any]:
             "edge": None,
         }
     problems = []
-    if tunnel.get("problem"):
-        problems.append(f"the tunnel is down: {tunnel['problem']}")
-    if not edge or not edge.get("connected"):
+    if tunnel.problem:
+        problems.append(f"the tunnel is down: {tunnel.problem}")
+    if edge is None or not edge.connected:
         problems.append(
             "the edge link is down: no edge is connected (is `envoyage edge` running on the VPS, and "
             "does it have the right secret?)"
         )
-    elif not edge.get("in_sync"):
+    elif not edge.in_sync:
         problems.append(
             "the edge is connected but has not applied the current configuration"
-            + (f": {edge['apply_error']}" if edge.get("apply_error") else "")
+            + (f": {edge.apply_error}" if edge.apply_error else "")
         )
     return {
         "ok": not problems,
         "problems": problems,
         "tunnel": {
-            k: tunnel.get(k) for k in ("interface", "handshake_age", "rtt_ms", "endpoint", "rx_bytes", "tx_bytes")
+            k: getattr(tunnel, k) for k in ("interface", "handshake_age", "rtt_ms", "endpoint", "rx_bytes", "tx_bytes")
         },
-        "edge": {k: (edge or {}).get(k) for k in ("connected", "edge_id", "in_sync", "rtt_ms")},
+        "edge": {k: getattr(edge, k, None) for k in ("connected", "edge_id", "in_sync", "rtt_ms")},
     }

@@ -26,6 +26,7 @@ from .. import __version__
 from ..bootstrap import BootstrapError, bootstrap, connect_address
 from ..config import ConfigError, load_config, load_edge_config
 from ..module_utils._wireguard import WireGuardError
+from ..status import StatusReport
 from .client import ApiError, ControlClient, Unreachable
 
 DEFAULT_CONFIG = "/etc/envoyage/control.yaml"
@@ -115,93 +116,90 @@ def _ago(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _print_status(st: dict[str, Any]) -> None:
-    print(f"control plane {st['version']}, up since {_ago(st['started_at'])}")
-    print(f"services: {st['services']['total']} ({st['services']['with_problems']} with problems)")
-    for key, versions in st["snapshots"].items():
+def _print_status(st: StatusReport) -> None:
+    print(f"control plane {st.version}, up since {_ago(st.started_at)}")
+    print(f"services: {st.services.total} ({st.services.with_problems} with problems)")
+    for key, versions in st.snapshots.items():
         print(f"snapshot {key}: " + (" ".join(f"{k}={v}" for k, v in versions.items()) or "none"))
-    problem = (st.get("registry") or {}).get("problem")
-    if problem:
+    if st.registry.problem:
         print(
-            f"REGISTRY NOT SERVED: {problem}. Envoy keeps its last configuration. Restore a backup, or "
+            f"REGISTRY NOT SERVED: {st.registry.problem}. Envoy keeps its last configuration. Restore a backup, or "
             "restart with --accept-registry (docs/operations.md)"
         )
-    last = st.get("last_reconcile") or {}
-    if last and not last.get("ok"):
-        print(f"LAST SNAPSHOT REFUSED: {last.get('error')} (the previous snapshot keeps serving)")
-    for name, d in (st.get("discovery") or {}).items():
-        if d["connected"]:
+    last = st.last_reconcile
+    if last is not None and not last.ok:
+        print(f"LAST SNAPSHOT REFUSED: {last.error} (the previous snapshot keeps serving)")
+    for name, d in st.discovery.items():
+        if d.connected:
             print(
-                f"discovery {name}: connected to {d['host']}, {d['containers']} labelled containers"
-                f"{', mesh on' if d.get('mesh') else ''}"
+                f"discovery {name}: connected to {d.host}, {d.containers} labelled containers"
+                f"{', mesh on' if d.mesh else ''}"
             )
         else:
             print(
-                f"discovery {name}: NOT CONNECTED to {d['host']} ({d['last_error'] or 'connecting'}); "
+                f"discovery {name}: NOT CONNECTED to {d.host} ({d.last_error or 'connecting'}); "
                 "keeping the last known state"
             )
     _print_topology(st)
-    if not st["nodes"]:
+    if not st.nodes:
         print("envoys: none connected yet")
-    for node in st["nodes"]:
+    for node in st.nodes:
         state = (
-            f"connected {_ago(node['connected_since'])}"
-            if node["connected"]
-            else f"DISCONNECTED {_ago(node['disconnected_at'])}"
+            f"connected {_ago(node.connected_since)}"
+            if node.connected
+            else f"DISCONNECTED {_ago(node.disconnected_at)}"
         )
-        print(f"envoy {node['node_id']} (role {node['role']}, {'delta' if node['delta'] else 'sotw'}): {state}")
-        want = st["snapshots"].get(node["snapshot"], {})
+        print(f"envoy {node.node_id} (role {node.role}, {'delta' if node.delta else 'sotw'}): {state}")
+        want = st.snapshots.get(node.snapshot, {})
         for tname, current in want.items():
-            t = node["types"].get(tname)
-            if not t:
+            t = node.types.get(tname)
+            if t is None:
                 continue
-            mark = "in sync" if t["last_acked_version"] == current and current else "behind"
-            if mark == "in sync" and t.get("reported_at_reconnect"):
+            mark = "in sync" if t.last_acked_version == current and current else "behind"
+            if mark == "in sync" and t.reported_at_reconnect:
                 mark += ", reported by Envoy at reconnect"
-            print(f"  {tname}: acked {t['last_acked_version'] or '-'} ({mark}), sent {t['last_sent_version'] or '-'}")
-            if t["last_nack_message"]:
-                print(f"    last NACK {_ago(t['last_nack_at'])} for {t['last_nack_version']}: {t['last_nack_message']}")
+            print(f"  {tname}: acked {t.last_acked_version or '-'} ({mark}), sent {t.last_sent_version or '-'}")
+            if t.last_nack_message:
+                print(f"    last NACK {_ago(t.last_nack_at)} for {t.last_nack_version}: {t.last_nack_message}")
 
 
-def _print_topology(st: dict[str, Any]) -> None:
-    tunnel, edge = st.get("tunnel"), st.get("edge")
+def _print_topology(st: StatusReport) -> None:
+    tunnel, edge, dns = st.tunnel, st.edge, st.dns
     if tunnel is not None:
-        age = tunnel.get("handshake_age")
-        rtt = tunnel.get("rtt_ms")
+        age, rtt = tunnel.handshake_age, tunnel.rtt_ms
         print(
-            f"tunnel {tunnel['interface']}: "
+            f"tunnel {tunnel.interface}: "
             + (
-                f"last handshake {age:.0f}s ago, {tunnel['rx_bytes']:,} bytes in, {tunnel['tx_bytes']:,} bytes out, "
-                f"endpoint {tunnel['endpoint'] or '-'}"
+                f"last handshake {age:.0f}s ago, {tunnel.rx_bytes:,} bytes in, {tunnel.tx_bytes:,} bytes "
+                f"out, endpoint {tunnel.endpoint or '-'}"
                 if age is not None
                 else "no handshake"
             )
             + (f", round trip {rtt:.1f} ms" if rtt is not None else "")
         )
     if edge is not None:
-        if edge["connected"]:
-            sync = "in sync" if edge["in_sync"] else f"behind (has {edge['applied_version'] or '-'})"
+        if edge.connected:
+            sync = "in sync" if edge.in_sync else f"behind (has {edge.applied_version or '-'})"
             print(
-                f"edge {edge['edge_id']}: connected {_ago(edge['connected_since'])} from {edge['peer']}, "
-                f"resource set {edge['want_version']} {sync}"
+                f"edge {edge.edge_id}: connected {_ago(edge.connected_since)} from {edge.peer}, "
+                f"resource set {edge.want_version} {sync}"
             )
         else:
-            print(f"edge: NOT CONNECTED (last seen {_ago(edge['disconnected_at'])})")
-        for node in edge["envoy"]:
-            print(f"  edge envoy {node['node_id']}: {'connected' if node['connected'] else 'DISCONNECTED'}")
-            for tname, t in node["types"].items():
-                line = f"    {tname}: acked {t['acked_version'] or '-'}"
-                if t["error"]:
-                    line += f", last NACK {t['nacked_version']}: {t['error']}"
+            print(f"edge: NOT CONNECTED (last seen {_ago(edge.disconnected_at)})")
+        for node in edge.envoy:
+            print(f"  edge envoy {node.node_id}: {'connected' if node.connected else 'DISCONNECTED'}")
+            for tname, t in node.types.items():
+                line = f"    {tname}: acked {t.acked_version or '-'}"
+                if t.error:
+                    line += f", last NACK {t.nacked_version}: {t.error}"
                 print(line)
-    dns = st.get("dns")
     if dns is not None:
-        state = "in sync" if dns["in_sync"] else "NOT IN SYNC"
+        state = "in sync" if dns.in_sync else "NOT IN SYNC"
         print(
-            f"dns: {dns['entries']} zones answered with {dns['answer']}, Unbound {state}, last applied "
-            f"{_ago(dns['last_apply_at'])}" + (f" in {dns['last_apply_ms']:.1f} ms" if dns["last_apply_ms"] else "")
+            f"dns: {dns.entries} zones answered with {dns.answer}, Unbound {state}, last applied "
+            f"{_ago(dns.last_apply_at)}" + (f" in {dns.last_apply_ms:.1f} ms" if dns.last_apply_ms else "")
         )
-    for problem in st.get("problems") or []:
+    for problem in st.problems:
         print(f"PROBLEM: {problem}")
 
 
@@ -235,7 +233,7 @@ def cmd_check(args) -> int:
 
     cfg = load_config(_config_path(args))
     if args.what == "tunnel":
-        r = check.check_tunnel(_client(args).get("/status"))
+        r = check.check_tunnel(StatusReport.from_json(_client(args).get("/status")))
         lines = []
         if r["tunnel"]:
             t, e = r["tunnel"], r["edge"]
@@ -371,12 +369,17 @@ def cmd_backup(args) -> int:
     return EXIT_OK
 
 
-def cmd_service_add(args) -> int:
-    svc = _client(args).post("/services", _service_body(args, partial=False))
-    print(f"added {svc['name']}: {_domains(svc)} -> {', '.join(svc['upstreams'])}")
+def _changed(verb: str, svc: dict[str, Any]) -> int:
+    """What `service add` and `service update` print about the service the control plane
+    stored; exit 1 when it has problems."""
+    print(f"{verb} {svc['name']}: {_domains(svc)} -> {', '.join(svc['upstreams'])}")
     for p in svc["problems"]:
         print(f"problem: {p}")
     return EXIT_OK if not svc["problems"] else EXIT_FAIL
+
+
+def cmd_service_add(args) -> int:
+    return _changed("added", _client(args).post("/services", _service_body(args, partial=False)))
 
 
 def cmd_service_update(args) -> int:
@@ -384,11 +387,7 @@ def cmd_service_update(args) -> int:
     if not body:
         print("nothing to change: give at least one option", file=sys.stderr)
         return EXIT_USAGE
-    svc = _client(args).patch(f"/services/{quote(args.name, safe='')}", body)
-    print(f"updated {svc['name']}: {_domains(svc)} -> {', '.join(svc['upstreams'])}")
-    for p in svc["problems"]:
-        print(f"problem: {p}")
-    return EXIT_OK if not svc["problems"] else EXIT_FAIL
+    return _changed("updated", _client(args).patch(f"/services/{quote(args.name, safe='')}", body))
 
 
 def cmd_service_rm(args) -> int:
@@ -416,9 +415,9 @@ def cmd_service_ls(args) -> int:
 def cmd_status(args) -> int:
     st = _client(args).get("/status")
     if args.json:
-        print(json.dumps(st, indent=2))
+        print(json.dumps(st, indent=2))  # as the control plane sent it
     else:
-        _print_status(st)
+        _print_status(StatusReport.from_json(st))
     return EXIT_OK
 
 

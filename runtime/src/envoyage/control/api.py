@@ -55,7 +55,7 @@ def _json_body() -> Any:
 
 @bp.get("/status")
 def status():
-    return jsonify(_plane().status_report())
+    return jsonify(_plane().status_report().to_json())
 
 
 @bp.get("/services")

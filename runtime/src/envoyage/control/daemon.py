@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from waitress.server import create_server
 
@@ -20,9 +21,16 @@ from ..process import (
     stop_within,
     wait_for_termination,
 )
+from ..xds.cache import SnapshotCache
 from ..xds.server import serve
 from .api import ApiServer, create_app
-from .plane import ControlPlane
+from .plane import ControlPlane, PlaneHandle, tunnel_plan
+
+if TYPE_CHECKING:
+    from ..discovery.docker_watch import DockerWatcher
+    from ..dns.controller import DnsController
+    from ..link.server import EdgeLinkServer, LinkListener
+    from .tunnel import TunnelMonitor
 
 log = logging.getLogger("envoyage.control")
 
@@ -45,7 +53,11 @@ def _group_id(group: str) -> int:
 
 
 class ControlDaemon:
-    """The running control plane: gRPC xDS server + control API on a Unix socket."""
+    """The running control plane: gRPC xDS server + control API on a Unix socket.
+
+    The constructor builds every part (nothing listens or runs yet): the DNS controller,
+    topology A's edge link, listener and tunnel monitor, Docker discovery, and the
+    `ControlPlane` that is handed all of them. `start()` starts them, `stop()` stops them."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -55,10 +67,28 @@ class ControlDaemon:
         own_directory(config.run_dir, 0o755, group_write=False)
         own_directory(config.log_dir, 0o755, group_write=True)
         os.chmod(config.state_dir, 0o700)
-        self.plane = ControlPlane(config)
+        cache = SnapshotCache()
+        handle = PlaneHandle()
+        self.dns = self._dns() if config.dns_enabled else None
+        plan = tunnel_plan(config)
+        edge_link: EdgeLinkServer | None = None
+        self.link_listener: LinkListener | None = None
+        tunnel: TunnelMonitor | None = None
+        if plan is not None:
+            edge_link, self.link_listener, tunnel = self._link(cache, handle, plan)
+        self.discovery = self._discovery(handle) if config.docker_enabled else {}
+        self.plane = ControlPlane(
+            config,
+            cache=cache,
+            handle=handle,
+            dns=self.dns,
+            edge_link=edge_link,
+            link_listener=self.link_listener,
+            tunnel=tunnel,
+            discovery=self.discovery,
+        )
         self.grpc_server = None
         self.http_server = None
-        self.watcher = None
         self.xds_port = 0
         self._stopped = threading.Event()
 
@@ -66,12 +96,16 @@ class ControlDaemon:
         sock = self.config.socket_path
         prepare_socket(sock)
         self._check_exposure()
-        if self.config.dns_enabled:
-            self._start_dns()
+        if self.dns is not None:
+            self.config.dns_include_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.dns.start()
+            log.info(
+                "dns: keeping Unbound's local zones (%s) equal to the service domains", self.config.dns_include_file
+            )
         self.plane.reconcile(reason="startup")
         self._serve_xds()
-        if self.plane.tunnel_plan is not None:
-            self._serve_link()
+        if self.link_listener is not None:
+            self.link_listener.start()
         # waitress: one event loop for every connection and a bounded pool of worker
         # threads for requests, with timeouts, so slow or idle clients hold no thread.
         # The socket is 0600: the control API is root's (or the service user's).
@@ -96,20 +130,8 @@ class ControlDaemon:
         )
         self.http_server.start()
         log.info("control API listening on %s", sock)
-        if self.config.docker_enabled:
-            from ..discovery.docker_watch import SOURCE, DockerWatcher
-
-            self.watcher = DockerWatcher(
-                lambda reason, desired: self.plane.sync_discovered(SOURCE, desired, reason),
-                docker_host=self.config.docker_host,
-                mesh=self.config.docker_mesh,
-                scope=self.config.docker_scope,
-                default_domain=self.config.docker_default_domain,
-                on_networks=self.plane.set_docker_networks,
-                trust_image_labels=self.config.discovery_trust_image_labels,
-            )
-            self.plane.discovery[SOURCE] = self.watcher
-            self.watcher.start()
+        for source in self.discovery.values():
+            source.start()
 
     def _check_exposure(self) -> None:
         """No ADS on the tunnel address (DESIGN.md security defaults): in topology A the
@@ -127,7 +149,7 @@ class ControlDaemon:
                 "the tunnel; with topology 'a' use the Unix socket (the default) or 127.0.0.1"
             )
 
-    def _start_dns(self) -> None:
+    def _dns(self) -> DnsController:
         from ..dns.controller import DnsController
         from ..dns.unbound import UnboundControl
 
@@ -137,39 +159,49 @@ class ControlDaemon:
                 "dns.enabled needs dns.answer_address: this home's LAN address, the answer LAN "
                 "clients get for every service domain"
             )
-        cfg.dns_include_file.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self.plane.dns = DnsController(
+        return DnsController(
             UnboundControl(str(cfg.dns_unbound_config), cfg.dns_unbound_control),
             cfg.dns_include_file,
             cfg.dns_answer_address,
             cfg.dns_answer_address6 or None,
             cfg.dns_ttl,
         )
-        self.plane.dns.start()
-        log.info("dns: keeping Unbound's local zones (%s) equal to the service domains", cfg.dns_include_file)
 
-    def _serve_link(self) -> None:
+    def _link(
+        self, cache: SnapshotCache, handle: PlaneHandle, plan: dict[str, str]
+    ) -> tuple[EdgeLinkServer, LinkListener, TunnelMonitor]:
+        """Topology A: the edge link server on `cache`, its listener on home's tunnel
+        address, and the tunnel monitor (which adds the link's round trip)."""
         from ..link.server import EdgeLinkServer, LinkListener
         from .tunnel import TunnelMonitor
 
-        plan = self.plane.tunnel_plan
         servicer = EdgeLinkServer(
-            self.plane.cache,
-            "edge",
-            self.config.link_key_path,
-            edge_ip=plan["vps"],
-            on_verdict=lambda node, type_url, version, message, acked: self.plane.on_envoy_verdict(
-                node, type_url, version, message, key="edge", acked_version=acked
-            ),
+            cache, "edge", self.config.link_key_path, edge_ip=plan["vps"], on_verdict=handle.edge_verdict
         )
-        self.plane.edge_link = servicer
-        self.plane.link_listener = LinkListener(servicer, plan["home"], self.config.link_port)
-        self.plane.link_listener.start()
-        self.plane.tunnel = TunnelMonitor(
+        listener = LinkListener(servicer, plan["home"], self.config.link_port)
+        tunnel = TunnelMonitor(
             self.config.tunnel_interface,
-            rtt=lambda: servicer.status()["rtt_ms"],
+            rtt=lambda: servicer.status().rtt_ms,
             status_file=self.config.tunnel_status_path,
         )
+        return servicer, listener, tunnel
+
+    def _discovery(self, handle: PlaneHandle) -> dict[str, DockerWatcher]:
+        """The discovery sources by name: Docker's."""
+        from ..discovery.docker_watch import SOURCE, DockerWatcher
+
+        cfg = self.config
+        return {
+            SOURCE: DockerWatcher(
+                handle.discovered(SOURCE),
+                docker_host=cfg.docker_host,
+                mesh=cfg.docker_mesh,
+                scope=cfg.docker_scope,
+                default_domain=cfg.docker_default_domain,
+                on_networks=handle.set_docker_networks,
+                trust_image_labels=cfg.discovery_trust_image_labels,
+            )
+        }
 
     def _serve_xds(self) -> None:
         cfg = self.config
@@ -195,8 +227,8 @@ class ControlDaemon:
             return
         self._stopped.set()
         log.info("shutting down")
-        if self.watcher is not None:
-            self.watcher.stop()
+        for source in self.discovery.values():
+            source.stop()
         if self.http_server is not None:
             log.debug("stopping the control API")
             self.http_server.stop()
@@ -205,11 +237,11 @@ class ControlDaemon:
             except FileNotFoundError:
                 pass
         self.plane.ads.stopping.set()
-        if self.plane.dns is not None:
-            self.plane.dns.stop()
-        if self.plane.link_listener is not None:
+        if self.dns is not None:
+            self.dns.stop()
+        if self.link_listener is not None:
             log.debug("stopping the edge link")
-            self.plane.link_listener.stop()
+            self.link_listener.stop()
         if self.grpc_server is not None:
             log.debug("stopping the xDS server")
             self.grpc_server.stop(grace=0.5).wait(5)

@@ -3,6 +3,12 @@
 One `ControlPlane` object owns the pieces; the control API, discovery and the CLI all
 change desired state through it, and every change ends in `reconcile()`, which pushes
 a new snapshot (or keeps the last good one and says why).
+
+Its collaborators (the registry, the snapshot cache, the DNS controller, the edge link,
+the tunnel monitor, discovery) come through the constructor; nothing is attached later.
+Those built before the plane that must call it (the edge link's verdicts, discovery)
+get a `PlaneHandle`, which the plane's constructor binds to itself. What the plane
+reports is typed (`envoyage.status`).
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..config import Config, dump_config
@@ -21,6 +28,15 @@ from ..hostnet import HostNetworks
 from ..model import InputError, ServiceSpec, merge_update, parse_service, zones_problem
 from ..module_utils._wireguard import address_plan
 from ..networks import DockerNetwork, local_docker_networks, vpn_only_networks
+from ..status import (
+    DiscoveryStatus,
+    EdgeLinkStatus,
+    ReconcileStatus,
+    RegistryStatus,
+    ServiceCounts,
+    StatusReport,
+    XdsStatus,
+)
 from ..store.registry import Registry
 from ..xds import types as T
 from ..xds.assemble import HomeSettings, TunnelSettings, assemble_edge, assemble_home
@@ -30,6 +46,11 @@ from ..xds.snapshot import InconsistentSnapshot
 from ..xds.status import BaseCallbacks, StatusTracker
 from ..xds.translate import EdgeLimits, EdgeSettings, HomeAccess, TranslationCache
 from ..xds.verdicts import EDGE_REJECTED, Verdicts, services_in_change
+
+if TYPE_CHECKING:
+    from ..dns.controller import DnsController
+    from ..link.server import EdgeLinkServer, LinkListener
+    from .tunnel import TunnelMonitor
 
 log = logging.getLogger("envoyage.control")
 
@@ -70,6 +91,61 @@ class OwnedBySource(Exception):
         self.name, self.source = name, source
 
 
+def tunnel_plan(config: Config) -> dict[str, str] | None:
+    """Topology A's tunnel addresses ("prefix", "home", "vps"); None in topology C."""
+    return address_plan(config.tunnel_prefix) if config.topology == "a" else None
+
+
+class DiscoverySource(Protocol):
+    """A discovery source as the plane sees it (Docker's `DockerWatcher`)."""
+
+    def status(self) -> DiscoveryStatus: ...
+
+
+class PlaneHandle:
+    """The plane's entry points for collaborators built before it.
+
+    The plane reads the edge link's and discovery's status, so they are built first; the
+    edge link reports the VPS Envoy's verdicts to the plane and discovery hands it the
+    desired state. They are given this handle's methods, and `ControlPlane(...,
+    handle=...)` binds the handle to the plane it constructs (once)."""
+
+    def __init__(self) -> None:
+        self._plane: ControlPlane | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self._plane is not None
+
+    def bind(self, plane: ControlPlane) -> None:
+        if self._plane is not None and self._plane is not plane:
+            raise RuntimeError("this PlaneHandle is bound to another control plane already")
+        self._plane = plane
+
+    def _bound(self) -> ControlPlane:
+        if self._plane is None:
+            raise RuntimeError("PlaneHandle used before its ControlPlane was constructed")
+        return self._plane
+
+    def edge_verdict(self, node_id: str, type_url: str, version: str, message: str | None, acked: str) -> None:
+        """The edge link's `on_verdict`: an ACK or NACK of the VPS Envoy."""
+        self._bound().on_envoy_verdict(node_id, type_url, version, message, key=ROLE_EDGE, acked_version=acked)
+
+    def sync_discovered(self, source: str, desired: list, reason: str = "") -> bool:
+        return self._bound().sync_discovered(source, desired, reason)
+
+    def set_docker_networks(self, networks: list[DockerNetwork]) -> None:
+        self._bound().set_docker_networks(networks)
+
+    def discovered(self, source: str) -> Callable[[str, list], None]:
+        """`sync(reason, desired)` for the discovery source named `source`."""
+
+        def sync(reason: str, desired: list) -> None:
+            self.sync_discovered(source, desired, reason)
+
+        return sync
+
+
 def edge_limits(config: Config) -> EdgeLimits:
     """The edge listener's bounds on hostile clients, from the `edge.*` settings."""
     return EdgeLimits(
@@ -84,13 +160,59 @@ def edge_limits(config: Config) -> EdgeLimits:
 
 
 class ControlPlane:
-    def __init__(self, config: Config, registry: Registry | None = None, host_networks: HostNetworks | None = None):
+    """`config` decides what is built; every collaborator the plane does not build itself
+    is a constructor argument, `None` where the setup has none:
+
+    - `registry`: the desired state (default: the SQLite registry at `config.db_path`);
+    - `host_networks`: who counts as the LAN for vpn-only (default: read from the host);
+    - `cache`: the snapshot cache the xDS server and the edge link serve (default: a new
+      one; pass one to build an edge link on it first);
+    - `handle`: the handle the collaborators built before the plane call it through;
+      bound to this plane here;
+    - `dns`: the DNS controller that keeps Unbound's zones equal to the served domains
+      (`dns.enabled`), else None;
+    - `edge_link`, `link_listener`: topology A's edge link server (on `cache`) and the
+      listener that serves it on the tunnel address, else None;
+    - `tunnel`: topology A's tunnel monitor, else None;
+    - `discovery`: the discovery sources by name (Docker), each with a `status()`.
+
+    The plane reads these (status, problems, DNS domains); starting and stopping them is
+    the daemon's."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry | None = None,
+        host_networks: HostNetworks | None = None,
+        *,
+        cache: SnapshotCache | None = None,
+        handle: PlaneHandle | None = None,
+        dns: DnsController | None = None,
+        edge_link: EdgeLinkServer | None = None,
+        link_listener: LinkListener | None = None,
+        tunnel: TunnelMonitor | None = None,
+        discovery: Mapping[str, DiscoverySource] | None = None,
+    ):
         self.config = config
+        self.tunnel_plan = tunnel_plan(config)
+        self.cache = cache if cache is not None else SnapshotCache()
+        if handle is not None and handle.bound:
+            raise RuntimeError("this PlaneHandle is bound to another control plane already")
+        if edge_link is not None:
+            if self.tunnel_plan is None:
+                raise ValueError("an edge link needs topology 'a'")
+            if edge_link.cache is not self.cache:
+                raise ValueError("the edge link must serve the control plane's snapshot cache (pass it as `cache`)")
+        if link_listener is not None and link_listener.servicer is not edge_link:
+            raise ValueError("the link listener must serve the control plane's edge link")
+        self.dns = dns
+        self.edge_link = edge_link
+        self.link_listener = link_listener
+        self.tunnel = tunnel
+        self.discovery: Mapping[str, DiscoverySource] = dict(discovery or {})
         self.registry = registry or Registry(config.db_path)
-        self.cache = SnapshotCache()
         # problems with the configuration that do not stop the daemon (shown in status)
         self.config_problems: list[str] = []
-        self.tunnel_plan = address_plan(config.tunnel_prefix) if config.topology == "a" else None
         # who counts as the LAN for vpn-only: the configured networks (or home's
         # default-route networks), never the tunnel prefix or one of home's Docker networks
         self.host_networks = host_networks if host_networks is not None else HostNetworks.read()
@@ -113,10 +235,6 @@ class ControlPlane:
             if self.tunnel_plan
             else None
         )
-        self.edge_link = None  # the link server (set by the daemon in topology A)
-        self.link_listener = None
-        self.tunnel = None  # the tunnel monitor (set by the daemon in topology A)
-        self.dns = None  # the DNS controller (set by the daemon when dns.enabled)
         self.status = StatusTracker(
             on_nack=self._record_nack, on_connect=self._record_connect, forget_after=config.xds_forget_after
         )
@@ -154,8 +272,7 @@ class ControlPlane:
             self.registry.event("registry.refused", "", self.registry_problem)
         else:
             self.registry.accept_as_is()
-        self.last_reconcile: dict[str, Any] = {}
-        self.discovery: dict[str, Any] = {}  # source name -> object with .status()
+        self.last_reconcile: ReconcileStatus | None = None
         # which snapshot variants to build: False = state of the world, True = delta (VHDS).
         # A variant is built once a node of that kind has connected (so a home with one
         # delta Envoy never pays for the SotW route configuration, and vice versa).
@@ -172,6 +289,8 @@ class ControlPlane:
             if self.tunnel_plan
             else None,
         )
+        if handle is not None:
+            handle.bind(self)  # last: nothing calls a half-built plane
 
     # -- desired state ----------------------------------------------------------
     def list_services(self) -> list[dict[str, Any]]:
@@ -339,15 +458,12 @@ class ControlPlane:
         return bool(changed)
 
     # -- the spine ----------------------------------------------------------------
-    def reconcile(self, reason: str = "") -> dict[str, Any]:
+    def reconcile(self, reason: str = "") -> ReconcileStatus:
         """Rebuild the home snapshot from the registry and hand it to the cache."""
         if self.registry_problem:
-            self.last_reconcile = {
-                "ok": False,
-                "reason": reason,
-                "at": time.time(),
-                "error": f"registry not served: {self.registry_problem}",
-            }
+            self.last_reconcile = ReconcileStatus(
+                ok=False, reason=reason, at=time.time(), error=f"registry not served: {self.registry_problem}"
+            )
             return self.last_reconcile
         with self._lock:
             started = time.perf_counter()
@@ -396,7 +512,7 @@ class ControlPlane:
                 # An invariant failed: a bug. Keep serving the last good snapshot.
                 log.error("snapshot refused (%s); the last good snapshot keeps serving: %s", reason, exc)
                 self.registry.event("snapshot.refused", ROLE_HOME, str(exc))
-                self.last_reconcile = {"ok": False, "error": str(exc), "reason": reason, "at": time.time()}
+                self.last_reconcile = ReconcileStatus(ok=False, reason=reason, at=time.time(), error=str(exc))
                 return self.last_reconcile
             if self.dns is not None:
                 served = set(assembly.served)
@@ -414,15 +530,15 @@ class ControlPlane:
                 else:
                     log.info("service %s: problems resolved", name)
             elapsed = (time.perf_counter() - started) * 1000
-            self.last_reconcile = {
-                "ok": True,
-                "reason": reason,
-                "at": time.time(),
-                "changed": changed,
-                "served": len(assembly.served),
-                "versions": {key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
-                "build_ms": round(elapsed, 2),
-            }
+            self.last_reconcile = ReconcileStatus(
+                ok=True,
+                reason=reason,
+                at=time.time(),
+                changed=changed,
+                served=len(assembly.served),
+                versions={key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
+                build_ms=round(elapsed, 2),
+            )
             if changed:
                 log.info(
                     "snapshot pushed (%s): %d services, %.1f ms", reason or "startup", len(assembly.served), elapsed
@@ -457,94 +573,58 @@ class ControlPlane:
         gc.freeze()
 
     # -- status ---------------------------------------------------------------------
-    def status_report(self) -> dict[str, Any]:
+    def status_report(self) -> StatusReport:
+        """What `GET /v1/status` and `envoyage status` show (`.to_json()` for the JSON)."""
         services = self.registry.services()
-        return {
-            "version": __version__,
-            "started_at": self.started_at,
-            "config": dump_config(self.config),
-            "services": {
-                "total": len(services),
-                "with_problems": sum(1 for s in services if s.problems),
-            },
-            # per snapshot key ("home"; "home/vhds" for delta nodes): version per type
-            "snapshots": {key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
-            "last_reconcile": self.last_reconcile,
-            "registry": {
-                "path": str(self.registry.path),
-                "generation": self.registry.generation(),
-                "problem": self.registry_problem,
-            },
-            "xds": {
-                "streams": self.ads.stream_count(),
-                "max_streams": self.ads.max_streams,
-                "refused": self.ads.refused,
-                "evicted": self.ads.evicted,
-            },
-            "nodes": self.status.snapshot(),
-            "discovery": {name: d.status() for name, d in self.discovery.items()},
-            "known_nodes": self.registry.nodes(),
-            "topology": self.config.topology,
-            "tunnel": self.tunnel.status() if self.tunnel is not None else None,
-            "edge": self.edge_link.status() if self.edge_link is not None else None,
-            "dns": self.dns.status() if self.dns is not None else None,
-            "problems": self.problems(),
-        }
+        return StatusReport(
+            version=__version__,
+            started_at=self.started_at,
+            config=dump_config(self.config),
+            services=ServiceCounts(total=len(services), with_problems=sum(1 for s in services if s.problems)),
+            snapshots={key: _versions(self.cache.get_snapshot(key)) for key in self.cache.keys()},
+            last_reconcile=self.last_reconcile,
+            registry=RegistryStatus(
+                path=str(self.registry.path), generation=self.registry.generation(), problem=self.registry_problem
+            ),
+            xds=XdsStatus(
+                streams=self.ads.stream_count(),
+                max_streams=self.ads.max_streams,
+                refused=self.ads.refused,
+                evicted=self.ads.evicted,
+            ),
+            nodes=self.status.snapshot(),
+            discovery={name: d.status() for name, d in self.discovery.items()},
+            known_nodes=self.registry.nodes(),
+            topology=self.config.topology,
+            tunnel=self.tunnel.status() if self.tunnel is not None else None,
+            edge=self.edge_link.status() if self.edge_link is not None else None,
+            dns=self.dns.status() if self.dns is not None else None,
+            problems=self.problems(),
+        )
 
     def problems(self) -> list[str]:
         """Everything wrong that is not a single service's problem, in sentences."""
         out = list(self.config_problems) + list(self.access_problems)
         if self.dns is not None:
-            st = self.dns.status()
-            if st["error"]:
-                since = time.strftime("%H:%M:%S", time.localtime(st["error_since"]))
+            dns = self.dns.status()
+            if dns.error:
+                since = time.strftime("%H:%M:%S", time.localtime(dns.error_since))
                 out.append(
-                    f"dns: {st['error']} (since {since}; LAN clients get the last applied answers, "
-                    "HTTP is not affected)"
+                    f"dns: {dns.error} (since {since}; LAN clients get the last applied answers, HTTP is not affected)"
                 )
-            for name in st["foreign"]:
+            for name in dns.foreign:
                 out.append(
                     f"dns: Unbound already has a zone {name} from its own configuration; LAN clients get "
                     "that zone's answers (remove it from Unbound's configuration to let Envoyage answer it)"
                 )
         if self.tunnel is not None:
-            problem = self.tunnel.status().get("problem")
+            problem = self.tunnel.status().problem
             if problem:
                 out.append(f"tunnel: {problem}")
         if self.edge_link is not None:
             if self.link_listener is not None and self.link_listener.problem:
                 out.append(f"edge link: {self.link_listener.problem}")
-            st = self.edge_link.status()
-            if st["key_problem"]:
-                out.append(f"edge link: {st['key_problem']}")
-            if not st["connected"]:
-                since = (
-                    f" since {time.strftime('%H:%M:%S', time.localtime(st['disconnected_at']))}"
-                    if st["disconnected_at"]
-                    else ""
-                )
-                out.append(f"edge: no edge connected{since}; the VPS serves its last configuration (or nothing)")
-                refused = st["edge_refused_home"]
-                last = st["last_refused"]
-                if refused:
-                    out.append(
-                        f"edge link: the edge {refused['edge_id']!r} refused this control plane: {refused['reason']}"
-                    )
-                elif last and last["at"] >= st["disconnected_at"] and not st["key_problem"]:
-                    out.append(f"edge link: refused {last['peer']}: {last['why']}")
-            elif st["apply_error"]:
-                out.append(f"edge: the edge refused resource set {st['applied_version'] or '?'}: {st['apply_error']}")
-            else:
-                for problem in st["apply_problems"]:
-                    out.append(
-                        f"edge: the edge {st['edge_id']!r} took resource set {st['applied_version']} but {problem}"
-                    )
-            for node in st["envoy"]:
-                for tname, t in node["types"].items():
-                    if t["error"] and t["nacked_version"] and t["nacked_version"] != t["acked_version"]:
-                        out.append(
-                            f"edge: Envoy {node['node_id']} rejected {tname} {t['nacked_version']}: {t['error']}"
-                        )
+            out += _edge_problems(self.edge_link.status())
         return out
 
     def _record_nack(self, node_id: str, type_short: str, version: str, message: str) -> None:
@@ -627,6 +707,31 @@ class _VerdictCallbacks(BaseCallbacks):
 
     def on_nack(self, stream_id, node_id, type_url, version, message):
         self.plane.on_envoy_verdict(node_id, type_url, version, message)
+
+
+def _edge_problems(st: EdgeLinkStatus) -> list[str]:
+    """The edge link's and the VPS Envoy's problems, in sentences."""
+    out = []
+    if st.key_problem:
+        out.append(f"edge link: {st.key_problem}")
+    if not st.connected:
+        since = f" since {time.strftime('%H:%M:%S', time.localtime(st.disconnected_at))}" if st.disconnected_at else ""
+        out.append(f"edge: no edge connected{since}; the VPS serves its last configuration (or nothing)")
+        refused, last = st.edge_refused_home, st.last_refused
+        if refused:
+            out.append(f"edge link: the edge {refused.edge_id!r} refused this control plane: {refused.reason}")
+        elif last and last.at >= st.disconnected_at and not st.key_problem:
+            out.append(f"edge link: refused {last.peer}: {last.why}")
+    elif st.apply_error:
+        out.append(f"edge: the edge refused resource set {st.applied_version or '?'}: {st.apply_error}")
+    else:
+        for problem in st.apply_problems:
+            out.append(f"edge: the edge {st.edge_id!r} took resource set {st.applied_version} but {problem}")
+    for node in st.envoy:
+        for tname, t in node.types.items():
+            if t.error and t.nacked_version and t.nacked_version != t.acked_version:
+                out.append(f"edge: Envoy {node.node_id} rejected {tname} {t.nacked_version}: {t.error}")
+    return out
 
 
 def _versions(snap) -> dict[str, str]:

@@ -4,13 +4,14 @@ link's round-trip time."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from ..module_utils._wireguard import WireGuardError, read_status, tunnel_problem
+from ..status import TunnelStatus
 
 
 class TunnelMonitor:
@@ -32,9 +33,9 @@ class TunnelMonitor:
         self.max_age = max_age
         self.reader = reader if status_file is None else functools.partial(reader, status_file=str(status_file))
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._cached: tuple[float, TunnelStatus] | None = None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> TunnelStatus:
         with self._lock:
             cached = self._cached
         now = time.monotonic()
@@ -43,30 +44,17 @@ class TunnelMonitor:
             cached = (now, self._read())
             with self._lock:
                 self._cached = cached
-        out = dict(cached[1])
-        out["rtt_ms"] = self.rtt()
-        return out
+        return dataclasses.replace(cached[1], rtt_ms=self.rtt())
 
-    def _read(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "interface": self.interface,
-            "peers": {},
-            "problem": None,
-            "handshake_age": None,
-            "rx_bytes": None,
-            "tx_bytes": None,
-            "endpoint": None,
-        }
+    def _read(self) -> TunnelStatus:
         try:
             peers = self.reader(self.interface)
         except WireGuardError as exc:
-            out["problem"] = str(exc)
-            return out
-        out["peers"] = peers
-        out["problem"] = tunnel_problem(peers)
+            return TunnelStatus(interface=self.interface, problem=str(exc))
+        out = TunnelStatus(interface=self.interface, peers=peers, problem=tunnel_problem(peers))
         if peers:
             # the VPS is home's only peer
             peer = next(iter(peers.values()))
-            for key in ("handshake_age", "rx_bytes", "tx_bytes", "endpoint"):
-                out[key] = peer.get(key)
+            out.handshake_age, out.rx_bytes = peer.get("handshake_age"), peer.get("rx_bytes")
+            out.tx_bytes, out.endpoint = peer.get("tx_bytes"), peer.get("endpoint")
         return out

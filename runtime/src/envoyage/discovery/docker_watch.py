@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..networks import DockerNetwork
+from ..status import DiscoveryStatus
 from .containers import MESH_NETWORK, ContainerInfo, derive_services
 from .labels import PREFIX, SCOPE_LABEL, in_scope, parse_labels
 
@@ -89,19 +90,19 @@ class DockerWatcher:
         if self._thread is not None:
             self._thread.join(5)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "enabled": True,
-            "host": self.docker_host,
-            "connected": self.connected,
-            "last_error": self.last_error,
-            "last_resync": self.last_resync,
-            "resyncs": self.resyncs,
-            "events_seen": self.events_seen,
-            "containers": len(self.containers),
-            "mesh": self.mesh,
-            "scope": self.scope,
-        }
+    def status(self) -> DiscoveryStatus:
+        return DiscoveryStatus(
+            enabled=True,
+            host=self.docker_host,
+            connected=self.connected,
+            last_error=self.last_error,
+            last_resync=self.last_resync,
+            resyncs=self.resyncs,
+            events_seen=self.events_seen,
+            containers=len(self.containers),
+            mesh=self.mesh,
+            scope=self.scope,
+        )
 
     # -- the loop -----------------------------------------------------------------
     def _run(self) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..module_utils._files import write_secret_file
+from ..status import DnsStatus
 from .unbound import UnboundControl, UnboundError
 from .zones import Zone, desired_zones, diff, parse_include, render_include
 
@@ -73,7 +74,8 @@ class DnsController:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(10)
+        if self._thread.is_alive():  # a daemon that failed to start stops a controller never started
+            self._thread.join(10)
 
     def set_domains(self, domains: Iterable[str]) -> None:
         desired = desired_zones(domains, self.address, self.address6, self.ttl)
@@ -175,12 +177,12 @@ class DnsController:
         return False
 
     # -- status -----------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DnsStatus:
         with self._lock:
             desired = self.desired or {}
-        st = dict(self.state)
         wanted = {n: z for n, z in desired.items() if n not in self.foreign}
-        st.update(
+        return DnsStatus(
+            **self.state,
             entries=len(desired),
             in_sync=self.applied is not None and self.applied == wanted,
             include_file=str(self.include_file),
@@ -188,4 +190,3 @@ class DnsController:
             answer6=self.address6,
             foreign=sorted(self.foreign),
         )
-        return st

@@ -457,13 +457,13 @@ class EdgeDaemon:
     def envoy_report(self) -> link_pb2.EnvoyReport:
         report = link_pb2.EnvoyReport()
         for node in self.status.snapshot():
-            n = report.nodes.add(node_id=node["node_id"], connected=node["connected"])
-            for short, t in node["types"].items():
+            n = report.nodes.add(node_id=node.node_id, connected=node.connected)
+            for short, t in node.types.items():
                 n.types.add(
                     type_url=T.BY_SHORT.get(short, short),
-                    acked_version=t["last_acked_version"],
-                    nacked_version=t["last_nack_version"],
-                    error=t["last_nack_message"],
+                    acked_version=t.last_acked_version,
+                    nacked_version=t.last_nack_version,
+                    error=t.last_nack_message,
                 )
         return report
 

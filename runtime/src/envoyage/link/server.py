@@ -10,6 +10,7 @@ replaces the old one (a reconnect whose old connection is not known to be dead y
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -17,12 +18,12 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from .. import __version__
 from ..module_utils import _linkkey as linkkey
+from ..status import EdgeEnvoyNode, EdgeEnvoyType, EdgeLinkStatus, EdgeRefusal, LinkRefusal
 from ..xds import types as T
 from ..xds.cache import SnapshotCache
 from ..xds.snapshot import Snapshot
@@ -98,20 +99,20 @@ def peer_ip(peer: str) -> str:
     return ""
 
 
-def verdict_events(before: list[dict], after: list[dict]) -> list[tuple]:
+def verdict_events(before: list[EdgeEnvoyNode], after: list[EdgeEnvoyNode]) -> list[tuple]:
     """New ACKs and NACKs between two reports of the VPS Envoy: (node id, type URL,
     version, Envoy's message or None for an ACK, the version ACKed before)."""
-    old = {(n["node_id"], t): v for n in before for t, v in n["types"].items()}
-    events = []
+    old = {(n.node_id, t): v for n in before for t, v in n.types.items()}
+    events: list[tuple] = []
     for node in after:
-        for tname, t in node["types"].items():
-            prev = old.get((node["node_id"], tname), {})
+        for tname, t in node.types.items():
+            prev = old.get((node.node_id, tname), EdgeEnvoyType())
             type_url = T.BY_SHORT.get(tname, tname)
-            node_id = f"edge:{node['node_id']}"
-            if t["nacked_version"] and t["error"] and t["nacked_version"] != prev.get("nacked_version"):
-                events.append((node_id, type_url, t["nacked_version"], t["error"], t["acked_version"]))
-            if t["acked_version"] and t["acked_version"] != prev.get("acked_version"):
-                events.append((node_id, type_url, t["acked_version"], None, prev.get("acked_version", "")))
+            node_id = f"edge:{node.node_id}"
+            if t.nacked_version and t.error and t.nacked_version != prev.nacked_version:
+                events.append((node_id, type_url, t.nacked_version, t.error, t.acked_version))
+            if t.acked_version and t.acked_version != prev.acked_version:
+                events.append((node_id, type_url, t.acked_version, None, prev.acked_version))
     return events
 
 
@@ -141,26 +142,9 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         self._cancel_watch = cache.watch(key, self._on_snapshot)
         self._last_refusal_log = 0.0
         self._refusals_unlogged = 0
-        # what `envoyage status` shows about the edge
-        self.state: dict[str, Any] = {
-            "connected": False,
-            "edge_id": "",
-            "peer": "",
-            "connected_since": 0.0,
-            "disconnected_at": 0.0,
-            "software_version": "",
-            "sent_version": "",
-            "sent_at": 0.0,
-            "applied_version": "",
-            "applied_at": 0.0,
-            "apply_error": "",
-            "apply_problems": [],
-            "rtt_ms": None,
-            "envoy": [],
-            "refused": 0,
-            "last_refused": None,
-            "edge_refused_home": None,
-        }
+        # what `envoyage status` shows about the edge (changed under the lock; `status()`
+        # adds what is derived when asked)
+        self.state = EdgeLinkStatus()
 
     def key_problem(self) -> str | None:
         """Why no edge can be admitted (no link key, an older Envoyage's hash), or None."""
@@ -171,21 +155,23 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         return None
 
     # -- status --------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> EdgeLinkStatus:
+        """A copy (the nodes of a report are replaced whole, never changed)."""
         with self._lock:
-            st = dict(self.state)
-            st["envoy"] = [dict(n) for n in self.state["envoy"]]
+            st = dataclasses.replace(
+                self.state, envoy=list(self.state.envoy), apply_problems=list(self.state.apply_problems)
+            )
         snap = self.cache.get_snapshot(self.key)
-        st["want_version"] = set_version(snap) if snap is not None else ""
-        st["in_sync"] = bool(st["connected"] and st["applied_version"] and st["applied_version"] == st["want_version"])
-        st["key_problem"] = self.key_problem()
+        st.want_version = set_version(snap) if snap is not None else ""
+        st.in_sync = bool(st.connected and st.applied_version and st.applied_version == st.want_version)
+        st.key_problem = self.key_problem()
         return st
 
     def _refuse(self, context, code, peer: str, why: str, detail: str):
         now = time.time()
         with self._lock:
-            self.state["refused"] += 1
-            self.state["last_refused"] = {"at": now, "peer": peer[:64], "why": why[:400]}
+            self.state.refused += 1
+            self.state.last_refused = LinkRefusal(at=now, peer=peer[:64], why=why[:400])
             # at most one line a minute, however fast someone knocks
             loud = now - self._last_refusal_log >= 60
             if loud:
@@ -294,11 +280,9 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
             return
         if session.refusal is not None:
             with self._lock:
-                self.state["edge_refused_home"] = {
-                    "at": time.time(),
-                    "edge_id": session.edge_id,
-                    "reason": session.refusal,
-                }
+                self.state.edge_refused_home = EdgeRefusal(
+                    at=time.time(), edge_id=session.edge_id, reason=session.refusal
+                )
             self._refuse(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -324,7 +308,7 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
             if not session.authenticated:
                 return
             with self._lock:
-                self.state["edge_refused_home"] = None
+                self.state.edge_refused_home = None
             yield link_pb2.HomeMessage(
                 welcome=link_pb2.Welcome(software_version=__version__, link_version=LINK_VERSION)
             )
@@ -342,7 +326,7 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                         yield link_pb2.HomeMessage(resources=rs)
                         sent = rs.version
                         with self._lock:
-                            self.state["sent_version"], self.state["sent_at"] = sent, time.time()
+                            self.state.sent_version, self.state.sent_at = sent, time.time()
                         log.info(
                             "edge link: sent resource set %s (%d resources) to %s",
                             sent,
@@ -352,7 +336,7 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                 pong, session.pong = session.pong, None
                 if pending is not None and pong == pending[0]:
                     with self._lock:
-                        self.state["rtt_ms"] = round((time.monotonic() - pending[1]) * 1000, 2)
+                        self.state.rtt_ms = round((time.monotonic() - pending[1]) * 1000, 2)
                     pending = None
                 now = time.monotonic()
                 if now >= next_ping:
@@ -370,7 +354,8 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
         """This session is now the edge's; an older one is closed."""
         with self._lock:
             old, self._session = self._session, session
-            self.state.update(
+            self.state = dataclasses.replace(
+                self.state,
                 connected=True,
                 edge_id=session.edge_id,
                 peer=session.peer[:64],
@@ -388,7 +373,9 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
             if self._session is session:
                 self._session = None
                 # what the edge said about its Envoy is no longer known
-                self.state.update(connected=False, disconnected_at=time.time(), rtt_ms=None, envoy=[])
+                self.state = dataclasses.replace(
+                    self.state, connected=False, disconnected_at=time.time(), rtt_ms=None, envoy=[]
+                )
                 log.warning("edge link: edge %r disconnected", session.edge_id)
 
     def _read(self, session: _Session, requests) -> None:
@@ -426,7 +413,8 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                     skipped = [p[:300] for p in msg.applied.problems[:20]]
                     with self._lock:
                         if self._session is session:
-                            self.state.update(
+                            self.state = dataclasses.replace(
+                                self.state,
                                 applied_version=version,
                                 applied_at=time.time(),
                                 apply_error=error,
@@ -438,25 +426,25 @@ class EdgeLinkServer(link_pb2_grpc.EdgeLinkServicer):
                         log.warning("edge %s took resource set %s but %s", session.edge_id, version, problem)
                 elif kind == "envoy":
                     nodes = [
-                        {
-                            "node_id": n.node_id[:128],
-                            "connected": n.connected,
-                            "types": {
-                                T.short(t.type_url[:200]): {
-                                    "acked_version": t.acked_version[:64],
-                                    "nacked_version": t.nacked_version[:64],
-                                    "error": t.error[:1024],
-                                }
+                        EdgeEnvoyNode(
+                            node_id=n.node_id[:128],
+                            connected=n.connected,
+                            types={
+                                T.short(t.type_url[:200]): EdgeEnvoyType(
+                                    acked_version=t.acked_version[:64],
+                                    nacked_version=t.nacked_version[:64],
+                                    error=t.error[:1024],
+                                )
                                 for t in n.types[:16]
                             },
-                        }
+                        )
                         for n in msg.envoy.nodes[:16]
                     ]
                     with self._lock:
                         current = self._session is session
-                        before = self.state["envoy"] if current else []
+                        before = self.state.envoy if current else []
                         if current:
-                            self.state["envoy"] = nodes
+                            self.state.envoy = nodes
                     if current and self.on_verdict is not None:
                         for event in verdict_events(before, nodes):
                             self.on_verdict(*event)

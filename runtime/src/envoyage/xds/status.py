@@ -6,12 +6,13 @@ the server calls every registered callback object, so tests can record the strea
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ..status import NodeStatus, TypeStatus
 from . import types as T
 from .cache import snapshot_key
 
@@ -47,37 +48,8 @@ class BaseCallbacks:
         pass
 
 
-@dataclass
-class TypeStatus:
-    last_sent_version: str = ""
-    last_sent_at: float = 0.0
-    responses_sent: int = 0
-    last_acked_version: str = ""
-    last_acked_at: float = 0.0
-    last_nack_version: str = ""
-    last_nack_message: str = ""
-    last_nack_at: float = 0.0
-    nacks: int = 0
-    # True while the ACKed version is the one Envoy reported holding when it
-    # (re)connected, before any response of this control plane
-    reported_at_reconnect: bool = False
-    reported_at: float = 0.0
-
-
-@dataclass
-class NodeStatus:
-    node_id: str
-    role: str
-    delta: bool
-    snapshot: str = ""  # the snapshot key this node is served from
-    connected: bool = True
-    connected_since: float = 0.0
-    disconnected_at: float = 0.0
-    streams: int = 0
-    types: dict[str, TypeStatus] = field(default_factory=dict)
-
-    def type(self, type_url: str) -> TypeStatus:
-        return self.types.setdefault(T.short(type_url), TypeStatus())
+def _type(node: NodeStatus, type_url: str) -> TypeStatus:
+    return node.types.setdefault(T.short(type_url), TypeStatus())
 
 
 class StatusTracker(BaseCallbacks):
@@ -146,7 +118,7 @@ class StatusTracker(BaseCallbacks):
         with self._lock:
             node = self._nodes.get(node_id)
             if node is not None:
-                ts = node.type(type_url)
+                ts = _type(node, type_url)
                 ts.last_sent_version, ts.last_sent_at = version, self._clock()
                 ts.responses_sent += 1
 
@@ -154,7 +126,7 @@ class StatusTracker(BaseCallbacks):
         with self._lock:
             node = self._nodes.get(node_id)
             if node is not None:
-                ts = node.type(type_url)
+                ts = _type(node, type_url)
                 if version != ts.last_acked_version:
                     ts.reported_at_reconnect = False
                 ts.last_acked_version, ts.last_acked_at = version, self._clock()
@@ -163,7 +135,7 @@ class StatusTracker(BaseCallbacks):
         with self._lock:
             node = self._nodes.get(node_id)
             if node is not None and in_sync:
-                ts = node.type(type_url)
+                ts = _type(node, type_url)
                 ts.last_acked_version = version
                 ts.last_acked_at = ts.reported_at = self._clock()
                 ts.reported_at_reconnect = True
@@ -172,7 +144,7 @@ class StatusTracker(BaseCallbacks):
         with self._lock:
             node = self._nodes.get(node_id)
             if node is not None:
-                ts = node.type(type_url)
+                ts = _type(node, type_url)
                 ts.last_nack_version, ts.last_nack_message = version, message
                 ts.last_nack_at = self._clock()
                 ts.nacks += 1
@@ -193,7 +165,11 @@ class StatusTracker(BaseCallbacks):
             ts = node.types.get(T.short(type_url))
             return node.snapshot, ts.last_acked_version if ts else ""
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[NodeStatus]:
+        """Every node known, by node id: copies, which the tracker no longer changes."""
         with self._lock:
             self._prune()
-            return [asdict(n) for n in sorted(self._nodes.values(), key=lambda n: n.node_id)]
+            return [
+                dataclasses.replace(n, types={k: dataclasses.replace(t) for k, t in n.types.items()})
+                for n in sorted(self._nodes.values(), key=lambda n: n.node_id)
+            ]
