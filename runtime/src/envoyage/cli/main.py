@@ -1,7 +1,7 @@
 """The `envoyage` command line.
 
 The CLI never touches SQLite: it talks to the running control plane through the
-control API, so every change is validated and pushed (DESIGN.md).
+control API, so every change is validated and pushed (docs/architecture.md, rule 2).
 Exit codes: 0 ok, 1 the control plane refused or failed, 2 bad arguments,
 3 the control plane is unreachable.
 """

@@ -27,6 +27,8 @@ from .api import ApiServer, create_app
 from .plane import ControlPlane, PlaneHandle, tunnel_plan
 
 if TYPE_CHECKING:
+    import grpc
+
     from ..discovery.docker_watch import DockerWatcher
     from ..dns.controller import DnsController
     from ..link.server import EdgeLinkServer, LinkListener
@@ -87,8 +89,8 @@ class ControlDaemon:
             tunnel=tunnel,
             discovery=self.discovery,
         )
-        self.grpc_server = None
-        self.http_server = None
+        self.grpc_server: grpc.Server | None = None
+        self.http_server: ApiServer | None = None
         self.xds_port = 0
         self._stopped = threading.Event()
 
@@ -134,7 +136,7 @@ class ControlDaemon:
             source.start()
 
     def _check_exposure(self) -> None:
-        """No ADS on the tunnel address (DESIGN.md security defaults): in topology A the
+        """No ADS on the tunnel address (docs/architecture.md, "Sockets and ports"): in topology A the
         xDS server must not listen on a wildcard or on home's tunnel address."""
         cfg = self.config
         if self.plane.tunnel_plan is None or cfg.xds_transport != "tcp":
@@ -205,9 +207,11 @@ class ControlDaemon:
 
     def _serve_xds(self) -> None:
         cfg = self.config
-        options = dict(keepalive=cfg.xds_keepalive, keepalive_timeout=cfg.xds_keepalive_timeout)
+        keepalive, keepalive_timeout = cfg.xds_keepalive, cfg.xds_keepalive_timeout
         if cfg.xds_transport == "tcp":
-            self.grpc_server, self.xds_port = serve(self.plane.ads, cfg.xds_address, cfg.xds_port, **options)
+            self.grpc_server, self.xds_port = serve(
+                self.plane.ads, cfg.xds_address, cfg.xds_port, keepalive=keepalive, keepalive_timeout=keepalive_timeout
+            )
             log.info(
                 "xDS (ADS, SotW and delta) listening on %s:%d (TCP: any local user can connect)",
                 cfg.xds_address,
@@ -218,7 +222,12 @@ class ControlDaemon:
         gid = _group_id(cfg.xds_socket_group) if cfg.xds_socket_group else os.getgid()
         prepare_socket(path)
         self.grpc_server = socket_server(
-            path, 0o660, gid, lambda bind_path: serve(self.plane.ads, f"unix:{bind_path}", **options)
+            path,
+            0o660,
+            gid,
+            lambda bind_path: serve(
+                self.plane.ads, f"unix:{bind_path}", keepalive=keepalive, keepalive_timeout=keepalive_timeout
+            ),
         )[0]
         log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
 
