@@ -76,6 +76,7 @@ def bootstrap(
         admin = {"address": {"pipe": {"path": admin_socket, "mode": ADMIN_SOCKET_MODE}}}
     else:
         admin = {"address": {"socket_address": {"address": admin_address, "port_value": int(admin_port)}}}
+    xds_target: dict[str, dict[str, Any]]
     if xds_socket is not None:
         if not xds_socket.startswith("/") or len(xds_socket.encode()) > 107:
             raise BootstrapError(f"--xds-socket {xds_socket!r}: must be an absolute path of at most 107 bytes")

@@ -65,8 +65,8 @@ class DockerWatcher:
         self._backoff = backoff
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client = None
-        self._events = None
+        self._client: Any = None  # docker.DockerClient while connected
+        self._events: Any = None  # its event stream
         self.containers: dict[str, ContainerInfo] = {}
         self.connected = False
         self.last_error = ""

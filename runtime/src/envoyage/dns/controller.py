@@ -126,6 +126,7 @@ class DnsController:
                 return self._failed(f"cannot write {self.include_file}: {exc.strerror or exc}")
         if unbound_error:
             return self._failed(unbound_error)
+        assert current is not None  # read from Unbound above, or unbound_error returned
         try:
             add, remove = diff(current, wanted)
             self.control.remove(remove)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import peewee as pw
 
@@ -55,6 +55,7 @@ class Node(BaseModel):
 
 
 class Event(BaseModel):
+    id = pw.AutoField()  # peewee's implicit primary key, declared for the type checker
     ts = pw.FloatField(index=True)
     kind = pw.CharField()
     subject = pw.CharField(default="")
@@ -373,8 +374,8 @@ class Registry:
         def write():
             cache = self._cache()
             wanted = {d.name: d for d in desired}
-            for name, have in list(cache.items()):
-                if have.source == source and name not in wanted:
+            for name, old in list(cache.items()):
+                if old.source == source and name not in wanted:
                     Service.delete().where(Service.name == name).execute()
                     self._event("service.removed", name, f"gone from {source}")
                     changed.append(name)
@@ -443,7 +444,7 @@ class Registry:
 
     def nodes(self) -> list[dict[str, Any]]:
         with self._lock:
-            return list(Node.select().order_by(Node.node_id).dicts())
+            return cast("list[dict[str, Any]]", list(Node.select().order_by(Node.node_id).dicts()))
 
     # -- events ---------------------------------------------------------------
     def _event(self, kind: str, subject: str, message: str) -> None:

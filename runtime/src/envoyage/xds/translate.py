@@ -42,7 +42,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import range_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
-from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, HEALTH_OFF, ServiceSpec
+from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, ServiceSpec
 from . import types as T
 from .snapshot import Resource, _digest, host_entry
 
@@ -274,7 +274,7 @@ def _renamed(data: bytes, name: str) -> bytes:
 
 def _health_checks(spec: ServiceSpec) -> list[health_check_pb2.HealthCheck]:
     hc = spec.health_check
-    if hc == HEALTH_OFF:
+    if isinstance(hc, str):  # model.HEALTH_OFF, the only string value
         return []
     if hc is None:
         # No HTTP check configured: a TCP connect check, so a dead upstream still shows.
@@ -732,7 +732,7 @@ def translate_edge_service(spec: ServiceSpec, settings: EdgeSettings) -> Service
     cluster.transport_socket.name = "envoy.transport_sockets.upstream_proxy_protocol"
     cluster.transport_socket.typed_config.CopyFrom(_pack(proxy))
     hc = spec.health_check
-    if hc != HEALTH_OFF:
+    if not isinstance(hc, str):  # not model.HEALTH_OFF, the only string value
         expected = (
             [range_pb2.Int64Range(start=lo, end=hi + 1) for lo, hi in hc.expected]
             if hc is not None

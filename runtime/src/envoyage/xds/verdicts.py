@@ -147,7 +147,9 @@ class Verdicts:
                 return None
             if len(candidates) == 1:
                 (name,) = candidates
-                self.rejected[name] = (states[name].spec.content_hash, message, node_id)
+                spec = states[name].spec
+                assert spec is not None  # candidates have a spec (above)
+                self.rejected[name] = (spec.content_hash, message, node_id)
                 return f"rejected {name}"
             self._bisect = _Bisection(
                 node_id, key, type_url, message, unknown=set(candidates), suspects=set(candidates)
@@ -178,7 +180,9 @@ class Verdicts:
         if len(b.suspects) == 1 and confirmed:
             self._bisect = None
             (name,) = b.suspects
-            self.rejected[name] = (states[name].spec.content_hash, b.message, b.node_id)
+            spec = states[name].spec
+            assert spec is not None  # suspects come from candidates, which have a spec
+            self.rejected[name] = (spec.content_hash, b.message, b.node_id)
             return f"rejected {name}"
         ordered = sorted(b.suspects)
         b.trying = set(ordered[: max(1, len(ordered) // 2)])
