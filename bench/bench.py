@@ -38,10 +38,8 @@ from peers import (  # noqa: E402
 )
 from report import write_report  # noqa: E402
 from site_playbook import site_playbook  # noqa: E402
+from support.helpers import Upstream  # noqa: E402
 from topology import topology_a  # noqa: E402
-
-sys.path.insert(0, str(HERE.parent / "runtime" / "tests"))
-from helpers import Upstream  # noqa: E402
 
 POLL_INTERVAL = 0.001  # the same poller for every system: one GET per millisecond
 

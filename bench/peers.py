@@ -12,14 +12,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime" / "tests"))
-from helpers import ENVOY, ENVOYAGE, Envoy, free_port, wait_for  # noqa: E402
+from support.helpers import ENVOY, ENVOYAGE, Envoy, free_port, wait_for  # noqa: E402
 
 from envoyage.cli.client import ControlClient  # noqa: E402
 

@@ -37,12 +37,9 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from peers import Envoyage, proc_stats, wait_for  # noqa: E402
+from support.helpers import Upstream  # noqa: E402
 
 from bench import Poller, log, summary  # noqa: E402
-
-sys.path.insert(0, str(HERE.parent / "runtime" / "tests"))
-from helpers import Upstream  # noqa: E402
-
 from envoyage.xds import types as T  # noqa: E402
 
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"

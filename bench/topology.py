@@ -1,4 +1,5 @@
-"""Topology A benchmarks, in the namespace harness (scripts/topology_a.py):
+"""Topology A benchmarks, in the namespace harness (runtime/tests/support/lab, on the
+venv's path: scripts/lib.sh):
 
 - Docker `start` event -> first 200 through the VPS path (and the LAN path, same event);
 - one change at N services: first 200 on the LAN path (home Envoy) and on the VPS path;
@@ -17,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "scripts"))
-from topology_a import Lab  # noqa: E402
+from support.lab import Lab
 
 # Polls `Host: HOST` at URL once per millisecond on one kept-alive connection from inside
 # a namespace; prints "ready", then the time.time() of the first 200.
@@ -311,7 +310,7 @@ def topology_a(workdir: Path, params: dict) -> dict:
             "skipped": "needs wireguard-go, wireguard-tools, iptables, wrk, nginx, unbound and bind9 "
             "(bench/run.sh installs them)"
         }
-    from helpers import free_port  # runtime/tests/helpers.py, on the path bench.py sets
+    from support.helpers import free_port
 
     lab = Lab(
         workdir / "topology-a",

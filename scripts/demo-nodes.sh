@@ -159,7 +159,7 @@ all:
     # this control plane sees only this demo's containers on the machine's Docker
     control_plane_docker_scope: $SCOPE
     # nothing leaves this machine: home's resolver and \`envoyage check dns\` ask the demo's
-    # own "public DNS" on the VPS container (molecule/common/lab_dns.yml), never the internet
+    # own "public DNS" on the VPS container (extensions/molecule/common/lab_dns.yml), never the internet
     unbound_forwarders: ["$VPS_IP"]
     control_plane_dns_public_resolver: $VPS_IP
   children:
@@ -174,7 +174,7 @@ EOF
 step 5 "running the site playbook, after the demo's own public DNS (full log: $DIR/site.log)"
 set +e
 { ANSIBLE_COLLECTIONS_PATH="$DIR/collections" ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 \
-    "$VENV/bin/ansible-playbook" -i "$DIR/inventory.yml" "$ROOT/molecule/common/lab_dns.yml" \
+    "$VENV/bin/ansible-playbook" -i "$DIR/inventory.yml" "$ROOT/extensions/molecule/common/lab_dns.yml" \
   && ANSIBLE_COLLECTIONS_PATH="$DIR/collections" ANSIBLE_PIPELINING=1 ANSIBLE_NOCOLOR=1 \
     "$VENV/bin/ansible-playbook" -i "$DIR/inventory.yml" "$ROOT/site.yml"; } 2>&1 | tee "$DIR/site.log" \
   | sed -u -n 's/^TASK \[\(.*\)\] \**$/    \1/p; s/^PLAY \[\(.*\)\] \**$/  \1/p'

@@ -53,12 +53,27 @@ for dep in project["dependencies"] + project["optional-dependencies"]["test"]:
 PYEOF
 }
 
+# Sets DEPS_VENV (and DEPS_REQS) for the current dependency list; builds nothing.
+deps_venv_path() {
+  local hash
+  DEPS_REQS="$(_deps_requirements)" || die "cannot read the dependencies from runtime/pyproject.toml"
+  hash="$(printf '%s\n' "$DEPS_REQS" "$("$PY" -c 'import sys; print(sys.version)')" | sha256sum | cut -c1-12)"
+  DEPS_VENV="${ENVOYAGE_DEPS_VENV:-$CACHE/deps-$hash}"
+}
+
+# True when $VENV is there and up to date (its dependency venv is the current one, built):
+# then nothing needs installing, and no root.
+venv_ready() {
+  [ -x "$VENV/bin/python" ] || return 1
+  deps_venv_path
+  [ -f "$DEPS_VENV/.envoyage-ready" ] && [ "$(cat "$VENV/.envoyage-layers" 2>/dev/null)" = "$DEPS_VENV $ROOT" ]
+}
+
 ensure_deps_venv() {
   ensure_debian_packages python3 python3-venv python3-pip curl ca-certificates
-  local reqs hash
-  reqs="$(_deps_requirements)" || die "cannot read the dependencies from runtime/pyproject.toml"
-  hash="$(printf '%s\n' "$reqs" "$("$PY" -c 'import sys; print(sys.version)')" | sha256sum | cut -c1-12)"
-  DEPS_VENV="${ENVOYAGE_DEPS_VENV:-$CACHE/deps-$hash}"
+  local reqs
+  deps_venv_path
+  reqs="$DEPS_REQS"
   [ -f "$DEPS_VENV/.envoyage-ready" ] && return 0
   mkdir -p "$(dirname "$DEPS_VENV")"
   # One builder at a time per machine; a second clone waits, then finds it ready.
@@ -104,6 +119,12 @@ SH
     ln -sf "$DEPS_VENV/bin/envoy" "$VENV/bin/envoy"
     echo "$want" > "$VENV/.envoyage-layers"
   fi
+  # the tests' support package (runtime/tests/support), importable by bench/ and
+  # scripts/topology_a.py as pytest makes it importable for the tests (pythonpath in
+  # runtime/pyproject.toml); written on every run, so an existing venv gets it too
+  local tests_pth
+  tests_pth="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/envoyage-tests.pth"
+  [ "$(cat "$tests_pth" 2>/dev/null)" = "$ROOT/runtime/tests" ] || printf '%s\n' "$ROOT/runtime/tests" > "$tests_pth"
   # the collection's tools (ansible-core is a test dependency)
   local tool
   for tool in ansible ansible-playbook ansible-galaxy ansible-doc ansible-test ansible-inventory ansible-lint molecule; do

@@ -1,13 +1,7 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from helpers import Upstream, make_config, rmtree, short_tmpdir  # noqa: E402
+from support.helpers import Upstream, make_config, rmtree, short_tmpdir
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ENVOYAGE, RUN_ID, TEST_LABEL, TEST_SCOPE, Setup, free_port, run_cli, wait_for
+from support.helpers import ENVOYAGE, RUN_ID, TEST_LABEL, TEST_SCOPE, Setup, free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def docker(docker_client):
 @pytest.fixture
 def dsetup(workdir, docker):
     """Control plane with Docker discovery on, and one (SotW) Envoy."""
-    from helpers import make_config
+    from support.helpers import make_config
 
     s = Setup(workdir, make_config(workdir, docker_enabled=True), "sotw")
     yield s
@@ -114,7 +114,7 @@ def dsetup(workdir, docker):
 
 @pytest.fixture
 def mesh_setup(workdir, docker):
-    from helpers import make_config
+    from support.helpers import make_config
 
     s = Setup(workdir, make_config(workdir, docker_enabled=True, docker_mesh=True), "delta")
     yield s
@@ -148,13 +148,13 @@ class ControlProcess:
         self.extra_args: list[str] = []
 
     def start(self):
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [ENVOYAGE, "--config", str(self.config_path), "control", *self.extra_args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [ENVOYAGE, "--config", str(self.config_path), "control", *self.extra_args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for(
             lambda: self.socket.exists() and run_cli("status", socket_path=self.socket).returncode == 0,
             timeout=20,
@@ -262,7 +262,7 @@ class PrivateDockerd:
 
 @pytest.fixture
 def private_dockerd(docker_client):
-    from helpers import rmtree, short_tmpdir
+    from support.helpers import rmtree, short_tmpdir
 
     d = PrivateDockerd(short_tmpdir("eyd-"))
     try:

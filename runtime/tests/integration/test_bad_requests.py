@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from helpers import make_config, rmtree, short_tmpdir
+from support.helpers import make_config, rmtree, short_tmpdir
 from test_spine import _raw, _req
 
 from envoyage.control.daemon import ControlDaemon

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import yaml
-from helpers import ENVOYAGE, Envoy, free_port, http_get, run_cli, wait_for
+from support.helpers import ENVOYAGE, Envoy, free_port, http_get, run_cli, wait_for
 
 
 @contextlib.contextmanager
@@ -34,12 +34,10 @@ def control_on_a_unix_socket(workdir):
         )
     )
     (workdir / "run").mkdir(mode=0o755)
-    proc = subprocess.Popen(
-        [ENVOYAGE, "--config", str(config), "control"],
-        stdout=open(workdir / "control.log", "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(workdir / "control.log", "ab") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [ENVOYAGE, "--config", str(config), "control"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         yield config, http_port, proc
     finally:
@@ -176,7 +174,7 @@ def test_default_unix_socket_serves_our_envoy_and_no_other_user(workdir, upstrea
 
 
 def test_a_socket_path_that_is_a_regular_file_is_never_deleted(workdir):
-    from helpers import make_config
+    from support.helpers import make_config
 
     from envoyage.control.daemon import ControlDaemon
 

@@ -129,7 +129,7 @@ def test_the_tarball_is_small_and_holds_the_collection_not_the_tests_or_caches(c
         "plugins/filter/dns.py",
         "plugins/module_utils/_unbound.py",
         "tests/lint_rules/envoyage_no_fallback.py",
-        "molecule/default/molecule.yml",
+        "extensions/molecule/default/molecule.yml",
         *(f"roles/{r}/meta/argument_specs.yml" for r in ROLES),
     ):
         assert wanted in names, wanted

@@ -11,7 +11,7 @@ import os
 import signal
 import sqlite3
 
-from helpers import Envoy, http_get, run_cli, wait_for
+from support.helpers import Envoy, http_get, run_cli, wait_for
 
 
 def count_rows(path) -> int:

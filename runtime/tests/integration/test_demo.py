@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from helpers import ENVOYAGE, TEST_SCOPE, free_port, http_get
+from support.helpers import ENVOYAGE, TEST_SCOPE, free_port, http_get
 
 ROOT = Path(__file__).resolve().parents[3]
 

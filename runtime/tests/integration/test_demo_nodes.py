@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "molecule" / "common"))
 import testinfra  # noqa: E402
 from checks import assert_dns_stays_in_the_lab, assert_status_without_problems, get  # noqa: E402  (the scenarios' checks)
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import yaml
-from helpers import ENVOYAGE, make_config
+from support.helpers import ENVOYAGE, make_config
 
 from envoyage.control.daemon import ControlDaemon
 from envoyage.process import UnsafeDirectory

@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from helpers import RUN_ID, TEST_LABEL, TEST_SCOPE, Setup, UnixProxy, http_get, make_config, wait_for
+from support.helpers import RUN_ID, TEST_LABEL, TEST_SCOPE, Setup, UnixProxy, http_get, make_config, wait_for
 
 
 class serves:

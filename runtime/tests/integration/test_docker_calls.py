@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import threading
 
-from helpers import Setup, UnixProxy, http_get, make_config, wait_for
+from support.helpers import Setup, UnixProxy, http_get, make_config, wait_for
 
 # method, path (API version prefix and query removed)
 READS = [

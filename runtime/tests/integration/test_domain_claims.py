@@ -10,7 +10,7 @@ import json
 import uuid
 
 import pytest
-from helpers import RUN_ID, TEST_LABEL, Setup, http_get, make_config, wait_for
+from support.helpers import RUN_ID, TEST_LABEL, Setup, http_get, make_config, wait_for
 
 pytestmark = pytest.mark.integration
 

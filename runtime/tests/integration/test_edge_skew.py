@@ -11,7 +11,7 @@ import subprocess
 import urllib.request
 
 import pytest
-from helpers import ENVOY, ENVOYAGE, free_port, make_config, wait_for
+from support.helpers import ENVOY, ENVOYAGE, free_port, make_config, wait_for
 
 from envoyage.control.plane import ControlPlane
 from envoyage.link import secret

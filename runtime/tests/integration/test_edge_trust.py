@@ -17,8 +17,8 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
-from helpers import Upstream, wait_for
-from labtools import Lab, add, cli, running_lab, status
+from support.helpers import Upstream, wait_for
+from support.lab import Lab, add, cli, running_lab, status
 
 from envoyage.xds import types as T
 

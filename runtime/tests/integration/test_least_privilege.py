@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import Upstream, wait_for
-from labtools import Lab, add, running_lab
+from support.helpers import Upstream, wait_for
+from support.lab import Lab, add, running_lab
 
 pytestmark = pytest.mark.integration
 

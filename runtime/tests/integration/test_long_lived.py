@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from helpers import wait_for
+from support.helpers import wait_for
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import serve

@@ -13,13 +13,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "molecule" / "common"))
 from checks import eventually, get, ok  # noqa: E402  (the scenarios' checks)
 
 VENV_BIN = ROOT / ".venv" / "bin"

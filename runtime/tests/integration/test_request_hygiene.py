@@ -16,8 +16,8 @@ import urllib.parse
 import uuid
 
 import pytest
-from helpers import Upstream, wait_for
-from labtools import Lab, add, running_lab, through_tunnel_listener
+from support.helpers import Upstream, wait_for
+from support.lab import Lab, add, running_lab, through_tunnel_listener
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 
-from helpers import wait_for
+from support.helpers import wait_for
 
 from envoyage.cli.client import ControlClient
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from helpers import Envoy, http_get, run_cli, wait_for
+from support.helpers import Envoy, http_get, run_cli, wait_for
 
 RATE = 100  # requests per second the client aims for
 DURATION = 12.0  # seconds of traffic

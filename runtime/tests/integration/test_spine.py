@@ -9,7 +9,7 @@ import time
 
 from envoy.config.route.v3 import route_components_pb2
 from envoy.type.matcher.v3 import regex_pb2
-from helpers import http_get, run_cli, wait_for
+from support.helpers import http_get, run_cli, wait_for
 
 from envoyage.cli.client import ControlClient
 from envoyage.xds import types as T
@@ -87,7 +87,7 @@ def test_unbuilt_access_mode_fails_closed(setup, upstreams):
 
 def test_vpn_only_serves_the_lan_networks_and_refuses_everyone_else(workdir, upstreams):
     """Topology C: the LAN listener judges the connection's own address (127.0.0.1 here)."""
-    from helpers import Setup, make_config
+    from support.helpers import Setup, make_config
 
     up = upstreams("private")
     for lan, expect in ((("127.0.0.0/8",), "private"), (("192.168.0.0/16",), None)):

@@ -14,8 +14,8 @@ import time
 import uuid
 
 import pytest
-from helpers import Upstream, free_port, wait_for
-from labtools import Lab, add, cli, running_lab, status
+from support.helpers import Upstream, free_port, wait_for
+from support.lab import Lab, add, cli, running_lab, status
 
 pytestmark = pytest.mark.integration
 
@@ -216,11 +216,10 @@ def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, 
     finally:
         lab.unbound_control("local_data_remove", "web.example.test.")
         lab.unbound_control("local_data", f"web.example.test. 60 IN A {lab.addr('home_lan')}")
-    # a dead service
+    # a dead service: a port bound (so no one else can take it) that nothing listens on
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
     port = dead.getsockname()[1]
-    dead.close()
     add(lab, "dead", "dead.example.test", f"127.0.0.1:{port}", "--no-health-check")
     # the VPS may get the new service a moment after home's resolver answers it
     good = wait_for(
@@ -236,6 +235,7 @@ def test_check_names_a_broken_tunnel_a_wrong_dns_answer_and_a_dead_service(lab, 
     assert out.returncode == 1 and "PROBLEM: dead answers 503 on the LAN path" in out.stdout
     assert "PROBLEM: dead answers 503 on the VPS path" in out.stdout
     cli(lab, "service", "rm", "dead")
+    dead.close()
     # a broken tunnel
     assert cli(lab, "check", "tunnel").returncode == 0
     lab.tunnel_down()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import Envoy, http_get, run_cli, wait_for
+from support.helpers import Envoy, http_get, run_cli, wait_for
 
 from envoyage.model import parse_service
 from envoyage.store.registry import Registry

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from helpers import RUN_ID, Setup, http_get, make_config, wait_for
+from support.helpers import RUN_ID, Setup, http_get, make_config, wait_for
 
 from envoyage.xds import types as T
 

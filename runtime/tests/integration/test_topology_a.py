@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import Upstream, free_port, wait_for
-from labtools import Lab, add, cli, proxy_v2, running_lab, status, through_tunnel_listener
+from support.helpers import Upstream, free_port, wait_for
+from support.lab import Lab, add, cli, proxy_v2, running_lab, status, through_tunnel_listener
 
 from envoyage.link import LINK_VERSION, VERSION_KEY
 

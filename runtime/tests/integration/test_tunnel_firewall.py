@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import ENVOYAGE, Upstream, free_port, wait_for
-from labtools import add, running_lab, status
+from support.helpers import ENVOYAGE, Upstream, free_port, wait_for
+from support.lab import add, running_lab, status
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import time
 
 from envoy.config.route.v3 import route_components_pb2
 from envoy.type.matcher.v3 import regex_pb2
-from helpers import http_get, wait_for
+from support.helpers import http_get, wait_for
 
 from envoyage.model import parse_service
 

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 from docker.types import IPAMConfig, IPAMPool
-from helpers import RUN_ID, TEST_LABEL, Upstream, wait_for
-from labtools import add, running_lab, status
+from support.helpers import RUN_ID, TEST_LABEL, Upstream, wait_for
+from support.lab import add, running_lab, status
 
 pytestmark = pytest.mark.integration
 

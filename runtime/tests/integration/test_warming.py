@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from helpers import http_get, wait_for
+from support.helpers import http_get, wait_for
 
 
 def test_burst_of_add_remove_changes_then_the_last_service_answers_within_1s(setup, upstreams):

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 import yaml
-from helpers import ENVOY, ENVOYAGE
+from support.helpers import ENVOY, ENVOYAGE
 
 
 def cli(*args):

@@ -126,7 +126,7 @@ def test_the_overload_manager_is_valid_for_envoy(tmp_path):
     import json
     import subprocess
 
-    from helpers import ENVOY
+    from support.helpers import ENVOY
 
     path = tmp_path / "edge.json"
     path.write_text(

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from helpers import wait_for
+from support.helpers import wait_for
 
 from envoyage.process import ElasticExecutor
 

@@ -12,9 +12,9 @@ import subprocess
 
 import pytest
 from google.protobuf import json_format
-from helpers import ENVOY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import ENVOY
 
 from envoyage.discovery.labels import LABELS, parse_labels
 from envoyage.model import InputError, parse_service
@@ -59,7 +59,7 @@ def test_control_characters_in_labels_are_named_problems(label, value):
 
 
 def test_the_api_refuses_to_create_discovered_services(tmp_path):
-    from helpers import make_config
+    from support.helpers import make_config
 
     from envoyage.control.plane import ControlPlane
 

@@ -1,7 +1,7 @@
 """Control-plane updates: PATCH changes only what is given, PUT replaces the whole service."""
 
 import pytest
-from helpers import make_config
+from support.helpers import make_config
 
 from envoyage.control.plane import ControlPlane
 from envoyage.model import InputError

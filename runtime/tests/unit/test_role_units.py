@@ -2,7 +2,7 @@
 items 8 and 9): every service unit renders to a sandbox that `systemd-analyze security
 --offline` scores below 4.0, no capability beyond what each needs (none for the control
 plane, in either topology), and rotate.yml takes every path from the roles. The same
-units are scored live on the Molecule instances (molecule/*/tests/test_least_privilege.py)."""
+units are scored live on the Molecule instances (extensions/molecule/*/tests/test_least_privilege.py)."""
 
 from __future__ import annotations
 

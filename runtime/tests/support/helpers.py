@@ -26,15 +26,11 @@ from envoyage.bootstrap import bootstrap
 from envoyage.config import Config
 from envoyage.control.daemon import ControlDaemon
 
+from .ports import free_port as free_port  # re-exported: most tests take it from here
+
 BIN = Path(sys.executable).parent
 ENVOY = str(BIN / "envoy")
 ENVOYAGE = str(BIN / "envoyage")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
@@ -200,25 +196,25 @@ class Envoy:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> Envoy:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                ENVOY,
-                "-c",
-                str(self.bootstrap_path),
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-                "--base-id",
-                str(self.admin_port),
-                "--drain-time-s",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [
+                    ENVOY,
+                    "-c",
+                    str(self.bootstrap_path),
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                    "--base-id",
+                    str(self.admin_port),
+                    "--drain-time-s",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         if wait_ready:
             wait_for(self.ready, timeout=30, what=f"envoy {self.node_id} to become ready")
         return self
