@@ -92,6 +92,7 @@ def test_the_role_and_the_runtime_write_the_same_file(tmp_path, inputs):
         "unbound_listen": ["192.168.1.10", "127.0.0.1", "::1"],
         "unbound_access": ["192.168.1.0/24", "127.0.0.0/8", "::1/128"],
         "unbound_include_file": common["envoyage_dns_include_file"],
+        "unbound_port": common["envoyage_dns_port"],
         **inputs,
     }
     assert set(inputs) >= set(role_defaults)
@@ -117,7 +118,9 @@ def test_the_runtimes_defaults_are_the_roles():
     s = ResolverSettings(listen=("192.168.1.10",), include_file="z", access=("192.168.1.0/24",))
     assert s.control_socket == defaults["unbound_control_socket"] == _unbound.CONTROL_SOCKET
     assert list(s.upstreams) == defaults["unbound_forwarders"] == list(_unbound.FORWARDERS)
-    assert s.port == defaults["unbound_port"] == _unbound.PORT
+    common = yaml.safe_load((ROOT / "roles" / "common" / "defaults" / "main.yml").read_text())
+    assert defaults["unbound_port"] == "{{ envoyage_dns_port }}"
+    assert s.port == common["envoyage_dns_port"] == _unbound.PORT
     spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     assert spec["unbound_control_socket"]["default"] == _unbound.CONTROL_SOCKET
     assert spec["unbound_forwarders"]["default"] == list(_unbound.FORWARDERS)
