@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Install what is needed and run the whole test suite (unit + integration with real Envoy).
 # Usage: bash scripts/test.sh [pytest args...]
+#        bash scripts/test.sh --unit [pytest args...]   the unit tests only (runtime/tests/unit,
+#          under a minute): no Debian packages, dockerd or sample image, and no root once
+#          the venv exists (the first run makes it, as the whole suite does)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+if [ "${1:-}" = "--unit" ]; then
+  shift
+  venv_ready || ensure_venv
+  cd "$ROOT/runtime"
+  say "running the unit tests"
+  exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q "$@" tests/unit
+fi
 ensure_venv
 # the tests also use network namespaces and iptables (dead-peer test), ss, setpriv and mount;
 # topology A: wireguard-go and wg, curl in the namespaces, Unbound and BIND9 (DNSSEC: dnssec-keygen,
