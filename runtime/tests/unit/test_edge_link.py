@@ -245,7 +245,7 @@ def edge_client(target, edge_secret, applied=None):
     """The real edge's link client; `applied` records every resource set it takes."""
     import threading
 
-    from envoyage.edge.daemon import LinkClient
+    from envoyage.link.client import LinkClient
 
     sets = applied if applied is not None else []
     client = LinkClient(
@@ -443,7 +443,7 @@ def test_a_recorded_handshake_replayed_on_a_new_connection_gets_nothing(tmp_path
 def test_a_wrong_key_on_either_side_is_refused_with_a_named_problem(tmp_path):
     """A wrong secret on the edge, or a key on home from another secret: the edge refuses
     home's proof, home's status says which edge refused it and why; nothing is served."""
-    from helpers import make_config
+    from support.helpers import make_config
 
     from envoyage.control.plane import ControlPlane
     from envoyage.xds.cache import SnapshotCache
@@ -524,7 +524,7 @@ def test_reconnecting_to_a_dead_control_plane_does_not_pile_up_threads():
     import threading
     import time
 
-    from envoyage.edge.daemon import LinkClient
+    from envoyage.link.client import LinkClient
 
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))  # held, not listening: refused, and no one else may take it

@@ -10,42 +10,37 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..status import NodeStatus, TypeStatus
 from . import types as T
 from .cache import snapshot_key
 
 
-class Callbacks(Protocol):
-    def on_stream_open(self, stream_id: int, node_id: str, role: str, delta: bool) -> None: ...
-    def on_stream_closed(self, stream_id: int, node_id: str) -> None: ...
-    def on_response(self, stream_id: int, node_id: str, type_url: str, response: Any) -> None: ...
-    def on_ack(self, stream_id: int, node_id: str, type_url: str, version: str) -> None: ...
-    def on_nack(self, stream_id: int, node_id: str, type_url: str, version: str, message: str) -> None: ...
-    def on_reported(self, stream_id: int, node_id: str, type_url: str, version: str, in_sync: bool) -> None: ...
-
-
 class BaseCallbacks:
-    """No-op callbacks to inherit from."""
+    """What the xDS server tells its observers about each stream (every method a no-op
+    here: inherit and override what you need). The server calls them in the stream's
+    thread; an exception is logged, never breaks the stream."""
 
-    def on_stream_open(self, stream_id, node_id, role, delta):  # noqa: D401
+    def on_stream_open(self, stream_id: int, node_id: str, role: str, delta: bool) -> None:
         pass
 
-    def on_stream_closed(self, stream_id, node_id):
+    def on_stream_closed(self, stream_id: int, node_id: str) -> None:
         pass
 
-    def on_response(self, stream_id, node_id, type_url, response):
+    def on_response(self, stream_id: int, node_id: str, type_url: str, response: Any) -> None:
+        """`response`: the DiscoveryResponse or DeltaDiscoveryResponse sent."""
+
+    def on_ack(self, stream_id: int, node_id: str, type_url: str, version: str) -> None:
         pass
 
-    def on_ack(self, stream_id, node_id, type_url, version):
+    def on_nack(self, stream_id: int, node_id: str, type_url: str, version: str, message: str) -> None:
         pass
 
-    def on_nack(self, stream_id, node_id, type_url, version, message):
-        pass
-
-    def on_reported(self, stream_id, node_id, type_url, version, in_sync):
-        pass
+    def on_reported(self, stream_id: int, node_id: str, type_url: str, version: str, in_sync: bool) -> None:
+        """A (re)connecting Envoy said what it holds of the type (sotw: `version`; delta: its
+        resources, `version` the current one when they match, else ""); `in_sync`: it holds
+        the current snapshot's."""
 
 
 def _type(node: NodeStatus, type_url: str) -> TypeStatus:
