@@ -69,10 +69,12 @@ def fallbacks(root):
 
 
 def project_root(path):
-    """The collection's root above `path` (where galaxy.yml and roles/ are), or None."""
+    """The collection's root above `path` (roles/ beside galaxy.yml in a checkout, or
+    beside MANIFEST.json in an installed copy), or None."""
     here = os.path.dirname(os.path.abspath(path))
     while True:
-        if os.path.isfile(os.path.join(here, "galaxy.yml")) and os.path.isdir(os.path.join(here, "roles")):
+        marked = any(os.path.isfile(os.path.join(here, m)) for m in ("galaxy.yml", "MANIFEST.json"))
+        if marked and os.path.isdir(os.path.join(here, "roles")):
             return here
         parent = os.path.dirname(here)
         if parent == here:

@@ -107,3 +107,8 @@ def test_a_new_fallback_is_named_with_file_and_line(tmp_path):
         ("roles/edge/defaults/main.yml", 2, "envoyage_tunnel_prefix"),
         ("roles/edge/templates/u.j2", 1, "edge_user"),
     ]
+    # the ansible-lint rule finds the collection's root in a checkout and in an installed copy
+    planted = str(tmp_path / "roles" / "edge" / "defaults" / "main.yml")
+    assert no_fallback.project_root(planted) is None
+    (tmp_path / "MANIFEST.json").write_text("{}")
+    assert no_fallback.project_root(planted) == str(tmp_path)
