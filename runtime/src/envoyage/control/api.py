@@ -154,7 +154,8 @@ def create_app(plane: ControlPlane) -> Flask:
     def _store(exc: peewee.OperationalError):
         # the transaction rolled back: nothing was changed. SQLite may have rolled back by
         # itself, so peewee's own rollback fails: the cause is further down the chain.
-        chain, cause = [], exc
+        chain: list[str] = []
+        cause: BaseException | None = exc
         while cause is not None and len(chain) < 10:
             chain.append(str(cause).lower())
             cause = cause.__cause__ or cause.__context__

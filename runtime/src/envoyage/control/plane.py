@@ -341,7 +341,7 @@ class ControlPlane:
             raise Conflict(exc.args[0]) from None
         what = specs[0].name if len(specs) == 1 else f"{len(specs)} services"
         self.reconcile(reason=f"{what} added")
-        return [self.registry.get(s.name).to_json() for s in specs]
+        return [self.get_service(s.name) for s in specs]
 
     def _manual(self, name: str):
         state = self.registry.get(name)
@@ -426,12 +426,12 @@ class ControlPlane:
     def set_docker_networks(self, networks: list[DockerNetwork]) -> None:
         """Docker discovery hands over dockerd's networks; vpn-only is re-judged when they
         change (a new network that overlaps a LAN entry refuses that entry at once)."""
-        networks = tuple(sorted(networks, key=lambda n: (n.name, n.subnet)))
-        if networks == self.docker_networks:
+        ordered = tuple(sorted(networks, key=lambda n: (n.name, n.subnet)))
+        if ordered == self.docker_networks:
             return
         host = HostNetworks.read()  # a new network brings a new bridge address on home
         with self._lock:
-            self.docker_networks = networks
+            self.docker_networks = ordered
             self.host_networks = host
             access = self._home_access()
             if access != self.translations.access:
@@ -486,14 +486,15 @@ class ControlPlane:
                 changed = False
                 # home first (its Envoy is woken at once), then the edge's set
                 built = [(ROLE_HOME, lambda: assembly.snapshot), (DELTA_HOME, lambda: assembly.delta_snapshot)]
-                if self.edge_translations is not None:
+                edge_translations = self.edge_translations
+                if edge_translations is not None:
                     built.append(
                         (
                             ROLE_EDGE,
                             lambda: (
                                 assemble_edge(
                                     states,
-                                    self.edge_translations,
+                                    edge_translations,
                                     previous=self.cache.get_snapshot(ROLE_EDGE),
                                     withheld={**withheld, **edge_only},
                                     zones=self.config.domains,
