@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import make_config
+from support.helpers import make_config
 
 from envoyage.cli.main import _print_status
 from envoyage.control.api import create_app
