@@ -29,7 +29,7 @@ class _Json:
     lacks takes its default, a key the class does not know is ignored."""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return _encode(self)
 
     @classmethod
     def from_json(cls: type[J], data: dict[str, Any]) -> J:
@@ -41,6 +41,21 @@ class _Json:
 
 
 _HINTS: dict[type, dict[str, Any]] = {}  # each class's field types, resolved once
+_NAMES: dict[type, tuple[str, ...]] = {}  # each class's field names, in order
+
+
+def _encode(value: Any) -> Any:
+    """`value` as plain JSON data (what `dataclasses.asdict` gives, without its deep copy
+    of every leaf: status values are str, numbers, bool and None)."""
+    if isinstance(value, _Json):
+        cls = type(value)
+        names = _NAMES.get(cls) or _NAMES.setdefault(cls, tuple(f.name for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
+        return {name: _encode(getattr(value, name)) for name in names}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
 
 
 def _decode(hint: Any, value: Any) -> Any:
