@@ -219,6 +219,42 @@ def test_ansible_doc_documents_every_module_with_examples_and_return_values(coll
             assert option.get("description"), f"{module}: option {name} has no description"
 
 
+def test_ansible_doc_shows_every_role_option_and_each_role_has_its_readme(collection):
+    """`ansible-doc -t role envoyage.core.<role>` on the installed copy shows every option of
+    the role's argument spec, with its description, and the role's README (written from the
+    same spec by scripts/role-readmes.py) came along in the tarball."""
+    import json
+
+    import yaml
+
+    _, path = collection
+    specs = {
+        role.name: yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+        for role in sorted((path / "roles").iterdir())
+        if (role / "meta" / "argument_specs.yml").exists()
+    }
+    assert len(specs) >= 8, sorted(specs)
+    out = subprocess.run(
+        [str(BIN / "ansible-doc"), "-t", "role", "--json", *(f"envoyage.core.{r}" for r in specs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(path.parents[2])),
+    )
+    assert out.returncode == 0, out.stderr
+    docs = json.loads(out.stdout)
+    for role, spec in specs.items():
+        shown = docs[f"envoyage.core.{role}"]["entry_points"]
+        assert set(shown) == set(spec), f"{role}: entry points {sorted(shown)}"
+        for entry, entry_spec in spec.items():
+            options = shown[entry].get("options") or {}
+            assert set(options) == set(entry_spec.get("options") or {}), f"{role}/{entry}: options differ"
+            assert all(o.get("description") for o in options.values()), f"{role}/{entry}: an option lacks a description"
+        readme = (path / "roles" / role / "README.md").read_text()
+        for name in spec["main"].get("options") or {}:
+            assert f"| `{name}` |" in readme, f"roles/{role}/README.md does not list {name}"
+
+
 def test_sanity(collection):
     _, path = collection
     out = _ansible_test(path, "sanity")
