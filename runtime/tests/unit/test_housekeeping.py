@@ -103,3 +103,59 @@ def test_each_role_readme_lists_exactly_the_options_of_its_argument_spec(role):
     assert documented == options, (
         f"{role}: in the spec only {sorted(options - documented)}, in the README only {sorted(documented - options)}"
     )
+
+
+_MARKDOWN = sorted(
+    {
+        *ROOT.glob("*.md"),
+        *ROOT.glob("docs/*.md"),
+        *ROOT.glob("roles/*/README.md"),
+        *ROOT.glob("bench/*.md"),
+        *ROOT.glob("runtime/*.md"),
+    }
+)
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(markdown: Path) -> set[str]:
+    """The heading anchors GitHub makes for `markdown` (lower case, punctuation dropped,
+    spaces to hyphens), outside code blocks."""
+    out, fenced = set(), False
+    for line in markdown.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6} (.*)", line)):
+            out.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("markdown", _MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_in_the_docs_leads_to_a_file_and_heading_that_exist(markdown):
+    broken = []
+    for match in _LINK.finditer(markdown.read_text()):
+        target = match.group(1)
+        if re.match(r"[a-z]+:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = markdown.parent / path if path else markdown
+        if not linked.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+            broken.append(f"{target} (no such heading)")
+    assert not broken, f"{markdown.relative_to(ROOT)}: {broken}"
+
+
+def test_docs_and_code_cite_only_what_is_in_the_project():
+    """The design notes the project was started from are not shipped: docs/architecture.md
+    (and the other documents) say what they said, and are what the docs and code cite."""
+    outside = re.compile(r"DESIGN\.md|STYLE\.md|shared/notes/")
+    places = [*_MARKDOWN, *ROOT.glob("roles/**/*"), *ROOT.glob("plugins/**/*.py"), *ROOT.glob("playbooks/*")]
+    places += [*(ROOT / "runtime" / "src" / "envoyage").rglob("*.py")]
+    cited = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in places
+        if p.is_file() and p.suffix not in (".pyc", ".whl")
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+        if outside.search(line)
+    ]
+    assert not cited, f"cite docs/architecture.md (or another document in the project) instead: {cited}"
