@@ -183,8 +183,19 @@ def test_a_controller_restart_with_changes_meanwhile_ends_equal_to_the_registry(
         lab.unbound_control("local_zone", "stray.example.test.", "transparent")  # not ours: left alone
     finally:
         lab.start_control()
-    services = json.loads(cli(lab, "services", "--json").stdout)
-    want = {f"{d}." for s in services if not s["problems"] for d in s["domains"] if not d.startswith("*.")}
+
+    def registry_domains():
+        services = json.loads(cli(lab, "services", "--json").stdout)
+        return {f"{d}." for s in services if not s["problems"] for d in s["domains"] if not d.startswith("*.")}
+
+    # Docker discovery's first resync after the start brings the registry up to date with
+    # what changed while the control plane was down; only then is the registry the truth
+    wait_for(
+        lambda: "new.example.test." in registry_domains() and "gone.example.test." not in registry_domains(),
+        timeout=20,
+        what="the registry to have caught up with Docker",
+    )
+    want = registry_domains()
     wait_for(
         lambda: home_zones(lab) - {"stray.example.test."} == want,
         timeout=20,
