@@ -1,6 +1,6 @@
 """The collection's roles as users run them: Molecule scenarios on systemd containers
-from the local base image (molecule/default: topology A, home + vps + a labelled app;
-molecule/topology_c: home only), driven step by step so that one set of instances also
+from the local base image (extensions/molecule/default: topology A, home + vps + a
+labelled app; extensions/molecule/topology_c: home only), driven step by step so that one set of instances also
 serves the bad-inventory checks and the -vvv secret search.
 
 Shares the base image, the apt caches and the wheelhouse with the README's first command
@@ -13,12 +13,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from checks import eventually, get, ok  # the scenarios' checks (extensions/molecule/common)
 
 ROOT = Path(__file__).resolve().parents[3]
-from checks import eventually, get, ok  # noqa: E402  (the scenarios' checks)
 
 VENV_BIN = ROOT / ".venv" / "bin"
 # the dependency venv's bin (molecule calls ansible-config, pytest and more by name)
@@ -29,8 +31,15 @@ if not shutil.which("docker"):
     pytest.fail("docker is missing: scripts/test.sh installs it and starts dockerd", pytrace=False)
 
 
+STEPS: list[tuple[str, float]] = []  # (command, seconds): printed at the end of each test (-rP)
+
+
 def sh(argv, env=None, timeout=900, check=True):
+    started = time.monotonic()
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    STEPS.append(
+        (" ".join(Path(str(a)).name if i == 0 else str(a) for i, a in enumerate(argv))[:80], time.monotonic() - started)
+    )
     if check and out.returncode != 0:
         raise AssertionError(
             f"{' '.join(map(str, argv))} failed ({out.returncode}):\n{out.stdout[-6000:]}\n{out.stderr[-3000:]}"
@@ -75,7 +84,10 @@ def env(work):
 
 
 def molecule(env, step, scenario, *extra, check=True, timeout=900):
-    return sh([str(VENV_BIN / "molecule"), step, "-s", scenario, *extra], env=env, timeout=timeout, check=check)
+    out = sh([str(VENV_BIN / "molecule"), step, "-s", scenario, *extra], env=env, timeout=timeout, check=check)
+    # the scenarios are where Molecule looks in a collection (extensions/molecule)
+    assert "should migrate" not in out.stdout + out.stderr, (out.stdout + out.stderr)[-2000:]
+    return out
 
 
 def docker_read(container, path):
@@ -123,27 +135,55 @@ def inventory(work: Path, name: str, overrides: dict) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def step_times():
+    """How long each command of the test took (for the Molecule time in CI: pytest -rP)."""
+    STEPS.clear()
+    yield
+    print("\n".join(f"{seconds:7.1f} s  {what}" for what, seconds in STEPS))
+    print(f"{sum(seconds for _, seconds in STEPS):7.1f} s  in all")
+
+
+def assert_check_mode_passes(out) -> None:
+    """`molecule check`: the converge playbook in check mode on the converged instances
+    ran through on every host: each task supports check mode, or is a read that runs in
+    check mode too (check_mode: false). (It may predict changes: the pip module in check
+    mode says "changed" whenever extra_args are given, as the inventories do.)"""
+    text = out.stdout + out.stderr
+    recap = re.findall(r"^(eymc?-\w+)\s*:\s*ok=\d+.*unreachable=(\d+)\s+failed=(\d+)", text, re.M)
+    hosts = {host for host, _, _ in recap}
+    assert hosts and all(u == "0" and f == "0" for _, u, f in recap), text[-4000:]
+
+
 def test_topology_a_scenario(env, work):
-    """Create; every bad inventory fails before any change, naming the variable; converge
-    at -vvv leaks no secret; idempotence; verify (molecule/default/tests)."""
+    """Syntax; create; every bad inventory fails before any change, naming the variable;
+    converge at -vvv leaks no secret; idempotence; check mode; verify
+    (extensions/molecule/default/tests); the everyday playbooks."""
     molecule(env, "destroy", "default", check=False)
     try:
+        molecule(env, "syntax", "default")
         molecule(env, "create", "default")
-        for name, overrides, message in BAD_INVENTORIES:
-            out = sh(
-                [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory(work, name, overrides)), "site.yml"],
-                env=env,
-                check=False,
-                timeout=300,
-            )
+
+        def bad_run(case):
+            name, overrides, _ = case
+            argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory(work, name, overrides)), "site.yml"]
+            return sh(argv, env=env, check=False, timeout=300)
+
+        # The bad inventories stop in the preflight, which reads only variables, and change
+        # nothing (checked below): they run side by side, and beside the scenario's prepare
+        # (the lab's DNS on the VPS, the app on home's Docker), which none of them reaches.
+        with ThreadPoolExecutor(len(BAD_INVENTORIES) + 1) as pool:
+            prepared = pool.submit(molecule, env, "prepare", "default")
+            runs = list(pool.map(bad_run, BAD_INVENTORIES))
+            prepared.result()
+        for (name, _, message), out in zip(BAD_INVENTORIES, runs, strict=True):
             text = out.stdout + out.stderr
             assert out.returncode != 0, f"{name}: the playbook passed:\n{text[-3000:]}"
             assert message in text, f"{name}: no message naming the variable:\n{text[-3000:]}"
             recap = re.findall(r"^eym-(?:home|vps)\s*:.*changed=(\d+)", text, re.M)
             assert recap and set(recap) == {"0"}, f"{name}: something changed:\n{text[-2000:]}"
-            # nothing was installed
-            assert sh(["docker", "exec", "eym-home", "test", "-e", "/opt/envoyage"], check=False).returncode != 0
-        molecule(env, "prepare", "default")
+        # nothing was installed
+        assert sh(["docker", "exec", "eym-home", "test", "-e", "/opt/envoyage"], check=False).returncode != 0
         converge = molecule(env, "converge", "default", "--", "-vvv", timeout=1200)
         output = converge.stdout + converge.stderr
         secrets = {
@@ -164,6 +204,7 @@ def test_topology_a_scenario(env, work):
                 assert v not in output, f"the {what} appears in the -vvv converge output"
         assert "changed=" in output and len(output) > 10_000  # it really was verbose
         molecule(env, "idempotence", "default", timeout=600)
+        assert_check_mode_passes(molecule(env, "check", "default", timeout=600))
         verified = molecule(env, "verify", "default", timeout=600)
         assert_tests_ran(verified, at_least=15)
         everyday_jobs(env, work)
@@ -237,5 +278,12 @@ def everyday_jobs(env, work: Path) -> None:
 
 
 def test_topology_c_scenario(env):
-    """Home only: converge, idempotence, verify (molecule/topology_c/tests)."""
-    assert_tests_ran(molecule(env, "test", "topology_c", timeout=1500), at_least=8)
+    """Home only, `molecule test`: syntax, converge, idempotence, check mode, verify
+    (extensions/molecule/topology_c/tests)."""
+    out = molecule(env, "test", "topology_c", timeout=1500)
+    assert_tests_ran(out, at_least=8)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # Molecule's colours, if any
+    for step in ("syntax", "idempotence", "check"):
+        assert re.search(rf"topology_c\W+{step}\W+Executed: Successful", text), (
+            f"no successful {step} step:\n{text[-3000:]}"
+        )
