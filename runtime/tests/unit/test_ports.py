@@ -46,6 +46,7 @@ def test_a_port_something_listens_on_is_skipped():
         for p in ports._ports:
             if p != first:
                 h = socket.socket()
+                h.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Envoy: TIME_WAIT is no obstacle
                 held.append(h)
                 try:
                     h.bind(("127.0.0.1", p))
