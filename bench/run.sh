@@ -12,7 +12,13 @@ ensure_debian_packages caddy nginx-light
 # packages, the daemons they just started (on 80/443) are stopped again; daemons that
 # were there before are the user's and are left alone.
 if [ "$had_peers" = 0 ]; then
-  pkill -x caddy 2>/dev/null || true
+  # only the packaged daemon (Debian's unit starts exactly this command line), not any
+  # other Caddy on the machine
+  if [ -d /run/systemd/system ]; then
+    systemctl stop caddy 2>/dev/null || true
+  else
+    pkill -f -x '/usr/bin/caddy run --environ --config /etc/caddy/Caddyfile' 2>/dev/null || true
+  fi
   [ -f /run/nginx.pid ] && kill "$(cat /run/nginx.pid)" 2>/dev/null || true
 fi
 # topology A runs in network namespaces with wireguard-go; wrk loads the three paths
