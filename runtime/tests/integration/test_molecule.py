@@ -203,8 +203,13 @@ def test_topology_a_scenario(env, work):
             for v in variants:
                 assert v not in output, f"the {what} appears in the -vvv converge output"
         assert "changed=" in output and len(output) > 10_000  # it really was verbose
-        molecule(env, "idempotence", "default", timeout=600)
-        assert_check_mode_passes(molecule(env, "check", "default", timeout=600))
+        # Both run the site playbook against the converged instances and change nothing
+        # (idempotence checks that; check mode cannot change anything): side by side.
+        with ThreadPoolExecutor(2) as pool:
+            idempotent = pool.submit(molecule, env, "idempotence", "default", timeout=600)
+            checked = pool.submit(molecule, env, "check", "default", timeout=600)
+            idempotent.result()
+            assert_check_mode_passes(checked.result())
         verified = molecule(env, "verify", "default", timeout=600)
         assert_tests_ran(verified, at_least=15)
         everyday_jobs(env, work)
