@@ -39,6 +39,21 @@ def test_galaxy_yml_has_no_placeholder_urls():
             assert str(galaxy[field]).startswith("https://"), f"galaxy.yml {field}: {galaxy[field]!r}"
 
 
+def test_no_unit_or_template_points_at_a_repository_that_does_not_exist():
+    """A systemd unit's Documentation= or a template link to an invented URL sends the
+    user nowhere; there is no public repository yet, so none is named."""
+    made_up = re.compile(r"github\.com/envoyage|example\.invalid")
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for top in ("roles", "plugins", "playbooks", "extensions")
+        for path in sorted((ROOT / top).rglob("*"))
+        if path.is_file() and path.suffix in (".j2", ".yml", ".yaml", ".py", ".service", ".md")
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if made_up.search(line)
+    ]
+    assert not found, f"invented URLs: {found}"
+
+
 def _allowed_sections() -> set[str]:
     config = yaml.safe_load((ROOT / "changelogs" / "config.yaml").read_text())
     return {name for name, _title in config["sections"]} | {
