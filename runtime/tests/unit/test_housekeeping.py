@@ -174,3 +174,51 @@ def test_docs_and_code_cite_only_what_is_in_the_project():
         if outside.search(line)
     ]
     assert not cited, f"cite docs/architecture.md (or another document in the project) instead: {cited}"
+
+
+def _architecture_module_map() -> set[str]:
+    """The paths docs/architecture.md's module map names (runtime modules relative to
+    runtime/src/envoyage, plugins as plugins/<kind>/<file>)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    runtime = text.split("### The runtime's modules", 1)[1].split("\n### ", 1)[0]
+    plugins = text.split("### The collection's code (`plugins/`)", 1)[1].split("\n## ", 1)[0]
+    named = {
+        m for row in runtime.splitlines() if row.startswith("| `") for m in re.findall(r"`([^`]+)`", row.split("|")[1])
+    }
+    for bullet in re.split(r"\n- ", "\n" + plugins):
+        kind = re.match(r"`plugins/(\w+)/`", bullet)
+        if kind:
+            named |= {f"plugins/{kind.group(1)}/{f}" for f in re.findall(r"`([\w.]+\.py)`", bullet)}
+    return named
+
+
+def test_the_architecture_module_map_names_every_module_and_only_modules_that_exist():
+    """docs/architecture.md's module map is the one description of who owns which
+    concern: a new module must be added to it, a removed one taken out."""
+    named = _architecture_module_map()
+    src = ROOT / "runtime" / "src" / "envoyage"
+    modules = {
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if p.name != "__init__.py" and "link/v1" not in str(p) and "module_utils" not in p.parts
+    }
+    plugin_files = {
+        str(p.relative_to(ROOT))
+        for kind in ("module_utils", "filter")
+        for p in (ROOT / "plugins" / kind).glob("*.py")
+        if p.name != "__init__.py"
+    }
+    listed_runtime = {n for n in named if n.endswith(".py") and not n.startswith("plugins/")}
+    listed_plugins = {n for n in named if n.startswith("plugins/")}
+    assert modules - listed_runtime == set(), (
+        f"runtime modules missing from the module map: {sorted(modules - listed_runtime)}"
+    )
+    assert listed_runtime - modules == set(), (
+        f"the module map names modules that do not exist: {sorted(listed_runtime - modules)}"
+    )
+    assert plugin_files - listed_plugins == set(), (
+        f"plugins missing from the module map: {sorted(plugin_files - listed_plugins)}"
+    )
+    assert listed_plugins - plugin_files == set(), (
+        f"the module map names plugins that do not exist: {sorted(listed_plugins - plugin_files)}"
+    )
