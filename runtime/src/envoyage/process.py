@@ -28,27 +28,58 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
-def socket_server(path: Path, mode: int, gid: int | None, create: Callable[[Path], T]) -> T:
+# sun_path holds 108 bytes, one of them the terminating NUL
+_MAX_SOCKET_PATH = 107
+
+
+def _temporary_socket(path: Path) -> Path:
+    return path.with_name(f".{path.name}.new")
+
+
+def socket_server(
+    path: Path, mode: int, gid: int | None, create: Callable[[Path], T], discard: Callable[[T], object] | None = None
+) -> T:
     """Run `create(bind_path)`, which binds a Unix socket at `bind_path`: a temporary name
     next to `path`, bound under umask 0177 (no moment in which anyone else may connect),
     given its group and `mode`, then renamed to `path`. So the socket appears at `path`
     only with its final group and mode, whatever the process's umask, and a client that
     finds it (an Envoy starting beside the control plane) is never refused by a mode that
-    is still being set."""
-    bind_path = path.with_name(f".{path.name}.{os.getpid()}.new")
-    bind_path.unlink(missing_ok=True)
-    old = os.umask(0o177)
+    is still being set. A `path` so long that the temporary name would not fit is bound
+    directly (still under umask 0177, so the socket is never more open than 0600 before
+    its mode is set). If anything fails after `create`, the server is given to `discard`
+    (stop it) and the temporary socket is removed: a failed start leaves nothing behind."""
+    bind_path = _temporary_socket(path)
+    if len(os.fsencode(bind_path)) > _MAX_SOCKET_PATH:
+        bind_path = path
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+        raise OSError(
+            f"{path}: a Unix socket path may be at most {_MAX_SOCKET_PATH} bytes "
+            f"({len(os.fsencode(path))} here); choose a shorter run_dir or socket path"
+        )
+    if bind_path != path:
+        bind_path.unlink(missing_ok=True)
+    created = False
+    server: T
     try:
-        server = create(bind_path)
-    finally:
-        os.umask(old)
-    try:
+        old = os.umask(0o177)
+        try:
+            server = create(bind_path)
+            created = True
+        finally:
+            os.umask(old)
         if gid is not None:
             os.chown(bind_path, -1, gid)
         os.chmod(bind_path, mode)
-        os.rename(bind_path, path)
+        if bind_path != path:
+            os.rename(bind_path, path)
     except BaseException:
-        bind_path.unlink(missing_ok=True)
+        if created and discard is not None:
+            try:
+                discard(server)
+            except Exception:  # the original error is the one to report
+                log.exception("could not stop the server of %s after a failed start", path)
+        if bind_path != path:
+            bind_path.unlink(missing_ok=True)
         raise
     return server
 
@@ -99,6 +130,13 @@ def prepare_socket(path: Path) -> None:
     live one means another control plane, and anything that is not a socket is left
     alone (a misconfigured path never deletes a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a run that crashed between binding and renaming left its temporary socket
+    leftover = _temporary_socket(path)
+    try:
+        if stat.S_ISSOCK(leftover.lstat().st_mode):
+            leftover.unlink()
+    except FileNotFoundError:
+        pass
     try:
         st = path.lstat()
     except FileNotFoundError:

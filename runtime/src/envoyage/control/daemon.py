@@ -128,6 +128,7 @@ class ControlDaemon:
                     ident="envoyage",
                     clear_untrusted_proxy_headers=True,
                 ),
+                discard=lambda server: server.close(),
             )
         )
         self.http_server.start()
@@ -228,6 +229,7 @@ class ControlDaemon:
             lambda bind_path: serve(
                 self.plane.ads, f"unix:{bind_path}", keepalive=keepalive, keepalive_timeout=keepalive_timeout
             ),
+            discard=lambda served: served[0].stop(0),
         )[0]
         log.info("xDS (ADS, SotW and delta) listening on %s (mode 0660, group %s)", path, gid)
 

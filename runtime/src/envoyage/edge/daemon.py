@@ -255,7 +255,9 @@ class EdgeDaemon:
         own_directory(path.parent, 0o750, group_write=False)
         _private_directory(path.parent)
         prepare_socket(path)
-        self.grpc_server = socket_server(path, 0o600, None, lambda bind_path: serve(self.ads, f"unix:{bind_path}"))[0]
+        self.grpc_server = socket_server(
+            path, 0o600, None, lambda bind_path: serve(self.ads, f"unix:{bind_path}"), discard=lambda s: s[0].stop(0)
+        )[0]
         log.info("xDS for the VPS Envoy on %s (mode 0600)", path)
         self.link.start()
         if cfg.envoy_supervise:
