@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import peewee
@@ -186,11 +187,27 @@ class ApiServer:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop within `timeout` seconds in all (one deadline for every step, well inside
+        the daemon's own stop budget, so the registry still closes after it): first no
+        new connection is accepted (the listening socket is closed by the loop's thread),
+        then the running requests may finish, then the loop closes every socket."""
+        deadline = time.monotonic() + timeout
         server = self.server
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout)
+        if self._thread.is_alive():
+            not_accepting = threading.Event()
+
+            def stop_accepting() -> None:
+                # the listening socket only (waitress' own close() also closes the trigger the
+                # running requests still need to hand back their answers)
+                wasyncore.dispatcher.close(server)
+                not_accepting.set()
+
+            server.trigger.pull_trigger(stop_accepting)
+            not_accepting.wait(max(0.0, deadline - time.monotonic()))
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=max(0.0, deadline - time.monotonic()))
         if not self._thread.is_alive():
             wasyncore.close_all(server._map)
             return
         server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
