@@ -31,15 +31,32 @@ _ports: list[int] = []
 _cursor = 0
 
 
-def _ephemeral_low() -> int:
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _block_starts() -> list[int]:
+    """The first port of every block outside the kernel's ephemeral range: below it (from
+    LOW up to HIGH) and, on a machine whose range starts low (e.g. "1024 65000"), above it."""
+    elow, ehigh = _ephemeral_range()
+    below = range(LOW, min(HIGH, elow) - BLOCK + 1, BLOCK)
+    above = range(max(ehigh + 1, LOW), 65536 - BLOCK + 1, BLOCK)
+    return [*below, *above]
 
 
 def _reserve_block() -> None:
-    count = (min(HIGH, _ephemeral_low()) - LOW) // BLOCK
+    starts = _block_starts()
+    count = len(starts)
+    if not count:
+        elow, ehigh = _ephemeral_range()
+        raise RuntimeError(
+            f"no block of {BLOCK} test ports outside the kernel's ephemeral range {elow}-{ehigh} "
+            "(net.ipv4.ip_local_port_range): leave room below or above it"
+        )
     try:
         LOCK_DIR.mkdir()
         LOCK_DIR.chmod(0o1777)  # every user's test runs take blocks here (whatever the umask)
@@ -60,9 +77,12 @@ def _reserve_block() -> None:
             os.close(fd)
             continue
         _blocks[n] = fd  # held (open and locked) for the process's lifetime
-        _ports.extend(range(LOW + n * BLOCK, LOW + (n + 1) * BLOCK))
+        _ports.extend(range(starts[n], starts[n] + BLOCK))
         return
-    raise RuntimeError(f"every block of test ports in {LOW}-{LOW + count * BLOCK} is taken by other test runs")
+    raise RuntimeError(
+        f"every block of test ports ({count} blocks of {BLOCK} outside the ephemeral range) is taken "
+        f"by other test runs or unreadable in {LOCK_DIR}"
+    )
 
 
 def _unbound(port: int) -> bool:
@@ -72,6 +92,11 @@ def _unbound(port: int) -> bool:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    with socket.socket(type=socket.SOCK_DGRAM) as u:  # DNS servers in the lab take the port over UDP too
+        try:
+            u.bind(("0.0.0.0", port))
         except OSError:
             return False
     return True

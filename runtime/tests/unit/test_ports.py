@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import ports
 
 CHILD = """
@@ -34,7 +35,8 @@ def test_runs_beside_each_other_never_get_the_same_ports():
         mine = [ports.free_port() for _ in range(2 * ports.BLOCK + 10)]  # more than one block's worth
         blocks = {(p - ports.LOW) // ports.BLOCK for p in mine}
         assert not blocks & theirs, f"a port of a block another run holds: {sorted(blocks & theirs)}"
-        assert max(mine) < ports._ephemeral_low()  # the kernel never picks these for anyone
+        elow, ehigh = ports._ephemeral_range()
+        assert not [p for p in mine if elow <= p <= ehigh]  # the kernel never picks these for anyone
     finally:
         child.communicate("", timeout=10)
 
@@ -57,3 +59,17 @@ def test_a_port_something_listens_on_is_skipped():
     finally:
         for h in held:
             h.close()
+
+
+def test_a_machine_whose_ephemeral_range_starts_low_gets_ports_above_it(monkeypatch):
+    monkeypatch.setattr(ports, "_ephemeral_range", lambda: (1024, 65000))  # a common tuning
+    starts = ports._block_starts()
+    assert starts and all(s > 65000 and s + ports.BLOCK <= 65536 for s in starts)
+
+
+def test_no_room_outside_the_ephemeral_range_is_a_named_error(monkeypatch):
+    monkeypatch.setattr(ports, "_ephemeral_range", lambda: (1024, 65535))
+    monkeypatch.setattr(ports, "_ports", [])
+    monkeypatch.setattr(ports, "_blocks", {})
+    with pytest.raises(RuntimeError, match="outside the kernel's ephemeral range 1024-65535"):
+        ports.free_port()
