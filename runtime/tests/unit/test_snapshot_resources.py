@@ -7,7 +7,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoyage.model import ServiceState, parse_service
 from envoyage.xds import types as T
 from envoyage.xds.assemble import HomeSettings, assemble_home
-from envoyage.xds.snapshot import InconsistentSnapshot, Snapshot
+from envoyage.xds.snapshot import InconsistentSnapshot, Resource, Snapshot
 from envoyage.xds.translate import (
     HOME_ROUTES,
     EdgeSettings,
@@ -102,3 +102,17 @@ def test_a_broken_reference_or_a_domain_twice_is_still_named():
     )
     with pytest.raises(InconsistentSnapshot, match="domain 'X.test' is in virtual hosts 'a' and 'b'"):
         check_snapshot(Snapshot.build({T.ROUTE: [twice]}))
+
+
+def test_a_route_configuration_whose_spliced_bytes_are_broken_is_refused():
+    cache = TranslationCache()
+    pieces = cache.translate_all(_specs(3))
+    good = cache.route_resource("r", pieces.values())
+    broken = Resource(good.name, None, good.version, T.ROUTE, good.data[:-3], hosts=good.hosts)
+    resources = {
+        T.CLUSTER: [p.cluster_resource for p in pieces.values()],
+        T.ENDPOINT: [p.endpoints_resource for p in pieces.values() if p.endpoints_resource],
+    }
+    check_snapshot(Snapshot.build({**resources, T.ROUTE: [good]}))
+    with pytest.raises(InconsistentSnapshot, match="rds resource 'r' made from bytes is not a well-formed message"):
+        check_snapshot(Snapshot.build({**resources, T.ROUTE: [broken]}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 
+from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError, Message
 
 from ..model import BUILT_ACCESS_MODES, BUILT_AUTH, ServiceState, zones_problem
@@ -81,6 +82,18 @@ def check_message(type_url: str, msg: Message) -> None:
         raise InconsistentSnapshot(f"{T.short(type_url)} resource does not round-trip: {exc}") from exc
 
 
+def check_framing(type_url: str, name: str, data: bytes) -> None:
+    """The bytes of a resource made from bytes are a well-formed message at the top level:
+    every field's tag and length is whole and the last field ends where the bytes end."""
+    try:
+        empty_pb2.Empty.FromString(data)  # every field is unknown to Empty: only framing is parsed
+    except DecodeError:
+        raise InconsistentSnapshot(
+            f"{T.short(type_url)} resource {name!r} made from bytes is not a well-formed message "
+            f"(a field's tag or length does not fit its {len(data)} bytes)"
+        ) from None
+
+
 def check_snapshot(snapshot: Snapshot, previous: Snapshot | None = None) -> None:
     """Invariants; raises InconsistentSnapshot naming the first broken one.
 
@@ -99,10 +112,14 @@ def check_snapshot(snapshot: Snapshot, previous: Snapshot | None = None) -> None
             names = [name for name, res in resources.items() if before.get(name) is not res]
         for name in names:
             res = resources[name]
-            if not res.decoded_only:
+            if res.decoded_only:
+                # made from bytes (translate.py) of messages serialized from checked
+                # translations: not decoded again (~6 ms at 5,000 hosts), but its framing
+                # is walked (C, microseconds), so a splicing bug is a refused snapshot
+                # and the last good one keeps serving, not a NACK from every Envoy
+                check_framing(type_url, res.name, res.data)
+            else:
                 check_message(type_url, res.message)
-            # a resource made from bytes (translate.py) is made of the bytes of messages
-            # that were serialized from checked translations: nothing to decode again
     snapshot.consistent()
     with_hosts = list(snapshot.get(T.ROUTE).values()) + list(snapshot.get(T.VHOST).values())
     keys = list(itertools.chain.from_iterable([res.domain_keys for res in with_hosts]))
