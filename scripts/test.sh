@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what is needed and run the whole test suite (unit + integration with real Envoy).
 # Usage: bash scripts/test.sh [pytest args...]
-#        bash scripts/test.sh --unit [pytest args...]   the unit tests only (runtime/tests/unit,
+#        bash scripts/test.sh --unit [pytest args...]   the unit tests only (runtime/tests/unit, or
+#          the test files named, e.g. tests/unit/test_model.py::test_x, relative to runtime/;
 #          under a minute): no Debian packages, dockerd or sample image, and no root once
 #          the venv exists (the first run makes it, as the whole suite does)
 set -euo pipefail
@@ -11,7 +12,13 @@ if [ "${1:-}" = "--unit" ]; then
   venv_ready || ensure_venv
   cd "$ROOT/runtime"
   say "running the unit tests"
-  exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q "$@" tests/unit
+  # test files or directories named on the command line (relative to runtime/) are what
+  # runs; without one, the whole of tests/unit
+  where=tests/unit
+  for arg in "$@"; do
+    case "$arg" in -*) ;; *) [ -e "${arg%%::*}" ] && where= ;; esac
+  done
+  exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q "$@" $where
 fi
 ensure_venv
 # the tests also use network namespaces and iptables (dead-peer test), ss, setpriv and mount;
