@@ -1,0 +1,171 @@
+"""One source per fact (issue 21): a fact several roles read is one inventory-wide
+`envoyage_*` variable (roles/common/defaults/main.yml). A role option that only defaults to
+it cannot silently disagree with what the other roles read: the preflight (each role's
+validate entry point) refuses a different value, naming the envoyage_* variable to set.
+And the preflight's argument spec states common's defaults, not other ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+COMMON = yaml.safe_load((ROOT / "roles" / "common" / "defaults" / "main.yml").read_text())
+SINGLE = re.compile(r"^\{\{ *(envoyage_[a-z_]+) *\}\}$")
+
+# Role options that default to an envoyage_* variable but are the role's own setting: a
+# different value breaks no other role.
+ROLE_OWN = {
+    "envoy_pip_extra_args",  # how this role installs, read by no other role
+    "runtime_pip_extra_args",
+    "control_plane_lan_cidrs",  # who passes vpn-only; unbound_access is its own list
+    "control_plane_dns_answer_address",  # the answer; unbound_interfaces is where it listens
+}
+
+
+def _one_source_checks(role: str) -> dict[str, str]:
+    path = ROOT / "roles" / role / "tasks" / "validate.yml"
+    tasks = yaml.safe_load(path.read_text()) if path.exists() else []
+    checks = [t for t in tasks if t["name"].startswith("Refuse an option that differs from the inventory-wide")]
+    return {item["option"]: item["common"] for t in checks for item in t["loop"]}
+
+
+def _roles() -> list[str]:
+    return sorted(p.name for p in (ROOT / "roles").iterdir() if p.name not in {"common", "preflight"})
+
+
+@pytest.mark.parametrize("role", _roles())
+def test_every_role_option_that_is_a_shared_fact_is_pinned_to_it(role):
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    shared = {
+        name: SINGLE.match(value).group(1)
+        for name, value in defaults.items()
+        if isinstance(value, str) and SINGLE.match(value) and name not in ROLE_OWN
+    }
+    checks = _one_source_checks(role)
+    assert checks == shared
+    assert set(checks.values()) <= set(COMMON) | {"envoyage_domain"}
+
+
+def test_the_preflight_spec_states_commons_defaults():
+    spec = yaml.safe_load((ROOT / "roles" / "preflight" / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    # every common variable is checked (envoyage_domain has no default: it is required)
+    assert set(options) == set(COMMON) | {"envoyage_domain"}
+    assert options["envoyage_domain"]["required"] and "envoyage_domain" not in COMMON
+    for name, value in COMMON.items():
+        if "default" not in options[name]:
+            # only a templated default (computed per host) may go unstated
+            assert isinstance(value, str) and "{{" in value, name
+            continue
+        stated = options[name]["default"]
+        if isinstance(value, list):
+            assert stated == value, name
+        else:
+            assert str(stated) == str(value), name
+
+
+def _validate(tmp_path: Path, role: str, **inputs) -> subprocess.CompletedProcess[str]:
+    """The role's validate entry point, as the preflight runs it, over common's defaults."""
+    collections = tmp_path / "collections" / "ansible_collections" / "envoyage"
+    collections.mkdir(parents=True)
+    (collections / "core").symlink_to(ROOT)
+    play = [
+        {
+            "name": "Preflight of one role",
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "roles": ["envoyage.core.common"],
+            "tasks": [
+                {
+                    "name": "Check the role's variables",
+                    "ansible.builtin.include_role": {"name": f"envoyage.core.{role}", "tasks_from": "validate"},
+                }
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    (tmp_path / "vars.json").write_text(json.dumps(inputs))
+    return subprocess.run(
+        [str(PLAYBOOK), "-i", "localhost,", "-e", f"@{tmp_path / 'vars.json'}", str(tmp_path / "play.yml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+            "ANSIBLE_NOCOLOR": "1",
+        },
+    )
+
+
+@pytest.mark.skipif(not PLAYBOOK.exists(), reason="ansible-playbook is not installed")
+@pytest.mark.parametrize(
+    ("role", "inputs", "message"),
+    [
+        ("envoy", {"envoy_service": True}, None),
+        # the home Envoy's unit group must be the group the control plane's socket allows
+        ("envoy", {"envoy_service": True, "envoy_group": "other"}, "set envoyage_envoy_group"),
+        ("envoy", {"envoy_service": True, "envoy_log_dir": "/srv/logs"}, "set envoyage_log_dir"),
+        # the same group set the one right way: both roles read it
+        ("envoy", {"envoy_service": True, "envoyage_envoy_group": "other"}, None),
+        # on the VPS the access log is the edge user's, who runs Envoy there
+        ("envoy", {"envoy_service": False, "envoy_log_owner": "root"}, "set envoyage_edge_user"),
+        ("edge", {}, None),
+        ("edge", {"edge_user": "someone"}, "set envoyage_edge_user"),
+        ("edge", {"edge_link_port": 19443}, "set envoyage_link_port"),
+        ("edge", {"envoyage_link_port": 19443}, None),
+    ],
+)
+def test_the_preflight_refuses_a_role_option_that_differs_from_the_shared_fact(tmp_path, role, inputs, message):
+    proc = _validate(tmp_path, role, **inputs)
+    out = proc.stdout + proc.stderr
+    if message is None:
+        assert proc.returncode == 0, out[-3000:]
+    else:
+        assert proc.returncode != 0
+        assert message in out, out[-3000:]
+
+
+def _tasks(tasks: list[dict]) -> list[dict]:
+    """Every task, with the tasks inside blocks."""
+    out = []
+    for task in tasks:
+        out += _tasks(task["block"]) if "block" in task else [task]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("role", "start", "read", "unit"),
+    [
+        ("envoy", "Start Envoy at boot and now", "Wait for Envoy to be ready", "envoyage-envoy.service"),
+        ("crowdsec", "Start CrowdSec at boot and now", "List the registered bouncers", "crowdsec.service"),
+    ],
+)
+def test_check_mode_skips_what_needs_a_unit_that_is_not_there_yet(role, start, read, unit):
+    """`--check` on a host where the unit is not installed or not running yet must not fail
+    on starting it, nor wait for it (60 s of retries) and fail; on a converged host (where
+    it runs) the read still runs in check mode, as Molecule's check step relies on."""
+    tasks = _tasks(yaml.safe_load((ROOT / "roles" / role / "tasks" / "main.yml").read_text()))
+    names = [t["name"] for t in tasks]
+    (facts,) = [t for t in tasks if "ansible.builtin.service_facts" in t]
+    (start_task,) = [t for t in tasks if t["name"] == start]
+    (read_task,) = [t for t in tasks if t["name"].startswith(read)]
+    assert names.index(facts["name"]) < names.index(start) < names.index(read_task["name"])
+    assert facts["when"] == "ansible_check_mode"
+    assert start_task["when"] == f"not ansible_check_mode or '{unit}' in ansible_facts.services"
+    assert read_task["check_mode"] is False
+    assert read_task["when"] == (
+        f"not ansible_check_mode or ansible_facts.services.get('{unit}', {{}}).get('state') == 'running'"
+    )
