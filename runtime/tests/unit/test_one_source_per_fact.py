@@ -1,8 +1,11 @@
 """One source per fact (issue 21): a fact several roles read is one inventory-wide
-`envoyage_*` variable (roles/common/defaults/main.yml). A role option that only defaults to
-it cannot silently disagree with what the other roles read: the preflight (each role's
-validate entry point) refuses a different value, naming the envoyage_* variable to set.
-And the preflight's argument spec states common's defaults, not other ones."""
+`envoyage_*` variable (roles/common/defaults/main.yml), which every role reads directly: a
+role has no option of its own for it. The options roles had for such facts are removed, and
+the preflight (each role's validate entry point) refuses an inventory that still sets one,
+naming the envoyage_* variable to set, so an upgrade does not silently ignore it. A role
+option still only defaulting to an envoyage_* variable (a role not converted yet) is refused
+by the preflight when it differs. And the preflight's argument spec states common's
+defaults, not other ones."""
 
 from __future__ import annotations
 
@@ -31,11 +34,19 @@ ROLE_OWN = {
 }
 
 
-def _one_source_checks(role: str) -> dict[str, str]:
+def _checks(role: str, name: str) -> dict[str, str]:
     path = ROOT / "roles" / role / "tasks" / "validate.yml"
     tasks = yaml.safe_load(path.read_text()) if path.exists() else []
-    checks = [t for t in tasks if t["name"].startswith("Refuse an option that differs from the inventory-wide")]
+    checks = [t for t in tasks if t["name"].startswith(name)]
     return {item["option"]: item["common"] for t in checks for item in t["loop"]}
+
+
+def _one_source_checks(role: str) -> dict[str, str]:
+    return _checks(role, "Refuse an option that differs from the inventory-wide")
+
+
+def _removed(role: str) -> dict[str, str]:
+    return _checks(role, "Refuse a removed option that the inventory still sets")
 
 
 def _roles() -> list[str]:
@@ -53,6 +64,27 @@ def test_every_role_option_that_is_a_shared_fact_is_pinned_to_it(role):
     checks = _one_source_checks(role)
     assert checks == shared
     assert set(checks.values()) <= set(COMMON) | {"envoyage_domain"}
+
+
+@pytest.mark.parametrize("role", _roles())
+def test_a_removed_option_is_gone_from_the_role_and_refused(role):
+    removed = _removed(role)
+    assert set(removed.values()) <= set(COMMON) | {"envoyage_domain"}
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    spec = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    assert not set(removed) & set(defaults)
+    for entry in spec.values():
+        assert not set(removed) & set(entry.get("options", {}))
+    # nothing in the collection, its tests, scripts or docs reads a removed option any more
+    # (the validate task names it to refuse it, the changelog to say what to set instead)
+    pattern = re.compile(r"\b(" + "|".join(removed) + r")\b") if removed else None
+    skip = {ROOT / "roles" / role / "tasks" / "validate.yml", Path(__file__).resolve()}
+    for top in ("roles", "playbooks", "extensions", "scripts", "docs", "runtime/tests", "plugins", "README.md"):
+        for path in [ROOT / top] if (ROOT / top).is_file() else (ROOT / top).rglob("*"):
+            if pattern is None or not path.is_file() or path in skip or path.suffix in {".pyc", ".whl", ".gz"}:
+                continue
+            found = pattern.search(path.read_text(errors="replace"))
+            assert not found, f"{path.relative_to(ROOT)} still names {found and found.group(1)}"
 
 
 def test_the_preflight_spec_states_commons_defaults():
@@ -115,9 +147,21 @@ def _validate(tmp_path: Path, role: str, **inputs) -> subprocess.CompletedProces
     ("role", "inputs", "message"),
     [
         ("envoy", {"envoy_service": True}, None),
-        # the home Envoy's unit group must be the group the control plane's socket allows
-        ("envoy", {"envoy_service": True, "envoy_group": "other"}, "set envoyage_envoy_group"),
+        # a removed option is refused even at its old default: the role no longer reads it
+        ("envoy", {"envoy_service": True, "envoy_group": "other"}, "envoy_group was removed"),
+        ("envoy", {"envoy_service": True, "envoy_group": "envoy"}, "set envoyage_envoy_group"),
         ("envoy", {"envoy_service": True, "envoy_log_dir": "/srv/logs"}, "set envoyage_log_dir"),
+        ("envoy", {"envoy_service": True, "envoy_venv": "/srv/venv"}, "set envoyage_venv"),
+        ("runtime", {"runtime_wheel": "/x.whl"}, None),
+        ("runtime", {"runtime_wheel": "/x.whl", "runtime_venv": "/srv/venv"}, "set envoyage_venv"),
+        ("unbound", {"envoyage_home_address": "192.168.1.10"}, None),
+        ("unbound", {"envoyage_home_address": "192.168.1.10", "unbound_port": 5353}, "set envoyage_dns_port"),
+        (
+            "unbound",
+            {"envoyage_home_address": "192.168.1.10", "unbound_include_file": "/z.conf"},
+            "set envoyage_dns_include_file",
+        ),
+        ("unbound", {"envoyage_home_address": "192.168.1.10", "envoyage_dns_port": 5353}, None),
         # the same group set the one right way: both roles read it
         ("envoy", {"envoy_service": True, "envoyage_envoy_group": "other"}, None),
         # on the VPS the access log is the edge user's, who runs Envoy there

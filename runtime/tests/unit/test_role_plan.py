@@ -81,7 +81,7 @@ def test_every_role_of_the_collection_is_in_the_plan():
 def test_no_variable_with_a_role_default_gets_a_fallback():
     names = no_fallback.defaulted_names(str(ROOT))
     common = set(yaml.safe_load((ROOT / "roles" / "common" / "defaults" / "main.yml").read_text()))
-    assert common <= names and "runtime_venv" in names
+    assert common <= names and "runtime_wheel" in names
     found = no_fallback.fallbacks(str(ROOT))
     assert not found, "fallbacks of a variable that has a role default (read it as it is):\n" + "\n".join(
         f"{path}:{line}: {name} | default(...)" for path, line, name in found

@@ -78,7 +78,7 @@ def role_renders(tmp_path: Path, **inputs) -> str:
     "inputs",
     [
         {},  # the role's defaults: no forwarders (resolution from the root servers), port 53
-        {"unbound_forwarders": ["198.18.90.3", "192.0.2.53@5353"], "unbound_port": 5353},
+        {"unbound_forwarders": ["198.18.90.3", "192.0.2.53@5353"], "envoyage_dns_port": 5353},
     ],
     ids=["defaults", "forwarders-and-port"],
 )
@@ -91,18 +91,18 @@ def test_the_role_and_the_runtime_write_the_same_file(tmp_path, inputs):
         # at 192.168.1.10 on 192.168.1.0/24
         "unbound_listen": ["192.168.1.10", "127.0.0.1", "::1"],
         "unbound_access": ["192.168.1.0/24", "127.0.0.0/8", "::1/128"],
-        "unbound_include_file": common["envoyage_dns_include_file"],
-        "unbound_port": common["envoyage_dns_port"],
+        "envoyage_dns_include_file": common["envoyage_dns_include_file"],
+        "envoyage_dns_port": common["envoyage_dns_port"],
         **inputs,
     }
     assert set(inputs) >= set(role_defaults)
     runtime = render_conf(
         ResolverSettings(
             listen=tuple(inputs["unbound_listen"]),
-            port=inputs["unbound_port"],
+            port=inputs["envoyage_dns_port"],
             access=tuple(inputs["unbound_access"]),
             upstreams=tuple(inputs["unbound_forwarders"]),
-            include_file=inputs["unbound_include_file"],
+            include_file=inputs["envoyage_dns_include_file"],
             control_socket=inputs["unbound_control_socket"],
         )
     )
@@ -119,7 +119,6 @@ def test_the_runtimes_defaults_are_the_roles():
     assert s.control_socket == defaults["unbound_control_socket"] == _unbound.CONTROL_SOCKET
     assert list(s.upstreams) == defaults["unbound_forwarders"] == list(_unbound.FORWARDERS)
     common = yaml.safe_load((ROOT / "roles" / "common" / "defaults" / "main.yml").read_text())
-    assert defaults["unbound_port"] == "{{ envoyage_dns_port }}"
     assert s.port == common["envoyage_dns_port"] == _unbound.PORT
     spec = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
     assert spec["unbound_control_socket"]["default"] == _unbound.CONTROL_SOCKET
