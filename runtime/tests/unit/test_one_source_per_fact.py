@@ -169,6 +169,9 @@ def _validate(tmp_path: Path, role: str, **inputs) -> subprocess.CompletedProces
         ("edge", {}, None),
         ("edge", {"edge_user": "someone"}, "set envoyage_edge_user"),
         ("edge", {"edge_link_port": 19443}, "set envoyage_link_port"),
+        ("edge", {"edge_config_dir": "/etc/envoyage"}, "edge_config_dir was removed"),
+        ("edge", {"edge_venv": "/srv/venv"}, "set envoyage_venv"),
+        ("edge", {"envoyage_tunnel_prefix": "10.99.0.0/33"}, "envoyage_tunnel_prefix:"),
         ("edge", {"envoyage_link_port": 19443}, None),
     ],
 )

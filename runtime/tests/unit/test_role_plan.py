@@ -93,19 +93,19 @@ def test_a_new_fallback_is_named_with_file_and_line(tmp_path):
     (tmp_path / "roles" / "common" / "defaults" / "main.yml").write_text("envoyage_tunnel_prefix: 10.88.0.0/24\n")
     (tmp_path / "roles" / "edge" / "defaults").mkdir(parents=True)
     (tmp_path / "roles" / "edge" / "defaults" / "main.yml").write_text(
-        "edge_user: envoyage-edge\n"
+        "edge_id: envoyage-edge\n"
         "edge_prefix: \"{{ envoyage_tunnel_prefix | default('10.88.0.0/24') }}\"\n"
         "# a comment about envoyage_tunnel_prefix | default('x') is not a fallback\n"
         "edge_vps: \"{{ groups['vps'] | default([]) }}\"\n"
     )
     (tmp_path / "playbooks").mkdir()
-    (tmp_path / "playbooks" / "x.yml").write_text("- hosts: all\n  vars:\n    u: \"{{ edge_user|d('x') }}\"\n")
+    (tmp_path / "playbooks" / "x.yml").write_text("- hosts: all\n  vars:\n    u: \"{{ edge_id|d('x') }}\"\n")
     (tmp_path / "roles" / "edge" / "templates").mkdir()
-    (tmp_path / "roles" / "edge" / "templates" / "u.j2").write_text("User={{ edge_user | default('e') }}\n")
+    (tmp_path / "roles" / "edge" / "templates" / "u.j2").write_text("User={{ edge_id | default('e') }}\n")
     assert sorted(no_fallback.fallbacks(str(tmp_path))) == [
-        ("playbooks/x.yml", 3, "edge_user"),
+        ("playbooks/x.yml", 3, "edge_id"),
         ("roles/edge/defaults/main.yml", 2, "envoyage_tunnel_prefix"),
-        ("roles/edge/templates/u.j2", 1, "edge_user"),
+        ("roles/edge/templates/u.j2", 1, "edge_id"),
     ]
     # the ansible-lint rule finds the collection's root in a checkout and in an installed copy
     planted = str(tmp_path / "roles" / "edge" / "defaults" / "main.yml")
