@@ -173,6 +173,18 @@ def _validate(tmp_path: Path, role: str, **inputs) -> subprocess.CompletedProces
         ("edge", {"edge_venv": "/srv/venv"}, "set envoyage_venv"),
         ("edge", {"envoyage_tunnel_prefix": "10.99.0.0/33"}, "envoyage_tunnel_prefix:"),
         ("edge", {"envoyage_link_port": 19443}, None),
+        ("wireguard", {"envoyage_vps_address": "192.0.2.1"}, None),
+        (
+            "wireguard",
+            {"envoyage_vps_address": "192.0.2.1", "wireguard_interface": "wg9"},
+            "set envoyage_tunnel_interface",
+        ),
+        ("wireguard", {"envoyage_vps_address": "192.0.2.1", "wireguard_link_port": 18443}, "set envoyage_link_port"),
+        (
+            "wireguard",
+            {"envoyage_vps_address": "192.0.2.1", "envoyage_tunnel_interface": "x" * 16},
+            "envoyage_tunnel_interface:",
+        ),
     ],
 )
 def test_the_preflight_refuses_a_role_option_that_differs_from_the_shared_fact(tmp_path, role, inputs, message):

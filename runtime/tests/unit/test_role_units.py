@@ -140,7 +140,7 @@ def test_logrotate_rotates_as_the_logs_owner_and_keeps_their_mode():
             "rotate.yml",
             (
                 "wireguard_dir",
-                "wireguard_interface",
+                "envoyage_tunnel_interface",
                 "control_plane_config",
                 "control_plane_venv",
                 "control_plane_secret_outbox",
