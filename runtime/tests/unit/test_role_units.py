@@ -21,21 +21,19 @@ GOAL = 4.0
 
 VALUES = {
     "ansible_managed": "managed",
-    "control_plane_topology": "a",
-    "control_plane_user": "envoyage",
-    "control_plane_envoy_group": "envoy",
+    "envoyage_topology": "a",
+    "envoyage_control_plane_user": "envoyage",
+    "envoyage_envoy_group": "envoy",
     "control_plane_dns": True,
     "control_plane_docker_group": "docker",
-    "control_plane_venv": "/opt/envoyage/venv",
+    "envoyage_venv": "/opt/envoyage/venv",
     "control_plane_config": "/etc/envoyage/control.yaml",
     "control_plane_state_dir": "/var/lib/envoyage",
-    "control_plane_dns_include_file": "/var/lib/envoyage-dns/zones.conf",
+    "envoyage_dns_include_file": "/var/lib/envoyage-dns/zones.conf",
     "envoyage_edge_user": "envoyage-edge",
     "edge_config": "/etc/envoyage/edge.yaml",
     "envoy_user": "envoy",
-    "envoyage_envoy_group": "envoy",
     "envoyage_config_dir": "/etc/envoyage",
-    "envoyage_venv": "/opt/envoyage/venv",
     "envoy_node_id": "home",
     "envoyage_log_dir": "/var/log/envoyage",
     "envoy_admin_socket": "/run/envoyage-envoy/admin.sock",
@@ -90,7 +88,7 @@ def test_every_unit_is_sandboxed(unit):
 
 @pytest.mark.parametrize("topology", ["a", "c"])
 def test_the_control_plane_has_no_capability_at_all(topology):
-    s = settings(render(UNITS["envoyage-control.service"], control_plane_topology=topology))
+    s = settings(render(UNITS["envoyage-control.service"], envoyage_topology=topology))
     assert s["CapabilityBoundingSet"] == [""] and s.get("AmbientCapabilities", [""]) == [""]
     assert s["ReadWritePaths"] == ["/var/lib/envoyage /var/lib/envoyage-dns"]
     no_dns = settings(render(UNITS["envoyage-control.service"], control_plane_dns=False))
@@ -116,7 +114,7 @@ def test_the_home_envoy_admin_is_a_socket_not_a_port():
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_systemd_analyze_scores_every_unit_below_the_goal(tmp_path, unit, topology):
     path = tmp_path / unit
-    path.write_text(render(UNITS[unit], control_plane_topology=topology))
+    path.write_text(render(UNITS[unit], envoyage_topology=topology))
     out = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(path)],
         capture_output=True,
@@ -142,13 +140,13 @@ def test_logrotate_rotates_as_the_logs_owner_and_keeps_their_mode():
                 "wireguard_dir",
                 "envoyage_tunnel_interface",
                 "control_plane_config",
-                "control_plane_venv",
+                "envoyage_venv",
                 "control_plane_secret_outbox",
                 "control_plane_link_key_file",
-                "control_plane_user",
+                "envoyage_control_plane_user",
             ),
         ),
-        ("backup.yml", ("control_plane_venv", "control_plane_config", "control_plane_state_dir")),
+        ("backup.yml", ("envoyage_venv", "control_plane_config", "control_plane_state_dir")),
     ],
 )
 def test_the_everyday_playbooks_take_every_path_from_the_roles(playbook, names):
