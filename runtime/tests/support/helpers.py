@@ -383,3 +383,31 @@ class Setup:
         for env in self.envoys:
             env.stop()
         self.daemon.stop()
+
+
+def run_local_playbook(
+    tmp_path: Path, play: list[dict], extra_vars: dict | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `play` with ansible-playbook on localhost (local connection), with this
+    checkout as the collection envoyage.core; `extra_vars` go in as `-e @file`."""
+    collections = tmp_path / "collections" / "ansible_collections" / "envoyage"
+    collections.mkdir(parents=True)
+    (collections / "core").symlink_to(Path(__file__).resolve().parents[3])
+    (tmp_path / "play.yml").write_text(json.dumps(play))
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,"]
+    if extra_vars is not None:
+        (tmp_path / "vars.json").write_text(json.dumps(extra_vars))
+        cmd += ["-e", f"@{tmp_path / 'vars.json'}"]
+    return subprocess.run(
+        [*cmd, str(tmp_path / "play.yml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+            "ANSIBLE_NOCOLOR": "1",
+        },
+    )

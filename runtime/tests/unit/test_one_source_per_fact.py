@@ -7,8 +7,6 @@ preflight's argument spec states common's defaults, not other ones."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.helpers import run_local_playbook
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
@@ -108,9 +107,6 @@ def test_the_preflight_spec_states_commons_defaults():
 
 def _validate(tmp_path: Path, role: str, **inputs) -> subprocess.CompletedProcess[str]:
     """The role's validate entry point, as the preflight runs it, over common's defaults."""
-    collections = tmp_path / "collections" / "ansible_collections" / "envoyage"
-    collections.mkdir(parents=True)
-    (collections / "core").symlink_to(ROOT)
     play = [
         {
             "name": "Preflight of one role",
@@ -126,21 +122,7 @@ def _validate(tmp_path: Path, role: str, **inputs) -> subprocess.CompletedProces
             ],
         }
     ]
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    (tmp_path / "vars.json").write_text(json.dumps(inputs))
-    return subprocess.run(
-        [str(PLAYBOOK), "-i", "localhost,", "-e", f"@{tmp_path / 'vars.json'}", str(tmp_path / "play.yml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-            "ANSIBLE_NOCOLOR": "1",
-        },
-    )
+    return run_local_playbook(tmp_path, play, inputs)
 
 
 # what the control plane's checks need beyond common's defaults (site.yml gathers the rest)

@@ -6,8 +6,6 @@ role's."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.helpers import run_local_playbook
 
 from envoyage.dns.unbound import ResolverSettings, render_conf
 from envoyage.module_utils import _unbound
@@ -33,9 +32,6 @@ def _role_task() -> dict:
 def role_renders(tmp_path: Path, **inputs) -> str:
     """unbound.conf as the role writes it: its task's content expression over its vars,
     templated by ansible-playbook with the collection from this checkout."""
-    collections = tmp_path / "collections" / "ansible_collections" / "envoyage"
-    collections.mkdir(parents=True)
-    (collections / "core").symlink_to(ROOT)
     out = tmp_path / "unbound.conf"
     play = [
         {
@@ -55,20 +51,7 @@ def role_renders(tmp_path: Path, **inputs) -> str:
             ],
         }
     ]
-    (tmp_path / "play.yml").write_text(json.dumps(play))
-    proc = subprocess.run(
-        [str(PLAYBOOK), "-i", "localhost,", str(tmp_path / "play.yml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-            "ANSIBLE_NOCOLOR": "1",
-        },
-    )
+    proc = run_local_playbook(tmp_path, play)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out.read_text()
 
