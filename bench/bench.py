@@ -26,7 +26,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from peers import (  # noqa: E402
     BENCH_SCOPE,
-    ENVOY,
     ENVOYAGE,
     Caddy,
     Envoyage,
@@ -38,7 +37,7 @@ from peers import (  # noqa: E402
 )
 from report import write_report  # noqa: E402
 from site_playbook import site_playbook  # noqa: E402
-from support.helpers import Upstream  # noqa: E402
+from support.helpers import ENVOY, Upstream  # noqa: E402
 from topology import topology_a  # noqa: E402
 
 POLL_INTERVAL = 0.001  # the same poller for every system: one GET per millisecond

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import yaml
-from support.helpers import ENVOY, ENVOYAGE, Envoy, free_port, wait_for  # noqa: E402
+from support.helpers import ENVOYAGE, Envoy, envoy_command, free_port, wait_for  # noqa: E402
 
 from envoyage.cli.client import ControlClient  # noqa: E402
 
@@ -297,17 +297,7 @@ class EnvoyFiles:
         }
         (self.dir / "bootstrap.json").write_text(json.dumps(boot))
         self.proc = _spawn(
-            [
-                ENVOY,
-                "-c",
-                str(self.dir / "bootstrap.json"),
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-                "--base-id",
-                str(self.admin_port),
-            ],
+            envoy_command(self.dir / "bootstrap.json", self.admin_port, drain=False),
             self.dir / "envoy.log",
         )
         wait_for(lambda: _http_ok(self.admin_port, "/ready"), 30, what="file-based Envoy")

@@ -33,6 +33,14 @@ ENVOY = str(BIN / "envoy")
 ENVOYAGE = str(BIN / "envoyage")
 
 
+def envoy_command(bootstrap_path: Path | str, base_id: int, *, envoy: str = ENVOY, drain: bool = True) -> list[str]:
+    """How the tests, the lab and the benchmarks start an Envoy: one worker, warnings only,
+    its own shared-memory base id (several Envoys side by side), and (`drain`) a 1 s
+    drain so a stop does not wait for the default 600 s."""
+    cmd = [envoy, "-c", str(bootstrap_path), "--concurrency", "1", "--log-level", "warn", "--base-id", str(base_id)]
+    return [*cmd, "--drain-time-s", "1"] if drain else cmd
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
     """Poll until check() returns a truthy value; return it, or fail naming `what`."""
     deadline = time.monotonic() + timeout
@@ -198,19 +206,7 @@ class Envoy:
     def start(self, wait_ready: bool = True) -> Envoy:
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [
-                    ENVOY,
-                    "-c",
-                    str(self.bootstrap_path),
-                    "--concurrency",
-                    "1",
-                    "--log-level",
-                    "warn",
-                    "--base-id",
-                    str(self.admin_port),
-                    "--drain-time-s",
-                    "1",
-                ],
+                envoy_command(self.bootstrap_path, self.admin_port),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

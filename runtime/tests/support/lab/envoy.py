@@ -12,6 +12,7 @@ from pathlib import Path
 
 from envoyage.link import secret as link_secret
 
+from ..helpers import envoy_command
 from .dns import Dns
 from .nodes import VENV, sh, wait_until
 from .tunnel import Tunnel
@@ -151,19 +152,7 @@ envoy:
         # UMask=0027 as in the envoy role's unit: the access log is 0640
         self.spawn(
             "home-envoy",
-            [
-                str(VENV / "bin" / "envoy"),
-                "-c",
-                str(boot),
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-                "--base-id",
-                str(self.admin_port),
-                "--drain-time-s",
-                "1",
-            ],
+            envoy_command(boot, self.admin_port, envoy=str(VENV / "bin" / "envoy")),
             umask="0027",
         )
         wait_until(lambda: self.home_admin("/ready") == "LIVE", 30, "the home Envoy", self.dir / "home-envoy.log")
